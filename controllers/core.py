@@ -1,0 +1,428 @@
+"""The per-domain controller's decisions, free of any OpenFlow library.
+
+The Ryu/os-ken app (``domain_app.py``) translates events into calls on :class:`DomainCore`
+and turns what it returns (:class:`FlowRule`, :class:`ArpReply`, :class:`CountersSnapshot`)
+into OpenFlow 1.3 messages and files. Time is always passed in, so tests drive a fake clock.
+
+Table layout of every edge switch (what makes per-source-host accounting exact):
+
+* table 0, *admission*: a local host's IPv4 is admitted only from its own port with its own
+  MAC and IP (counted per host, then to table 1); its ARP goes to the controller (proxy ARP,
+  nothing is ever flooded, so rings and meshes cannot storm); anything else from a host port
+  (spoofed sources, IPv6 chatter) is dropped and counted. IPv4 arriving on a border port goes
+  straight to forwarding.
+* table 1, *flow accounting*: one microflow rule per (src, dst, proto, ports) of a local host,
+  installed on the first packet; a miss copies the packet head to the controller and carries
+  on to forwarding in the same pass, so no packet waits for the controller.
+* table 2, *forwarding*: local destinations by exact IPv4, remote domains by their /16 towards
+  the next-hop neighbour on the shortest domain path (see :func:`topologies.layout.next_hops`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+LOG = logging.getLogger(__name__)
+
+CONTROLLER = "controller"
+"""Pseudo output port: send the packet (head) to the controller."""
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+ARP_REQUEST = 1
+IP_PROTO_TCP = 6
+IP_PROTO_UDP = 17
+
+TABLE_ADMISSION = 0
+TABLE_FLOWS = 1
+TABLE_FORWARDING = 2
+ALL_TABLES = -1
+PACKET_IN_BYTES = 128
+
+
+class RuleKind(IntEnum):
+    """What a rule means; stored in the upper half of its cookie."""
+
+    HOST_IPV4 = 1
+    HOST_ARP = 2
+    HOST_UNADMITTED = 3
+    BORDER_IPV4 = 4
+    BORDER_UNADMITTED = 5
+    ADMISSION_MISS = 6
+    FLOW_MISS = 7
+    MICROFLOW = 8
+    FORWARD_LOCAL = 9
+    FORWARD_REMOTE = 10
+    FORWARD_MISS = 11
+
+
+def make_cookie(kind: RuleKind, subject: int = 0) -> int:
+    """Cookie = kind in the upper 32 bits, subject (host key or neighbour domain) below."""
+    return (int(kind) << 32) | subject
+
+
+def split_cookie(cookie: int) -> tuple[RuleKind | None, int]:
+    try:
+        return RuleKind(cookie >> 32), cookie & 0xFFFFFFFF
+    except ValueError:
+        return None, cookie & 0xFFFFFFFF
+
+
+def host_key(domain: int, index: int) -> int:
+    return (domain << 8) | index
+
+
+@dataclass(frozen=True)
+class FlowRule:
+    """A flow-table change. No outputs and no ``goto`` means drop."""
+
+    table: int
+    priority: int
+    match: tuple[tuple[str, object], ...]
+    cookie: int
+    outputs: tuple[int | str, ...] = ()
+    goto: int | None = None
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    delete: bool = False
+
+    @property
+    def kind(self) -> RuleKind | None:
+        return split_cookie(self.cookie)[0]
+
+
+@dataclass(frozen=True)
+class ArpReply:
+    """Proxy-ARP answer to send out of ``port``: ``ip`` is at ``mac``."""
+
+    port: int
+    mac: str
+    ip: str
+    requester_mac: str
+    requester_ip: str
+
+
+@dataclass(frozen=True)
+class PacketInfo:
+    """The header fields of a packet-in the core cares about (absent fields are None)."""
+
+    eth_src: str
+    eth_dst: str
+    eth_type: int
+    arp_op: int | None = None
+    arp_spa: str | None = None
+    arp_tpa: str | None = None
+    ipv4_src: str | None = None
+    ipv4_dst: str | None = None
+    ip_proto: int | None = None
+    tp_src: int | None = None
+    tp_dst: int | None = None
+
+
+@dataclass(frozen=True)
+class FlowStatsEntry:
+    """One entry of a flow-stats reply, as plain data."""
+
+    table_id: int
+    priority: int
+    cookie: int
+    packet_count: int
+    byte_count: int
+    match: dict
+
+
+@dataclass
+class HostCounters:
+    """Cumulative counters of one local host, attributed by its admission rules."""
+
+    packets: int = 0
+    bytes: int = 0
+    arp_packets: int = 0
+    dropped_packets: int = 0
+    dropped_bytes: int = 0
+    flows_total: int = 0
+    flows_active: int = 0
+    distinct_dsts: int = 0
+    distinct_dst_ports: int = 0
+    packet_ins: int = 0
+
+
+@dataclass
+class CountersSnapshot:
+    time: float
+    domain: int
+    dpid: int
+    hosts: dict[str, HostCounters]
+    transit: dict[int, dict[str, int]] = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        return {
+            "type": "counters",
+            "time": self.time,
+            "domain": self.domain,
+            "dpid": self.dpid,
+            "hosts": {name: vars(c) for name, c in sorted(self.hosts.items())},
+            "transit": {str(n): t for n, t in sorted(self.transit.items())},
+        }
+
+
+@dataclass
+class _PendingStats:
+    xid: int
+    sent_at: float
+    entries: list[FlowStatsEntry] = field(default_factory=list)
+
+
+class DomainCore:
+    """Forwarding, proxy ARP and flow accounting for one domain.
+
+    Parameters
+    ----------
+    description:
+        The network description written by :mod:`topologies.layout`.
+    domain:
+        This controller's domain id.
+    microflow_idle_timeout:
+        Seconds after which an unused microflow rule expires.
+    max_microflows_per_host:
+        Cap on microflow rules a host can make the controller install; beyond it the host's
+        new flows are still forwarded and counted as packet-ins, so a scan cannot fill the
+        switch's table.
+    stats_timeout:
+        Seconds after which an unanswered flow-stats request is abandoned and re-sent.
+    """
+
+    def __init__(
+        self,
+        description: dict,
+        domain: int,
+        microflow_idle_timeout: int = 10,
+        max_microflows_per_host: int = 256,
+        stats_timeout: float = 3.0,
+    ) -> None:
+        self.domain = domain
+        self.microflow_idle_timeout = microflow_idle_timeout
+        self.max_microflows_per_host = max_microflows_per_host
+        self.stats_timeout = stats_timeout
+        try:
+            domain_entry = next(d for d in description["domains"] if d["id"] == domain)
+        except StopIteration:
+            raise ValueError(f"domain {domain} is not in the network description") from None
+        self._switch_by_dpid = {s["dpid"]: s["name"] for s in domain_entry["switches"]}
+        self._hosts = {h["name"]: h for h in description["hosts"]}
+        self._host_by_ip = {h["ip"]: h for h in description["hosts"]}
+        self._local = {n: h for n, h in self._hosts.items() if h["domain"] == domain}
+        self._borders = domain_entry["borders"]
+        self._border_port_to = {b["neighbour"]: b["port"] for b in self._borders}
+        self._next_hop = {int(t): n for t, n in domain_entry["next_hop"].items()}
+        self._subnets = {d["id"]: d["subnet"] for d in description["domains"]}
+        self._pending: dict[int, _PendingStats] = {}
+        self._flows_total: dict[str, int] = {n: 0 for n in self._local}
+        self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
+        self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
+        self.stats_timeouts = 0
+
+    # --- switch life cycle -------------------------------------------------------------
+    def switch_name(self, dpid: int) -> str | None:
+        """The switch of this domain with that dpid, or None for a stranger."""
+        return self._switch_by_dpid.get(dpid)
+
+    def base_rules(self, dpid: int) -> list[FlowRule]:
+        """Every rule a freshly connected switch needs, after wiping what it had."""
+        switch = self.switch_name(dpid)
+        if switch is None:
+            raise ValueError(f"dpid {dpid:#x} is not a switch of domain {self.domain}")
+        rules = [FlowRule(ALL_TABLES, 0, (), 0, delete=True)]
+        local = [h for h in self._local.values() if h["switch"] == switch]
+        for host in sorted(local, key=lambda h: h["port"]):
+            key = host_key(host["domain"], host["index"])
+            port = host["port"]
+            rules += [
+                FlowRule(
+                    TABLE_ADMISSION, 200,
+                    (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_IPV4),
+                     ("ipv4_src", host["ip"])),
+                    make_cookie(RuleKind.HOST_IPV4, key), goto=TABLE_FLOWS,
+                ),
+                FlowRule(
+                    TABLE_ADMISSION, 200,
+                    (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_ARP),
+                     ("arp_spa", host["ip"])),
+                    make_cookie(RuleKind.HOST_ARP, key), outputs=(CONTROLLER,),
+                ),
+                FlowRule(
+                    TABLE_ADMISSION, 100, (("in_port", port),),
+                    make_cookie(RuleKind.HOST_UNADMITTED, key),
+                ),
+                FlowRule(
+                    TABLE_FORWARDING, 200,
+                    (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", host["ip"])),
+                    make_cookie(RuleKind.FORWARD_LOCAL, key), outputs=(port,),
+                ),
+            ]
+        for border in sorted(self._borders, key=lambda b: b["neighbour"]):
+            if border["switch"] != switch:
+                continue
+            rules += [
+                FlowRule(
+                    TABLE_ADMISSION, 200,
+                    (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4)),
+                    make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]), goto=TABLE_FORWARDING,
+                ),
+                FlowRule(
+                    TABLE_ADMISSION, 100, (("in_port", border["port"]),),
+                    make_cookie(RuleKind.BORDER_UNADMITTED, border["neighbour"]),
+                ),
+            ]
+        for target, neighbour in sorted(self._next_hop.items()):
+            net = ipaddress.IPv4Network(self._subnets[target])
+            rules.append(
+                FlowRule(
+                    TABLE_FORWARDING, 100,
+                    (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", (str(net.network_address), str(net.netmask)))),
+                    make_cookie(RuleKind.FORWARD_REMOTE, target),
+                    outputs=(self._border_port_to[neighbour],),
+                )
+            )
+        rules += [
+            FlowRule(TABLE_ADMISSION, 0, (), make_cookie(RuleKind.ADMISSION_MISS)),
+            FlowRule(TABLE_FLOWS, 0, (), make_cookie(RuleKind.FLOW_MISS),
+                     outputs=(CONTROLLER,), goto=TABLE_FORWARDING),
+            FlowRule(TABLE_FORWARDING, 0, (), make_cookie(RuleKind.FORWARD_MISS)),
+        ]
+        for host in local:
+            self._live_microflows[host["name"]] = 0
+        return rules
+
+    # --- packet-in ---------------------------------------------------------------------
+    def _local_host_at(self, switch: str, port: int) -> dict | None:
+        for host in self._local.values():
+            if host["switch"] == switch and host["port"] == port:
+                return host
+        return None
+
+    def on_packet_in(
+        self, now: float, dpid: int, in_port: int, table_id: int, packet: PacketInfo
+    ) -> list[FlowRule | ArpReply]:
+        """Answer ARP for any known host; install a microflow for a local host's new flow."""
+        switch = self.switch_name(dpid)
+        host = self._local_host_at(switch, in_port) if switch else None
+        if host is None:
+            LOG.debug("packet-in from dpid %s port %s ignored: no local host there", dpid, in_port)
+            return []
+        if packet.eth_type == ETH_TYPE_ARP:
+            return self._proxy_arp(in_port, host, packet)
+        if packet.eth_type == ETH_TYPE_IPV4 and table_id == TABLE_FLOWS:
+            return self._account_new_flow(host, packet)
+        return []
+
+    def _proxy_arp(self, in_port: int, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
+        if packet.arp_op != ARP_REQUEST or packet.arp_spa != host["ip"]:
+            return []
+        target = self._host_by_ip.get(packet.arp_tpa or "")
+        if target is None or target["ip"] == host["ip"]:
+            return []
+        return [ArpReply(in_port, target["mac"], target["ip"], host["mac"], host["ip"])]
+
+    def _account_new_flow(self, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
+        name = host["name"]
+        self._packet_ins[name] += 1
+        if self._live_microflows[name] >= self.max_microflows_per_host:
+            return []
+        match: list[tuple[str, object]] = [
+            ("eth_type", ETH_TYPE_IPV4),
+            ("ipv4_src", packet.ipv4_src),
+            ("ipv4_dst", packet.ipv4_dst),
+            ("ip_proto", packet.ip_proto),
+        ]
+        if packet.ip_proto == IP_PROTO_TCP:
+            match += [("tcp_src", packet.tp_src), ("tcp_dst", packet.tp_dst)]
+        elif packet.ip_proto == IP_PROTO_UDP:
+            match += [("udp_src", packet.tp_src), ("udp_dst", packet.tp_dst)]
+        self._flows_total[name] += 1
+        self._live_microflows[name] += 1
+        return [
+            FlowRule(
+                TABLE_FLOWS, 100, tuple(match),
+                make_cookie(RuleKind.MICROFLOW, host_key(host["domain"], host["index"])),
+                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout,
+            )
+        ]
+
+    # --- statistics --------------------------------------------------------------------
+    def stats_request_due(self, now: float, dpid: int) -> bool:
+        """Whether to send a new flow-stats request (none pending, or the pending one timed out)."""
+        pending = self._pending.get(dpid)
+        if pending is None:
+            return True
+        if now - pending.sent_at >= self.stats_timeout:
+            LOG.warning("flow-stats reply xid %s from dpid %#x timed out; re-requesting", pending.xid, dpid)
+            self.stats_timeouts += 1
+            del self._pending[dpid]
+            return True
+        return False
+
+    def stats_request_sent(self, now: float, dpid: int, xid: int) -> None:
+        self._pending[dpid] = _PendingStats(xid, now)
+
+    def on_flow_stats_part(
+        self, now: float, dpid: int, xid: int, entries: list[FlowStatsEntry], more: bool
+    ) -> CountersSnapshot | None:
+        """Collect one multipart reply; return the snapshot once the last part arrived."""
+        pending = self._pending.get(dpid)
+        if pending is None or pending.xid != xid:
+            LOG.warning("unexpected flow-stats reply xid %s from dpid %#x dropped", xid, dpid)
+            return None
+        pending.entries.extend(entries)
+        if more:
+            return None
+        del self._pending[dpid]
+        return self._snapshot(now, dpid, pending.entries)
+
+    def _snapshot(self, now: float, dpid: int, entries: list[FlowStatsEntry]) -> CountersSnapshot:
+        switch = self.switch_name(dpid)
+        by_key = {host_key(h["domain"], h["index"]): h["name"]
+                  for h in self._local.values() if h["switch"] == switch}
+        hosts = {name: HostCounters() for name in by_key.values()}
+        destinations: dict[str, set] = {name: set() for name in hosts}
+        ports: dict[str, set] = {name: set() for name in hosts}
+        transit: dict[int, dict[str, int]] = {}
+        for entry in entries:
+            kind, subject = split_cookie(entry.cookie)
+            if kind in (RuleKind.BORDER_IPV4, RuleKind.BORDER_UNADMITTED):
+                counts = transit.setdefault(subject, {"packets": 0, "bytes": 0, "dropped_packets": 0})
+                if kind is RuleKind.BORDER_IPV4:
+                    counts["packets"] += entry.packet_count
+                    counts["bytes"] += entry.byte_count
+                else:
+                    counts["dropped_packets"] += entry.packet_count
+                continue
+            name = by_key.get(subject)
+            if name is None:
+                continue
+            counters = hosts[name]
+            if kind is RuleKind.HOST_IPV4:
+                counters.packets += entry.packet_count
+                counters.bytes += entry.byte_count
+            elif kind is RuleKind.HOST_ARP:
+                counters.arp_packets += entry.packet_count
+            elif kind is RuleKind.HOST_UNADMITTED:
+                counters.dropped_packets += entry.packet_count
+                counters.dropped_bytes += entry.byte_count
+            elif kind is RuleKind.MICROFLOW:
+                counters.flows_active += 1
+                destinations[name].add(entry.match.get("ipv4_dst"))
+                port = entry.match.get("tcp_dst", entry.match.get("udp_dst"))
+                if port is not None:
+                    ports[name].add(port)
+        for name, counters in hosts.items():
+            counters.flows_total = self._flows_total[name]
+            counters.packet_ins = self._packet_ins[name]
+            counters.distinct_dsts = len(destinations[name])
+            counters.distinct_dst_ports = len(ports[name])
+            # Expired microflows free their slot: the reply is the switch's ground truth.
+            self._live_microflows[name] = counters.flows_active
+        return CountersSnapshot(now, self.domain, dpid, hosts, transit)

@@ -1,0 +1,165 @@
+"""The per-domain controller app: thin Ryu/os-ken glue over :class:`controllers.core.DomainCore`.
+
+Run one process per domain::
+
+    SDFL_NETWORK=run/network.json SDFL_DOMAIN=2 SDFL_EVENTS=run/controller-d2.jsonl \\
+        osken-manager --ofp-tcp-listen-port 6655 controllers.domain_app
+
+Environment:
+
+``SDFL_NETWORK``  path of the network description (required)
+``SDFL_DOMAIN``   this controller's domain id (required)
+``SDFL_EVENTS``   JSON-lines file for readiness and per-poll host counters (required)
+``SDFL_POLL_INTERVAL``  seconds between flow-stats polls (default 1.0)
+
+Every handler only translates; a handler that raises is logged and ends the process, so the
+runner sees a dead controller instead of a half-alive one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+
+from controllers.compat import (
+    CONFIG_DISPATCHER,
+    MAIN_DISPATCHER,
+    BaseApp,
+    handler,
+    hub,
+    ofp_event,
+    ofproto_v1_3,
+    set_ev_cls,
+)
+from controllers.core import ArpReply, DomainCore, FlowRule
+from controllers.ofmsg import arp_reply_out, flow_mod, flow_stats_request, packet_info, stats_entries
+
+LOG = logging.getLogger("sdfl.controller")
+EXIT_HANDLER_FAILED = 70
+
+
+def fail_loudly(method):
+    """Log a raising handler with its event and end the process."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            LOG.exception("domain %s: %s failed; stopping the controller", self.core.domain, method.__name__)
+            self.event_log.write({"type": "fatal", "time": time.time(), "handler": method.__name__})
+            logging.shutdown()
+            os._exit(EXIT_HANDLER_FAILED)
+
+    return wrapper
+
+
+class EventLog:
+    """Append-only JSON lines, flushed per record so a reader never waits on a buffer."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+
+
+def _required_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"controllers.domain_app: environment variable {name} is not set")
+    return value
+
+
+class DomainController(BaseApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        with open(_required_env("SDFL_NETWORK"), encoding="utf-8") as f:
+            description = json.load(f)
+        self.core = DomainCore(description, int(_required_env("SDFL_DOMAIN")))
+        self.event_log = EventLog(_required_env("SDFL_EVENTS"))
+        self.poll_interval = float(os.environ.get("SDFL_POLL_INTERVAL", "1.0"))
+        self.datapaths: dict[int, object] = {}
+        self.event_log.write({"type": "started", "time": time.time(), "domain": self.core.domain,
+                           "pid": os.getpid(), "poll_interval": self.poll_interval})
+        self.poller = hub.spawn(self._poll_loop)
+
+    def _send_rules(self, datapath, rules: list[FlowRule]) -> None:
+        for rule in rules:
+            datapath.send_msg(flow_mod(datapath, rule))
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @fail_loudly
+    def on_switch_features(self, ev):
+        datapath = ev.msg.datapath
+        if self.core.switch_name(datapath.id) is None:
+            LOG.warning("domain %s: ignoring switch with foreign dpid %#x", self.core.domain, datapath.id)
+            return
+        self._send_rules(datapath, self.core.base_rules(datapath.id))
+        datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @fail_loudly
+    def on_barrier(self, ev):
+        datapath = ev.msg.datapath
+        if datapath.id not in self.datapaths:
+            self.datapaths[datapath.id] = datapath
+            self.event_log.write({"type": "ready", "time": time.time(), "domain": self.core.domain,
+                               "dpid": datapath.id, "switch": self.core.switch_name(datapath.id)})
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [handler.DEAD_DISPATCHER])
+    @fail_loudly
+    def on_state_change(self, ev):
+        datapath = ev.datapath
+        if self.datapaths.pop(datapath.id, None) is not None:
+            self.event_log.write({"type": "switch_disconnected", "time": time.time(), "dpid": datapath.id})
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @fail_loudly
+    def on_packet_in(self, ev):
+        msg = ev.msg
+        info = packet_info(msg.data)
+        if info is None:
+            return
+        replies = self.core.on_packet_in(time.time(), msg.datapath.id, msg.match["in_port"], msg.table_id, info)
+        for reply in replies:
+            if isinstance(reply, ArpReply):
+                msg.datapath.send_msg(arp_reply_out(msg.datapath, reply))
+            else:
+                msg.datapath.send_msg(flow_mod(msg.datapath, reply))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @fail_loudly
+    def on_flow_stats(self, ev):
+        msg = ev.msg
+        more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        snapshot = self.core.on_flow_stats_part(time.time(), msg.datapath.id, msg.xid, stats_entries(msg.body), more)
+        if snapshot is not None:
+            self.event_log.write(snapshot.to_record())
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    @fail_loudly
+    def on_error(self, ev):
+        msg = ev.msg
+        raise RuntimeError(f"switch {msg.datapath.id:#x} rejected a message: type={msg.type} code={msg.code}")
+
+    @fail_loudly
+    def _poll_once(self):
+        now = time.time()
+        for dpid, datapath in list(self.datapaths.items()):
+            if self.core.stats_request_due(now, dpid):
+                request = flow_stats_request(datapath)
+                datapath.set_xid(request)
+                self.core.stats_request_sent(now, dpid, request.xid)
+                datapath.send_msg(request)
+
+    def _poll_loop(self):
+        while True:
+            self._poll_once()
+            hub.sleep(self.poll_interval)

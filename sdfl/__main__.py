@@ -1,0 +1,5 @@
+import sys
+
+from sdfl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""The ``sdfl`` command. Heavy modules are imported inside the commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT_COMMANDS = {"net", "clean"}
+TEST_CHOICES = ("pingall", "iperf", "all")
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdfl",
+        description="Secure decentralized federated learning across SDN domains: an emulation testbed.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("check", help="what this machine can emulate (root, OVS, datapath, netem, deps)")
+
+    net = commands.add_parser("net", help="bring up a multi-domain network with one controller per domain")
+    net.add_argument("--domains", type=int, default=3, help="number of SDN domains, 1-8 (default 3)")
+    net.add_argument("--hosts", type=int, default=4, help="hosts per domain, 1-16 (default 4)")
+    net.add_argument("--domain-graph", choices=("line", "ring", "mesh"), default="ring",
+                     help="how the domains are linked (default ring)")
+    net.add_argument("--test", choices=TEST_CHOICES, action="append", default=[],
+                     help="pingall (every host pair), iperf (first host of the first and last domain), "
+                          "or all; may be repeated")
+    net.add_argument("--cli", action="store_true", help="open the Mininet CLI before tearing down")
+    net.add_argument("--host-bw", type=positive_float, default=100.0, help="host link Mbit/s (default 100)")
+    net.add_argument("--border-bw", type=positive_float, default=100.0,
+                     help="inter-domain link Mbit/s (default 100)")
+    net.add_argument("--border-delay", type=positive_float, default=None,
+                     help="inter-domain link delay in ms (needs netem)")
+    net.add_argument("--border-loss", type=positive_float, default=None,
+                     help="inter-domain link loss in %% (needs netem)")
+    net.add_argument("--datapath", choices=("auto", "kernel", "user"), default="auto",
+                     help="OVS datapath (default auto: kernel where the module exists)")
+    net.add_argument("--poll-interval", type=positive_float, default=1.0,
+                     help="controller flow-stats poll interval in s (default 1)")
+    net.add_argument("--controller-port-base", type=int, default=6653,
+                     help="domain d's controller listens on BASE+d (default 6653)")
+    net.add_argument("--iperf-seconds", type=positive_float, default=3.0, help="iperf3 duration (default 3)")
+    net.add_argument("--out", type=Path, default=None, help="run folder (default runs/net-<time>)")
+
+    clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
+    clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
+    return parser
+
+
+def elevate_if_needed(command: str, argv: list[str]) -> None:
+    """Re-run this command with sudo when it needs root and we are not root."""
+    if command not in ROOT_COMMANDS or os.geteuid() == 0:
+        return
+    if not shutil.which("sudo"):
+        raise SystemExit(f"sdfl {command} needs root (network namespaces, Open vSwitch); run it as root")
+    os.execvp("sudo", ["sudo", "--preserve-env=CI,PATH", sys.executable, "-m", "sdfl", *argv])
+
+
+def cmd_check(args) -> int:
+    from sdfl.environment import FAIL, run_checks
+
+    checks = run_checks()
+    print(format_table(["check", "status", "detail"], [[c.name, c.status, c.detail] for c in checks]))
+    failed = [c for c in checks if c.status == FAIL]
+    if failed:
+        print("\nMissing:")
+        for check in failed:
+            print(f"  {check.name}: {check.fix}")
+        return 1
+    return 0
+
+
+def cmd_net(args) -> int:
+    from sdfl.emulation import Emulation
+    from sdfl.probes import iperf3, ping_all
+    from topologies.layout import LinkParams, make_layout
+
+    layout = make_layout(
+        args.domains, args.hosts, args.domain_graph,
+        controller_port_base=args.controller_port_base,
+        host_link=LinkParams(bw_mbit=args.host_bw),
+        border_link=LinkParams(bw_mbit=args.border_bw, delay_ms=args.border_delay,
+                               loss_pct=args.border_loss),
+    )
+    tests = set(args.test)
+    if "all" in tests:
+        tests = {"pingall", "iperf"}
+    out = args.out or Path("runs") / f"net-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary: dict = {"network": {"domains": args.domains, "hosts_per_domain": args.hosts,
+                                 "domain_graph": args.domain_graph}}
+    ok = True
+    with Emulation(layout, out, datapath=args.datapath, poll_interval=args.poll_interval) as emulation:
+        summary["network"]["datapath"] = emulation.datapath
+        summary["timings"] = dict(emulation.timings)
+        print(f"network up: {args.domains} domains x {args.hosts} hosts, {args.domain_graph} graph, "
+              f"{emulation.datapath} datapath, {emulation.timings['bring_up_s']:.1f} s")
+        if "pingall" in tests:
+            result = ping_all(emulation.net)
+            summary["pingall"] = {"sent": result.sent, "received": result.received,
+                                  "dropped_pct": result.dropped_pct}
+            ok &= result.received == result.sent
+            print(f"pingall: {result.dropped_pct:.0f}% dropped ({result.received}/{result.sent} received)")
+        if "iperf" in tests:
+            client = emulation.net.get(layout.hosts_in(1)[0].name)
+            server = emulation.net.get(layout.hosts_in(layout.domains)[-1].name)
+            summary["iperf"] = iperf3(client, server, args.iperf_seconds)
+            print(f"iperf3 {client.name} -> {server.name}: {summary['iperf']['mbit_s']:.1f} Mbit/s")
+        if args.cli:
+            from mininet.cli import CLI
+
+            CLI(emulation.net)
+        counters = emulation.fresh_counters(since=time.time())
+        summary["counters"] = {str(d): record["hosts"] for d, record in sorted(counters.items())}
+    rows = [[name, domain, c["packets"], c["bytes"], c["flows_total"], c["dropped_packets"]]
+            for domain, hosts in summary["counters"].items() for name, c in hosts.items()]
+    print("\nper-host counters from the controllers' flow statistics:")
+    print(format_table(["host", "domain", "packets", "bytes", "flows", "dropped"], rows))
+    (out / "net_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nresults: {out / 'net_summary.json'}")
+    return 0 if ok else 1
+
+
+def cmd_clean(args) -> int:
+    from sdfl.records import clean
+
+    report = clean(include_live=args.all)
+    if report.empty():
+        print("nothing to clean")
+    for label, items in (("runs", report.runs), ("processes", report.processes),
+                         ("bridges", report.bridges), ("interfaces", report.interfaces)):
+        if items:
+            print(f"removed {label}: {', '.join(items)}")
+    if report.live_runs:
+        print(f"left alone (still running): {', '.join(report.live_runs)}; use --all to stop them")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "net": cmd_net, "clean": cmd_clean}
+
+
+def _exit_on_signal(signum, frame):
+    """Turn SIGTERM/SIGHUP into SystemExit so every ``finally`` and ``__exit__`` runs."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    elevate_if_needed(args.command, argv)
+    if args.command in ROOT_COMMANDS:
+        from mininet.log import setLogLevel
+
+        setLogLevel("info" if args.verbose else "warning")
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        signal.signal(signal.SIGHUP, _exit_on_signal)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; everything this run started was torn down", file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError, FileNotFoundError) as error:
+        print(f"sdfl {args.command}: {error}", file=sys.stderr)
+        return 2

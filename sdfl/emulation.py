@@ -1,0 +1,252 @@
+"""Bring a multi-domain network up with its controllers, and always tear it down again.
+
+The order is fixed: record what will be created, write the description, start one controller
+process per domain and wait until each listens, build the Mininet network, connect every
+switch to its own domain's controller, and wait until each controller reports its rules
+installed. Teardown runs in reverse from ``__exit__`` whatever happened (errors, Ctrl-C,
+SIGTERM turned into SystemExit by the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from controllers.launch import controller_command
+from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
+from topologies.builder import build_network, choose_datapath, require_link_features, start_switches
+from topologies.layout import NetworkLayout, write_description
+
+LOG = logging.getLogger(__name__)
+
+
+class EmulationError(RuntimeError):
+    """The network or a controller could not be brought up; the message says which and why."""
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a partly written last line is ignored."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def ovs_running() -> bool:
+    result = subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True)
+    return result.returncode == 0
+
+
+def port_listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Emulation:
+    """A running multi-domain network; use as a context manager.
+
+    Parameters
+    ----------
+    layout:
+        The declared network.
+    out_dir:
+        Where the description, controller logs and event files go.
+    datapath:
+        ``auto`` (kernel where available), ``kernel`` or ``user``.
+    poll_interval:
+        Seconds between the controllers' flow-statistics polls.
+    ready_timeout:
+        Seconds to wait for controllers to listen and for switches to get their rules.
+    """
+
+    def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
+                 poll_interval: float = 1.0, ready_timeout: float = 60.0) -> None:
+        self.layout = layout
+        self.out_dir = Path(out_dir)
+        self.requested_datapath = datapath
+        self.poll_interval = poll_interval
+        self.ready_timeout = ready_timeout
+        self.datapath = "unknown"
+        self.net = None
+        self.record: RunRecord | None = None
+        self.controllers: dict[int, subprocess.Popen] = {}
+        self.timings: dict[str, float] = {}
+
+    # --- paths -------------------------------------------------------------------------
+    @property
+    def description_path(self) -> Path:
+        return self.out_dir / "network.json"
+
+    def events_path(self, domain: int) -> Path:
+        return self.out_dir / f"controller-d{domain}.jsonl"
+
+    def log_path(self, domain: int) -> Path:
+        return self.out_dir / f"controller-d{domain}.log"
+
+    # --- life cycle --------------------------------------------------------------------
+    def __enter__(self) -> Emulation:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        began = time.monotonic()
+        self.datapath = choose_datapath(self.requested_datapath)
+        require_link_features(self.layout)
+        if not ovs_running():
+            raise EmulationError(
+                "Open vSwitch is not running: start it with "
+                "'/usr/share/openvswitch/scripts/ovs-ctl start --system-id=random' "
+                "(scripts/install.sh does this)"
+            )
+        for domain in range(1, self.layout.domains + 1):
+            port = self.layout.controller_port(domain)
+            if port_listening(self.layout.controller_host, port):
+                raise EmulationError(
+                    f"controller port {port} for domain {domain} is already in use; "
+                    "is another run active? ('sdfl clean' removes leftovers of killed runs)"
+                )
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for domain in range(1, self.layout.domains + 1):
+            self.events_path(domain).unlink(missing_ok=True)
+        write_description(self.layout.to_description(self.datapath), self.description_path)
+        self.record = RunRecord(
+            run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            out_dir=str(self.out_dir.resolve()),
+            runner=track(os.getpid(), "runner"),
+            bridges=[s.name for s in self.layout.switches],
+            interfaces=self.layout.interface_names(),
+        )
+        self.record.save()
+        self._start_controllers()
+        self.timings["controllers_listening_s"] = time.monotonic() - began
+        self.net = build_network(self.layout, self.datapath)
+        for host in self.net.hosts:
+            self.record.add_process(host.pid, f"host {host.name}")
+        for switch in self.net.switches:
+            if getattr(switch, "pid", None):
+                self.record.add_process(switch.pid, f"switch shell {switch.name}")
+        start_switches(self.net, self.layout)
+        self._wait_ready()
+        self.timings["bring_up_s"] = time.monotonic() - began
+        LOG.info("network up in %.1f s (%s datapath)", self.timings["bring_up_s"], self.datapath)
+
+    def _start_controllers(self) -> None:
+        for domain in range(1, self.layout.domains + 1):
+            argv, env = controller_command(
+                domain, self.layout.controller_host, self.layout.controller_port(domain),
+                self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
+            )
+            with open(self.log_path(domain), "ab") as log:
+                proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            self.controllers[domain] = proc
+            self.record.add_process(proc.pid, f"controller d{domain}")
+        deadline = time.monotonic() + self.ready_timeout
+        waiting = set(self.controllers)
+        while waiting:
+            self.raise_if_controller_died()
+            waiting = {d for d in waiting
+                       if not port_listening(self.layout.controller_host, self.layout.controller_port(d))}
+            if waiting and time.monotonic() > deadline:
+                raise EmulationError(f"controllers of domains {sorted(waiting)} did not listen within "
+                                     f"{self.ready_timeout:.0f} s; see {self.log_path(min(waiting))}")
+            time.sleep(0.1)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        expected = {s.name for s in self.layout.switches}
+        while True:
+            self.raise_if_controller_died()
+            ready = {r["switch"] for d in self.controllers for r in read_jsonl(self.events_path(d))
+                     if r.get("type") == "ready"}
+            if expected <= ready:
+                return
+            if time.monotonic() > deadline:
+                raise EmulationError(f"switches {sorted(expected - ready)} got no rules from their "
+                                     f"controllers within {self.ready_timeout:.0f} s")
+            time.sleep(0.1)
+
+    def dead_controllers(self) -> dict[int, int]:
+        """Domains whose controller process has exited, with its exit code."""
+        return {d: p.returncode for d, p in self.controllers.items() if p.poll() is not None}
+
+    def raise_if_controller_died(self) -> None:
+        dead = self.dead_controllers()
+        if dead:
+            domain, code = sorted(dead.items())[0]
+            tail = _tail(self.log_path(domain))
+            raise EmulationError(f"controller of domain {domain} exited with code {code}; "
+                                 f"last lines of {self.log_path(domain)}:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop everything this emulation started; safe to call more than once."""
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception:  # teardown must go on: the record sweep below removes the rest
+                LOG.exception("Mininet stop failed; removing what is left from the run record")
+            self.net = None
+        for proc in self.controllers.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.controllers.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.record is not None:
+            stop_processes(self.record.processes)
+            release(self.record, CleanReport())
+            self.record = None
+
+    # --- observation -------------------------------------------------------------------
+    def counters(self, domain: int) -> list[dict]:
+        return [r for r in read_jsonl(self.events_path(domain)) if r.get("type") == "counters"]
+
+    def fresh_counters(self, since: float, timeout: float | None = None) -> dict[int, dict]:
+        """The first counters record of every domain taken after wall-clock ``since``."""
+        deadline = time.monotonic() + (timeout or 5 * self.poll_interval + 5)
+        while True:
+            self.raise_if_controller_died()
+            latest = {}
+            for domain in self.controllers:
+                newer = [r for r in self.counters(domain) if r["time"] > since]
+                if newer:
+                    latest[domain] = newer[0]
+            if len(latest) == len(self.controllers):
+                return latest
+            if time.monotonic() > deadline:
+                missing = sorted(set(self.controllers) - set(latest))
+                raise EmulationError(f"no fresh counters from the controllers of domains {missing}")
+            time.sleep(self.poll_interval / 4)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

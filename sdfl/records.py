@@ -1,0 +1,197 @@
+"""What each run created, on disk, so that ``sdfl clean`` can undo a run that was killed.
+
+A run writes its record before it creates anything and updates it as processes start. Clean-up
+kills only processes a record names (checked against their start time, so a recycled PID is
+never hit), deletes the record's bridges and interfaces, and then sweeps bridges and
+interfaces that carry the testbed's own naming scheme and belong to no live run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+STATE_DIR = Path(os.environ.get("SDFL_STATE_DIR", "/run/sdfl"))
+BRIDGE_NAME = re.compile(r"^d\d+s\d+$")
+INTERFACE_NAME = re.compile(r"^d\d+[hs]\d+-eth\d+$")
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: fields restart after the last ')'.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass
+class TrackedProcess:
+    pid: int
+    start: str
+    role: str
+
+    def alive(self) -> bool:
+        return process_start_time(self.pid) == self.start
+
+
+def track(pid: int, role: str) -> TrackedProcess:
+    return TrackedProcess(pid, process_start_time(pid) or "", role)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    out_dir: str
+    runner: TrackedProcess
+    bridges: list[str] = field(default_factory=list)
+    interfaces: list[str] = field(default_factory=list)
+    processes: list[TrackedProcess] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return STATE_DIR / f"{self.run_id}.json"
+
+    def save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(self.path)
+
+    def add_process(self, pid: int, role: str) -> None:
+        self.processes.append(track(pid, role))
+        self.save()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        data = json.loads(path.read_text())
+        return cls(
+            run_id=data["run_id"],
+            out_dir=data["out_dir"],
+            runner=TrackedProcess(**data["runner"]),
+            bridges=list(data["bridges"]),
+            interfaces=list(data["interfaces"]),
+            processes=[TrackedProcess(**p) for p in data["processes"]],
+        )
+
+
+def load_records() -> list[RunRecord]:
+    records = []
+    for path in sorted(STATE_DIR.glob("*.json")):
+        try:
+            records.append(RunRecord.load(path))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            LOG.warning("unreadable run record %s (%s): removing it", path, error)
+            path.unlink(missing_ok=True)
+    return records
+
+
+def stop_processes(processes: list[TrackedProcess], grace_s: float = 3.0) -> list[TrackedProcess]:
+    """SIGTERM, then SIGKILL after ``grace_s``, in reverse start order; returns those stopped."""
+    alive = [p for p in reversed(processes) if p.alive()]
+    for proc in alive:
+        _signal(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(p.alive() for p in alive) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for proc in alive:
+        if proc.alive():
+            _signal(proc.pid, signal.SIGKILL)
+    return alive
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def ovs_bridges() -> list[str]:
+    result = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def root_interfaces() -> list[str]:
+    result = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+    names = []
+    for line in result.stdout.splitlines():
+        parts = line.split(": ", 2)
+        if len(parts) >= 2:
+            names.append(parts[1].split("@", 1)[0])
+    return names
+
+
+def delete_bridge(name: str) -> None:
+    subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", name], capture_output=True)
+
+
+def delete_interface(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+@dataclass
+class CleanReport:
+    runs: list[str] = field(default_factory=list)
+    processes: list[str] = field(default_factory=list)
+    bridges: list[str] = field(default_factory=list)
+    interfaces: list[str] = field(default_factory=list)
+    live_runs: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.runs or self.processes or self.bridges or self.interfaces)
+
+
+def release(record: RunRecord, report: CleanReport) -> None:
+    """Undo one run: its processes, bridges and interfaces, then its record."""
+    for proc in stop_processes(record.processes):
+        report.processes.append(f"{proc.role} (pid {proc.pid})")
+    present = set(ovs_bridges())
+    for bridge in record.bridges:
+        if bridge in present:
+            delete_bridge(bridge)
+            report.bridges.append(bridge)
+    present = set(root_interfaces())
+    for name in record.interfaces:
+        if name in present:
+            delete_interface(name)
+            report.interfaces.append(name)
+    record.remove()
+    report.runs.append(record.run_id)
+
+
+def clean(include_live: bool = False) -> CleanReport:
+    """Repair the machine after killed runs; live runs are left alone unless ``include_live``."""
+    report = CleanReport()
+    owned_bridges: set[str] = set()
+    owned_interfaces: set[str] = set()
+    for record in load_records():
+        if record.runner.alive() and record.runner.pid != os.getpid() and not include_live:
+            report.live_runs.append(record.run_id)
+            owned_bridges.update(record.bridges)
+            owned_interfaces.update(record.interfaces)
+            continue
+        release(record, report)
+    for bridge in ovs_bridges():
+        if BRIDGE_NAME.match(bridge) and bridge not in owned_bridges:
+            delete_bridge(bridge)
+            report.bridges.append(bridge)
+    for name in root_interfaces():
+        if INTERFACE_NAME.match(name) and name not in owned_interfaces:
+            delete_interface(name)
+            report.interfaces.append(name)
+    return report

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sdfl-testbed",
+    version="0.1.0",
+    description="Network-emulation testbed for secure decentralized federated learning across SDN domains",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sdfl", "sdfl.*", "topologies", "controllers", "agents", "attacks"]),
+    install_requires=[
+        # CPU build; a bare "torch" would pull GBs of CUDA wheels.
+        "torch==2.13.0",
+        # os-ken 4.x dropped osken-manager; Ryu itself does not import on Python >= 3.10.
+        "os-ken>=3,<4",
+        "river>=0.21",
+        "scapy>=2.5",
+        "numpy>=1.24",
+        "pytest>=7",
+    ],
+    entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},
+)

@@ -1,0 +1,126 @@
+"""Starts a declared multi-domain network in Mininet, with one remote controller per domain.
+
+What the kernel offers is detected at run time: the kernel OVS datapath where the
+``openvswitch`` module exists (userspace ``netdev`` datapath otherwise), and netem for link
+delay and loss. A requested delay or loss without netem is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import uuid
+
+from topologies.layout import NetworkLayout
+
+
+class CapabilityError(RuntimeError):
+    """The kernel cannot provide what the network asks for."""
+
+
+def kernel_datapath_available() -> bool:
+    """True when the openvswitch kernel module is loaded or can be loaded."""
+    if os.path.isdir("/sys/module/openvswitch"):
+        return True
+    if os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["modprobe", "-q", "openvswitch"], capture_output=True)
+    return probe.returncode == 0
+
+
+def choose_datapath(requested: str = "auto") -> str:
+    """``kernel`` or ``user``; ``auto`` picks the kernel datapath when it exists."""
+    if requested not in ("auto", "kernel", "user"):
+        raise ValueError(f"datapath must be auto, kernel or user, not {requested!r}")
+    if requested == "auto":
+        return "kernel" if kernel_datapath_available() else "user"
+    if requested == "kernel" and not kernel_datapath_available():
+        raise CapabilityError(
+            "the kernel datapath was requested but this kernel has no openvswitch module; "
+            "use --datapath user (or auto)"
+        )
+    return requested
+
+
+@functools.lru_cache(maxsize=1)
+def netem_available() -> bool:
+    """True when a netem qdisc can be attached (probed in a throw-away network namespace)."""
+    if os.path.isdir("/sys/module/sch_netem"):
+        return True
+    if os.geteuid() != 0:
+        return False
+    namespace = f"sdfl-probe-{uuid.uuid4().hex[:8]}"
+    if subprocess.run(["ip", "netns", "add", namespace], capture_output=True).returncode != 0:
+        return False
+    try:
+        probe = subprocess.run(
+            ["tc", "-n", namespace, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+            capture_output=True,
+        )
+        return probe.returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def require_link_features(layout: NetworkLayout) -> None:
+    """Refuse delay/loss settings the kernel cannot emulate."""
+    for label, params in (("host", layout.host_link), ("border", layout.border_link)):
+        if params.wants_netem() and not netem_available():
+            raise CapabilityError(
+                f"{label} links ask for delay {params.delay_ms} ms / loss {params.loss_pct} % but this "
+                "kernel has no netem (sch_netem); only bandwidth can be shaped here. Remove the "
+                "delay/loss settings or run in the Vagrant VM, whose kernel has netem."
+            )
+
+
+def link_options(params, datapath: str) -> dict:
+    """TCLink options: TBF shaping, and no TX checksum offload on the userspace datapath.
+
+    The userspace datapath forwards frames as the veth hands them over; with TX checksum
+    offload the receiver gets TCP segments with unfilled checksums and drops them.
+    """
+    options = params.as_tclink_options()
+    if "bw" in options:
+        options["use_tbf"] = True
+    if datapath == "user":
+        options["txo"] = False
+    return options
+
+
+def build_network(layout: NetworkLayout, datapath: str):
+    """Create (not start) the Mininet network with one RemoteController per domain."""
+    from mininet.link import TCLink
+    from mininet.net import Mininet
+    from mininet.node import OVSSwitch, RemoteController
+
+    from topologies.multidomain import MultiDomainTopo
+
+    require_link_features(layout)
+    topo = MultiDomainTopo(
+        layout=layout,
+        switch_options={"datapath": "user" if datapath == "user" else "kernel", "failMode": "secure"},
+        host_link_options=link_options(layout.host_link, datapath),
+        border_link_options=link_options(layout.border_link, datapath),
+    )
+    net = Mininet(topo=topo, switch=OVSSwitch, link=TCLink, controller=None,
+                  autoSetMacs=False, build=False, waitConnected=False)
+    for domain in range(1, layout.domains + 1):
+        net.addController(f"c{domain}", controller=RemoteController,
+                          ip=layout.controller_host, port=layout.controller_port(domain))
+    net.build()
+    for host in net.hosts:
+        host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+    return net
+
+
+def start_switches(net, layout: NetworkLayout) -> None:
+    """Connect each domain's switches to that domain's controller only."""
+    controllers = {int(c.name[1:]): c for c in net.controllers}
+    switches = [net.get(spec.name) for spec in layout.switches]
+    for spec, switch in zip(layout.switches, switches):
+        switch.start([controllers[spec.domain]])
+    # Mininet builds OVS switches in batch mode: start() only queued the ovs-vsctl commands.
+    batch_classes = {type(s) for s in switches if getattr(s, "batch", False)}
+    for switch_class in batch_classes:
+        switch_class.batchStartup([s for s in switches if type(s) is switch_class])
