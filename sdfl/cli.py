@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT_COMMANDS = {"net", "clean"}
 TEST_CHOICES = ("pingall", "iperf", "all")
 
 
@@ -50,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pingall (every host pair), iperf (first host of the first and last domain), "
                           "or all; may be repeated")
     net.add_argument("--cli", action="store_true", help="open the Mininet CLI before tearing down")
+    net.add_argument("--hold", type=positive_float, default=None, metavar="SECONDS",
+                     help="keep the network up this long after the tests (Ctrl-C ends it early)")
     net.add_argument("--host-bw", type=positive_float, default=100.0, help="host link Mbit/s (default 100)")
     net.add_argument("--border-bw", type=positive_float, default=100.0,
                      help="inter-domain link Mbit/s (default 100)")
@@ -71,13 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def elevate_if_needed(command: str, argv: list[str]) -> None:
-    """Re-run this command with sudo when it needs root and we are not root."""
-    if command not in ROOT_COMMANDS or os.geteuid() == 0:
+def become_root(args) -> None:
+    """Re-run this very command with sudo when it needs root and we are not root.
+
+    Called after the arguments were validated, so bad input never asks for a password.
+    """
+    if os.geteuid() == 0:
         return
     if not shutil.which("sudo"):
-        raise SystemExit(f"sdfl {command} needs root (network namespaces, Open vSwitch); run it as root")
-    os.execvp("sudo", ["sudo", "--preserve-env=CI,PATH", sys.executable, "-m", "sdfl", *argv])
+        raise SystemExit(f"sdfl {args.command} needs root (network namespaces, Open vSwitch); run it as root")
+    os.execvp("sudo", ["sudo", "--preserve-env=CI,PATH", sys.executable, "-m", "sdfl", *args.argv])
+
+
+def prepare_emulation() -> None:
+    """Mininet's log level, and SIGTERM/SIGHUP as SystemExit so teardown always runs."""
+    from mininet.log import setLogLevel
+
+    setLogLevel("info" if logging.getLogger().level <= logging.INFO else "warning")
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
 
 
 def cmd_check(args) -> int:
@@ -109,6 +122,8 @@ def cmd_net(args) -> int:
     tests = set(args.test)
     if "all" in tests:
         tests = {"pingall", "iperf"}
+    become_root(args)
+    prepare_emulation()
     out = args.out or Path("runs") / f"net-{time.strftime('%Y%m%d-%H%M%S')}"
     summary: dict = {"network": {"domains": args.domains, "hosts_per_domain": args.hosts,
                                  "domain_graph": args.domain_graph}}
@@ -133,6 +148,9 @@ def cmd_net(args) -> int:
             from mininet.cli import CLI
 
             CLI(emulation.net)
+        if args.hold:
+            print(f"holding the network for {args.hold:.0f} s (Ctrl-C ends it)", flush=True)
+            time.sleep(args.hold)
         counters = emulation.fresh_counters(since=time.time())
         summary["counters"] = {str(d): record["hosts"] for d, record in sorted(counters.items())}
     rows = [[name, domain, c["packets"], c["bytes"], c["flows_total"], c["dropped_packets"]]
@@ -147,6 +165,7 @@ def cmd_net(args) -> int:
 def cmd_clean(args) -> int:
     from sdfl.records import clean
 
+    become_root(args)
     report = clean(include_live=args.all)
     if report.empty():
         print("nothing to clean")
@@ -170,15 +189,9 @@ def _exit_on_signal(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    elevate_if_needed(args.command, argv)
-    if args.command in ROOT_COMMANDS:
-        from mininet.log import setLogLevel
-
-        setLogLevel("info" if args.verbose else "warning")
-        signal.signal(signal.SIGTERM, _exit_on_signal)
-        signal.signal(signal.SIGHUP, _exit_on_signal)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

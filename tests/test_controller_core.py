@@ -1,0 +1,197 @@
+"""The controller's decisions, checked on real OF1.3 messages applied to fake flow tables."""
+
+import pytest
+
+from controllers.compat import arp, ethernet, packet
+from controllers.core import (
+    ARP_REQUEST,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    TABLE_FLOWS,
+    DomainCore,
+    PacketInfo,
+    RuleKind,
+    split_cookie,
+)
+from controllers.ofmsg import arp_reply_out, flow_mod, packet_info, stats_entries
+from fake_switch import FakeSwitch, protocol_desc
+from topologies.layout import make_layout
+
+DP = protocol_desc()
+
+
+def build_domains(domains=3, hosts=2, graph="ring"):
+    layout = make_layout(domains, hosts, graph)
+    description = layout.to_description("user")
+    cores, switches = {}, {}
+    for spec in layout.switches:
+        core = DomainCore(description, spec.domain)
+        switch = FakeSwitch(spec.dpid)
+        for rule in core.base_rules(spec.dpid):
+            switch.apply(flow_mod(DP, rule))
+        cores[spec.domain], switches[spec.domain] = core, switch
+    return layout, cores, switches
+
+
+def ipv4_packet(layout, src, dst, **extra):
+    s, d = layout.host(src), layout.host(dst)
+    return {"in_port": s.port, "eth_src": s.mac, "eth_dst": d.mac, "eth_type": ETH_TYPE_IPV4,
+            "ipv4_src": s.ip, "ipv4_dst": d.ip, "ip_proto": 17, "udp_src": 4000, "udp_dst": 5000, **extra}
+
+
+def deliver(layout, switches, src, packet_fields, max_hops=10):
+    """Follow the packet across domains; return (domain, port) where it leaves to a host."""
+    domain = layout.host(src).domain
+    hops = []
+    for _ in range(max_hops):
+        outputs, _ = switches[domain].process(packet_fields)
+        ports = [p for p in outputs if p != "controller"]
+        if not ports:
+            return None, hops
+        assert len(ports) == 1, f"packet duplicated to {ports}"
+        border = next((b for b in layout.borders if b.domain == domain and b.port == ports[0]), None)
+        if border is None:
+            return (domain, ports[0]), hops
+        hops.append(border.neighbour)
+        domain = border.neighbour
+        packet_fields = {**packet_fields, "in_port": border.peer_port}
+    raise AssertionError(f"forwarding loop: {hops}")
+
+
+@pytest.mark.parametrize("graph, domains", [("ring", 3), ("ring", 5), ("mesh", 4), ("line", 4)])
+def test_every_host_pair_is_delivered_on_a_shortest_domain_path(graph, domains):
+    layout, _, switches = build_domains(domains, 2, graph)
+    for src in layout.hosts:
+        for dst in layout.hosts:
+            if src is dst:
+                continue
+            where, hops = deliver(layout, switches, src.name, ipv4_packet(layout, src.name, dst.name))
+            assert where == (dst.domain, dst.port), f"{src.name} -> {dst.name} ended at {where}"
+            if graph == "ring":
+                assert len(hops) <= domains // 2
+            if graph == "mesh":
+                assert len(hops) <= 1
+
+
+def test_first_packet_of_a_flow_is_forwarded_and_copied_to_the_controller():
+    layout, _, switches = build_domains()
+    outputs, hits = switches[1].process(ipv4_packet(layout, "d1h1", "d1h2"))
+    assert outputs == ["controller", layout.host("d1h2").port]
+    assert [split_cookie(h.cookie)[0] for h in hits] == [RuleKind.HOST_IPV4, RuleKind.FLOW_MISS,
+                                                          RuleKind.FORWARD_LOCAL]
+
+
+def test_spoofed_source_and_ipv6_are_dropped_and_counted_at_the_edge():
+    layout, _, switches = build_domains()
+    spoofed = ipv4_packet(layout, "d1h1", "d2h1", ipv4_src=layout.host("d1h2").ip)
+    outputs, hits = switches[1].process(spoofed)
+    assert outputs == [] and hits[0].cookie >> 32 == RuleKind.HOST_UNADMITTED
+    ipv6 = {"in_port": 1, "eth_src": layout.host("d1h1").mac, "eth_type": 0x86DD}
+    outputs, hits = switches[1].process(ipv6)
+    assert outputs == [] and hits[0].cookie >> 32 == RuleKind.HOST_UNADMITTED
+
+
+def test_arp_goes_only_to_the_controller_never_flooded():
+    layout, _, switches = build_domains()
+    h = layout.host("d1h1")
+    request = {"in_port": h.port, "eth_src": h.mac, "eth_type": ETH_TYPE_ARP, "arp_spa": h.ip}
+    outputs, _ = switches[1].process(request)
+    assert outputs == ["controller"]
+    border_arp = {"in_port": 22, "eth_type": ETH_TYPE_ARP, "arp_spa": "10.2.0.1"}
+    assert switches[1].process(border_arp)[0] == []
+
+
+def test_proxy_arp_answers_for_a_remote_host_with_its_real_mac():
+    layout, cores, _ = build_domains()
+    asker, target = layout.host("d1h1"), layout.host("d3h2")
+    frame = packet.Packet()
+    frame.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", asker.mac, ETH_TYPE_ARP))
+    frame.add_protocol(arp.arp(opcode=ARP_REQUEST, src_mac=asker.mac, src_ip=asker.ip,
+                               dst_mac="00:00:00:00:00:00", dst_ip=target.ip))
+    frame.serialize()
+    info = packet_info(bytes(frame.data))
+    replies = cores[1].on_packet_in(0.0, 257, asker.port, 0, info)
+    assert len(replies) == 1
+    out = arp_reply_out(DP, replies[0])
+    out.serialize()
+    assert [a.port for a in out.actions] == [asker.port]
+    answer = packet.Packet(out.data).get_protocol(arp.arp)
+    assert (answer.opcode, answer.src_mac, answer.src_ip, answer.dst_ip) == (arp.ARP_REPLY, target.mac, target.ip, asker.ip)
+
+
+def test_arp_for_unknown_or_with_a_forged_sender_is_not_answered():
+    layout, cores, _ = build_domains()
+    h = layout.host("d1h1")
+    unknown = PacketInfo(h.mac, "ff:ff:ff:ff:ff:ff", ETH_TYPE_ARP, ARP_REQUEST, h.ip, "10.9.0.9")
+    forged = PacketInfo(h.mac, "ff:ff:ff:ff:ff:ff", ETH_TYPE_ARP, ARP_REQUEST, "10.2.0.1", "10.1.0.2")
+    assert cores[1].on_packet_in(0.0, 257, h.port, 0, unknown) == []
+    assert cores[1].on_packet_in(0.0, 257, h.port, 0, forged) == []
+    assert cores[1].on_packet_in(0.0, 999, h.port, 0, forged) == []  # stranger switch
+
+
+def test_new_flow_installs_one_microflow_and_the_cap_holds():
+    layout, cores, switches = build_domains()
+    core = cores[1]
+    core.max_microflows_per_host = 2
+    h = layout.host("d1h1")
+    rules = []
+    for port in (5000, 5001, 5002):
+        info = PacketInfo(h.mac, "x", ETH_TYPE_IPV4, ipv4_src=h.ip, ipv4_dst="10.2.0.1",
+                          ip_proto=6, tp_src=40000, tp_dst=port)
+        rules += core.on_packet_in(0.0, 257, h.port, TABLE_FLOWS, info)
+    assert len(rules) == 2 and all(r.kind is RuleKind.MICROFLOW for r in rules)
+    for rule in rules:
+        switches[1].apply(flow_mod(DP, rule))
+    tcp = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=5000)
+    outputs, hits = switches[1].process(tcp)
+    assert "controller" not in outputs and hits[1].cookie >> 32 == RuleKind.MICROFLOW
+
+
+def stats_reply_parts(switch, parser, split):
+    """The switch's entries as real OFPFlowStats, split into multipart replies."""
+    stats = [parser.OFPFlowStats(table_id=e.table_id, duration_sec=1, duration_nsec=0, priority=e.priority,
+                                 idle_timeout=0, hard_timeout=0, flags=0, cookie=e.cookie,
+                                 packet_count=e.packets, byte_count=e.packets * 100,
+                                 match=parser.OFPMatch(**e.match), instructions=[])
+             for e in switch.entries]
+    return [stats[i:i + split] for i in range(0, len(stats), split)]
+
+
+def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
+    layout, cores, switches = build_domains()
+    core, switch = cores[1], switches[1]
+    for _ in range(3):
+        switch.process(ipv4_packet(layout, "d1h1", "d2h2"))
+    switch.process(ipv4_packet(layout, "d1h2", "d1h1", ipv4_src="10.1.0.9"))  # spoofed: dropped
+    assert core.stats_request_due(10.0, 257)
+    core.stats_request_sent(10.0, 257, xid=7)
+    assert not core.stats_request_due(10.5, 257)
+    parts = stats_reply_parts(switch, DP.ofproto_parser, split=4)
+    assert len(parts) > 2
+    snapshots = []
+    for i, part in enumerate(parts):
+        reply = DP.ofproto_parser.OFPFlowStatsReply(DP, flags=0, body=part)
+        more = i < len(parts) - 1
+        snapshots.append(core.on_flow_stats_part(11.0, 257, 7, stats_entries(reply.body), more))
+    assert snapshots[:-1] == [None] * (len(parts) - 1)
+    hosts = snapshots[-1].hosts
+    assert (hosts["d1h1"].packets, hosts["d1h1"].bytes) == (3, 300)
+    assert hosts["d1h2"].packets == 0 and hosts["d1h2"].dropped_packets == 1
+    assert core.stats_request_due(11.0, 257)
+
+
+def test_stray_and_late_stats_replies_are_ignored_and_timeouts_re_request():
+    _, cores, _ = build_domains()
+    core = cores[2]
+    assert core.on_flow_stats_part(0.0, 513, 99, [], False) is None
+    core.stats_request_sent(0.0, 513, xid=1)
+    assert core.on_flow_stats_part(0.1, 513, 2, [], False) is None
+    assert not core.stats_request_due(1.0, 513)
+    assert core.stats_request_due(core.stats_timeout + 0.1, 513)
+    assert core.stats_timeouts == 1
+
+
+def test_unknown_domain_is_a_clear_error():
+    layout = make_layout(2, 1, "line")
+    with pytest.raises(ValueError, match="domain 5 is not in the network description"):
+        DomainCore(layout.to_description(), 5)

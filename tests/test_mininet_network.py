@@ -1,0 +1,152 @@
+"""The real stack: Mininet + OVS + one os-ken controller process per domain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sdfl import records
+from sdfl.emulation import Emulation, EmulationError
+from sdfl.probes import iperf3, ping, ping_all
+from topologies.builder import netem_available
+from topologies.layout import make_layout
+
+pytestmark = pytest.mark.mininet
+
+
+def controller_processes() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"controllers.domain_app" in cmdline or cmdline.startswith(b"bash\x00--norc\x00-is\x00mininet:"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def leftovers() -> dict:
+    return {
+        "bridges": [b for b in records.ovs_bridges() if records.BRIDGE_NAME.match(b)],
+        "interfaces": [i for i in records.root_interfaces() if records.INTERFACE_NAME.match(i)],
+        "processes": controller_processes(),
+        "records": sorted(p.name for p in records.STATE_DIR.glob("*.json")),
+    }
+
+
+NOTHING_LEFT = {"bridges": [], "interfaces": [], "processes": [], "records": []}
+
+
+@pytest.fixture(autouse=True)
+def clean_machine():
+    assert leftovers() == NOTHING_LEFT, "a previous test or run left the machine dirty"
+    yield
+    left = leftovers()
+    if left != NOTHING_LEFT:
+        records.clean(include_live=True)
+    assert left == NOTHING_LEFT
+
+
+def sdfl(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "sdfl", *args], capture_output=True, text=True,
+                          timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+@pytest.mark.parametrize("domains, hosts, graph", [(3, 3, "ring"), (4, 2, "mesh"), (3, 2, "line")])
+def test_pingall_reaches_every_host_across_domains(tmp_path, domains, hosts, graph):
+    layout = make_layout(domains, hosts, graph)
+    with Emulation(layout, tmp_path) as emulation:
+        result = ping_all(emulation.net)
+        assert (result.sent, result.received) == (domains * hosts * (domains * hosts - 1),) * 2
+        assert emulation.dead_controllers() == {}
+
+
+def test_counters_attribute_traffic_to_its_source_host_only(tmp_path):
+    layout = make_layout(3, 2, "ring")
+    with Emulation(layout, tmp_path, poll_interval=0.5) as emulation:
+        result = ping(emulation.net.get("d1h1"), layout.host("d3h2").ip, count=5)
+        assert result.received == 5
+        counters = emulation.fresh_counters(since=time.time())
+    by_host = {name: c for record in counters.values() for name, c in record["hosts"].items()}
+    assert set(by_host) == {h.name for h in layout.hosts}
+    for name in ("d1h1", "d3h2"):
+        assert by_host[name]["packets"] >= 5 and by_host[name]["bytes"] >= 5 * 98, name
+        assert by_host[name]["flows_total"] >= 1
+    for name in set(by_host) - {"d1h1", "d3h2"}:
+        assert (by_host[name]["packets"], by_host[name]["bytes"]) == (0, 0), name
+
+
+def test_iperf3_between_domains_reports_throughput(tmp_path):
+    layout = make_layout(3, 1, "line")
+    with Emulation(layout, tmp_path) as emulation:
+        report = iperf3(emulation.net.get("d1h1"), emulation.net.get("d3h1"), seconds=2)
+    assert report["bytes"] > 0 and report["mbit_s"] > 0
+    print(f"iperf3 d1h1 -> d3h1 (2 border links, 100 Mbit/s shaping): {report['mbit_s']:.1f} Mbit/s")
+
+
+def test_a_dead_controller_is_named(tmp_path):
+    layout = make_layout(2, 1, "line")
+    with Emulation(layout, tmp_path) as emulation:
+        emulation.controllers[2].kill()
+        emulation.controllers[2].wait()
+        with pytest.raises(EmulationError, match="controller of domain 2 exited"):
+            emulation.fresh_counters(since=time.time())
+
+
+def test_cli_pingall_then_nothing_is_left(tmp_path):
+    result = sdfl("net", "--domains", "3", "--hosts", "3", "--domain-graph", "ring",
+                  "--test", "pingall", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "pingall: 0% dropped (72/72 received)" in result.stdout
+    assert (tmp_path / "net_summary.json").exists() and (tmp_path / "network.json").exists()
+
+
+def start_held_network(tmp_path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "sdfl", "net", "--domains", "2", "--hosts", "2",
+                             "--hold", "300", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("holding the network"):
+            return proc
+    raise AssertionError(f"network did not come up: {proc.stderr.read()}")
+
+
+def test_ctrl_c_tears_everything_down(tmp_path):
+    proc = start_held_network(tmp_path)
+    assert leftovers()["bridges"] == ["d1s1", "d2s1"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+
+
+def test_sdfl_clean_repairs_a_killed_run(tmp_path):
+    proc = start_held_network(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = leftovers()
+    assert left["bridges"] == ["d1s1", "d2s1"] and left["processes"] and left["records"]
+    result = sdfl("clean")
+    assert result.returncode == 0, result.stderr
+    assert "removed bridges: d1s1, d2s1" in result.stdout
+    assert "controller d1" in result.stdout
+    time.sleep(0.5)
+    assert leftovers() == NOTHING_LEFT
+    again = sdfl("net", "--domains", "2", "--hosts", "1", "--test", "pingall", "--out", str(tmp_path / "next"))
+    assert again.returncode == 0, again.stderr
+
+
+def test_link_delay_works_or_is_refused_clearly(tmp_path):
+    result = sdfl("net", "--domains", "2", "--hosts", "1", "--border-delay", "20", "--test", "pingall",
+                  "--out", str(tmp_path))
+    if netem_available():
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2
+        assert "no netem" in result.stderr and "delay 20.0 ms" in result.stderr
