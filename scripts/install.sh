@@ -13,7 +13,7 @@ cd "$repo"
 say() { echo "[install] $*"; }
 
 # 1. System packages (only the missing ones, so a second run never touches apt).
-packages=(mininet openvswitch-switch iperf3 tcpdump iputils-ping ethtool iproute2 python3-venv python3-pip)
+packages=(mininet openvswitch-switch iperf3 tcpdump iputils-ping ethtool iproute2 python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
