@@ -193,6 +193,9 @@ class DomainCore:
         switch's table.
     stats_timeout:
         Seconds after which an unanswered flow-stats request is abandoned and re-sent.
+    install_grace:
+        Seconds during which packet-ins of a flow whose microflow was just installed are not
+        a new flow: packets that missed the table while the rule was on its way.
     """
 
     def __init__(
@@ -202,11 +205,13 @@ class DomainCore:
         microflow_idle_timeout: int = 10,
         max_microflows_per_host: int = 256,
         stats_timeout: float = 3.0,
+        install_grace: float = 2.0,
     ) -> None:
         self.domain = domain
         self.microflow_idle_timeout = microflow_idle_timeout
         self.max_microflows_per_host = max_microflows_per_host
         self.stats_timeout = stats_timeout
+        self.install_grace = install_grace
         try:
             domain_entry = next(d for d in description["domains"] if d["id"] == domain)
         except StopIteration:
@@ -223,6 +228,7 @@ class DomainCore:
         self._flows_total: dict[str, int] = {n: 0 for n in self._local}
         self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
         self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
+        self._recent_installs: dict[tuple, float] = {}
         self.stats_timeouts = 0
 
     # --- switch life cycle -------------------------------------------------------------
@@ -316,7 +322,7 @@ class DomainCore:
         if packet.eth_type == ETH_TYPE_ARP:
             return self._proxy_arp(in_port, host, packet)
         if packet.eth_type == ETH_TYPE_IPV4 and table_id == TABLE_FLOWS:
-            return self._account_new_flow(host, packet)
+            return self._account_new_flow(now, host, packet)
         return []
 
     def _proxy_arp(self, in_port: int, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
@@ -327,11 +333,16 @@ class DomainCore:
             return []
         return [ArpReply(in_port, target["mac"], target["ip"], host["mac"], host["ip"])]
 
-    def _account_new_flow(self, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
+    def _account_new_flow(self, now: float, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
         name = host["name"]
         self._packet_ins[name] += 1
+        key = (packet.ipv4_src, packet.ipv4_dst, packet.ip_proto, packet.tp_src, packet.tp_dst)
+        installed_at = self._recent_installs.get(key)
+        if installed_at is not None and now - installed_at < self.install_grace:
+            return []
         if self._live_microflows[name] >= self.max_microflows_per_host:
             return []
+        self._recent_installs[key] = now
         match: list[tuple[str, object]] = [
             ("eth_type", ETH_TYPE_IPV4),
             ("ipv4_src", packet.ipv4_src),
@@ -425,4 +436,6 @@ class DomainCore:
             counters.distinct_dst_ports = len(ports[name])
             # Expired microflows free their slot: the reply is the switch's ground truth.
             self._live_microflows[name] = counters.flows_active
+        self._recent_installs = {k: t for k, t in self._recent_installs.items()
+                                 if now - t < self.install_grace}
         return CountersSnapshot(now, self.domain, dpid, hosts, transit)

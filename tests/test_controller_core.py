@@ -147,6 +147,21 @@ def test_new_flow_installs_one_microflow_and_the_cap_holds():
     assert "controller" not in outputs and hits[1].cookie >> 32 == RuleKind.MICROFLOW
 
 
+def test_packets_that_missed_the_table_while_the_rule_was_on_its_way_are_not_new_flows():
+    layout, cores, _ = build_domains()
+    core, h = cores[1], layout.host("d1h1")
+    info = PacketInfo(h.mac, "x", ETH_TYPE_IPV4, ipv4_src=h.ip, ipv4_dst="10.2.0.1",
+                      ip_proto=6, tp_src=40000, tp_dst=5201)
+    first = core.on_packet_in(0.0, 257, h.port, TABLE_FLOWS, info)
+    straggler = core.on_packet_in(0.01, 257, h.port, TABLE_FLOWS, info)
+    assert len(first) == 1 and straggler == []
+    later = core.on_packet_in(0.0 + core.install_grace + 1, 257, h.port, TABLE_FLOWS, info)
+    assert len(later) == 1  # the rule expired and the flow came back: a new flow again
+    core.stats_request_sent(5.0, 257, xid=1)
+    snapshot = core.on_flow_stats_part(5.0, 257, 1, [], False)
+    assert (snapshot.hosts["d1h1"].flows_total, snapshot.hosts["d1h1"].packet_ins) == (2, 3)
+
+
 def stats_reply_parts(switch, parser, split):
     """The switch's entries as real OFPFlowStats, split into multipart replies."""
     stats = [parser.OFPFlowStats(table_id=e.table_id, duration_sec=1, duration_nsec=0, priority=e.priority,
