@@ -30,6 +30,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdfl",
@@ -51,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--cli", action="store_true", help="open the Mininet CLI before tearing down")
     net.add_argument("--hold", type=positive_float, default=None, metavar="SECONDS",
                      help="keep the network up this long after the tests (Ctrl-C ends it early)")
-    net.add_argument("--host-bw", type=positive_float, default=100.0, help="host link Mbit/s (default 100)")
-    net.add_argument("--border-bw", type=positive_float, default=100.0,
-                     help="inter-domain link Mbit/s (default 100)")
+    net.add_argument("--host-bw", type=non_negative_float, default=100.0,
+                     help="host link Mbit/s, 0 = unshaped (default 100)")
+    net.add_argument("--border-bw", type=non_negative_float, default=100.0,
+                     help="inter-domain link Mbit/s, 0 = unshaped (default 100)")
     net.add_argument("--border-delay", type=positive_float, default=None,
                      help="inter-domain link delay in ms (needs netem)")
     net.add_argument("--border-loss", type=positive_float, default=None,
@@ -115,8 +123,8 @@ def cmd_net(args) -> int:
     layout = make_layout(
         args.domains, args.hosts, args.domain_graph,
         controller_port_base=args.controller_port_base,
-        host_link=LinkParams(bw_mbit=args.host_bw),
-        border_link=LinkParams(bw_mbit=args.border_bw, delay_ms=args.border_delay,
+        host_link=LinkParams(bw_mbit=args.host_bw or None),
+        border_link=LinkParams(bw_mbit=args.border_bw or None, delay_ms=args.border_delay,
                                loss_pct=args.border_loss),
     )
     tests = set(args.test)

@@ -23,7 +23,8 @@ def test_help_imports_nothing_heavy():
 @pytest.mark.parametrize("args, message", [
     (["net", "--domain-graph", "star"], "invalid choice: 'star'"),
     (["net", "--domains", "three"], "invalid int value: 'three'"),
-    (["net", "--host-bw", "-5"], "must be > 0"),
+    (["net", "--host-bw", "-5"], "must be >= 0"),
+    (["net", "--poll-interval", "0"], "must be > 0"),
     (["net", "--test", "traceroute"], "invalid choice: 'traceroute'"),
     (["bogus"], "invalid choice: 'bogus'"),
     ([], "required: COMMAND"),

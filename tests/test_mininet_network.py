@@ -150,3 +150,11 @@ def test_link_delay_works_or_is_refused_clearly(tmp_path):
     else:
         assert result.returncode == 2
         assert "no netem" in result.stderr and "delay 20.0 ms" in result.stderr
+
+
+def test_the_topology_script_starts_the_same_network(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "topologies" / "multidomain.py"
+    result = subprocess.run([sys.executable, str(script), "--domains", "2", "--hosts", "2", "--test", "pingall",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "pingall: 0% dropped (12/12 received)" in result.stdout
