@@ -1,0 +1,189 @@
+"""The model-exchange frame: compact, versioned, length-prefixed, and checked on the way in.
+
+Only numpy is needed to read it, so a third party that sees the bytes on the wire (the domain
+inspection service) decodes exactly what the agents decode. Layout, all big-endian::
+
+    prefix (16 bytes)  magic b"SDFL" | version u8 | flags u8 | header_len u16 | payload_len u64
+    header             sender_len u8 | sender utf-8 | round u32 | samples u32 | dtype u8
+                       | tensor_count u16 | per tensor: ndim u8, ndim x dim u32
+    payload            the tensors' raw little-endian bytes, concatenated in order
+
+Every limit is checked before anything is allocated, so an oversized or lying frame costs the
+receiver nothing but the 16-byte prefix.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"SDFL"
+VERSION = 1
+PREFIX = struct.Struct(">4sBBHQ")
+HEADER_FIXED = struct.Struct(">IIBH")
+DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<f2")}
+DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
+MAX_SENDER_BYTES = 64
+MAX_TENSORS = 256
+MAX_NDIM = 8
+MAX_HEADER_BYTES = 8 + MAX_SENDER_BYTES + HEADER_FIXED.size + MAX_TENSORS * (1 + 4 * MAX_NDIM)
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+class FrameError(ValueError):
+    """A frame that must be rejected; the message is the logged reason."""
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    sender: str
+    round: int
+    samples: int
+    tensors: tuple[np.ndarray, ...]
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(t.shape for t in self.tensors)
+
+
+def encode(frame: ModelFrame, dtype: str = "<f4") -> bytes:
+    """The bytes of ``frame``, tensors converted to ``dtype`` (float32 by default)."""
+    wire_dtype = np.dtype(dtype)
+    if wire_dtype not in DTYPE_CODES:
+        raise FrameError(f"dtype {dtype} cannot be sent; use one of {[str(d) for d in DTYPE_CODES]}")
+    sender = frame.sender.encode("utf-8")
+    if not 0 < len(sender) <= MAX_SENDER_BYTES:
+        raise FrameError(f"sender id must be 1-{MAX_SENDER_BYTES} bytes of UTF-8")
+    if len(frame.tensors) > MAX_TENSORS:
+        raise FrameError(f"{len(frame.tensors)} tensors exceed the limit of {MAX_TENSORS}")
+    header = [struct.pack(">B", len(sender)), sender,
+              HEADER_FIXED.pack(frame.round, frame.samples, DTYPE_CODES[wire_dtype], len(frame.tensors))]
+    payload = []
+    for tensor in frame.tensors:
+        array = np.ascontiguousarray(tensor, dtype=wire_dtype)
+        if array.ndim > MAX_NDIM:
+            raise FrameError(f"a tensor of {array.ndim} dimensions exceeds the limit of {MAX_NDIM}")
+        header.append(struct.pack(f">B{array.ndim}I", array.ndim, *array.shape))
+        payload.append(array.tobytes())
+    header_bytes = b"".join(header)
+    payload_len = sum(len(p) for p in payload)
+    return b"".join([PREFIX.pack(MAGIC, VERSION, 0, len(header_bytes), payload_len), header_bytes, *payload])
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    header_len: int
+    payload_len: int
+
+
+def _parse_prefix(data: bytes, max_payload: int) -> _Prefix:
+    magic, version, _flags, header_len, payload_len = PREFIX.unpack(data)
+    if magic != MAGIC:
+        raise FrameError(f"bad magic {magic!r}: not an sdfl model frame")
+    if version != VERSION:
+        raise FrameError(f"unsupported frame version {version} (this side speaks {VERSION})")
+    if header_len > MAX_HEADER_BYTES:
+        raise FrameError(f"header of {header_len} bytes exceeds the limit of {MAX_HEADER_BYTES}")
+    if payload_len > max_payload:
+        raise FrameError(f"payload of {payload_len} bytes exceeds the limit of {max_payload}")
+    return _Prefix(header_len, payload_len)
+
+
+def _parse_body(header: bytes, payload: bytes, expected_shapes=None) -> ModelFrame:
+    try:
+        (sender_len,) = struct.unpack_from(">B", header, 0)
+        sender = header[1:1 + sender_len].decode("utf-8")
+        offset = 1 + sender_len
+        round_, samples, dtype_code, count = HEADER_FIXED.unpack_from(header, offset)
+        offset += HEADER_FIXED.size
+        shapes = []
+        for _ in range(count):
+            (ndim,) = struct.unpack_from(">B", header, offset)
+            if ndim > MAX_NDIM:
+                raise FrameError(f"a tensor of {ndim} dimensions exceeds the limit of {MAX_NDIM}")
+            shapes.append(struct.unpack_from(f">{ndim}I", header, offset + 1))
+            offset += 1 + 4 * ndim
+    except struct.error:
+        raise FrameError("header is shorter than its fields say") from None
+    except UnicodeDecodeError:
+        raise FrameError("sender id is not valid UTF-8") from None
+    if not sender:
+        raise FrameError("empty sender id")
+    if offset != len(header):
+        raise FrameError(f"header has {len(header) - offset} bytes beyond its fields")
+    if count > MAX_TENSORS:
+        raise FrameError(f"{count} tensors exceed the limit of {MAX_TENSORS}")
+    dtype = DTYPES.get(dtype_code)
+    if dtype is None:
+        raise FrameError(f"unknown dtype code {dtype_code}")
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    if sum(sizes) * dtype.itemsize != len(payload):
+        raise FrameError(f"payload is {len(payload)} bytes but the shapes need {sum(sizes) * dtype.itemsize}")
+    if expected_shapes is not None and tuple(map(tuple, shapes)) != tuple(map(tuple, expected_shapes)):
+        raise FrameError(f"shapes {shapes} do not match the model's {list(expected_shapes)}")
+    flat = np.frombuffer(payload, dtype=dtype)
+    if not np.isfinite(flat).all():
+        raise FrameError("payload holds NaN or Inf")
+    tensors, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        tensors.append(flat[start:start + size].astype(np.float32).reshape(shape))
+        start += size
+    return ModelFrame(sender, round_, samples, tuple(tensors))
+
+
+def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD, expected_shapes=None) -> ModelFrame:
+    """Exactly one frame from ``data``; anything malformed raises :class:`FrameError`."""
+    if len(data) < PREFIX.size:
+        raise FrameError(f"{len(data)} bytes is shorter than the {PREFIX.size}-byte prefix")
+    prefix = _parse_prefix(data[:PREFIX.size], max_payload)
+    total = PREFIX.size + prefix.header_len + prefix.payload_len
+    if len(data) != total:
+        raise FrameError(f"frame is {len(data)} bytes but its prefix says {total}")
+    header_end = PREFIX.size + prefix.header_len
+    return _parse_body(data[PREFIX.size:header_end], data[header_end:], expected_shapes)
+
+
+class FrameReader:
+    """Incremental decoder for a byte stream (a socket, or a reassembled TCP stream).
+
+    ``feed`` returns the frames completed so far. After a :class:`FrameError` the stream has
+    lost its framing and the reader refuses further input.
+    """
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, expected_shapes=None) -> None:
+        self.max_payload = max_payload
+        self.expected_shapes = expected_shapes
+        self._buffer = bytearray()
+        self._prefix: _Prefix | None = None
+        self.failed: str | None = None
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[ModelFrame]:
+        if self.failed:
+            raise FrameError(f"stream already rejected: {self.failed}")
+        self._buffer += data
+        frames = []
+        try:
+            while True:
+                if self._prefix is None:
+                    if len(self._buffer) < PREFIX.size:
+                        break
+                    self._prefix = _parse_prefix(bytes(self._buffer[:PREFIX.size]), self.max_payload)
+                total = PREFIX.size + self._prefix.header_len + self._prefix.payload_len
+                if len(self._buffer) < total:
+                    break
+                header_end = PREFIX.size + self._prefix.header_len
+                frames.append(_parse_body(bytes(self._buffer[PREFIX.size:header_end]),
+                                          bytes(self._buffer[header_end:total]), self.expected_shapes))
+                del self._buffer[:total]
+                self._prefix = None
+        except FrameError as error:
+            self.failed = str(error)
+            self._buffer.clear()
+            raise
+        return frames
