@@ -1,0 +1,177 @@
+"""Aggregation rules: pure functions of flat parameter vectors, one registry for all.
+
+A node aggregates its own model with the models it received this round. Every rule takes the
+node's :class:`Contribution` and the others' and returns the new flat vector; the robust rules
+take ``f``, the number of Byzantine inputs to tolerate, clamped to what the number of inputs
+allows (e.g. a trimmed mean of n inputs can trim at most ``(n - 1) // 2`` from each side).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Contribution:
+    sender: str
+    vector: np.ndarray
+    samples: int = 1
+
+
+Aggregator = Callable[[Contribution, Sequence[Contribution]], np.ndarray]
+
+
+def _stack(own: Contribution, others: Sequence[Contribution]) -> np.ndarray:
+    return np.stack([own.vector, *(c.vector for c in others)]).astype(np.float64)
+
+
+def _max_trim(n: int, f: int) -> int:
+    return max(0, min(f, (n - 1) // 2))
+
+
+# --- the rules as functions of a stacked matrix (rows = inputs) ---------------------------
+def weighted_mean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    weights = np.asarray(weights, dtype=np.float64)
+    return weights @ x / weights.sum()
+
+
+def coordinate_median(x: np.ndarray) -> np.ndarray:
+    return np.median(x, axis=0)
+
+
+def trimmed_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """Per coordinate, drop the ``f`` largest and ``f`` smallest values and average the rest."""
+    trim = _max_trim(len(x), f)
+    ordered = np.sort(x, axis=0)
+    return ordered[trim:len(x) - trim].mean(axis=0)
+
+
+def krum_scores(x: np.ndarray, f: int) -> np.ndarray:
+    """Sum of squared distances from each input to its ``n - f - 2`` nearest others."""
+    n = len(x)
+    squared = np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
+    neighbours = max(1, min(n - 1, n - f - 2))
+    closest = np.sort(squared + np.diag(np.full(n, np.inf)), axis=1)[:, :neighbours]
+    return closest.sum(axis=1)
+
+
+def multi_krum(x: np.ndarray, f: int, m: int | None = None) -> np.ndarray:
+    """Mean of the ``m`` inputs with the lowest Krum scores (``m = 1`` is Krum)."""
+    m = len(x) - f if m is None else m
+    m = max(1, min(m, len(x)))
+    chosen = np.argsort(krum_scores(x, f), kind="stable")[:m]
+    return x[chosen].mean(axis=0)
+
+
+def geometric_median(x: np.ndarray, tolerance: float = 1e-7, max_iterations: int = 200) -> np.ndarray:
+    """Weiszfeld's iteration for the point minimising the sum of Euclidean distances."""
+    estimate = np.median(x, axis=0)
+    for _ in range(max_iterations):
+        distances = np.maximum(np.linalg.norm(x - estimate, axis=1), 1e-12)
+        weights = 1.0 / distances
+        updated = weights @ x / weights.sum()
+        if np.linalg.norm(updated - estimate) <= tolerance * max(1.0, np.linalg.norm(estimate)):
+            return updated
+        estimate = updated
+    return estimate
+
+
+def centered_clipping(x: np.ndarray, center: np.ndarray, tau: float | None = None,
+                      iterations: int = 3) -> np.ndarray:
+    """Move ``center`` by the mean of the inputs' offsets, each clipped to norm ``tau``.
+
+    Without ``tau`` the radius is the median offset norm, so it adapts to the round's spread.
+    """
+    estimate = center.astype(np.float64)
+    for _ in range(iterations):
+        offsets = x - estimate
+        norms = np.linalg.norm(offsets, axis=1)
+        radius = float(np.median(norms)) if tau is None else tau
+        if radius <= 0:
+            break
+        scale = np.minimum(1.0, radius / np.maximum(norms, 1e-12))
+        estimate = estimate + (offsets * scale[:, None]).mean(axis=0)
+    return estimate
+
+
+# --- WFAgg-style filtering --------------------------------------------------------------
+def _robust_upper(values: np.ndarray, k: float) -> float:
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    return median + k * max(mad, 1e-12 * max(1.0, abs(median)))
+
+
+class WFAgg:
+    """Three filters over the received models, a model must pass two, then a mean with one's own.
+
+    * distance: among the ``n - f`` closest to the coordinate-wise median of the received models;
+    * cosine: among the ``n - f`` whose update (model minus the node's own) points most nearly
+      along the median update;
+    * temporal: its change since the sender's previous model is within median + k MAD of the
+      round's changes (a sender seen for the first time passes).
+
+    It keeps each sender's previous model, so one instance serves one node for a whole run.
+    """
+
+    def __init__(self, f: int, k: float = 3.0) -> None:
+        self.f = f
+        self.k = k
+        self.previous: dict[str, np.ndarray] = {}
+
+    def passing(self, own: Contribution, others: Sequence[Contribution]) -> list[Contribution]:
+        if not others:
+            return []
+        x = np.stack([c.vector for c in others]).astype(np.float64)
+        n = len(x)
+        keep = max(1, n - min(self.f, n - 1))
+        median = np.median(x, axis=0)
+        distance_ok = set(np.argsort(np.linalg.norm(x - median, axis=1), kind="stable")[:keep])
+        updates = x - own.vector
+        median_update = np.median(updates, axis=0)
+        cosines = updates @ median_update / np.maximum(
+            np.linalg.norm(updates, axis=1) * np.linalg.norm(median_update), 1e-12)
+        cosine_ok = set(np.argsort(-cosines, kind="stable")[:keep])
+        changes = np.array([np.linalg.norm(c.vector - self.previous[c.sender])
+                            if c.sender in self.previous else np.nan for c in others])
+        known = ~np.isnan(changes)
+        bound = _robust_upper(changes[known], self.k) if known.sum() >= 2 else np.inf
+        temporal_ok = {i for i in range(n) if not known[i] or changes[i] <= bound}
+        for c in others:
+            self.previous[c.sender] = np.array(c.vector, dtype=np.float64)
+        return [c for i, c in enumerate(others)
+                if (i in distance_ok) + (i in cosine_ok) + (i in temporal_ok) >= 2]
+
+    def __call__(self, own: Contribution, others: Sequence[Contribution]) -> np.ndarray:
+        accepted = self.passing(own, others)
+        return _stack(own, accepted).mean(axis=0)
+
+
+# --- registry -----------------------------------------------------------------------------
+def make_aggregator(name: str, f: int = 1) -> Aggregator:
+    """The rule called ``name`` (see :data:`AGGREGATOR_NAMES`), tolerating ``f`` Byzantine inputs."""
+    if f < 0:
+        raise ValueError(f"f must be >= 0, got {f}")
+    rules: dict[str, Aggregator] = {
+        "fedavg": lambda own, others: weighted_mean(
+            _stack(own, others), [own.samples, *(c.samples for c in others)]),
+        "median": lambda own, others: coordinate_median(_stack(own, others)),
+        "trimmed-mean": lambda own, others: trimmed_mean(_stack(own, others), f),
+        "krum": lambda own, others: multi_krum(_stack(own, others), f, m=1),
+        "multi-krum": lambda own, others: multi_krum(_stack(own, others), f),
+        "geomed": lambda own, others: geometric_median(_stack(own, others)),
+        "centered-clipping": lambda own, others: centered_clipping(
+            _stack(own, others), own.vector),
+    }
+    if name == "wfagg":
+        return WFAgg(f)
+    if name not in rules:
+        raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATOR_NAMES)}")
+    return rules[name]
+
+
+AGGREGATOR_NAMES = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum", "geomed",
+                    "centered-clipping", "wfagg")
+ROBUST_AGGREGATORS = tuple(n for n in AGGREGATOR_NAMES if n != "fedavg")

@@ -1,0 +1,119 @@
+"""One contract suite over every aggregation rule."""
+
+import numpy as np
+import pytest
+
+from agents.aggregation import (
+    AGGREGATOR_NAMES,
+    ROBUST_AGGREGATORS,
+    Contribution,
+    WFAgg,
+    centered_clipping,
+    geometric_median,
+    make_aggregator,
+    multi_krum,
+    trimmed_mean,
+)
+
+DIM = 50
+
+
+def honest_inputs(n, seed=0, spread=0.1):
+    rng = np.random.default_rng(seed)
+    center = rng.normal(size=DIM)
+    return center, [Contribution(f"h{i}", center + spread * rng.normal(size=DIM), samples=10 + i)
+                    for i in range(n)]
+
+
+@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
+def test_shape_is_preserved_and_output_is_finite(name):
+    _, inputs = honest_inputs(7)
+    out = make_aggregator(name, f=2)(inputs[0], inputs[1:])
+    assert out.shape == (DIM,) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
+def test_deterministic(name):
+    _, inputs = honest_inputs(7)
+    a = make_aggregator(name, f=2)(inputs[0], inputs[1:])
+    b = make_aggregator(name, f=2)(inputs[0], inputs[1:])
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
+def test_agreement_is_a_fixed_point(name):
+    v = np.linspace(-1, 1, DIM)
+    inputs = [Contribution(f"n{i}", v.copy()) for i in range(5)]
+    np.testing.assert_allclose(make_aggregator(name, f=1)(inputs[0], inputs[1:]), v, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
+def test_alone_a_node_keeps_its_model(name):
+    _, inputs = honest_inputs(1)
+    np.testing.assert_allclose(make_aggregator(name, f=1)(inputs[0], []), inputs[0].vector)
+
+
+@pytest.mark.parametrize("name", [n for n in AGGREGATOR_NAMES if n not in ("wfagg", "centered-clipping")])
+def test_order_of_the_others_does_not_matter(name):
+    _, inputs = honest_inputs(6)
+    a = make_aggregator(name, f=1)(inputs[0], inputs[1:])
+    b = make_aggregator(name, f=1)(inputs[0], inputs[1:][::-1])
+    np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize("f", [1, 2, 3])
+@pytest.mark.parametrize("name", ROBUST_AGGREGATORS)
+def test_robust_rules_stay_bounded_under_f_huge_byzantine_inputs(name, f):
+    center, honest = honest_inputs(10 - f)
+    byzantine = [Contribution(f"b{i}", np.full(DIM, 1e6) * (-1) ** i, samples=1000) for i in range(f)]
+    out = make_aggregator(name, f=f)(honest[0], honest[1:] + byzantine)
+    honest_radius = max(np.linalg.norm(c.vector - center) for c in honest)
+    assert np.linalg.norm(out - center) <= 2 * honest_radius, name
+
+
+def test_fedavg_is_not_robust_and_weights_by_samples():
+    center, honest = honest_inputs(7)
+    byzantine = [Contribution("b", np.full(DIM, 1e6))]
+    out = make_aggregator("fedavg")(honest[0], honest[1:] + byzantine)
+    assert np.linalg.norm(out - center) > 1e4
+    a, b = Contribution("a", np.zeros(3), samples=1), Contribution("b", np.ones(3), samples=3)
+    np.testing.assert_allclose(make_aggregator("fedavg")(a, [b]), np.full(3, 0.75))
+
+
+def test_trimmed_mean_and_krum_pick_what_their_definitions_say():
+    x = np.array([[0.0], [1.0], [2.0], [3.0], [100.0]])
+    assert trimmed_mean(x, 1)[0] == pytest.approx(2.0)
+    assert trimmed_mean(x, 10)[0] == pytest.approx(2.0)  # clamped to (n - 1) // 2 = 2: the median
+    assert multi_krum(x, f=1, m=1)[0] in (1.0, 2.0)
+    assert multi_krum(x, f=1)[0] == pytest.approx(1.5)  # the n - f = 4 best: 0, 1, 2, 3
+
+
+def test_geometric_median_of_a_symmetric_cloud_is_its_center():
+    points = np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1], [0, 0]])
+    np.testing.assert_allclose(geometric_median(points), [0, 0], atol=1e-6)
+
+
+def test_centered_clipping_moves_at_most_tau_per_iteration():
+    x = np.array([[100.0, 0.0]])
+    out = centered_clipping(x, np.zeros(2), tau=1.0, iterations=3)
+    np.testing.assert_allclose(out, [3.0, 0.0])
+
+
+def test_wfagg_drops_a_sign_flipper_and_a_sudden_jump():
+    rng = np.random.default_rng(1)
+    own = Contribution("me", np.zeros(DIM))
+    direction = rng.normal(size=DIM)
+    rule = WFAgg(f=1)
+    honest = [Contribution(f"h{i}", direction + 0.05 * rng.normal(size=DIM)) for i in range(5)]
+    flipper = Contribution("bad", -direction)
+    assert "bad" not in {c.sender for c in rule.passing(own, honest + [flipper])}
+    jumper = Contribution("h0", honest[0].vector + 50 * rng.normal(size=DIM))
+    later = [jumper] + [Contribution(c.sender, c.vector + 0.01) for c in honest[1:]]
+    assert "h0" not in {c.sender for c in rule.passing(own, later)}
+
+
+def test_unknown_rule_and_negative_f_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown aggregator 'mean'"):
+        make_aggregator("mean")
+    with pytest.raises(ValueError, match="f must be >= 0"):
+        make_aggregator("krum", f=-1)
