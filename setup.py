@@ -16,6 +16,7 @@ setup(
         "river>=0.21",
         "scapy>=2.5",
         "numpy>=1.24",
+        "scikit-learn>=1.2",  # ships the digits data set: nothing is downloaded at run time
         "pytest>=7",
     ],
     entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},

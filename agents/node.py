@@ -1,0 +1,79 @@
+"""One DFL node's round, independent of how bytes move (TCP between hosts, or in memory).
+
+A round is: train locally, publish the model as a frame, take the neighbours' frames that
+arrived before the deadline, aggregate, evaluate on the shared held-out set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.aggregation import Aggregator, Contribution
+from agents.data import Dataset
+from agents.model import evaluate, get_flat, make_mlp, parameter_shapes, set_flat, split_flat, train_local
+from agents.wire import ModelFrame
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    local_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.1
+    hidden: int = 64
+    model_seed: int = 0
+
+
+@dataclass
+class RoundResult:
+    node: str
+    round: int
+    accuracy: float
+    loss: float
+    train_loss: float
+    received: int
+    accepted_senders: tuple[str, ...]
+
+
+class DFLNode:
+    """State of one node: its shard, its model, its aggregation rule.
+
+    Every node starts from the same initial model (``model_seed``), as DFL deployments do.
+    """
+
+    def __init__(self, name: str, dataset: Dataset, shard: np.ndarray, aggregator: Aggregator,
+                 config: TrainingConfig, seed: int) -> None:
+        self.name = name
+        self.dataset = dataset
+        self.x, self.y = dataset.x_train[shard], dataset.y_train[shard]
+        self.aggregator = aggregator
+        self.config = config
+        self.seed = seed
+        self.model = make_mlp(dataset.n_features, dataset.n_classes, config.hidden, config.model_seed)
+        self.shapes = parameter_shapes(self.model)
+        self.train_loss = float("nan")
+
+    @property
+    def samples(self) -> int:
+        return len(self.y)
+
+    def train(self, round_: int) -> ModelFrame:
+        """Local epochs on the shard; returns the frame to send to the neighbours."""
+        self.train_loss = train_local(self.model, self.x, self.y, self.config.local_epochs,
+                                      self.config.batch_size, self.config.lr, self.seed * 100_003 + round_)
+        return ModelFrame(self.name, round_, self.samples, split_flat(self.model, get_flat(self.model)))
+
+    def aggregate(self, round_: int, frames: list[ModelFrame]) -> RoundResult:
+        """Combine the frames of this round with the own model, then evaluate."""
+        own = Contribution(self.name, get_flat(self.model), self.samples)
+        others = [Contribution(f.sender, np.concatenate([t.ravel() for t in f.tensors]).astype(np.float64),
+                               f.samples)
+                  for f in frames if f.round == round_ and f.sender != self.name]
+        set_flat(self.model, self.aggregator(own, others))
+        accuracy, loss = evaluate(self.model, self.dataset.x_test, self.dataset.y_test)
+        return RoundResult(self.name, round_, accuracy, loss, self.train_loss, len(others),
+                           tuple(sorted(c.sender for c in others)))
