@@ -1,0 +1,149 @@
+"""Scenario files: one schema with defaults and types; unknown keys are errors naming key and file.
+
+A scenario is TOML (``tomllib``). ``--set section.key=value`` overrides take TOML literals
+(``dfl.rounds=5``, ``dfl.alpha=0.1``) or bare words (``dfl.partition=dirichlet``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.aggregation import AGGREGATOR_NAMES
+from agents.peers import PEER_GRAPHS
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: type
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def between(low, high) -> Callable[[Any], str | None]:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+def one_of(*choices) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}"
+
+
+def positive(v) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def non_negative(v) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+
+SCHEMA: dict[str, Any] = {
+    "name": Field(str, "clean", help="label of the run"),
+    "seed": Field(int, 0, non_negative, "seeds shards, peer draws, training and attacker choice"),
+    "network": {
+        "domains": Field(int, 3, between(1, 8)),
+        "hosts_per_domain": Field(int, 4, between(1, 16)),
+        "domain_graph": Field(str, "ring", one_of("line", "ring", "mesh")),
+        "host_bw_mbit": Field(float, 100.0, non_negative, "0 = unshaped"),
+        "border_bw_mbit": Field(float, 100.0, non_negative, "0 = unshaped"),
+        "border_delay_ms": Field(float, 0.0, non_negative, "needs netem"),
+        "border_loss_pct": Field(float, 0.0, between(0.0, 100.0), "needs netem"),
+        "datapath": Field(str, "auto", one_of("auto", "kernel", "user")),
+    },
+    "controller": {
+        "poll_interval": Field(float, 1.0, positive, "seconds between flow-stats polls"),
+    },
+    "dfl": {
+        "rounds": Field(int, 20, between(1, 10_000)),
+        "dataset": Field(str, "digits", one_of("digits", "unsw-nb15")),
+        "dataset_path": Field(str, "", help="CSV file for unsw-nb15"),
+        "test_fraction": Field(float, 0.2, between(0.05, 0.5)),
+        "partition": Field(str, "iid", one_of("iid", "dirichlet")),
+        "alpha": Field(float, 0.5, positive, "Dirichlet concentration"),
+        "aggregator": Field(str, "fedavg", one_of(*AGGREGATOR_NAMES)),
+        "byzantine_f": Field(int, 1, non_negative, "Byzantine inputs the robust rules tolerate"),
+        "peers": Field(str, "domain-full+border", one_of(*PEER_GRAPHS)),
+        "peers_k": Field(int, 3, positive, "partners drawn per node for random-k"),
+        "local_epochs": Field(int, 2, positive),
+        "batch_size": Field(int, 16, positive),
+        "lr": Field(float, 0.1, positive),
+        "hidden": Field(int, 64, positive, "MLP hidden units"),
+        "round_timeout_s": Field(float, 20.0, positive, "how long a node waits for its neighbours"),
+        "port": Field(int, 7000, between(1024, 65535), "agents' TCP port"),
+    },
+}
+
+
+def defaults(schema: dict = SCHEMA) -> dict:
+    return {k: defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
+
+
+def _coerce(value: Any, field: Field, where: str) -> Any:
+    if field.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (field.kind is int and isinstance(value, bool)) or not isinstance(value, field.kind):
+        raise ScenarioError(f"{where} must be {field.kind.__name__}, got {value!r}")
+    problem = field.check(value) if field.check else None
+    if problem:
+        raise ScenarioError(f"{where} {problem}, got {value!r}")
+    return value
+
+
+def _merge(target: dict, data: dict, schema: dict, source: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            known = ", ".join(f"{prefix}{k}" for k in schema)
+            raise ScenarioError(f"{source}: unknown key '{dotted}' (known here: {known})")
+        if isinstance(schema[key], dict):
+            if not isinstance(value, dict):
+                raise ScenarioError(f"{source}: '{dotted}' must be a table of settings")
+            _merge(target[key], value, schema[key], source, f"{dotted}.")
+        else:
+            target[key] = _coerce(value, schema[key], f"{source}: {dotted}")
+
+
+def parse_override(text: str) -> dict:
+    """``a.b=value`` as the nested dict ``{"a": {"b": value}}``."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"--set {text!r}: expected key=value, e.g. dfl.rounds=5")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    nested: dict = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_scenario(path: Path | None = None, overrides: list[str] = ()) -> dict:
+    """Defaults, then the file, then the overrides; every value checked against the schema."""
+    scenario = defaults()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ScenarioError(f"{path}: no such scenario file") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ScenarioError(f"{path}: not valid TOML: {error}") from None
+        _merge(scenario, data, SCHEMA, str(path))
+    for text in overrides:
+        _merge(scenario, parse_override(text), SCHEMA, f"--set {text}")
+    if scenario["dfl"]["dataset"] == "unsw-nb15" and not scenario["dfl"]["dataset_path"]:
+        raise ScenarioError(f"{path or 'scenario'}: dfl.dataset = 'unsw-nb15' needs dfl.dataset_path")
+    return scenario
