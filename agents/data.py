@@ -130,3 +130,12 @@ def partition(labels: np.ndarray, nodes: int, kind: str, alpha: float, seed: int
     if kind == "dirichlet":
         return partition_dirichlet(labels, nodes, alpha, rng)
     raise ValueError(f"unknown partition {kind!r}; choose iid or dirichlet")
+
+
+def load_dataset(name: str, path: str, seed: int, test_fraction: float) -> Dataset:
+    """The dataset a scenario names (``digits`` or ``unsw-nb15`` from ``path``)."""
+    if name == "digits":
+        return load_digits_dataset(seed, test_fraction)
+    if name == "unsw-nb15":
+        return load_unsw_nb15_csv(Path(path), seed, test_fraction)
+    raise ValueError(f"unknown dataset {name!r}; choose digits or unsw-nb15")

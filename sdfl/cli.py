@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 TEST_CHOICES = ("pingall", "iperf", "all")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCENARIO = REPO / "scenarios" / "clean.toml"
 
 
 def format_table(headers: list[str], rows: list[list]) -> str:
@@ -74,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="domain d's controller listens on BASE+d (default 6653)")
     net.add_argument("--iperf-seconds", type=positive_float, default=3.0, help="iperf3 duration (default 3)")
     net.add_argument("--out", type=Path, default=None, help="run folder (default runs/net-<time>)")
+
+    run = commands.add_parser("run", help="run a DFL experiment from a scenario file (default: the reference)")
+    run.add_argument("scenario", nargs="?", type=Path, default=DEFAULT_SCENARIO,
+                     help=f"TOML scenario (default {DEFAULT_SCENARIO.relative_to(REPO)})")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario key, e.g. --set dfl.rounds=5 (repeatable)")
+    run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<time>)")
 
     clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
     clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
@@ -170,6 +179,25 @@ def cmd_net(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_run(args) -> int:
+    from sdfl.runner import run_experiment
+    from sdfl.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, args.overrides)
+    become_root(args)
+    prepare_emulation()
+    out = args.out or Path("runs") / f"{scenario['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = run_experiment(scenario, out, progress=lambda line: print(line, flush=True))
+    dfl = summary["dfl"]
+    print(f"\nhonest accuracy after {scenario['dfl']['rounds']} rounds: {dfl['honest_accuracy_final']:.3f} "
+          f"({dfl['honest_nodes_reporting_final']} nodes); median round {dfl['round_time_s_median']:.2f} s; "
+          f"model bytes {dfl['model_bytes_total']:,}")
+    if dfl["dead_nodes"]:
+        print(f"dead agents: {', '.join(dfl['dead_nodes'])}")
+    print(f"results: {out}/summary.json, rounds.csv, events.jsonl")
+    return 0 if summary["complete"] else 1
+
+
 def cmd_clean(args) -> int:
     from sdfl.records import clean
 
@@ -186,7 +214,7 @@ def cmd_clean(args) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "net": cmd_net, "clean": cmd_clean}
+COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "clean": cmd_clean}
 
 
 def _exit_on_signal(signum, frame):
@@ -205,6 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; everything this run started was torn down", file=sys.stderr)
         return 130
-    except (RuntimeError, ValueError, FileNotFoundError) as error:
+    except (RuntimeError, ValueError, OSError) as error:
         print(f"sdfl {args.command}: {error}", file=sys.stderr)
         return 2

@@ -143,11 +143,10 @@ class Emulation:
         self._start_controllers()
         self.timings["controllers_listening_s"] = time.monotonic() - began
         self.net = build_network(self.layout, self.datapath)
-        for host in self.net.hosts:
-            self.record.add_process(host.pid, f"host {host.name}")
-        for switch in self.net.switches:
-            if getattr(switch, "pid", None):
-                self.record.add_process(switch.pid, f"switch shell {switch.name}")
+        # Every Mininet node has a shell, remote controllers included; net.stop() leaves
+        # those of RemoteController nodes running, so the record's teardown stops them all.
+        for node in (*self.net.hosts, *self.net.switches, *self.net.controllers):
+            self.record.add_process(node.pid, f"mininet shell {node.name}")
         start_switches(self.net, self.layout)
         self._wait_ready()
         self.timings["bring_up_s"] = time.monotonic() - began

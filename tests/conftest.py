@@ -9,8 +9,39 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+
+OUR_PROCESSES = (b"controllers.domain_app", b"agents.agent", b"mininet:")
+
+
+def testbed_processes() -> list[int]:
+    """PIDs of controller, agent and Mininet host processes."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(marker in cmdline for marker in OUR_PROCESSES):
+                pids.append(int(entry.name))
+    return pids
+
+
+def leftovers() -> dict:
+    from sdfl import records
+
+    return {
+        "bridges": [b for b in records.ovs_bridges() if records.BRIDGE_NAME.match(b)],
+        "interfaces": [i for i in records.root_interfaces() if records.INTERFACE_NAME.match(i)],
+        "processes": testbed_processes(),
+        "records": sorted(p.name for p in records.STATE_DIR.glob("*.json")),
+    }
+
+
+NOTHING_LEFT = {"bridges": [], "interfaces": [], "processes": [], "records": []}
 
 
 def _missing_for_mininet() -> str | None:
@@ -30,10 +61,18 @@ def _missing_for_mininet() -> str | None:
 @pytest.fixture(autouse=True)
 def _mininet_tier(request):
     if request.node.get_closest_marker("mininet") is None:
+        yield
         return
     reason = _missing_for_mininet()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"integration test cannot run under CI=true: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"integration test cannot run under CI=true: {reason}")
+        pytest.skip(reason)
+    assert leftovers() == NOTHING_LEFT, "a previous test or run left the machine dirty"
+    yield
+    left = leftovers()
+    if left != NOTHING_LEFT:
+        from sdfl import records
+
+        records.clean(include_live=True)
+    assert left == NOTHING_LEFT, "this test left the machine dirty"

@@ -11,48 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from sdfl import records
+from conftest import NOTHING_LEFT, leftovers
 from sdfl.emulation import Emulation, EmulationError
 from sdfl.probes import iperf3, ping, ping_all
 from topologies.builder import netem_available
 from topologies.layout import make_layout
 
 pytestmark = pytest.mark.mininet
-
-
-def controller_processes() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"controllers.domain_app" in cmdline or cmdline.startswith(b"bash\x00--norc\x00-is\x00mininet:"):
-                pids.append(int(entry.name))
-    return pids
-
-
-def leftovers() -> dict:
-    return {
-        "bridges": [b for b in records.ovs_bridges() if records.BRIDGE_NAME.match(b)],
-        "interfaces": [i for i in records.root_interfaces() if records.INTERFACE_NAME.match(i)],
-        "processes": controller_processes(),
-        "records": sorted(p.name for p in records.STATE_DIR.glob("*.json")),
-    }
-
-
-NOTHING_LEFT = {"bridges": [], "interfaces": [], "processes": [], "records": []}
-
-
-@pytest.fixture(autouse=True)
-def clean_machine():
-    assert leftovers() == NOTHING_LEFT, "a previous test or run left the machine dirty"
-    yield
-    left = leftovers()
-    if left != NOTHING_LEFT:
-        records.clean(include_live=True)
-    assert left == NOTHING_LEFT
 
 
 def sdfl(*args, **kwargs):

@@ -1,0 +1,101 @@
+"""The DFL agent process: one per host, configured by the network description and its own id.
+
+It never imports Mininet, so the same agent runs on real hosts::
+
+    python -m agents.agent --network network.json --config dfl.json --node d1h2 --out RUN_DIR
+
+``dfl.json`` (written by the runner) holds the resolved scenario and every node's neighbours.
+Each round is appended to ``RUN_DIR/agent-<node>.jsonl`` and flushed, so nothing is lost if the
+agent or the run dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from agents.wire import DEFAULT_MAX_PAYLOAD, encode
+
+LOG = logging.getLogger("sdfl.agent")
+
+
+def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) -> int:
+    import torch
+
+    from agents.aggregation import make_aggregator
+    from agents.data import load_dataset, partition
+    from agents.node import DFLNode, TrainingConfig
+    from agents.transport import Inbox, Listener, Sender
+
+    torch.set_num_threads(1)
+    scenario, dfl = config["scenario"], config["scenario"]["dfl"]
+    nodes = config["nodes"]
+    neighbours = config["neighbours"][node_name]
+    ip_of = {h["name"]: h["ip"] for h in description["hosts"]}
+    dataset = load_dataset(dfl["dataset"], dfl["dataset_path"], scenario["seed"], dfl["test_fraction"])
+    shards = partition(dataset.y_train, len(nodes), dfl["partition"], dfl["alpha"], scenario["seed"])
+    index = nodes.index(node_name)
+    training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"])
+    node = DFLNode(node_name, dataset, shards[index], make_aggregator(dfl["aggregator"], dfl["byzantine_f"]),
+                   training, seed=scenario["seed"] * 1000 + index)
+    inbox = Inbox(neighbours)
+    listener = Listener((ip_of[node_name], dfl["port"]), inbox, DEFAULT_MAX_PAYLOAD, node.shapes,
+                        idle_timeout=dfl["round_timeout_s"])
+    senders = {peer: Sender(peer, (ip_of[peer], dfl["port"]), connect_timeout=2.0) for peer in neighbours}
+    results = open(out_dir / f"agent-{node_name}.jsonl", "a", buffering=1, encoding="utf-8")
+    try:
+        for round_ in range(1, dfl["rounds"] + 1):
+            began = time.monotonic()
+            data = encode(node.train(round_))
+            deadline = time.monotonic() + dfl["round_timeout_s"]
+            for sender in senders.values():
+                sender.send(data, deadline)
+            frames = inbox.collect(round_, deadline)
+            # The round ends when this node's model was delivered to every neighbour (or given up).
+            while not all(s.idle() for s in senders.values()) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            result = node.aggregate(round_, frames)
+            record = {
+                "type": "round", "node": node_name, "round": round_, "time": time.time(),
+                "accuracy": result.accuracy, "loss": result.loss, "train_loss": result.train_loss,
+                "received_from": list(result.accepted_senders),
+                "missing": sorted(set(neighbours) - set(result.accepted_senders)),
+                "bytes_sent": sum(s.bytes_sent for s in senders.values()),
+                "bytes_received": listener.bytes_received,
+                "frame_bytes": len(data),
+                "round_time_s": time.monotonic() - began,
+                "rejections": list(listener.rejections),
+            }
+            results.write(json.dumps(record, sort_keys=True) + "\n")
+            results.flush()
+            LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, result.accuracy,
+                     len(frames), len(neighbours))
+    finally:
+        for sender in senders.values():
+            sender.close()
+        listener.close()
+        results.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agents.agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--network", type=Path, required=True, help="network description JSON")
+    parser.add_argument("--config", type=Path, required=True, help="run's DFL configuration JSON")
+    parser.add_argument("--node", required=True, help="this agent's host name, e.g. d1h2")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
+    description = json.loads(args.network.read_text())
+    config = json.loads(args.config.read_text())
+    if args.node not in config["nodes"]:
+        parser.error(f"node {args.node!r} is not a DFL node of this run")
+    return run_agent(description, config, args.node, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Moving frames between agents over TCP, with size caps, timeouts and deadlines.
+
+Each agent listens on its own address. Outgoing: one persistent connection per neighbour,
+fed by its own thread, so a slow or dead neighbour delays nobody else. Incoming: one thread per
+connection decodes frames with :class:`agents.wire.FrameReader`; a connection that sends
+garbage, exceeds the size cap or stalls mid-frame is closed and logged, and the agent goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections import defaultdict
+
+from agents.wire import FrameError, FrameReader, ModelFrame
+
+LOG = logging.getLogger(__name__)
+RECV_CHUNK = 1 << 16
+
+
+class Inbox:
+    """Frames by round, from the listed neighbours only; later rounds are kept for later."""
+
+    def __init__(self, neighbours: list[str]) -> None:
+        self.neighbours = set(neighbours)
+        self._frames: dict[int, dict[str, ModelFrame]] = defaultdict(dict)
+        self._current = 0
+        self._changed = threading.Condition()
+        self.rejected: list[str] = []
+
+    def put(self, frame: ModelFrame) -> None:
+        with self._changed:
+            if frame.sender not in self.neighbours:
+                self.rejected.append(f"frame from non-neighbour {frame.sender!r}")
+                LOG.warning("dropped a frame from %s: not a neighbour", frame.sender)
+                return
+            if frame.round < self._current:
+                return  # too late for its round
+            self._frames[frame.round][frame.sender] = frame
+            self._changed.notify_all()
+
+    def collect(self, round_: int, deadline: float) -> list[ModelFrame]:
+        """The round's frames once every neighbour's arrived, or whatever came by ``deadline``."""
+        with self._changed:
+            self._current = round_
+            while len(self._frames[round_]) < len(self.neighbours):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            frames = list(self._frames.pop(round_, {}).values())
+            for old in [r for r in self._frames if r < round_]:
+                del self._frames[old]
+            return sorted(frames, key=lambda f: f.sender)
+
+
+class Listener:
+    """Accepts neighbours' connections and feeds their frames into an :class:`Inbox`."""
+
+    def __init__(self, address: tuple[str, int], inbox: Inbox, max_payload: int, expected_shapes,
+                 idle_timeout: float) -> None:
+        self.inbox = inbox
+        self.max_payload = max_payload
+        self.expected_shapes = expected_shapes
+        self.idle_timeout = idle_timeout
+        self.bytes_received = 0
+        self.rejections: list[str] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(address, reuse_port=False)
+        self._server.settimeout(0.5)
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, peer = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, peer) -> None:
+        reader = FrameReader(self.max_payload, self.expected_shapes)
+        conn.settimeout(self.idle_timeout)
+        with conn:
+            while not self._closed.is_set():
+                try:
+                    data = conn.recv(RECV_CHUNK)
+                except TimeoutError:
+                    if reader.pending_bytes:
+                        self._reject(peer, f"stalled with {reader.pending_bytes} bytes of a frame")
+                        return
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                with self._lock:
+                    self.bytes_received += len(data)
+                try:
+                    frames = reader.feed(data)
+                except FrameError as error:
+                    self._reject(peer, str(error))
+                    return
+                for frame in frames:
+                    self.inbox.put(frame)
+
+    def _reject(self, peer, reason: str) -> None:
+        LOG.warning("closed connection from %s: %s", peer, reason)
+        with self._lock:
+            self.rejections.append(f"{peer[0]}: {reason}")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+
+
+class Sender:
+    """A persistent connection to one neighbour, fed from a queue by its own thread."""
+
+    def __init__(self, name: str, address: tuple[str, int], connect_timeout: float) -> None:
+        self.name = name
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self.bytes_sent = 0
+        self.failures = 0
+        self._queue: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
+        self._socket: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
+        self._thread.start()
+
+    def send(self, data: bytes, deadline: float) -> None:
+        self._queue.put((data, deadline))
+
+    def idle(self) -> bool:
+        """True when everything queued was delivered or given up."""
+        return self._queue.unfinished_tasks == 0
+
+    def _connect(self, deadline: float) -> socket.socket | None:
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                sock = socket.create_connection(self.address, timeout=self.connect_timeout)
+                sock.settimeout(max(1.0, deadline - time.monotonic()))
+                return sock
+            except OSError:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return None
+
+    def _deliver(self, data: bytes, deadline: float) -> bool:
+        for _attempt in range(2):  # one reconnect after a broken connection
+            if self._socket is None:
+                self._socket = self._connect(deadline)
+                if self._socket is None:
+                    return False
+            try:
+                self._socket.settimeout(max(0.5, deadline - time.monotonic()))
+                self._socket.sendall(data)
+                self.bytes_sent += len(data)
+                return True
+            except OSError:
+                self._socket.close()
+                self._socket = None
+        return False
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if not self._deliver(*item):
+                self.failures += 1
+                LOG.warning("could not deliver to %s before the round deadline", self.name)
+            self._queue.task_done()
+        if self._socket is not None:
+            self._socket.close()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=2)

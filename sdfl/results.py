@@ -1,0 +1,67 @@
+"""From the agents' per-round records to rounds.csv rows and the summary (pure functions)."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+ROUND_COLUMNS = ("node", "round", "accuracy", "loss", "train_loss", "bytes_sent", "bytes_received",
+                 "round_time_s", "received", "missing")
+
+
+def round_rows(records: list[dict]) -> list[dict]:
+    """One row per (node, round), byte counts turned from cumulative into per-round."""
+    rows = []
+    last_sent: dict[str, int] = {}
+    last_received: dict[str, int] = {}
+    for record in sorted(records, key=lambda r: (r["node"], r["round"])):
+        node = record["node"]
+        rows.append({
+            "node": node,
+            "round": record["round"],
+            "accuracy": record["accuracy"],
+            "loss": record["loss"],
+            "train_loss": record["train_loss"],
+            "bytes_sent": record["bytes_sent"] - last_sent.get(node, 0),
+            "bytes_received": record["bytes_received"] - last_received.get(node, 0),
+            "round_time_s": record["round_time_s"],
+            "received": len(record["received_from"]),
+            "missing": " ".join(record["missing"]),
+        })
+        last_sent[node], last_received[node] = record["bytes_sent"], record["bytes_received"]
+    return rows
+
+
+def write_rounds_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=ROUND_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str, int],
+              malicious: set[str] = frozenset()) -> dict:
+    """The figures a user compares across runs; attackers never count as honest."""
+    rounds = scenario["dfl"]["rounds"]
+    honest = [n for n in nodes if n not in malicious]
+    by_round: list[float | None] = []
+    for round_ in range(1, rounds + 1):
+        values = [r["accuracy"] for r in rows if r["round"] == round_ and r["node"] in honest]
+        by_round.append(statistics.fmean(values) if values else None)
+    final = [r["accuracy"] for r in rows if r["round"] == rounds and r["node"] in honest]
+    completed = sorted({r["node"] for r in rows if r["round"] == rounds})
+    return {
+        "complete": len(completed) == len(nodes) - len(dead),
+        "dfl": {
+            "honest_accuracy_final": statistics.fmean(final) if final else None,
+            "honest_accuracy_by_round": by_round,
+            "honest_nodes_reporting_final": len(final),
+            "round_time_s_median": statistics.median(r["round_time_s"] for r in rows) if rows else None,
+            "model_bytes_total": sum(r["bytes_sent"] for r in rows),
+            "nodes": len(nodes),
+            "nodes_completed": completed,
+            "dead_nodes": dict(sorted(dead.items())),
+        },
+        "scenario": scenario,
+    }
