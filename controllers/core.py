@@ -88,6 +88,7 @@ class FlowRule:
     idle_timeout: int = 0
     hard_timeout: int = 0
     delete: bool = False
+    notify_removal: bool = False
 
     @property
     def kind(self) -> RuleKind | None:
@@ -148,6 +149,7 @@ class HostCounters:
     distinct_dsts: int = 0
     distinct_dst_ports: int = 0
     packet_ins: int = 0
+    watched_port_bytes: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,7 +166,8 @@ class CountersSnapshot:
             "time": self.time,
             "domain": self.domain,
             "dpid": self.dpid,
-            "hosts": {name: vars(c) for name, c in sorted(self.hosts.items())},
+            "hosts": {name: {**vars(c), "watched_port_bytes": {str(p): b for p, b in c.watched_port_bytes.items()}}
+                      for name, c in sorted(self.hosts.items())},
             "transit": {str(n): t for n, t in sorted(self.transit.items())},
         }
 
@@ -196,6 +199,9 @@ class DomainCore:
     install_grace:
         Seconds during which packet-ins of a flow whose microflow was just installed are not
         a new flow: packets that missed the table while the rule was on its way.
+    watched_ports:
+        Transport destination ports whose bytes are reported per host, cumulatively: live
+        microflows plus those that expired (their final counts come with flow-removed).
     """
 
     def __init__(
@@ -206,6 +212,7 @@ class DomainCore:
         max_microflows_per_host: int = 256,
         stats_timeout: float = 3.0,
         install_grace: float = 2.0,
+        watched_ports: tuple[int, ...] = (),
     ) -> None:
         self.domain = domain
         self.microflow_idle_timeout = microflow_idle_timeout
@@ -229,6 +236,8 @@ class DomainCore:
         self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
         self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
         self._recent_installs: dict[tuple, float] = {}
+        self.watched_ports = frozenset(watched_ports)
+        self._expired_port_bytes: dict[str, dict[int, int]] = {n: {} for n in self._local}
         self.stats_timeouts = 0
 
     # --- switch life cycle -------------------------------------------------------------
@@ -359,9 +368,29 @@ class DomainCore:
             FlowRule(
                 TABLE_FLOWS, 100, tuple(match),
                 make_cookie(RuleKind.MICROFLOW, host_key(host["domain"], host["index"])),
-                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout,
+                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout, notify_removal=True,
             )
         ]
+
+    def _host_of_cookie(self, dpid: int, cookie: int) -> str | None:
+        switch = self.switch_name(dpid)
+        _, subject = split_cookie(cookie)
+        for host in self._local.values():
+            if host["switch"] == switch and host_key(host["domain"], host["index"]) == subject:
+                return host["name"]
+        return None
+
+    def on_flow_removed(self, now: float, dpid: int, entry: FlowStatsEntry) -> None:
+        """Keep the final byte count of an expired microflow towards a watched port."""
+        kind, _ = split_cookie(entry.cookie)
+        name = self._host_of_cookie(dpid, entry.cookie)
+        if kind is not RuleKind.MICROFLOW or name is None:
+            return
+        self._live_microflows[name] = max(0, self._live_microflows[name] - 1)
+        port = _dst_port(entry.match)
+        if port in self.watched_ports:
+            totals = self._expired_port_bytes[name]
+            totals[port] = totals.get(port, 0) + entry.byte_count
 
     # --- statistics --------------------------------------------------------------------
     def stats_request_due(self, now: float, dpid: int) -> bool:
@@ -400,6 +429,7 @@ class DomainCore:
         hosts = {name: HostCounters() for name in by_key.values()}
         destinations: dict[str, set] = {name: set() for name in hosts}
         ports: dict[str, set] = {name: set() for name in hosts}
+        live_port_bytes: dict[str, dict[int, int]] = {name: {} for name in hosts}
         transit: dict[int, dict[str, int]] = {}
         for entry in entries:
             kind, subject = split_cookie(entry.cookie)
@@ -426,10 +456,14 @@ class DomainCore:
             elif kind is RuleKind.MICROFLOW:
                 counters.flows_active += 1
                 destinations[name].add(entry.match.get("ipv4_dst"))
-                port = entry.match.get("tcp_dst", entry.match.get("udp_dst"))
+                port = _dst_port(entry.match)
                 if port is not None:
                     ports[name].add(port)
+                    if port in self.watched_ports:
+                        live_port_bytes[name][port] = live_port_bytes[name].get(port, 0) + entry.byte_count
         for name, counters in hosts.items():
+            counters.watched_port_bytes = {p: self._expired_port_bytes[name].get(p, 0) + live_port_bytes[name].get(p, 0)
+                                           for p in sorted(self.watched_ports)}
             counters.flows_total = self._flows_total[name]
             counters.packet_ins = self._packet_ins[name]
             counters.distinct_dsts = len(destinations[name])
@@ -439,3 +473,7 @@ class DomainCore:
         self._recent_installs = {k: t for k, t in self._recent_installs.items()
                                  if now - t < self.install_grace}
         return CountersSnapshot(now, self.domain, dpid, hosts, transit)
+
+
+def _dst_port(match: dict) -> int | None:
+    return match.get("tcp_dst", match.get("udp_dst"))

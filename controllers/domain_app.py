@@ -11,6 +11,7 @@ Environment:
 ``SDFL_DOMAIN``   this controller's domain id (required)
 ``SDFL_EVENTS``   JSON-lines file for readiness and per-poll host counters (required)
 ``SDFL_POLL_INTERVAL``  seconds between flow-stats polls (default 1.0)
+``SDFL_WATCH_PORTS``  comma-separated destination ports whose bytes are reported per host
 
 Every handler only translates; a handler that raises is logged and ends the process, so the
 runner sees a dead controller instead of a half-alive one.
@@ -35,7 +36,14 @@ from controllers.compat import (
     set_ev_cls,
 )
 from controllers.core import ArpReply, DomainCore, FlowRule
-from controllers.ofmsg import arp_reply_out, flow_mod, flow_stats_request, packet_info, stats_entries
+from controllers.ofmsg import (
+    arp_reply_out,
+    flow_mod,
+    flow_stats_request,
+    packet_info,
+    removed_entry,
+    stats_entries,
+)
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70
@@ -82,7 +90,8 @@ class DomainController(BaseApp):
         super().__init__(*args, **kwargs)
         with open(_required_env("SDFL_NETWORK"), encoding="utf-8") as f:
             description = json.load(f)
-        self.core = DomainCore(description, int(_required_env("SDFL_DOMAIN")))
+        watched = tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip())
+        self.core = DomainCore(description, int(_required_env("SDFL_DOMAIN")), watched_ports=watched)
         self.event_log = EventLog(_required_env("SDFL_EVENTS"))
         self.poll_interval = float(os.environ.get("SDFL_POLL_INTERVAL", "1.0"))
         self.datapaths: dict[int, object] = {}
@@ -142,6 +151,11 @@ class DomainController(BaseApp):
         snapshot = self.core.on_flow_stats_part(time.time(), msg.datapath.id, msg.xid, stats_entries(msg.body), more)
         if snapshot is not None:
             self.event_log.write(snapshot.to_record())
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    @fail_loudly
+    def on_flow_removed(self, ev):
+        self.core.on_flow_removed(time.time(), ev.msg.datapath.id, removed_entry(ev.msg))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @fail_loudly

@@ -33,6 +33,7 @@ def controller_command(
     description_path: Path,
     events_path: Path,
     poll_interval: float,
+    watched_ports: tuple[int, ...] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` for the controller of ``domain``."""
     argv = [
@@ -47,6 +48,7 @@ def controller_command(
         SDFL_DOMAIN=str(domain),
         SDFL_EVENTS=str(events_path),
         SDFL_POLL_INTERVAL=str(poll_interval),
+        SDFL_WATCH_PORTS=",".join(map(str, watched_ports)),
         PYTHONUNBUFFERED="1",
     )
     return argv, env

@@ -44,7 +44,7 @@ def flow_mod(datapath, rule: FlowRule):
         buffer_id=ofp.OFP_NO_BUFFER,
         out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY,
-        flags=0,
+        flags=ofp.OFPFF_SEND_FLOW_REM if rule.notify_removal else 0,
         match=parser.OFPMatch(**dict(rule.match)),
         instructions=instructions,
     )
@@ -95,6 +95,18 @@ def stats_entries(body) -> list[FlowStatsEntry]:
         )
         for stat in body
     ]
+
+
+def removed_entry(msg) -> FlowStatsEntry:
+    """An OFPFlowRemoved as the same plain data as a stats entry."""
+    return FlowStatsEntry(
+        table_id=msg.table_id,
+        priority=msg.priority,
+        cookie=msg.cookie,
+        packet_count=msg.packet_count,
+        byte_count=msg.byte_count,
+        match=dict(msg.match.items()),
+    )
 
 
 def packet_info(data: bytes) -> PacketInfo | None:

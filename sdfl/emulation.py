@@ -73,14 +73,18 @@ class Emulation:
         Seconds between the controllers' flow-statistics polls.
     ready_timeout:
         Seconds to wait for controllers to listen and for switches to get their rules.
+    watched_ports:
+        Destination ports whose bytes the controllers report per host (e.g. the DFL port).
     """
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
-                 poll_interval: float = 1.0, ready_timeout: float = 60.0) -> None:
+                 poll_interval: float = 1.0, ready_timeout: float = 60.0,
+                 watched_ports: tuple[int, ...] = ()) -> None:
         self.layout = layout
         self.out_dir = Path(out_dir)
         self.requested_datapath = datapath
         self.poll_interval = poll_interval
+        self.watched_ports = watched_ports
         self.ready_timeout = ready_timeout
         self.datapath = "unknown"
         self.net = None
@@ -157,6 +161,7 @@ class Emulation:
             argv, env = controller_command(
                 domain, self.layout.controller_host, self.layout.controller_port(domain),
                 self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
+                self.watched_ports,
             )
             with open(self.log_path(domain), "ab") as log:
                 proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
