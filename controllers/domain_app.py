@@ -36,14 +36,7 @@ from controllers.compat import (
     set_ev_cls,
 )
 from controllers.core import ArpReply, DomainCore, FlowRule
-from controllers.ofmsg import (
-    arp_reply_out,
-    flow_mod,
-    flow_stats_request,
-    packet_info,
-    removed_entry,
-    stats_entries,
-)
+from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, packet_info
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70
@@ -148,14 +141,15 @@ class DomainController(BaseApp):
     def on_flow_stats(self, ev):
         msg = ev.msg
         more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
-        snapshot = self.core.on_flow_stats_part(time.time(), msg.datapath.id, msg.xid, stats_entries(msg.body), more)
+        entries = [flow_entry(stat) for stat in msg.body]
+        snapshot = self.core.on_flow_stats_part(time.time(), msg.datapath.id, msg.xid, entries, more)
         if snapshot is not None:
             self.event_log.write(snapshot.to_record())
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     @fail_loudly
     def on_flow_removed(self, ev):
-        self.core.on_flow_removed(time.time(), ev.msg.datapath.id, removed_entry(ev.msg))
+        self.core.on_flow_removed(time.time(), ev.msg.datapath.id, flow_entry(ev.msg))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @fail_loudly

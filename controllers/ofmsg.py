@@ -83,29 +83,15 @@ def flow_stats_request(datapath):
     )
 
 
-def stats_entries(body) -> list[FlowStatsEntry]:
-    return [
-        FlowStatsEntry(
-            table_id=stat.table_id,
-            priority=stat.priority,
-            cookie=stat.cookie,
-            packet_count=stat.packet_count,
-            byte_count=stat.byte_count,
-            match=dict(stat.match.items()),
-        )
-        for stat in body
-    ]
-
-
-def removed_entry(msg) -> FlowStatsEntry:
-    """An OFPFlowRemoved as the same plain data as a stats entry."""
+def flow_entry(message) -> FlowStatsEntry:
+    """An OFPFlowStats (one entry of a stats reply) or an OFPFlowRemoved, as plain data."""
     return FlowStatsEntry(
-        table_id=msg.table_id,
-        priority=msg.priority,
-        cookie=msg.cookie,
-        packet_count=msg.packet_count,
-        byte_count=msg.byte_count,
-        match=dict(msg.match.items()),
+        table_id=message.table_id,
+        priority=message.priority,
+        cookie=message.cookie,
+        packet_count=message.packet_count,
+        byte_count=message.byte_count,
+        match=dict(message.match.items()),
     )
 
 

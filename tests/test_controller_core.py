@@ -14,7 +14,7 @@ from controllers.core import (
     RuleKind,
     split_cookie,
 )
-from controllers.ofmsg import arp_reply_out, flow_mod, packet_info, stats_entries
+from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, packet_info
 from fake_switch import FakeSwitch, protocol_desc
 from topologies.layout import make_layout
 
@@ -117,7 +117,8 @@ def test_proxy_arp_answers_for_a_remote_host_with_its_real_mac():
     out.serialize()
     assert [a.port for a in out.actions] == [asker.port]
     answer = packet.Packet(out.data).get_protocol(arp.arp)
-    assert (answer.opcode, answer.src_mac, answer.src_ip, answer.dst_ip) == (arp.ARP_REPLY, target.mac, target.ip, asker.ip)
+    assert (answer.opcode, answer.src_mac, answer.src_ip, answer.dst_ip) == (
+        arp.ARP_REPLY, target.mac, target.ip, asker.ip)
 
 
 def test_arp_for_unknown_or_with_a_forged_sender_is_not_answered():
@@ -188,7 +189,7 @@ def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
     for i, part in enumerate(parts):
         reply = DP.ofproto_parser.OFPFlowStatsReply(DP, flags=0, body=part)
         more = i < len(parts) - 1
-        snapshots.append(core.on_flow_stats_part(11.0, 257, 7, stats_entries(reply.body), more))
+        snapshots.append(core.on_flow_stats_part(11.0, 257, 7, [flow_entry(stat) for stat in reply.body], more))
     assert snapshots[:-1] == [None] * (len(parts) - 1)
     hosts = snapshots[-1].hosts
     assert (hosts["d1h1"].packets, hosts["d1h1"].bytes) == (3, 300)
