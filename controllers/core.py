@@ -41,12 +41,14 @@ TABLE_FLOWS = 1
 TABLE_FORWARDING = 2
 ALL_TABLES = -1
 PACKET_IN_BYTES = 128
+ETH_HEADER_BYTES = 14
 
 
 class RuleKind(IntEnum):
     """What a rule means; stored in the upper half of its cookie."""
 
     HOST_IPV4 = 1
+    HOST_WATCHED_PORT = 12
     HOST_ARP = 2
     HOST_UNADMITTED = 3
     BORDER_IPV4 = 4
@@ -75,6 +77,11 @@ def host_key(domain: int, index: int) -> int:
     return (domain << 8) | index
 
 
+def port_subject(key: int, port: int) -> int:
+    """Cookie subject of a per-(host, destination port) rule: port above the host key."""
+    return (port << 16) | key
+
+
 @dataclass(frozen=True)
 class FlowRule:
     """A flow-table change. No outputs and no ``goto`` means drop."""
@@ -88,7 +95,6 @@ class FlowRule:
     idle_timeout: int = 0
     hard_timeout: int = 0
     delete: bool = False
-    notify_removal: bool = False
 
     @property
     def kind(self) -> RuleKind | None:
@@ -200,8 +206,9 @@ class DomainCore:
         Seconds during which packet-ins of a flow whose microflow was just installed are not
         a new flow: packets that missed the table while the rule was on its way.
     watched_ports:
-        Transport destination ports whose bytes are reported per host, cumulatively: live
-        microflows plus those that expired (their final counts come with flow-removed).
+        TCP destination ports whose IPv4 bytes are reported per host. Each gets its own
+        admission rule per host, which every packet passes exactly once, so the count is exact
+        (microflow counters miss the packets that arrive before their rule is installed).
     """
 
     def __init__(
@@ -237,7 +244,6 @@ class DomainCore:
         self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
         self._recent_installs: dict[tuple, float] = {}
         self.watched_ports = frozenset(watched_ports)
-        self._expired_port_bytes: dict[str, dict[int, int]] = {n: {} for n in self._local}
         self.stats_timeouts = 0
 
     # --- switch life cycle -------------------------------------------------------------
@@ -255,13 +261,17 @@ class DomainCore:
         for host in sorted(local, key=lambda h: h["port"]):
             key = host_key(host["domain"], host["index"])
             port = host["port"]
+            admitted = (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_IPV4),
+                        ("ipv4_src", host["ip"]))
             rules += [
                 FlowRule(
-                    TABLE_ADMISSION, 200,
-                    (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_IPV4),
-                     ("ipv4_src", host["ip"])),
-                    make_cookie(RuleKind.HOST_IPV4, key), goto=TABLE_FLOWS,
-                ),
+                    TABLE_ADMISSION, 210, admitted + (("ip_proto", IP_PROTO_TCP), ("tcp_dst", watched)),
+                    make_cookie(RuleKind.HOST_WATCHED_PORT, port_subject(key, watched)), goto=TABLE_FLOWS,
+                )
+                for watched in sorted(self.watched_ports)
+            ]
+            rules += [
+                FlowRule(TABLE_ADMISSION, 200, admitted, make_cookie(RuleKind.HOST_IPV4, key), goto=TABLE_FLOWS),
                 FlowRule(
                     TABLE_ADMISSION, 200,
                     (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_ARP),
@@ -368,29 +378,9 @@ class DomainCore:
             FlowRule(
                 TABLE_FLOWS, 100, tuple(match),
                 make_cookie(RuleKind.MICROFLOW, host_key(host["domain"], host["index"])),
-                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout, notify_removal=True,
+                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout,
             )
         ]
-
-    def _host_of_cookie(self, dpid: int, cookie: int) -> str | None:
-        switch = self.switch_name(dpid)
-        _, subject = split_cookie(cookie)
-        for host in self._local.values():
-            if host["switch"] == switch and host_key(host["domain"], host["index"]) == subject:
-                return host["name"]
-        return None
-
-    def on_flow_removed(self, now: float, dpid: int, entry: FlowStatsEntry) -> None:
-        """Keep the final byte count of an expired microflow towards a watched port."""
-        kind, _ = split_cookie(entry.cookie)
-        name = self._host_of_cookie(dpid, entry.cookie)
-        if kind is not RuleKind.MICROFLOW or name is None:
-            return
-        self._live_microflows[name] = max(0, self._live_microflows[name] - 1)
-        port = _dst_port(entry.match)
-        if port in self.watched_ports:
-            totals = self._expired_port_bytes[name]
-            totals[port] = totals.get(port, 0) + entry.byte_count
 
     # --- statistics --------------------------------------------------------------------
     def stats_request_due(self, now: float, dpid: int) -> bool:
@@ -429,10 +419,11 @@ class DomainCore:
         hosts = {name: HostCounters() for name in by_key.values()}
         destinations: dict[str, set] = {name: set() for name in hosts}
         ports: dict[str, set] = {name: set() for name in hosts}
-        live_port_bytes: dict[str, dict[int, int]] = {name: {} for name in hosts}
         transit: dict[int, dict[str, int]] = {}
         for entry in entries:
             kind, subject = split_cookie(entry.cookie)
+            if kind is RuleKind.HOST_WATCHED_PORT:
+                subject, watched = subject & 0xFFFF, subject >> 16
             if kind in (RuleKind.BORDER_IPV4, RuleKind.BORDER_UNADMITTED):
                 counts = transit.setdefault(subject, {"packets": 0, "bytes": 0, "dropped_packets": 0})
                 if kind is RuleKind.BORDER_IPV4:
@@ -445,9 +436,11 @@ class DomainCore:
             if name is None:
                 continue
             counters = hosts[name]
-            if kind is RuleKind.HOST_IPV4:
+            if kind in (RuleKind.HOST_IPV4, RuleKind.HOST_WATCHED_PORT):
                 counters.packets += entry.packet_count
                 counters.bytes += entry.byte_count
+            if kind is RuleKind.HOST_WATCHED_PORT:
+                counters.watched_port_bytes[watched] = entry.byte_count - ETH_HEADER_BYTES * entry.packet_count
             elif kind is RuleKind.HOST_ARP:
                 counters.arp_packets += entry.packet_count
             elif kind is RuleKind.HOST_UNADMITTED:
@@ -456,14 +449,10 @@ class DomainCore:
             elif kind is RuleKind.MICROFLOW:
                 counters.flows_active += 1
                 destinations[name].add(entry.match.get("ipv4_dst"))
-                port = _dst_port(entry.match)
+                port = entry.match.get("tcp_dst", entry.match.get("udp_dst"))
                 if port is not None:
                     ports[name].add(port)
-                    if port in self.watched_ports:
-                        live_port_bytes[name][port] = live_port_bytes[name].get(port, 0) + entry.byte_count
         for name, counters in hosts.items():
-            counters.watched_port_bytes = {p: self._expired_port_bytes[name].get(p, 0) + live_port_bytes[name].get(p, 0)
-                                           for p in sorted(self.watched_ports)}
             counters.flows_total = self._flows_total[name]
             counters.packet_ins = self._packet_ins[name]
             counters.distinct_dsts = len(destinations[name])
@@ -474,6 +463,3 @@ class DomainCore:
                                  if now - t < self.install_grace}
         return CountersSnapshot(now, self.domain, dpid, hosts, transit)
 
-
-def _dst_port(match: dict) -> int | None:
-    return match.get("tcp_dst", match.get("udp_dst"))

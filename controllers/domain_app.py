@@ -146,11 +146,6 @@ class DomainController(BaseApp):
         if snapshot is not None:
             self.event_log.write(snapshot.to_record())
 
-    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
-    @fail_loudly
-    def on_flow_removed(self, ev):
-        self.core.on_flow_removed(time.time(), ev.msg.datapath.id, flow_entry(ev.msg))
-
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @fail_loudly
     def on_error(self, ev):

@@ -44,7 +44,7 @@ def flow_mod(datapath, rule: FlowRule):
         buffer_id=ofp.OFP_NO_BUFFER,
         out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY,
-        flags=ofp.OFPFF_SEND_FLOW_REM if rule.notify_removal else 0,
+        flags=0,
         match=parser.OFPMatch(**dict(rule.match)),
         instructions=instructions,
     )
@@ -84,7 +84,7 @@ def flow_stats_request(datapath):
 
 
 def flow_entry(message) -> FlowStatsEntry:
-    """An OFPFlowStats (one entry of a stats reply) or an OFPFlowRemoved, as plain data."""
+    """One OFPFlowStats entry of a stats reply, as plain data."""
     return FlowStatsEntry(
         table_id=message.table_id,
         priority=message.priority,

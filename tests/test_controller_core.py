@@ -9,7 +9,6 @@ from controllers.core import (
     ETH_TYPE_IPV4,
     TABLE_FLOWS,
     DomainCore,
-    FlowStatsEntry,
     PacketInfo,
     RuleKind,
     split_cookie,
@@ -214,20 +213,22 @@ def test_unknown_domain_is_a_clear_error():
         DomainCore(layout.to_description(), 5)
 
 
-def test_watched_port_bytes_add_expired_and_live_microflows():
-    layout = make_layout(2, 1, "line")
+def test_watched_ports_are_counted_exactly_by_their_own_admission_rule():
+    layout = make_layout(2, 2, "line")
     core = DomainCore(layout.to_description(), 1, watched_ports=(7000,))
-    h = layout.host("d1h1")
-    rules = core.on_packet_in(0.0, 257, h.port, TABLE_FLOWS, PacketInfo(
-        h.mac, "x", ETH_TYPE_IPV4, ipv4_src=h.ip, ipv4_dst="10.2.0.1", ip_proto=6, tp_src=40000, tp_dst=7000))
-    assert rules[0].notify_removal and flow_mod(DP, rules[0]).flags == DP.ofproto.OFPFF_SEND_FLOW_REM
-    match = dict(rules[0].match)
-    cookie = rules[0].cookie
-    expired = FlowStatsEntry(1, 100, cookie, 10, 15_000, match)
-    core.on_flow_removed(1.0, 257, expired)
-    live = FlowStatsEntry(1, 100, cookie, 3, 4_500, {**match, "tcp_src": 40001})
-    other_port = FlowStatsEntry(1, 100, cookie, 3, 999, {**match, "tcp_dst": 22})
-    core.stats_request_sent(2.0, 257, xid=5)
-    snapshot = core.on_flow_stats_part(2.0, 257, 5, [live, other_port], False)
-    assert snapshot.hosts["d1h1"].watched_port_bytes == {7000: 19_500}
-    assert snapshot.to_record()["hosts"]["d1h1"]["watched_port_bytes"] == {"7000": 19_500}
+    switch = FakeSwitch(257)
+    for rule in core.base_rules(257):
+        switch.apply(flow_mod(DP, rule))
+    model = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=7000)
+    other = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=22)
+    for fields in (model, model, other):
+        outputs, _ = switch.process(fields)
+        assert outputs[-1] == 21 + 1  # still forwarded towards domain 2
+    core.stats_request_sent(1.0, 257, xid=3)
+    parts = stats_reply_parts(switch, DP.ofproto_parser, split=100)
+    snapshot = core.on_flow_stats_part(1.0, 257, 3, [flow_entry(s) for s in parts[0]], False)
+    h1 = snapshot.hosts["d1h1"]
+    # the fake switch counts 100 bytes a packet: IPv4 bytes are 100 - 14 per packet
+    assert h1.watched_port_bytes == {7000: 2 * 86} and (h1.packets, h1.bytes) == (3, 300)
+    assert snapshot.hosts["d1h2"].watched_port_bytes == {7000: 0}
+    assert snapshot.to_record()["hosts"]["d1h1"]["watched_port_bytes"] == {"7000": 172}

@@ -74,15 +74,22 @@ def require_link_features(layout: NetworkLayout) -> None:
             )
 
 
+QUEUE_PACKETS = 1000
+"""Shaped links queue as much as Linux's default txqueuelen (1000 full-size frames)."""
+
+
 def link_options(params, datapath: str) -> dict:
     """TCLink options: TBF shaping, and no TX checksum offload on the userspace datapath.
 
+    Mininet's TBF default queue holds about 1.2 ms of traffic (ten frames at 100 Mbit/s), which
+    drops every burst of a model exchange; the queue here holds ``QUEUE_PACKETS`` frames.
     The userspace datapath forwards frames as the veth hands them over; with TX checksum
     offload the receiver gets TCP segments with unfilled checksums and drops them.
     """
     options = params.as_tclink_options()
     if "bw" in options:
         options["use_tbf"] = True
+        options["latency_ms"] = QUEUE_PACKETS * 1514 * 8 / (options["bw"] * 1000)
     if datapath == "user":
         options["txo"] = False
     return options
