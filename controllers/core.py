@@ -160,7 +160,10 @@ class HostCounters:
 
 @dataclass
 class CountersSnapshot:
+    """Counters as the switch had them when it got the request at ``requested_at``."""
+
     time: float
+    requested_at: float
     domain: int
     dpid: int
     hosts: dict[str, HostCounters]
@@ -170,6 +173,7 @@ class CountersSnapshot:
         return {
             "type": "counters",
             "time": self.time,
+            "requested_at": self.requested_at,
             "domain": self.domain,
             "dpid": self.dpid,
             "hosts": {name: {**vars(c), "watched_port_bytes": {str(p): b for p, b in c.watched_port_bytes.items()}}
@@ -410,9 +414,10 @@ class DomainCore:
         if more:
             return None
         del self._pending[dpid]
-        return self._snapshot(now, dpid, pending.entries)
+        return self._snapshot(now, pending.sent_at, dpid, pending.entries)
 
-    def _snapshot(self, now: float, dpid: int, entries: list[FlowStatsEntry]) -> CountersSnapshot:
+    def _snapshot(self, now: float, requested_at: float, dpid: int,
+                  entries: list[FlowStatsEntry]) -> CountersSnapshot:
         switch = self.switch_name(dpid)
         by_key = {host_key(h["domain"], h["index"]): h["name"]
                   for h in self._local.values() if h["switch"] == switch}
@@ -461,5 +466,5 @@ class DomainCore:
             self._live_microflows[name] = counters.flows_active
         self._recent_installs = {k: t for k, t in self._recent_installs.items()
                                  if now - t < self.install_grace}
-        return CountersSnapshot(now, self.domain, dpid, hosts, transit)
+        return CountersSnapshot(now, requested_at, self.domain, dpid, hosts, transit)
 

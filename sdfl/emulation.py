@@ -24,6 +24,7 @@ from topologies.builder import build_network, choose_datapath, require_link_feat
 from topologies.layout import NetworkLayout, write_description
 
 LOG = logging.getLogger(__name__)
+STATS_SETTLE_S = 1.0
 
 
 class EmulationError(RuntimeError):
@@ -232,13 +233,17 @@ class Emulation:
         return [r for r in read_jsonl(self.events_path(domain)) if r.get("type") == "counters"]
 
     def fresh_counters(self, since: float, timeout: float | None = None) -> dict[int, dict]:
-        """The first counters record of every domain taken after wall-clock ``since``."""
-        deadline = time.monotonic() + (timeout or 5 * self.poll_interval + 5)
+        """The first counters record of every domain that includes all traffic before ``since``.
+
+        That is a poll requested at least ``STATS_SETTLE_S`` after ``since``: OVS moves its
+        datapath's counters into the OpenFlow rules' counters only every half second or so.
+        """
+        deadline = time.monotonic() + (timeout or 5 * self.poll_interval + 5 + STATS_SETTLE_S)
         while True:
             self.raise_if_controller_died()
             latest = {}
             for domain in self.controllers:
-                newer = [r for r in self.counters(domain) if r["time"] > since]
+                newer = [r for r in self.counters(domain) if r["requested_at"] >= since + STATS_SETTLE_S]
                 if newer:
                     latest[domain] = newer[0]
             if len(latest) == len(self.controllers):
