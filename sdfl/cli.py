@@ -102,10 +102,15 @@ def become_root(args) -> None:
 
 
 def prepare_emulation() -> None:
-    """Mininet's log level, and SIGTERM/SIGHUP as SystemExit so teardown always runs."""
+    """Mininet's log level, and signals that always reach the teardown.
+
+    Ctrl-C raises KeyboardInterrupt even when SIGINT was inherited as ignored (a background job
+    of a non-interactive shell, e.g. under CI); SIGTERM and SIGHUP become SystemExit.
+    """
     from mininet.log import setLogLevel
 
     setLogLevel("info" if logging.getLogger().level <= logging.INFO else "warning")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
 

@@ -86,9 +86,14 @@ def start_held_network(tmp_path) -> subprocess.Popen:
 
 def test_ctrl_c_tears_everything_down(tmp_path):
     proc = start_held_network(tmp_path)
-    assert leftovers()["bridges"] == ["d1s1", "d2s1"]
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    try:
+        assert leftovers()["bridges"] == ["d1s1", "d2s1"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_sdfl_clean_repairs_a_killed_run(tmp_path):
