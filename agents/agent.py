@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from agents.wire import DEFAULT_MAX_PAYLOAD, encode
+from sdfl.jsonl import JsonLinesWriter
 
 LOG = logging.getLogger("sdfl.agent")
 
@@ -46,7 +47,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
     listener = Listener((ip_of[node_name], dfl["port"]), inbox, DEFAULT_MAX_PAYLOAD, node.shapes,
                         idle_timeout=dfl["round_timeout_s"])
     senders = {peer: Sender(peer, (ip_of[peer], dfl["port"]), connect_timeout=2.0) for peer in neighbours}
-    results = open(out_dir / f"agent-{node_name}.jsonl", "a", buffering=1, encoding="utf-8")
+    results = JsonLinesWriter(out_dir / f"agent-{node_name}.jsonl")
     try:
         for round_ in range(1, dfl["rounds"] + 1):
             began = time.monotonic()
@@ -70,8 +71,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 "round_time_s": time.monotonic() - began,
                 "rejections": list(listener.rejections),
             }
-            results.write(json.dumps(record, sort_keys=True) + "\n")
-            results.flush()
+            results.write(record)
             LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, result.accuracy,
                      len(frames), len(neighbours))
     finally:

@@ -238,6 +238,7 @@ class DomainCore:
         self._hosts = {h["name"]: h for h in description["hosts"]}
         self._host_by_ip = {h["ip"]: h for h in description["hosts"]}
         self._local = {n: h for n, h in self._hosts.items() if h["domain"] == domain}
+        self._local_at = {(h["switch"], h["port"]): h for h in self._local.values()}
         self._borders = domain_entry["borders"]
         self._border_port_to = {b["neighbour"]: b["port"] for b in self._borders}
         self._next_hop = {int(t): n for t, n in domain_entry["next_hop"].items()}
@@ -327,18 +328,12 @@ class DomainCore:
         return rules
 
     # --- packet-in ---------------------------------------------------------------------
-    def _local_host_at(self, switch: str, port: int) -> dict | None:
-        for host in self._local.values():
-            if host["switch"] == switch and host["port"] == port:
-                return host
-        return None
-
     def on_packet_in(
         self, now: float, dpid: int, in_port: int, table_id: int, packet: PacketInfo
     ) -> list[FlowRule | ArpReply]:
         """Answer ARP for any known host; install a microflow for a local host's new flow."""
         switch = self.switch_name(dpid)
-        host = self._local_host_at(switch, in_port) if switch else None
+        host = self._local_at.get((switch, in_port))
         if host is None:
             LOG.debug("packet-in from dpid %s port %s ignored: no local host there", dpid, in_port)
             return []

@@ -37,6 +37,7 @@ from controllers.compat import (
 )
 from controllers.core import ArpReply, DomainCore, FlowRule
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, packet_info
+from sdfl.jsonl import JsonLinesWriter
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70
@@ -58,17 +59,6 @@ def fail_loudly(method):
     return wrapper
 
 
-class EventLog:
-    """Append-only JSON lines, flushed per record so a reader never waits on a buffer."""
-
-    def __init__(self, path: str) -> None:
-        self._file = open(path, "a", buffering=1, encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, sort_keys=True) + "\n")
-        self._file.flush()
-
-
 def _required_env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -85,7 +75,7 @@ class DomainController(BaseApp):
             description = json.load(f)
         watched = tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip())
         self.core = DomainCore(description, int(_required_env("SDFL_DOMAIN")), watched_ports=watched)
-        self.event_log = EventLog(_required_env("SDFL_EVENTS"))
+        self.event_log = JsonLinesWriter(_required_env("SDFL_EVENTS"))
         self.poll_interval = float(os.environ.get("SDFL_POLL_INTERVAL", "1.0"))
         self.datapaths: dict[int, object] = {}
         self.event_log.write({"type": "started", "time": time.time(), "domain": self.core.domain,

@@ -9,7 +9,6 @@ SIGTERM turned into SystemExit by the CLI).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from controllers.launch import controller_command
+from sdfl.jsonl import read_jsonl
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
 from topologies.builder import build_network, choose_datapath, require_link_features, start_switches
 from topologies.layout import NetworkLayout, write_description
@@ -29,21 +29,6 @@ STATS_SETTLE_S = 1.0
 
 class EmulationError(RuntimeError):
     """The network or a controller could not be brought up; the message says which and why."""
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; a partly written last line is ignored."""
-    records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return records
 
 
 def ovs_running() -> bool:

@@ -14,23 +14,17 @@ import time
 from pathlib import Path
 
 from agents.peers import peer_graph
-from sdfl.emulation import Emulation, read_jsonl
+from sdfl.emulation import Emulation
+from sdfl.jsonl import JsonLinesWriter, read_jsonl
 from sdfl.results import round_rows, summarize, write_rounds_csv
 from topologies.layout import LinkParams, make_layout
 
 
-class EventLog:
-    """``events.jsonl``: append-only, flushed per record."""
+class EventLog(JsonLinesWriter):
+    """``events.jsonl``: one typed, timestamped record per event of the run."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", buffering=1, encoding="utf-8")
-
-    def write(self, kind: str, **fields) -> None:
-        self._file.write(json.dumps({"type": kind, "time": time.time(), **fields}, sort_keys=True) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+    def event(self, kind: str, **fields) -> None:
+        self.write({"type": kind, "time": time.time(), **fields})
 
 
 def layout_for(scenario: dict):
@@ -65,7 +59,7 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
     try:
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["controller"]["poll_interval"],
                        watched_ports=(dfl["port"],)) as emulation:
-            events.write("network_up", datapath=emulation.datapath, **emulation.timings)
+            events.event("network_up", datapath=emulation.datapath, **emulation.timings)
             progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
                      f"{len(nodes)} agents, {dfl['rounds']} rounds, {dfl['aggregator']}")
@@ -77,7 +71,7 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
                          "--config", str(config_path), "--node", node, "--out", str(out)],
                         stdout=log, stderr=subprocess.STDOUT)
                 emulation.record.add_process(agents[node].pid, f"agent {node}")
-            events.write("agents_started", nodes=nodes)
+            events.event("agents_started", nodes=nodes)
             _follow(emulation, agents, out, nodes, dfl, dead, events, progress)
             counters = emulation.fresh_counters(since=time.time())
     finally:
@@ -112,7 +106,7 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress) -> None:
             code = proc.poll()
             if code not in (None, 0) and node not in dead:
                 dead[node] = code
-                events.write("agent_died", node=node, exit_code=code)
+                events.event("agent_died", node=node, exit_code=code)
                 progress(f"agent {node} died (exit code {code}); see {out / f'agent-{node}.log'}")
         records = agent_records(out, nodes)
         while reported < dfl["rounds"]:
@@ -129,6 +123,6 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress) -> None:
             return
         if time.monotonic() > deadline:
             stuck = sorted(n for n, p in agents.items() if p.poll() is None)
-            events.write("timeout", nodes=stuck)
+            events.event("timeout", nodes=stuck)
             raise RuntimeError(f"agents {stuck} did not finish within {budget:.0f} s")
         time.sleep(0.5)

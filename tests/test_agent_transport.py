@@ -9,7 +9,7 @@ import numpy as np
 from agents.agent import run_agent
 from agents.transport import Inbox, Listener, Sender
 from agents.wire import ModelFrame, encode
-from sdfl.emulation import read_jsonl
+from sdfl.jsonl import read_jsonl
 from sdfl.scenario import load_scenario
 
 SHAPES = ((4, 3), (3,))

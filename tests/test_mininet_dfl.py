@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdfl.emulation import read_jsonl
+from sdfl.jsonl import read_jsonl
 
 pytestmark = pytest.mark.mininet
 
