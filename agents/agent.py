@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.wire import DEFAULT_MAX_PAYLOAD, encode
+from agents.wire import DEFAULT_MAX_PAYLOAD
 from sdfl.jsonl import JsonLinesWriter
 
 LOG = logging.getLogger("sdfl.agent")
@@ -31,6 +31,8 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
     from agents.data import load_dataset, partition
     from agents.node import DFLNode, TrainingConfig
     from agents.transport import Inbox, Listener, Sender
+    from attacks.plan import Attack
+    from attacks.poisoning import DirectoryBoard, Poisoner
 
     torch.set_num_threads(1)
     scenario, dfl = config["scenario"], config["scenario"]["dfl"]
@@ -43,15 +45,22 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
     training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"])
     node = DFLNode(node_name, dataset, shards[index], make_aggregator(dfl["aggregator"], dfl["byzantine_f"]),
                    training, seed=scenario["seed"] * 1000 + index)
+    poisoner = Poisoner(node_name, [Attack.from_record(a) for a in config.get("attacks", [])], len(nodes),
+                        dataset.n_classes, seed=scenario["seed"] * 1000 + index,
+                        board=DirectoryBoard(out_dir / "collusion"), collusion_wait_s=dfl["round_timeout_s"] / 2)
     inbox = Inbox(neighbours)
     listener = Listener((ip_of[node_name], dfl["port"]), inbox, DEFAULT_MAX_PAYLOAD, node.shapes,
-                        idle_timeout=dfl["round_timeout_s"])
-    senders = {peer: Sender(peer, (ip_of[peer], dfl["port"]), connect_timeout=2.0) for peer in neighbours}
+                        idle_timeout=dfl["round_timeout_s"], names_by_ip={ip: n for n, ip in ip_of.items()})
+    senders = {peer: Sender(peer, (ip_of[peer], dfl["port"]), connect_timeout=2.0, source_ip=ip_of[node_name])
+               for peer in neighbours}
     results = JsonLinesWriter(out_dir / f"agent-{node_name}.jsonl")
     try:
         for round_ in range(1, dfl["rounds"] + 1):
             began = time.monotonic()
-            data = encode(node.train(round_))
+            frame = node.train(round_, poisoner.labels(round_, node.y))
+            poisoner.share(round_, frame, node.reference)
+            data = poisoner.outgoing(round_, frame, node.reference)
+            sending_from = time.time()
             deadline = time.monotonic() + dfl["round_timeout_s"]
             for sender in senders.values():
                 sender.send(data, deadline)
@@ -59,6 +68,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
             # The round ends when this node's model was delivered to every neighbour (or given up).
             while not all(s.idle() for s in senders.values()) and time.monotonic() < deadline:
                 time.sleep(0.005)
+            sent_by = time.time()
             result = node.aggregate(round_, frames)
             record = {
                 "type": "round", "node": node_name, "round": round_, "time": time.time(),
@@ -70,10 +80,16 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 "frame_bytes": len(data),
                 "round_time_s": time.monotonic() - began,
                 "rejections": list(listener.rejections),
+                # What this node did wrong this round, if anything: the poisoning ground truth.
+                "attack": poisoner.kind(round_),
+                "sending_from": sending_from,
+                "sent_by": sent_by,
             }
             results.write(record)
             LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, result.accuracy,
                      len(frames), len(neighbours))
+            if round_ < dfl["rounds"]:
+                time.sleep(max(0.0, began + dfl["round_period_s"] - time.monotonic()))
     finally:
         for sender in senders.values():
             sender.close()

@@ -56,15 +56,20 @@ class DFLNode:
         self.model = make_mlp(dataset.n_features, dataset.n_classes, config.hidden, config.model_seed)
         self.shapes = parameter_shapes(self.model)
         self.train_loss = float("nan")
+        self.reference = get_flat(self.model)
 
     @property
     def samples(self) -> int:
         return len(self.y)
 
-    def train(self, round_: int) -> ModelFrame:
-        """Local epochs on the shard; returns the frame to send to the neighbours."""
-        self.train_loss = train_local(self.model, self.x, self.y, self.config.local_epochs,
-                                      self.config.batch_size, self.config.lr, self.seed * 100_003 + round_)
+    def train(self, round_: int, labels: np.ndarray | None = None) -> ModelFrame:
+        """Local epochs on the shard (with ``labels`` instead of its own, if given); returns the
+        frame to send. ``reference`` keeps the model the round started from, so
+        ``trained - reference`` is the round's update."""
+        self.reference = get_flat(self.model)
+        self.train_loss = train_local(self.model, self.x, self.y if labels is None else labels,
+                                      self.config.local_epochs, self.config.batch_size, self.config.lr,
+                                      self.seed * 100_003 + round_)
         return ModelFrame(self.name, round_, self.samples, split_flat(self.model, get_flat(self.model)))
 
     def aggregate(self, round_: int, frames: list[ModelFrame]) -> RoundResult:

@@ -7,18 +7,35 @@ same frames, no network.
 from __future__ import annotations
 
 from agents.node import DFLNode, RoundResult
-from agents.wire import decode, encode
+from agents.wire import FrameError, decode, encode
 
 
 def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds: int,
-             down: frozenset[str] = frozenset()) -> list[RoundResult]:
-    """Run ``rounds`` rounds; nodes in ``down`` neither send nor aggregate (a dead node)."""
+             down: frozenset[str] = frozenset(), poisoners: dict | None = None) -> list[RoundResult]:
+    """Run ``rounds`` rounds; nodes in ``down`` neither send nor aggregate (a dead node).
+
+    ``poisoners`` maps attacker names to their :class:`attacks.poisoning.Poisoner`; they share
+    one collusion board. Frames the wire decoder rejects are dropped, as a real agent does.
+    """
+    poisoners = poisoners or {}
     results = []
     for round_ in range(1, rounds + 1):
-        wire = {name: encode(node.train(round_)) for name, node in sorted(nodes.items()) if name not in down}
-        for name, node in sorted(nodes.items()):
-            if name in down:
-                continue
-            inbox = [decode(wire[peer], expected_shapes=node.shapes) for peer in neighbours[name] if peer in wire]
+        live = {name: node for name, node in sorted(nodes.items()) if name not in down}
+        honest = {}
+        for name, node in live.items():
+            poisoner = poisoners.get(name)
+            honest[name] = node.train(round_, poisoner.labels(round_, node.y) if poisoner else None)
+            if poisoner:
+                poisoner.share(round_, honest[name], node.reference)
+        wire = {name: poisoners[name].outgoing(round_, frame, live[name].reference) if name in poisoners
+                else encode(frame) for name, frame in honest.items()}
+        for name, node in live.items():
+            inbox = []
+            for peer in neighbours[name]:
+                if peer in wire:
+                    try:
+                        inbox.append(decode(wire[peer], expected_shapes=node.shapes))
+                    except FrameError:
+                        continue
             results.append(node.aggregate(round_, inbox))
     return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import socket
 import threading
 import time
@@ -28,8 +29,17 @@ class Inbox:
         self.neighbours = set(neighbours)
         self._frames: dict[int, dict[str, ModelFrame]] = defaultdict(dict)
         self._current = 0
+        self._excused: set[str] = set()
         self._changed = threading.Condition()
         self.rejected: list[str] = []
+
+    def excuse(self, name: str) -> None:
+        """Stop waiting for ``name`` in the round being (or next to be) collected: its stream
+        was just rejected, so its frame is not coming."""
+        with self._changed:
+            if name in self.neighbours:
+                self._excused.add(name)
+                self._changed.notify_all()
 
     def put(self, frame: ModelFrame) -> None:
         with self._changed:
@@ -46,12 +56,13 @@ class Inbox:
         """The round's frames once every neighbour's arrived, or whatever came by ``deadline``."""
         with self._changed:
             self._current = round_
-            while len(self._frames[round_]) < len(self.neighbours):
+            while self.neighbours - set(self._frames[round_]) - self._excused:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._changed.wait(remaining)
             frames = list(self._frames.pop(round_, {}).values())
+            self._excused.clear()
             for old in [r for r in self._frames if r < round_]:
                 del self._frames[old]
             return sorted(frames, key=lambda f: f.sender)
@@ -61,8 +72,9 @@ class Listener:
     """Accepts neighbours' connections and feeds their frames into an :class:`Inbox`."""
 
     def __init__(self, address: tuple[str, int], inbox: Inbox, max_payload: int, expected_shapes,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, names_by_ip: dict[str, str] | None = None) -> None:
         self.inbox = inbox
+        self.names_by_ip = names_by_ip or {}
         self.max_payload = max_payload
         self.expected_shapes = expected_shapes
         self.idle_timeout = idle_timeout
@@ -114,18 +126,28 @@ class Listener:
         LOG.warning("closed connection from %s: %s", peer, reason)
         with self._lock:
             self.rejections.append(f"{peer[0]}: {reason}")
+        if peer[0] in self.names_by_ip:
+            self.inbox.excuse(self.names_by_ip[peer[0]])
 
     def close(self) -> None:
         self._closed.set()
         self._server.close()
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """A receiver never writes back, so a readable socket means it closed (or reset) ours:
+    sending into it would vanish without an error."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 class Sender:
     """A persistent connection to one neighbour, fed from a queue by its own thread."""
 
-    def __init__(self, name: str, address: tuple[str, int], connect_timeout: float) -> None:
+    def __init__(self, name: str, address: tuple[str, int], connect_timeout: float,
+                 source_ip: str | None = None) -> None:
         self.name = name
         self.address = address
+        self.source = (source_ip, 0) if source_ip else None
         self.connect_timeout = connect_timeout
         self.bytes_sent = 0
         self.failures = 0
@@ -145,7 +167,8 @@ class Sender:
         delay = 0.05
         while time.monotonic() < deadline:
             try:
-                sock = socket.create_connection(self.address, timeout=self.connect_timeout)
+                sock = socket.create_connection(self.address, timeout=self.connect_timeout,
+                                                source_address=self.source)
                 sock.settimeout(max(1.0, deadline - time.monotonic()))
                 return sock
             except OSError:
@@ -155,6 +178,9 @@ class Sender:
 
     def _deliver(self, data: bytes, deadline: float) -> bool:
         for _attempt in range(2):  # one reconnect after a broken connection
+            if self._socket is not None and _closed_by_peer(self._socket):
+                self._socket.close()
+                self._socket = None
             if self._socket is None:
                 self._socket = self._connect(deadline)
                 if self._socket is None:

@@ -13,7 +13,10 @@ Table layout of every edge switch (what makes per-source-host accounting exact):
   straight to forwarding.
 * table 1, *flow accounting*: one microflow rule per (src, dst, proto, ports) of a local host,
   installed on the first packet; a miss copies the packet head to the controller and carries
-  on to forwarding in the same pass, so no packet waits for the controller.
+  on to forwarding in the same pass, so no packet waits for the controller. A host that
+  reaches its microflow cap gets one low-priority *overflow* rule instead: its further new
+  flows are forwarded and counted there without a packet-in, so a SYN flood or a scan cannot
+  bury the controller in packet-ins.
 * table 2, *forwarding*: local destinations by exact IPv4, remote domains by their /16 towards
   the next-hop neighbour on the shortest domain path (see :func:`topologies.layout.next_hops`).
 """
@@ -59,6 +62,7 @@ class RuleKind(IntEnum):
     FORWARD_LOCAL = 9
     FORWARD_REMOTE = 10
     FORWARD_MISS = 11
+    FLOW_OVERFLOW = 13
 
 
 def make_cookie(kind: RuleKind, subject: int = 0) -> int:
@@ -155,6 +159,7 @@ class HostCounters:
     distinct_dsts: int = 0
     distinct_dst_ports: int = 0
     packet_ins: int = 0
+    overflow_packets: int = 0
     watched_port_bytes: dict[int, int] = field(default_factory=dict)
 
 
@@ -202,8 +207,8 @@ class DomainCore:
         Seconds after which an unused microflow rule expires.
     max_microflows_per_host:
         Cap on microflow rules a host can make the controller install; beyond it the host's
-        new flows are still forwarded and counted as packet-ins, so a scan cannot fill the
-        switch's table.
+        new flows are forwarded and counted by its overflow rule (``overflow_packets``), so a
+        scan can fill neither the switch's table nor the controller's packet-in queue.
     stats_timeout:
         Seconds after which an unanswered flow-stats request is abandoned and re-sent.
     install_grace:
@@ -248,6 +253,7 @@ class DomainCore:
         self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
         self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
         self._recent_installs: dict[tuple, float] = {}
+        self._overflow_sent: dict[str, float] = {}
         self.watched_ports = frozenset(watched_ports)
         self.stats_timeouts = 0
 
@@ -359,7 +365,7 @@ class DomainCore:
         if installed_at is not None and now - installed_at < self.install_grace:
             return []
         if self._live_microflows[name] >= self.max_microflows_per_host:
-            return []
+            return self._overflow_rule(now, host)
         self._recent_installs[key] = now
         match: list[tuple[str, object]] = [
             ("eth_type", ETH_TYPE_IPV4),
@@ -380,6 +386,16 @@ class DomainCore:
                 goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout,
             )
         ]
+
+    def _overflow_rule(self, now: float, host: dict) -> list[FlowRule | ArpReply]:
+        """The host's overflow rule, sent once per grace period (packet-ins in flight repeat)."""
+        name = host["name"]
+        if now - self._overflow_sent.get(name, -self.install_grace) < self.install_grace:
+            return []
+        self._overflow_sent[name] = now
+        return [FlowRule(TABLE_FLOWS, 50, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"])),
+                         make_cookie(RuleKind.FLOW_OVERFLOW, host_key(host["domain"], host["index"])),
+                         goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout)]
 
     # --- statistics --------------------------------------------------------------------
     def stats_request_due(self, now: float, dpid: int) -> bool:
@@ -443,6 +459,8 @@ class DomainCore:
                 counters.watched_port_bytes[watched] = entry.byte_count - ETH_HEADER_BYTES * entry.packet_count
             elif kind is RuleKind.HOST_ARP:
                 counters.arp_packets += entry.packet_count
+            elif kind is RuleKind.FLOW_OVERFLOW:
+                counters.overflow_packets += entry.packet_count
             elif kind is RuleKind.HOST_UNADMITTED:
                 counters.dropped_packets += entry.packet_count
                 counters.dropped_bytes += entry.byte_count

@@ -197,6 +197,8 @@ def cmd_run(args) -> int:
     print(f"\nhonest accuracy after {scenario['dfl']['rounds']} rounds: {dfl['honest_accuracy_final']:.3f} "
           f"({dfl['honest_nodes_reporting_final']} nodes); median round {dfl['round_time_s_median']:.2f} s; "
           f"model bytes {dfl['model_bytes_total']:,}")
+    if summary["attacks"]["malicious_nodes"]:
+        print(f"attackers (not counted as honest): {', '.join(summary['attacks']['malicious_nodes'])}")
     if dfl["dead_nodes"]:
         print(f"dead agents: {', '.join(dfl['dead_nodes'])}")
     print(f"results: {out}/summary.json, rounds.csv, events.jsonl")

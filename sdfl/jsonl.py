@@ -21,6 +21,12 @@ class JsonLinesWriter:
     def close(self) -> None:
         self._file.close()
 
+    def __enter__(self) -> JsonLinesWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a JSON-lines file; a missing file has none, a partly written line is skipped."""

@@ -46,9 +46,12 @@ def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str
     rounds = scenario["dfl"]["rounds"]
     honest = [n for n in nodes if n not in malicious]
     by_round: list[float | None] = []
+    time_by_round: list[float | None] = []
     for round_ in range(1, rounds + 1):
         values = [r["accuracy"] for r in rows if r["round"] == round_ and r["node"] in honest]
         by_round.append(statistics.fmean(values) if values else None)
+        times = [r["round_time_s"] for r in rows if r["round"] == round_ and r["node"] in honest]
+        time_by_round.append(statistics.median(times) if times else None)
     final = [r["accuracy"] for r in rows if r["round"] == rounds and r["node"] in honest]
     completed = sorted({r["node"] for r in rows if r["round"] == rounds})
     return {
@@ -58,6 +61,9 @@ def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str
             "honest_accuracy_by_round": by_round,
             "honest_nodes_reporting_final": len(final),
             "round_time_s_median": statistics.median(r["round_time_s"] for r in rows) if rows else None,
+            # Per round, the honest nodes' median time from training start to aggregation
+            # (excluding the wait for dfl.round_period_s): where floods show up.
+            "round_time_s_by_round": time_by_round,
             "model_bytes_total": sum(r["bytes_sent"] for r in rows),
             "nodes": len(nodes),
             "nodes_completed": completed,

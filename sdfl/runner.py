@@ -2,18 +2,27 @@
 
 Network and controllers up (:class:`sdfl.emulation.Emulation`), one agent process per DFL node
 started in its Mininet host, progress followed from the agents' flushed per-round records,
-dead agents noticed and named, then results written and everything torn down.
+dead agents noticed and named, traffic attackers started and stopped as the rounds pass, then
+results written and everything torn down.
+
+Ground truth goes to ``events.jsonl``: an ``attack_plan`` record before the first round (who
+attacks, how, in which rounds) and one ``attack`` record per malicious act window (node, kind,
+round, start and stop time): a poisoned frame from its first to its last byte sent, a flood or
+scan from the moment the network reached the round until it left it.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from agents.peers import peer_graph
+from attacks.plan import POISONING, Attack, TrafficTimeline, malicious_nodes, resolve_attacks
+from attacks.traffic import TrafficSpec
 from sdfl.emulation import Emulation
 from sdfl.jsonl import JsonLinesWriter, read_jsonl
 from sdfl.results import round_rows, summarize, write_rounds_csv
@@ -23,8 +32,8 @@ from topologies.layout import LinkParams, make_layout
 class EventLog(JsonLinesWriter):
     """``events.jsonl``: one typed, timestamped record per event of the run."""
 
-    def event(self, kind: str, **fields) -> None:
-        self.write({"type": kind, "time": time.time(), **fields})
+    def event(self, event_type: str, /, **fields) -> None:
+        self.write({"type": event_type, "time": time.time(), **fields})
 
 
 def layout_for(scenario: dict):
@@ -42,19 +51,61 @@ def agent_records(out: Path, nodes: list[str]) -> list[dict]:
     return [r for n in nodes for r in read_jsonl(out / f"agent-{n}.jsonl") if r.get("type") == "round"]
 
 
+class TrafficAttackers:
+    """The flood and scan processes of a run, each in its attacker's Mininet host."""
+
+    def __init__(self, emulation, out: Path, seed: int, budget_s: float) -> None:
+        self.emulation = emulation
+        self.out = out
+        self.seed = seed
+        self.budget_s = budget_s
+        self.hosts = {h["name"]: h for h in json.loads(emulation.description_path.read_text())["hosts"]}
+        self.processes: dict[tuple[str, str], subprocess.Popen] = {}
+
+    def start(self, attack: Attack, node: str) -> None:
+        spec = TrafficSpec.from_attack(attack.kind, attack.params, self.hosts[node],
+                                       self.hosts[attack.params["target"]], self.seed)
+        with open(self.out / f"attack-{node}.log", "ab") as log:
+            proc = self.emulation.net.get(node).popen(
+                [sys.executable, "-m", "attacks.traffic", "--iface", f"{node}-eth0",
+                 "--spec", json.dumps(vars(spec)), "--duration", str(self.budget_s),
+                 "--report", str(self.out / "traffic.jsonl")],
+                stdout=log, stderr=subprocess.STDOUT)
+        self.emulation.record.add_process(proc.pid, f"attack {attack.kind} {node}")
+        self.processes[(attack.kind, node)] = proc
+
+    def stop(self, kind: str, node: str) -> None:
+        proc = self.processes.pop((kind, node), None)
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for kind, node in list(self.processes):
+            self.stop(kind, node)
+
+
 def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     layout = layout_for(scenario)
     dfl = scenario["dfl"]
     nodes = [h.name for h in layout.hosts]
-    neighbours = peer_graph(dfl["peers"], nodes, {h.name: h.domain for h in layout.hosts},
-                            list(layout.edges), scenario["seed"], dfl["peers_k"])
+    domain_of = {h.name: h.domain for h in layout.hosts}
+    neighbours = peer_graph(dfl["peers"], nodes, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
+    attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
     (out / "scenario.json").write_text(json.dumps(scenario, indent=2) + "\n")
     config_path = out / "dfl.json"
-    config_path.write_text(json.dumps({"scenario": scenario, "nodes": nodes, "neighbours": neighbours}, indent=2))
-    for node in nodes:
-        (out / f"agent-{node}.jsonl").unlink(missing_ok=True)
+    config_path.write_text(json.dumps({"scenario": scenario, "nodes": nodes, "neighbours": neighbours,
+                                       "attacks": [a.to_record() for a in attacks]}, indent=2))
+    for stale in [*(out / f"agent-{n}.jsonl" for n in nodes), out / "traffic.jsonl", out / "events.jsonl"]:
+        stale.unlink(missing_ok=True)
     events = EventLog(out / "events.jsonl")
+    events.event("attack_plan", attacks=[a.to_record() for a in attacks], malicious=malicious_nodes(attacks))
     dead: dict[str, int] = {}
     try:
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["controller"]["poll_interval"],
@@ -72,17 +123,33 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
                         stdout=log, stderr=subprocess.STDOUT)
                 emulation.record.add_process(agents[node].pid, f"agent {node}")
             events.event("agents_started", nodes=nodes)
-            _follow(emulation, agents, out, nodes, dfl, dead, events, progress)
+            attackers = TrafficAttackers(emulation, out, scenario["seed"],
+                                         budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60))
+            try:
+                _follow(emulation, agents, out, nodes, dfl, dead, events, progress, TrafficTimeline(attacks),
+                        attackers)
+            finally:
+                attackers.stop_all()
             counters = emulation.fresh_counters(since=time.time())
     finally:
         events.close()
     rows = round_rows(agent_records(out, nodes))
     write_rounds_csv(rows, out / "rounds.csv")
-    summary = summarize(scenario, rows, nodes, dead)
+    summary = summarize(scenario, rows, nodes, dead, set(malicious_nodes(attacks)))
+    summary["attacks"] = {
+        "malicious_nodes": malicious_nodes(attacks),
+        "malicious_fraction": len(malicious_nodes(attacks)) / len(nodes),
+        "plan": [a.to_record() for a in attacks],
+        "traffic_sent": [r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"],
+    }
     summary["network"] = {
         "datapath": emulation.datapath,
         "bring_up_s": emulation.timings["bring_up_s"],
         "host_ipv4_bytes_total": sum(c["bytes"] for record in counters.values() for c in record["hosts"].values()),
+        # What each host sent, as its edge switch counted it: admitted IPv4 and dropped frames.
+        "host_ipv4_bytes": {name: c["bytes"] for record in counters.values() for name, c in record["hosts"].items()},
+        "host_dropped_bytes": {name: c["dropped_bytes"]
+                               for record in counters.values() for name, c in record["hosts"].items()},
         # IPv4 bytes towards the agents' port, from the controllers' flow counters: the model
         # bytes plus IP/TCP headers (about 3.6 % with a 1500-byte MTU) and any retransmissions.
         "dfl_port_bytes_total": sum(c["watched_port_bytes"].get(str(dfl["port"]), 0)
@@ -95,11 +162,26 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
     return summary
 
 
-def _follow(emulation, agents, out, nodes, dfl, dead, events, progress) -> None:
-    """Wait for the agents, printing a line per finished round and naming any that die."""
+def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers) -> None:
+    """Wait for the agents, printing a line per finished round and naming any that die;
+    log poisoning as the agents report it and run the traffic attacks on the round schedule."""
     budget = dfl["rounds"] * (dfl["round_timeout_s"] + 60) + 60
     deadline = time.monotonic() + budget
     reported = 0
+    poisoned: set[tuple[str, int]] = set()
+
+    def to_round(round_: int) -> None:
+        start, stop, records = timeline.advance(round_, time.time())
+        for record in records:
+            events.event("attack", **record)
+        for attack, node in stop:
+            attackers.stop(attack.kind, node)
+        for attack, node in start:
+            attackers.start(attack, node)
+            progress(f"round {round_}: {node} starts a {attack.kind} towards {attack.params['target']} "
+                     f"at {attack.params['rate_pps']:g} packets/s")
+
+    to_round(1)
     while True:
         emulation.raise_if_controller_died()
         for node, proc in agents.items():
@@ -109,6 +191,11 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress) -> None:
                 events.event("agent_died", node=node, exit_code=code)
                 progress(f"agent {node} died (exit code {code}); see {out / f'agent-{node}.log'}")
         records = agent_records(out, nodes)
+        for r in records:
+            if r.get("attack") and (r["node"], r["round"]) not in poisoned:
+                poisoned.add((r["node"], r["round"]))
+                events.event("attack", node=r["node"], kind=r["attack"], category=POISONING, round=r["round"],
+                             start=r["sending_from"], stop=r["sent_by"])
         while reported < dfl["rounds"]:
             round_ = reported + 1
             done = [r for r in records if r["round"] == round_]
@@ -119,10 +206,17 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress) -> None:
             progress(f"round {round_}/{dfl['rounds']}: mean accuracy {accuracy:.3f} over "
                      f"{len(done)} nodes, slowest round {slowest:.1f} s")
             reported = round_
+            if round_ < dfl["rounds"]:
+                to_round(round_ + 1)
         if all(proc.poll() is not None for proc in agents.values()):
+            stop, final = timeline.finish(time.time())
+            for record in final:
+                events.event("attack", **record)
+            for attack, node in stop:
+                attackers.stop(attack.kind, node)
             return
         if time.monotonic() > deadline:
             stuck = sorted(n for n, p in agents.items() if p.poll() is None)
             events.event("timeout", nodes=stuck)
             raise RuntimeError(f"agents {stuck} did not finish within {budget:.0f} s")
-        time.sleep(0.5)
+        time.sleep(0.2)

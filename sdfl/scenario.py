@@ -1,7 +1,9 @@
 """Scenario files: one schema with defaults and types; unknown keys are errors naming key and file.
 
 A scenario is TOML (``tomllib``). ``--set section.key=value`` overrides take TOML literals
-(``dfl.rounds=5``, ``dfl.alpha=0.1``) or bare words (``dfl.partition=dirichlet``).
+(``dfl.rounds=5``, ``dfl.alpha=0.1``) or bare words (``dfl.partition=dirichlet``). The
+``[[attacks]]`` list is reached by index: ``--set attacks.0.fraction=0.2`` changes the first
+entry, and ``--set attacks.1.kind=udp-flood`` with the next index appends one.
 """
 
 from __future__ import annotations
@@ -15,35 +17,17 @@ from typing import Any
 
 from agents.aggregation import AGGREGATOR_NAMES
 from agents.peers import PEER_GRAPHS
-
-
-class ScenarioError(ValueError):
-    """A scenario that cannot run; the message names the file and the key."""
+from attacks.plan import normalize_entry
+from sdfl.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
 
 
 @dataclass(frozen=True)
-class Field:
-    kind: type
-    default: Any
-    check: Callable[[Any], str | None] | None = None
+class TableList:
+    """A list of tables (``[[attacks]]``), each checked as a whole once all sources are merged."""
+
+    normalize: Callable[[dict, str], dict]
     help: str = ""
-
-
-def between(low, high) -> Callable[[Any], str | None]:
-    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
-
-
-def one_of(*choices) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}"
-
-
-def positive(v) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def non_negative(v) -> str | None:
-    return None if v >= 0 else "must be >= 0"
-
+    default: tuple = ()
 
 
 SCHEMA: dict[str, Any] = {
@@ -78,24 +62,19 @@ SCHEMA: dict[str, Any] = {
         "lr": Field(float, 0.1, positive),
         "hidden": Field(int, 64, positive, "MLP hidden units"),
         "round_timeout_s": Field(float, 20.0, positive, "how long a node waits for its neighbours"),
+        "round_period_s": Field(float, 2.0, non_negative,
+                                "a node starts a round at most this often (0 = as fast as it can); "
+                                "gives rounds a wall-clock length that polls and attacks can line up with"),
         "port": Field(int, 7000, between(1024, 65535), "agents' TCP port"),
     },
+    "attacks": TableList(normalize_entry, "[[attacks]] entries, see attacks/plan.py"),
 }
 
 
 def defaults(schema: dict = SCHEMA) -> dict:
-    return {k: defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
-
-
-def _coerce(value: Any, field: Field, where: str) -> Any:
-    if field.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if (field.kind is int and isinstance(value, bool)) or not isinstance(value, field.kind):
-        raise ScenarioError(f"{where} must be {field.kind.__name__}, got {value!r}")
-    problem = field.check(value) if field.check else None
-    if problem:
-        raise ScenarioError(f"{where} {problem}, got {value!r}")
-    return value
+    return {k: defaults(v) if isinstance(v, dict) else copy.deepcopy(list(v.default) if isinstance(v, TableList)
+                                                                      else v.default)
+            for k, v in schema.items()}
 
 
 def _merge(target: dict, data: dict, schema: dict, source: str, prefix: str = "") -> None:
@@ -108,8 +87,31 @@ def _merge(target: dict, data: dict, schema: dict, source: str, prefix: str = ""
             if not isinstance(value, dict):
                 raise ScenarioError(f"{source}: '{dotted}' must be a table of settings")
             _merge(target[key], value, schema[key], source, f"{dotted}.")
+        elif isinstance(schema[key], TableList):
+            target[key] = _merge_tables(target[key], value, source, dotted)
         else:
-            target[key] = _coerce(value, schema[key], f"{source}: {dotted}")
+            target[key] = coerce(value, schema[key], f"{source}: {dotted}")
+
+
+def _merge_tables(entries: list, value: Any, source: str, dotted: str) -> list:
+    """A TOML list replaces the entries; ``{"0": {...}}`` (from ``--set``) edits or appends by index."""
+    if isinstance(value, list):
+        if not all(isinstance(v, dict) for v in value):
+            raise ScenarioError(f"{source}: '{dotted}' must be a list of tables ([[{dotted}]])")
+        return [dict(v) for v in value]
+    if not isinstance(value, dict):
+        raise ScenarioError(f"{source}: '{dotted}' must be a list of tables ([[{dotted}]])")
+    entries = [dict(e) for e in entries]
+    for index_text, changes in value.items():
+        if not index_text.isdigit() or int(index_text) > len(entries):
+            raise ScenarioError(f"{source}: '{dotted}.{index_text}' is not an entry (there are {len(entries)}; "
+                                f"use {dotted}.{len(entries)} to add one)")
+        if not isinstance(changes, dict):
+            raise ScenarioError(f"{source}: '{dotted}.{index_text}' needs a key, e.g. {dotted}.0.kind")
+        if int(index_text) == len(entries):
+            entries.append({})
+        entries[int(index_text)].update(changes)
+    return entries
 
 
 def parse_override(text: str) -> dict:
@@ -144,6 +146,10 @@ def load_scenario(path: Path | None = None, overrides: list[str] = ()) -> dict:
         _merge(scenario, data, SCHEMA, str(path))
     for text in overrides:
         _merge(scenario, parse_override(text), SCHEMA, f"--set {text}")
+    origin = str(path) if path is not None else "scenario"
+    for key, spec in SCHEMA.items():
+        if isinstance(spec, TableList):
+            scenario[key] = [spec.normalize(entry, f"{origin}: {key}.{i}") for i, entry in enumerate(scenario[key])]
     if scenario["dfl"]["dataset"] == "unsw-nb15" and not scenario["dfl"]["dataset_path"]:
         raise ScenarioError(f"{path or 'scenario'}: dfl.dataset = 'unsw-nb15' needs dfl.dataset_path")
     return scenario

@@ -80,3 +80,37 @@ def test_three_agents_train_together_over_loopback_tcp(tmp_path):
         assert all(r["missing"] == [] and len(r["received_from"]) == 2 for r in records)
         assert records[-1]["bytes_sent"] == 2 * 3 * records[-1]["frame_bytes"]
         assert records[-1]["accuracy"] > 0.5
+
+
+def test_a_rejected_stream_excuses_its_sender_for_the_round():
+    inbox = Inbox(["a", "b"])
+    inbox.put(frame("a", 1))
+    inbox.excuse("b")
+    began = time.monotonic()
+    assert [f.sender for f in inbox.collect(1, began + 30)] == ["a"]
+    assert time.monotonic() - began < 5
+    inbox.put(frame("a", 2))  # the excuse was for one round only
+    assert [f.sender for f in inbox.collect(2, time.monotonic() + 0.3)] == ["a"]
+
+
+def test_agents_reject_a_garbage_sender_and_go_on_without_waiting_for_it(tmp_path):
+    nodes = ["d1h1", "d1h2", "d2h1"]
+    description = {"hosts": [{"name": n, "ip": f"127.0.{i + 1}.1"} for i, n in enumerate(nodes)]}
+    scenario = load_scenario(None, ["dfl.rounds=2", f"dfl.port={free_port()}", "dfl.round_timeout_s=30",
+                                    "dfl.round_period_s=0"])
+    garbage = {"kind": "garbage", "category": "poisoning", "nodes": ["d2h1"], "rounds": [1, 2],
+               "params": {"mode": "inf"}}
+    config = {"scenario": scenario, "nodes": nodes, "attacks": [garbage],
+              "neighbours": {n: [m for m in nodes if m != n] for n in nodes}}
+    threads = [threading.Thread(target=run_agent, args=(description, config, n, tmp_path)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for node in ("d1h1", "d1h2"):
+        records = read_jsonl(tmp_path / f"agent-{node}.jsonl")
+        assert [r["missing"] for r in records] == [["d2h1"], ["d2h1"]]
+        assert all(any("NaN or Inf" in x for x in r["rejections"]) for r in records)
+        assert all(r["round_time_s"] < 15 for r in records)  # excused, not waited for until the deadline
+        assert records[-1]["attack"] is None
+    assert [r["attack"] for r in read_jsonl(tmp_path / "agent-d2h1.jsonl")] == ["garbage", "garbage"]

@@ -130,22 +130,28 @@ def test_arp_for_unknown_or_with_a_forged_sender_is_not_answered():
     assert cores[1].on_packet_in(0.0, 999, h.port, 0, forged) == []  # stranger switch
 
 
-def test_new_flow_installs_one_microflow_and_the_cap_holds():
+def test_new_flow_installs_one_microflow_and_beyond_the_cap_one_overflow_rule_ends_packet_ins():
     layout, cores, switches = build_domains()
     core = cores[1]
     core.max_microflows_per_host = 2
     h = layout.host("d1h1")
     rules = []
-    for port in (5000, 5001, 5002):
+    for port in (5000, 5001, 5002, 5003):
         info = PacketInfo(h.mac, "x", ETH_TYPE_IPV4, ipv4_src=h.ip, ipv4_dst="10.2.0.1",
                           ip_proto=6, tp_src=40000, tp_dst=port)
         rules += core.on_packet_in(0.0, 257, h.port, TABLE_FLOWS, info)
-    assert len(rules) == 2 and all(r.kind is RuleKind.MICROFLOW for r in rules)
+    assert [r.kind for r in rules] == [RuleKind.MICROFLOW, RuleKind.MICROFLOW, RuleKind.FLOW_OVERFLOW]
     for rule in rules:
         switches[1].apply(flow_mod(DP, rule))
     tcp = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=5000)
     outputs, hits = switches[1].process(tcp)
     assert "controller" not in outputs and hits[1].cookie >> 32 == RuleKind.MICROFLOW
+    scan = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=6000)
+    outputs, hits = switches[1].process(scan)
+    to_d2 = next(b.port for b in layout.borders if b.domain == 1 and b.neighbour == 2)
+    assert outputs == [to_d2] and hits[1].cookie >> 32 == RuleKind.FLOW_OVERFLOW
+    other = ipv4_packet(layout, "d1h2", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=6000)
+    assert "controller" in switches[1].process(other)[0]  # the cap is per host
 
 
 def test_packets_that_missed_the_table_while_the_rule_was_on_its_way_are_not_new_flows():

@@ -1,0 +1,165 @@
+"""Model poisoning: one contract for every kind, each kind's own promise, and its effect on DFL."""
+
+import numpy as np
+import pytest
+
+from agents.aggregation import make_aggregator
+from agents.data import load_digits_dataset, partition
+from agents.node import DFLNode, TrainingConfig
+from agents.peers import peer_graph
+from agents.simulation import simulate
+from agents.wire import FrameError, ModelFrame, decode
+from attacks.plan import KINDS, POISONING, Attack, malicious_nodes, normalize_entry, resolve_attacks
+from attacks.poisoning import (
+    CollusionBoard,
+    DirectoryBoard,
+    Poisoner,
+    alie,
+    alie_z,
+    flat,
+    flip_labels,
+    split_like,
+)
+
+SHAPES = ((4, 3), (4,), (2, 4), (2,))
+SIZE = sum(int(np.prod(s)) for s in SHAPES)
+POISONING_KINDS = [k for k, (category, _) in KINDS.items() if category == POISONING]
+COLLUDERS = ("d1h1", "d2h1", "d3h1")
+
+
+def attack(kind, **params):
+    entry = normalize_entry({"kind": kind, "nodes": list(COLLUDERS), **params}, "attacks.0")
+    return Attack(kind, COLLUDERS, (1, 2), {k: entry[k] for k in KINDS[kind][1]})
+
+
+def honest(seed=0):
+    """A reference model and a trained frame per colluder (updates of similar direction)."""
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(0, 0.3, SIZE)
+    drift = rng.normal(0, 0.05, SIZE)
+    frames = {n: ModelFrame(n, 1, 50, split_like(reference + drift + rng.normal(0, 0.01, SIZE), SHAPES))
+              for n in COLLUDERS}
+    return reference, frames
+
+
+def poisoned(kind, seed=0, **params):
+    """What each colluder sends in round 1, as bytes, after sharing its honest update."""
+    reference, frames = honest()
+    board = CollusionBoard()
+    the_attack = attack(kind, **params)
+    poisoners = {n: Poisoner(n, [the_attack], 12, 10, seed=seed, board=board, collusion_wait_s=0.5)
+                 for n in COLLUDERS}
+    for n, p in poisoners.items():
+        p.share(1, frames[n], reference)
+    return reference, frames, {n: p.outgoing(1, frames[n], reference) for n, p in poisoners.items()}
+
+
+@pytest.mark.parametrize("kind", POISONING_KINDS)
+def test_every_poisoning_kind_keeps_the_frame_shape_or_is_rejected_by_the_wire_and_is_deterministic(kind):
+    _, frames, sent = poisoned(kind)
+    _, _, again = poisoned(kind)
+    assert sent == again
+    for node, data in sent.items():
+        try:
+            frame = decode(data, expected_shapes=SHAPES)
+        except FrameError as error:
+            assert kind == "garbage", f"{kind} made an undecodable frame: {error}"
+            continue
+        assert frame.shapes == SHAPES and (frame.sender, frame.round, frame.samples) == (node, 1, 50)
+    # Outside its rounds, the same node sends its honest frame untouched.
+    reference, _ = honest()
+    outside = Poisoner("d1h1", [attack(kind)], 12, 10, seed=0).outgoing(3, frames["d1h1"], reference)
+    assert decode(outside).tensors[0].tobytes() == frames["d1h1"].tensors[0].tobytes()
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 4.0])
+def test_sign_flip_sends_exactly_minus_k_times_the_honest_update(scale):
+    reference, frames, sent = poisoned("sign-flip", scale=scale)
+    for node, data in sent.items():
+        update = flat(frames[node]) - reference
+        sent_update = flat(decode(data)) - reference
+        np.testing.assert_allclose(sent_update, -scale * update, atol=1e-6)
+
+
+def test_alie_stays_within_z_standard_deviations_of_the_colluders_mean():
+    reference, frames, sent = poisoned("alie")
+    updates = np.stack([flat(frames[n]) - reference for n in COLLUDERS])
+    mean, std = updates.mean(axis=0), updates.std(axis=0)
+    z = alie_z(12, 3)
+    assert 0 < z < 1  # n = 12, f = 3: s = 4 supporters needed, z = ppf(8 / 12)
+    for data in sent.values():
+        offset = flat(decode(data)) - reference - mean
+        assert np.all(np.abs(offset) <= z * std + 1e-6)
+        assert np.all(offset <= 1e-6)  # always on the same side: it is a push, not noise
+    np.testing.assert_allclose(alie(updates, 1.5), mean - 1.5 * std)
+
+
+def test_ipm_sends_minus_epsilon_times_the_colluders_mean_update():
+    reference, frames, sent = poisoned("ipm", epsilon=0.5)
+    mean = np.stack([flat(frames[n]) - reference for n in COLLUDERS]).mean(axis=0)
+    for data in sent.values():
+        np.testing.assert_allclose(flat(decode(data)) - reference, -0.5 * mean, atol=1e-6)
+        assert float(np.dot(flat(decode(data)) - reference, mean)) < 0
+
+
+def test_gaussian_noise_has_the_asked_spread_and_depends_on_the_seed():
+    reference, frames, sent = poisoned("gaussian", sigma=0.5)
+    noise = flat(decode(sent["d1h1"])) - flat(frames["d1h1"])
+    assert 0.35 < noise.std() < 0.65
+    assert poisoned("gaussian", seed=1, sigma=0.5)[2]["d1h1"] != sent["d1h1"]
+
+
+@pytest.mark.parametrize("mode, message", [("nan", "NaN or Inf"), ("inf", "NaN or Inf"), ("bytes", "bad magic")])
+def test_garbage_is_rejected_by_the_wire_decoder_with_a_reason(mode, message):
+    _, _, sent = poisoned("garbage", mode=mode)
+    with pytest.raises(FrameError, match=message):
+        decode(sent["d1h1"], expected_shapes=SHAPES)
+
+
+def test_huge_garbage_is_finite_and_decodes():
+    _, _, sent = poisoned("garbage", mode="huge")
+    assert np.all(flat(decode(sent["d1h1"])) == np.float32(1e30))
+
+
+def test_label_flipping_poisons_the_training_labels_only_in_its_rounds():
+    labels = np.array([0, 1, 2, 9, 5])
+    assert flip_labels(labels, 10).tolist() == [9, 8, 7, 0, 4]
+    poisoner = Poisoner("d1h1", [attack("label-flip")], 12, 10, seed=0)
+    assert poisoner.labels(1, labels).tolist() == [9, 8, 7, 0, 4]
+    assert poisoner.labels(3, labels) is labels
+    reference, frames = honest()
+    assert decode(poisoner.outgoing(1, frames["d1h1"], reference)).tensors[0].tobytes() == \
+        frames["d1h1"].tensors[0].tobytes()  # it sends what it honestly trained on bad labels
+
+
+def test_colluders_meet_on_a_shared_directory_and_a_missing_one_does_not_block(tmp_path):
+    one, two = DirectoryBoard(tmp_path / "c"), DirectoryBoard(tmp_path / "c")
+    one.post(4, "d1h1", np.arange(3.0))
+    two.post(4, "d2h1", np.ones(3))
+    found = one.gather(4, ("d1h1", "d2h1"), deadline=0)
+    assert [u.tolist() for u in found] == [[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]
+    assert len(two.gather(4, ("d1h1", "d2h1", "d3h1"), deadline=0)) == 2
+    assert not list((tmp_path / "c").glob(".*"))  # no partial files left behind
+
+
+def run_digits(aggregator, attacked, rounds=10):
+    dataset = load_digits_dataset(0, 0.2)
+    names = [f"d{d}h{h}" for d in (1, 2, 3) for h in (1, 2, 3, 4)]
+    domain_of = {n: int(n[1]) for n in names}
+    neighbours = peer_graph("domain-full+border", names, domain_of, [(1, 2), (2, 3), (1, 3)], 0, 3)
+    shards = partition(dataset.y_train, len(names), "iid", 0.5, 0)
+    nodes = {n: DFLNode(n, dataset, s, make_aggregator(aggregator, 2), TrainingConfig(), seed=i)
+             for i, (n, s) in enumerate(zip(names, shards))}
+    attacks = resolve_attacks([normalize_entry({"kind": "sign-flip", "fraction": 0.3, "start_round": 3,
+                                                "scale": 4.0}, "a")], names, domain_of, rounds, 0, 7000)
+    bad = malicious_nodes(attacks)
+    board = CollusionBoard()
+    poisoners = {n: Poisoner(n, attacks, 12, 10, seed=0, board=board) for n in bad} if attacked else {}
+    results = simulate(nodes, neighbours, rounds, poisoners=poisoners)
+    return np.mean([r.accuracy for r in results if r.round == rounds and r.node not in bad])
+
+
+def test_sign_flippers_break_fedavg_but_not_the_median():
+    clean = run_digits("fedavg", attacked=False)
+    assert run_digits("fedavg", attacked=True) < clean - 0.3
+    assert run_digits("median", attacked=True) > clean - 0.06

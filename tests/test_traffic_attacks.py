@@ -1,0 +1,100 @@
+"""Floods and scans: packets built right (without sending any), paced right (on a fake clock)."""
+
+import ipaddress
+import threading
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from attacks.traffic import DISCARD_PORT, TRAFFIC_KINDS, TrafficSpec, build_packets, send_paced
+
+ATTACKER = {"mac": "02:00:00:00:01:03", "ip": "10.1.0.3"}
+VICTIM = {"mac": "02:00:00:00:02:04", "ip": "10.2.0.4"}
+
+
+def spec(kind, **params):
+    params = {"rate_pps": 100.0, "dst_port": 7000, "payload_bytes": 600, **params}
+    return TrafficSpec.from_attack(kind, params, ATTACKER, VICTIM, seed=3)
+
+
+@pytest.mark.parametrize("kind", TRAFFIC_KINDS)
+def test_packets_are_addressed_from_the_attacker_to_the_victim_and_reproducible(kind):
+    packets = build_packets(spec(kind))
+    assert packets and [bytes(p) for p in packets] == [bytes(p) for p in build_packets(spec(kind))]
+    for packet in packets:
+        parsed = Ether(bytes(packet))  # what goes on the wire parses back
+        assert (parsed[Ether].src, parsed[Ether].dst) == (ATTACKER["mac"], VICTIM["mac"])
+        assert (parsed[IP].src, parsed[IP].dst) == (ATTACKER["ip"], VICTIM["ip"])
+
+
+def test_syn_flood_is_many_half_open_connections_to_the_agents_port():
+    packets = build_packets(spec("syn-flood"))
+    assert all(p[TCP].flags == "S" and p[TCP].dport == 7000 for p in packets)
+    assert len({p[TCP].sport for p in packets}) > 200
+
+
+def test_udp_flood_is_one_fat_flow_and_icmp_flood_is_echo_requests():
+    [udp] = build_packets(spec("udp-flood"))
+    assert udp[UDP].dport == DISCARD_PORT and len(udp[UDP].payload) == 600
+    assert len(bytes(udp)) == 14 + 20 + 8 + 600
+    icmp = build_packets(spec("icmp-flood"))
+    assert all(p[ICMP].type == 8 and len(p[ICMP].payload) == 600 for p in icmp)
+    assert [p[ICMP].seq for p in icmp[:3]] == [0, 1, 2]
+
+
+def test_port_scan_probes_each_port_of_its_range_once_per_sweep():
+    packets = build_packets(spec("port-scan", first_port=20, last_port=90))
+    assert [p[TCP].dport for p in packets] == list(range(20, 91))
+    assert all(p[TCP].flags == "S" for p in packets)
+
+
+def test_spoofed_floods_draw_sources_from_10_slash_8_never_the_attackers_own():
+    packets = build_packets(spec("syn-flood", spoof=True))
+    sources = {p[IP].src for p in packets}
+    assert len(sources) > 200 and ATTACKER["ip"] not in sources
+    assert all(ipaddress.ip_address(s) in ipaddress.ip_network("10.0.0.0/8") for s in sources)
+    assert {p[Ether].src for p in packets} == {ATTACKER["mac"]}  # its own port, its own MAC
+
+
+def test_unknown_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown traffic attack 'smurf'"):
+        build_packets(TrafficSpec("smurf", "a", "10.0.0.1", "b", "10.0.0.2", 1.0))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += max(seconds, 1e-4)
+
+
+def test_pacing_keeps_the_rate_and_stops_at_the_duration():
+    clock, sent = FakeClock(), []
+
+    def send(frame):
+        sent.append((clock.now, frame))
+        clock.now += 1e-5  # sending costs a little time
+
+    report = send_paced(send, [b"a", b"bb"], rate_pps=500, duration_s=4.0, stop=threading.Event(),
+                        clock=clock, sleep=clock.sleep)
+    assert 1990 <= report.packets <= 2010 and report.bytes == sum(len(f) for _, f in sent)
+    assert [f for _, f in sent[:4]] == [b"a", b"bb", b"a", b"bb"]
+    per_second = [sum(1 for t, _ in sent if s <= t < s + 1) for s in range(4)]
+    assert all(490 <= n <= 510 for n in per_second)
+
+
+def test_pacing_stops_when_told():
+    clock, stop = FakeClock(), threading.Event()
+
+    def send(frame):
+        clock.now += 1e-3
+        if clock.now > 0.5:
+            stop.set()
+
+    report = send_paced(send, [b"x"], rate_pps=1000, duration_s=60, stop=stop, clock=clock, sleep=clock.sleep)
+    assert report.packets < 600
