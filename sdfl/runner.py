@@ -127,7 +127,7 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
                                          budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60))
             try:
                 _follow(emulation, agents, out, nodes, dfl, dead, events, progress, TrafficTimeline(attacks),
-                        attackers)
+                        attackers, set(malicious_nodes(attacks)))
             finally:
                 attackers.stop_all()
             counters = emulation.fresh_counters(since=time.time())
@@ -162,7 +162,7 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
     return summary
 
 
-def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers) -> None:
+def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers, malicious) -> None:
     """Wait for the agents, printing a line per finished round and naming any that die;
     log poisoning as the agents report it and run the traffic attacks on the round schedule."""
     budget = dfl["rounds"] * (dfl["round_timeout_s"] + 60) + 60
@@ -201,10 +201,11 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
             done = [r for r in records if r["round"] == round_]
             if len({r["node"] for r in done}) < len(nodes) - len(dead):
                 break
-            accuracy = sum(r["accuracy"] for r in done) / max(len(done), 1)
+            honest = [r for r in done if r["node"] not in malicious]
+            accuracy = sum(r["accuracy"] for r in honest) / max(len(honest), 1)
             slowest = max((r["round_time_s"] for r in done), default=0.0)
-            progress(f"round {round_}/{dfl['rounds']}: mean accuracy {accuracy:.3f} over "
-                     f"{len(done)} nodes, slowest round {slowest:.1f} s")
+            progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f} over "
+                     f"{len(honest)} nodes, slowest round {slowest:.1f} s")
             reported = round_
             if round_ < dfl["rounds"]:
                 to_round(round_ + 1)
