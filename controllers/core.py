@@ -63,6 +63,8 @@ class RuleKind(IntEnum):
     FORWARD_REMOTE = 10
     FORWARD_MISS = 11
     FLOW_OVERFLOW = 13
+    BAN_PORT = 14
+    BAN_SOURCE = 15
 
 
 def make_cookie(kind: RuleKind, subject: int = 0) -> int:
@@ -160,6 +162,8 @@ class HostCounters:
     distinct_dst_ports: int = 0
     packet_ins: int = 0
     overflow_packets: int = 0
+    banned_packets: int = 0
+    banned_bytes: int = 0
     watched_port_bytes: dict[int, int] = field(default_factory=dict)
 
 
@@ -173,6 +177,8 @@ class CountersSnapshot:
     dpid: int
     hosts: dict[str, HostCounters]
     transit: dict[int, dict[str, int]] = field(default_factory=dict)
+    banned_transit: dict[str, int] = field(default_factory=dict)
+    """Packets the border ban rules stopped, by banned node."""
 
     def to_record(self) -> dict:
         return {
@@ -184,6 +190,7 @@ class CountersSnapshot:
             "hosts": {name: {**vars(c), "watched_port_bytes": {str(p): b for p, b in c.watched_port_bytes.items()}}
                       for name, c in sorted(self.hosts.items())},
             "transit": {str(n): t for n, t in sorted(self.transit.items())},
+            "banned_transit": dict(sorted(self.banned_transit.items())),
         }
 
 
@@ -242,6 +249,7 @@ class DomainCore:
         self._switch_by_dpid = {s["dpid"]: s["name"] for s in domain_entry["switches"]}
         self._hosts = {h["name"]: h for h in description["hosts"]}
         self._host_by_ip = {h["ip"]: h for h in description["hosts"]}
+        self._name_by_key = {host_key(h["domain"], h["index"]): n for n, h in self._hosts.items()}
         self._local = {n: h for n, h in self._hosts.items() if h["domain"] == domain}
         self._local_at = {(h["switch"], h["port"]): h for h in self._local.values()}
         self._borders = domain_entry["borders"]
@@ -256,6 +264,7 @@ class DomainCore:
         self._overflow_sent: dict[str, float] = {}
         self.watched_ports = frozenset(watched_ports)
         self.stats_timeouts = 0
+        self.banned: set[str] = set()
 
     # --- switch life cycle -------------------------------------------------------------
     def switch_name(self, dpid: int) -> str | None:
@@ -331,6 +340,48 @@ class DomainCore:
         ]
         for host in local:
             self._live_microflows[host["name"]] = 0
+        for node in sorted(self.banned):
+            rules += self._ban_rules(switch, node)
+        return rules
+
+    # --- bans --------------------------------------------------------------------------
+    def ban(self, node: str) -> dict[int, list[FlowRule]]:
+        """Drop rules cutting ``node`` off, per dpid of this domain.
+
+        At the node's home edge switch: everything arriving on its port, whatever source
+        address it claims (priority above admission). On every border port of every domain:
+        IPv4 with its source address, so its traffic already in flight or routed through a
+        domain that has not heard of the ban yet stops at the next border. A spoofer cannot
+        get an honest node banned: what a host sends is attributed by its port, and forged
+        source addresses never pass admission.
+        """
+        if node not in self._hosts:
+            raise ValueError(f"cannot ban {node!r}: not a host of this network")
+        self.banned.add(node)
+        return {dpid: self._ban_rules(switch, node) for dpid, switch in self._switch_by_dpid.items()}
+
+    def unban(self, node: str) -> dict[int, list[FlowRule]]:
+        """Rules deleting the node's drop rules (matched by cookie), per dpid."""
+        self.banned.discard(node)
+        host = self._hosts[node]
+        key = host_key(host["domain"], host["index"])
+        deletes = [FlowRule(TABLE_ADMISSION, 0, (), make_cookie(kind, key), delete=True)
+                   for kind in (RuleKind.BAN_PORT, RuleKind.BAN_SOURCE)]
+        return {dpid: list(deletes) for dpid in self._switch_by_dpid}
+
+    def _ban_rules(self, switch: str, node: str) -> list[FlowRule]:
+        host = self._hosts[node]
+        key = host_key(host["domain"], host["index"])
+        rules = []
+        if host["domain"] == self.domain and host["switch"] == switch:
+            rules.append(FlowRule(TABLE_ADMISSION, 300, (("in_port", host["port"]),),
+                                  make_cookie(RuleKind.BAN_PORT, key)))
+        for border in sorted(self._borders, key=lambda b: b["neighbour"]):
+            if border["switch"] == switch:
+                rules.append(FlowRule(TABLE_ADMISSION, 300,
+                                      (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4),
+                                       ("ipv4_src", host["ip"])),
+                                      make_cookie(RuleKind.BAN_SOURCE, key)))
         return rules
 
     # --- packet-in ---------------------------------------------------------------------
@@ -436,10 +487,15 @@ class DomainCore:
         destinations: dict[str, set] = {name: set() for name in hosts}
         ports: dict[str, set] = {name: set() for name in hosts}
         transit: dict[int, dict[str, int]] = {}
+        banned_transit: dict[str, int] = {}
         for entry in entries:
             kind, subject = split_cookie(entry.cookie)
             if kind is RuleKind.HOST_WATCHED_PORT:
                 subject, watched = subject & 0xFFFF, subject >> 16
+            if kind is RuleKind.BAN_SOURCE:
+                banned = self._name_by_key.get(subject, str(subject))
+                banned_transit[banned] = banned_transit.get(banned, 0) + entry.packet_count
+                continue
             if kind in (RuleKind.BORDER_IPV4, RuleKind.BORDER_UNADMITTED):
                 counts = transit.setdefault(subject, {"packets": 0, "bytes": 0, "dropped_packets": 0})
                 if kind is RuleKind.BORDER_IPV4:
@@ -459,6 +515,9 @@ class DomainCore:
                 counters.watched_port_bytes[watched] = entry.byte_count - ETH_HEADER_BYTES * entry.packet_count
             elif kind is RuleKind.HOST_ARP:
                 counters.arp_packets += entry.packet_count
+            elif kind is RuleKind.BAN_PORT:
+                counters.banned_packets += entry.packet_count
+                counters.banned_bytes += entry.byte_count
             elif kind is RuleKind.FLOW_OVERFLOW:
                 counters.overflow_packets += entry.packet_count
             elif kind is RuleKind.HOST_UNADMITTED:
@@ -479,5 +538,5 @@ class DomainCore:
             self._live_microflows[name] = counters.flows_active
         self._recent_installs = {k: t for k, t in self._recent_installs.items()
                                  if now - t < self.install_grace}
-        return CountersSnapshot(now, requested_at, self.domain, dpid, hosts, transit)
+        return CountersSnapshot(now, requested_at, self.domain, dpid, hosts, transit, banned_transit)
 

@@ -35,7 +35,9 @@ def flow_mod(datapath, rule: FlowRule):
     return parser.OFPFlowMod(
         datapath=datapath,
         cookie=rule.cookie,
-        cookie_mask=0,
+        # A delete with a cookie removes exactly the rules carrying it (a ban's drop rules);
+        # cookie 0 with mask 0 is the wipe of a freshly connected switch.
+        cookie_mask=0xFFFFFFFFFFFFFFFF if rule.delete and rule.cookie else 0,
         table_id=ofp.OFPTT_ALL if rule.table == ALL_TABLES else rule.table,
         command=ofp.OFPFC_DELETE if rule.delete else ofp.OFPFC_ADD,
         idle_timeout=rule.idle_timeout,

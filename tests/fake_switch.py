@@ -47,8 +47,12 @@ class FakeSwitch:
         ofp = self.ofp
         flow_mod.serialize()  # every message must encode as valid OF1.3
         if flow_mod.command == ofp.OFPFC_DELETE:
-            assert flow_mod.table_id == ofp.OFPTT_ALL and not list(flow_mod.match.items())
-            self.entries.clear()
+            assert not list(flow_mod.match.items())
+            if flow_mod.cookie_mask:
+                self.entries = [e for e in self.entries if e.cookie & flow_mod.cookie_mask != flow_mod.cookie]
+            else:
+                assert flow_mod.table_id == ofp.OFPTT_ALL
+                self.entries.clear()
             return
         assert flow_mod.command == ofp.OFPFC_ADD
         outputs, goto = [], None

@@ -238,3 +238,38 @@ def test_watched_ports_are_counted_exactly_by_their_own_admission_rule():
     assert h1.watched_port_bytes == {7000: 2 * 86} and (h1.packets, h1.bytes) == (3, 300)
     assert snapshot.hosts["d1h2"].watched_port_bytes == {7000: 0}
     assert snapshot.to_record()["hosts"]["d1h1"]["watched_port_bytes"] == {"7000": 172}
+
+
+def test_a_ban_drops_the_attacker_only_everywhere_and_a_spoofer_cannot_ban_an_honest_node():
+    layout, cores, switches = build_domains(domains=3, hosts=2, graph="ring")
+    for domain, core in cores.items():
+        for dpid, rules in core.ban("d1h2").items():
+            for rule in rules:
+                switches[domain].apply(flow_mod(DP, rule))
+    attacker, honest = layout.host("d1h2"), layout.host("d1h1")
+    # From its own port: dropped whatever it claims to be, counted on the ban rule.
+    for claimed_ip in (attacker.ip, honest.ip):
+        outputs, hits = switches[1].process(ipv4_packet(layout, "d1h2", "d2h1", ipv4_src=claimed_ip))
+        assert outputs == [] and split_cookie(hits[0].cookie)[0] is RuleKind.BAN_PORT
+    # The honest neighbour on the same switch still reaches every domain.
+    assert deliver(layout, switches, "d1h1", ipv4_packet(layout, "d1h1", "d3h2"))[0] == (3, layout.host("d3h2").port)
+    # In flight from before the ban: stopped at the next domain's border by source address.
+    border = next(b for b in layout.borders if b.domain == 1 and b.neighbour == 2)
+    in_flight = {**ipv4_packet(layout, "d1h2", "d2h1"), "in_port": border.peer_port}
+    outputs, hits = switches[2].process(in_flight)
+    assert outputs == [] and split_cookie(hits[0].cookie)[0] is RuleKind.BAN_SOURCE
+    honest_in_flight = {**ipv4_packet(layout, "d1h1", "d2h1"), "in_port": border.peer_port}
+    assert switches[2].process(honest_in_flight)[0] == [layout.host("d2h1").port]
+    # The ban counters show what it stopped; the ban survives a switch reconnect; unban lifts it.
+    core = cores[1]
+    core.stats_request_sent(1.0, 257, xid=3)
+    entries = [flow_entry(s) for s in stats_reply_parts(switches[1], DP.ofproto_parser, split=1000)[0]]
+    assert core.on_flow_stats_part(1.0, 257, 3, entries, False).hosts["d1h2"].banned_packets == 2
+    assert any(r.kind is RuleKind.BAN_PORT for r in core.base_rules(257))
+    for rule in core.unban("d1h2")[257]:
+        switches[1].apply(flow_mod(DP, rule))
+    assert switches[1].process(ipv4_packet(layout, "d1h2", "d2h1"))[0] == ["controller", border.port]  # a new flow
+    assert not any(split_cookie(e.cookie)[0] in (RuleKind.BAN_PORT, RuleKind.BAN_SOURCE)
+                   for e in switches[1].entries)
+    with pytest.raises(ValueError, match="cannot ban 'd9h9'"):
+        core.ban("d9h9")

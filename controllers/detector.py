@@ -1,0 +1,144 @@
+"""FU-HST's decisions: streaming Half-Space Trees per observation stream, evidence, bans.
+
+Pure Python over river; time is passed in. One :class:`StreamDetector` per stream (flow
+features per poll, update features per round) learns what normal looks like during a warm-up,
+then scores every observation against a threshold calibrated on the warm-up's own scores. It
+never learns from an observation it flagged, so an attacker cannot teach it that attacking is
+normal. :class:`Evidence` turns flags into bans: m anomalous of a node's last n observations.
+:class:`ThresholdStream` is the static baseline with the same interface.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+from dataclasses import dataclass, field
+
+from river import anomaly
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One scored observation: why a node was (or was not) flagged."""
+
+    score: float
+    threshold: float | None
+    anomalous: bool
+    warming_up: bool
+
+
+class StreamDetector:
+    """Half-Space Trees over one fixed-key feature stream, with a calibrated threshold.
+
+    Parameters
+    ----------
+    keys:
+        The feature names, all in [0, 1].
+    warmup:
+        Observations learned before any is judged. HST scores 0 until its first window is
+        full, so only the scores after ``window_size`` observations calibrate the threshold.
+    quantile, margin:
+        Threshold = the warm-up scores' ``quantile`` plus ``margin``.
+    """
+
+    def __init__(self, keys, warmup: int = 60, quantile: float = 0.99, margin: float = 0.05,
+                 n_trees: int = 25, height: int = 8, window_size: int = 20, seed: int = 0) -> None:
+        if warmup <= window_size:
+            raise ValueError(f"warm-up ({warmup}) must exceed the HST window ({window_size}): "
+                             "its first window scores nothing")
+        self.keys = tuple(keys)
+        self.warmup = warmup
+        self.quantile = quantile
+        self.margin = margin
+        self.window_size = window_size
+        self.model = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size,
+                                            limits={k: (0.0, 1.0) for k in self.keys}, seed=seed)
+        self.seen = 0
+        self.learned = 0
+        self._warmup_scores: list[float] = []
+        self.threshold: float | None = None
+
+    def observe(self, features: dict[str, float]) -> Verdict:
+        x = {k: float(features[k]) for k in self.keys}
+        score = float(self.model.score_one(x))
+        self.seen += 1
+        if self.seen <= self.warmup:
+            if self.seen > self.window_size:
+                self._warmup_scores.append(score)
+            self._learn(x)
+            return Verdict(score, None, False, True)
+        if self.threshold is None:
+            self.threshold = _quantile(self._warmup_scores, self.quantile) + self.margin
+        anomalous = score > self.threshold
+        if not anomalous:
+            self._learn(x)
+        return Verdict(score, self.threshold, anomalous, False)
+
+    def _learn(self, x: dict[str, float]) -> None:
+        self.model.learn_one(x)
+        self.learned += 1
+
+
+class ThresholdStream:
+    """The static baseline: per feature, a band of mean +- ``k`` std-devs fixed after warm-up.
+
+    Score = the largest excess over a band in std-devs (0 inside every band).
+    """
+
+    def __init__(self, keys, warmup: int = 60, k: float = 4.0, min_std: float = 0.02) -> None:
+        self.keys = tuple(keys)
+        self.warmup = warmup
+        self.k = k
+        self.min_std = min_std
+        self.seen = 0
+        self._samples: list[dict[str, float]] = []
+        self.bands: dict[str, tuple[float, float, float]] | None = None
+        self.threshold = 0.0
+
+    def observe(self, features: dict[str, float]) -> Verdict:
+        x = {k: float(features[k]) for k in self.keys}
+        self.seen += 1
+        if self.seen <= self.warmup:
+            self._samples.append(x)
+            return Verdict(0.0, None, False, True)
+        if self.bands is None:
+            self.bands = {}
+            for key in self.keys:
+                values = [s[key] for s in self._samples]
+                mean, std = statistics.fmean(values), max(statistics.pstdev(values), self.min_std)
+                self.bands[key] = (mean - self.k * std, mean + self.k * std, std)
+        score = max(max(low - x[key], x[key] - high, 0.0) / std for key, (low, high, std) in self.bands.items())
+        return Verdict(score, self.threshold, score > self.threshold, False)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Evidence:
+    """Ban after ``m`` anomalous verdicts among a node's last ``n`` judged observations."""
+
+    m: int
+    n: int
+    _history: dict[str, collections.deque] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.m <= self.n:
+            raise ValueError(f"ban_after needs 1 <= m <= n, got m={self.m}, n={self.n}")
+
+    def add(self, node: str, anomalous: bool) -> bool:
+        """Record a verdict; True when the node now has enough evidence against it."""
+        history = self._history.setdefault(node, collections.deque(maxlen=self.n))
+        history.append(bool(anomalous))
+        return sum(history) >= self.m
+
+    def count(self, node: str) -> tuple[int, int]:
+        history = self._history.get(node, ())
+        return sum(history), len(history)
+
+    def forget(self, node: str) -> None:
+        self._history.pop(node, None)

@@ -1,0 +1,117 @@
+"""What a domain observes about its hosts, as fixed-key feature vectors in [0, 1].
+
+Two streams, neither taken from what a node says about itself:
+
+* **flow features**, per host and poll interval, a pure function of two consecutive counter
+  records of the host's edge switch (:class:`controllers.core.HostCounters` as a dict);
+* **update features**, per (sender, round), from the model frames the domain's inspection
+  service decodes off a mirror of the agents' traffic (:class:`UpdateFeatures`).
+
+Half-Space Trees assume every feature lies in [0, 1] and build their trees from the first
+sample's keys, so the key sets are fixed and every value is squashed: rates on a log scale up to
+a ceiling far above honest traffic, so the honest range keeps resolution and a flood saturates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+FLOW_FEATURES = {
+    # key: ceiling of the log scale (the value that maps to 1.0)
+    "packet_rate": 1e5,
+    "byte_rate": 1.25e8,
+    "new_flow_rate": 1e4,
+    "distinct_dsts": 256,
+    "distinct_dst_ports": 1024,
+    "mean_packet_size": 1514,
+    "packet_in_rate": 1e4,
+    "dropped_rate": 1e5,
+    "overflow_rate": 1e5,
+}
+UPDATE_FEATURES = ("distance", "cosine", "sign_agreement", "norm_ratio", "change")
+
+
+def log_scaled(value: float, ceiling: float) -> float:
+    """``log1p(value) / log1p(ceiling)``, clipped to [0, 1]."""
+    return min(1.0, math.log1p(max(0.0, value)) / math.log1p(ceiling))
+
+
+def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, float]:
+    """A host's behaviour between two polls. Counters only grow between polls, except the live
+    flow counts, which are gauges; a counter that went down (a switch that reconnected and lost
+    its rules) counts as zero rather than negative."""
+    if seconds <= 0:
+        raise ValueError(f"polls must be apart in time, got {seconds} s")
+
+    def rate(key: str) -> float:
+        return max(0, current[key] - previous[key]) / seconds
+
+    packets = max(0, current["packets"] - previous["packets"])
+    bytes_ = max(0, current["bytes"] - previous["bytes"])
+    raw = {
+        "packet_rate": packets / seconds,
+        "byte_rate": bytes_ / seconds,
+        "new_flow_rate": rate("flows_total"),
+        "distinct_dsts": current["distinct_dsts"],
+        "distinct_dst_ports": current["distinct_dst_ports"],
+        "mean_packet_size": bytes_ / packets if packets else 0.0,
+        "packet_in_rate": rate("packet_ins"),
+        "dropped_rate": rate("dropped_packets"),
+        "overflow_rate": rate("overflow_packets"),
+    }
+    return {key: log_scaled(raw[key], ceiling) for key, ceiling in FLOW_FEATURES.items()}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / norms if norms > 0 else 0.0
+
+
+class UpdateFeatures:
+    """Per-round features of the models a domain saw its senders publish.
+
+    A sender's *update* is estimated as its model minus the coordinate-wise median of the
+    previous round's models (where every node started, up to aggregation), so it needs no
+    word from the sender. Each update is compared with the round's median update:
+
+    * ``distance``: ``|u - median| / median over senders of the same``, log-scaled;
+    * ``cosine``: cosine to the median update, mapped from [-1, 1] to [0, 1];
+    * ``sign_agreement``: share of coordinates whose sign matches the median update's;
+    * ``norm_ratio``: ``|u| / median |u|``, log-scaled up to 10 (1 maps to 0.29);
+    * ``change``: cosine of this update to the sender's previous one, mapped to [0, 1].
+    """
+
+    def __init__(self) -> None:
+        self._previous_median: np.ndarray | None = None
+        self._previous_update: dict[str, np.ndarray] = {}
+
+    def round_features(self, models: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """Features of every sender of one round (``models``: sender -> flat model)."""
+        if not models:
+            return {}
+        names = sorted(models)
+        stacked = np.stack([models[n] for n in names]).astype(np.float64)
+        median_model = np.median(stacked, axis=0)
+        reference = self._previous_median if self._previous_median is not None else median_model
+        updates = stacked - reference
+        median_update = np.median(updates, axis=0)
+        distances = np.linalg.norm(updates - median_update, axis=1)
+        typical_distance = max(float(np.median(distances)), 1e-12)
+        norms = np.linalg.norm(updates, axis=1)
+        typical_norm = max(float(np.median(norms)), 1e-12)
+        signs = np.sign(median_update)
+        features = {}
+        for i, name in enumerate(names):
+            previous = self._previous_update.get(name)
+            features[name] = {
+                "distance": log_scaled(distances[i] / typical_distance, 100.0),
+                "cosine": (_cosine(updates[i], median_update) + 1) / 2,
+                "sign_agreement": float(np.mean(np.sign(updates[i]) == signs)),
+                "norm_ratio": log_scaled(norms[i] / typical_norm, 10.0),
+                "change": (_cosine(updates[i], previous) + 1) / 2 if previous is not None else 1.0,
+            }
+            self._previous_update[name] = updates[i]
+        self._previous_median = median_model
+        return features

@@ -1,0 +1,113 @@
+"""FU-HST's pure parts: feature extraction and the decision core, on a fake clock, no switch."""
+
+import numpy as np
+import pytest
+
+from controllers.detector import Evidence, StreamDetector, ThresholdStream
+from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, UpdateFeatures, flow_features, log_scaled
+
+ZERO = {"packets": 0, "bytes": 0, "flows_total": 0, "distinct_dsts": 0, "distinct_dst_ports": 0,
+        "packet_ins": 0, "dropped_packets": 0, "overflow_packets": 0}
+
+
+def counters(**values):
+    return {**ZERO, **values}
+
+
+def test_flow_features_are_rates_between_polls_scaled_into_the_unit_interval():
+    before = counters(packets=100, bytes=100_000, flows_total=3, packet_ins=3)
+    after = counters(packets=300, bytes=300_000, flows_total=5, packet_ins=5, distinct_dsts=2, distinct_dst_ports=2)
+    features = flow_features(before, after, seconds=2.0)
+    assert set(features) == set(FLOW_FEATURES) and all(0.0 <= v <= 1.0 for v in features.values())
+    assert features["packet_rate"] == pytest.approx(log_scaled(100, FLOW_FEATURES["packet_rate"]))
+    assert features["mean_packet_size"] == pytest.approx(log_scaled(1000, 1514))
+    assert features["new_flow_rate"] == pytest.approx(log_scaled(1, FLOW_FEATURES["new_flow_rate"]))
+    flood = flow_features(before, counters(packets=10**7, bytes=10**10), seconds=1.0)
+    assert flood["packet_rate"] == 1.0 and flood["byte_rate"] == 1.0
+    assert flow_features(after, before, 1.0)["packet_rate"] == 0.0  # counters reset: not negative
+    with pytest.raises(ValueError, match="apart in time"):
+        flow_features(before, after, 0.0)
+
+
+def test_update_features_single_out_a_sign_flipper_without_its_word():
+    rng = np.random.default_rng(0)
+    tracker = UpdateFeatures()
+    model = rng.normal(0, 1, 200)
+    direction = rng.normal(0, 0.05, 200)
+    names = ["d1h1", "d1h2", "d1h3", "d1h4"]
+    features = None
+    for round_ in range(1, 4):
+        start = model.copy()
+        models = {n: start + direction + rng.normal(0, 0.01, 200) for n in names}
+        if round_ == 3:
+            models["d1h4"] = start - 4 * direction
+        features = tracker.round_features(models)
+        model = np.median(np.stack(list(models.values())), axis=0)
+    assert set(features) == set(names) and all(set(f) == set(UPDATE_FEATURES) for f in features.values())
+    assert all(0.0 <= v <= 1.0 for f in features.values() for v in f.values())
+    honest, flipper = features["d1h1"], features["d1h4"]
+    assert flipper["cosine"] < 0.2 < 0.8 < honest["cosine"]
+    assert flipper["sign_agreement"] < 0.3 < 0.7 < honest["sign_agreement"]
+    assert flipper["distance"] > honest["distance"] and flipper["norm_ratio"] > honest["norm_ratio"]
+    assert flipper["change"] < 0.2 < 0.8 < honest["change"]
+
+
+def normal_point(rng):
+    return {"a": 0.2 + 0.05 * rng.random(), "b": 0.7 + 0.05 * rng.random()}
+
+
+def test_warm_up_learns_then_a_calibrated_threshold_flags_what_is_far_from_normal():
+    rng = np.random.default_rng(1)
+    detector = StreamDetector(("a", "b"), warmup=40, window_size=10, seed=3)
+    verdicts = [detector.observe(normal_point(rng)) for _ in range(40)]
+    assert all(v.warming_up and not v.anomalous and v.threshold is None for v in verdicts)
+    normal = [detector.observe(normal_point(rng)) for _ in range(100)]
+    assert detector.threshold is not None and all(v.threshold == detector.threshold for v in normal)
+    assert sum(v.anomalous for v in normal) <= 3
+    far = detector.observe({"a": 0.95, "b": 0.05})
+    assert far.anomalous and far.score > detector.threshold
+
+
+def test_the_detector_never_learns_from_what_it_flags():
+    rng = np.random.default_rng(2)
+    detector = StreamDetector(("a", "b"), warmup=40, window_size=10, seed=3)
+    for _ in range(60):
+        detector.observe(normal_point(rng))
+    learned = detector.learned
+    attack = {"a": 0.95, "b": 0.05}
+    verdicts = [detector.observe(attack) for _ in range(200)]
+    assert all(v.anomalous for v in verdicts)  # still anomalous after 200 tries: not learned
+    assert detector.learned == learned
+
+
+def test_same_seed_same_scores():
+    def scores(seed):
+        rng = np.random.default_rng(5)
+        detector = StreamDetector(("a", "b"), warmup=30, window_size=10, seed=seed)
+        return [detector.observe(normal_point(rng)).score for _ in range(60)]
+    assert scores(1) == scores(1)
+
+
+def test_warm_up_must_outlast_the_first_window():
+    with pytest.raises(ValueError, match="must exceed the HST window"):
+        StreamDetector(("a",), warmup=10, window_size=10)
+
+
+def test_threshold_baseline_uses_bands_fixed_after_warm_up():
+    rng = np.random.default_rng(3)
+    baseline = ThresholdStream(("a", "b"), warmup=30, k=4.0)
+    assert all(baseline.observe(normal_point(rng)).warming_up for _ in range(30))
+    assert not baseline.observe({"a": 0.22, "b": 0.72}).anomalous
+    verdict = baseline.observe({"a": 0.95, "b": 0.72})
+    assert verdict.anomalous and verdict.score > 4
+
+
+def test_m_of_n_evidence():
+    evidence = Evidence(m=2, n=3)
+    assert [evidence.add("x", a) for a in (True, False, False, True, False, True)] == [
+        False, False, False, False, False, True]
+    assert evidence.count("x") == (2, 3)
+    evidence.forget("x")
+    assert evidence.count("x") == (0, 0)
+    with pytest.raises(ValueError, match="1 <= m <= n"):
+        Evidence(m=4, n=3)
