@@ -72,9 +72,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 class UpdateFeatures:
     """Per-round features of the models a domain saw its senders publish.
 
-    A sender's *update* is estimated as its model minus the coordinate-wise median of the
-    previous round's models (where every node started, up to aggregation), so it needs no
-    word from the sender. Each update is compared with the round's median update:
+    A sender's *update* is estimated as its model minus the mean of the domain's models of
+    the previous round (the FedAvg aggregate a node of a fully connected domain started
+    from), so it needs no word from the sender. Each update is compared with the round's median update:
 
     * ``distance``: ``|u - median| / median over senders of the same``, log-scaled;
     * ``cosine``: cosine to the median update, mapped from [-1, 1] to [0, 1];
@@ -84,7 +84,7 @@ class UpdateFeatures:
     """
 
     def __init__(self) -> None:
-        self._previous_median: np.ndarray | None = None
+        self._previous_mean: np.ndarray | None = None
         self._previous_update: dict[str, np.ndarray] = {}
 
     def round_features(self, models: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -93,8 +93,8 @@ class UpdateFeatures:
             return {}
         names = sorted(models)
         stacked = np.stack([models[n] for n in names]).astype(np.float64)
-        median_model = np.median(stacked, axis=0)
-        reference = self._previous_median if self._previous_median is not None else median_model
+        mean_model = stacked.mean(axis=0)
+        reference = self._previous_mean if self._previous_mean is not None else mean_model
         updates = stacked - reference
         median_update = np.median(updates, axis=0)
         distances = np.linalg.norm(updates - median_update, axis=1)
@@ -113,5 +113,5 @@ class UpdateFeatures:
                 "change": (_cosine(updates[i], previous) + 1) / 2 if previous is not None else 1.0,
             }
             self._previous_update[name] = updates[i]
-        self._previous_median = median_model
+        self._previous_mean = mean_model
         return features

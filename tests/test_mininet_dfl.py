@@ -41,8 +41,9 @@ def test_a_short_run_learns_and_writes_every_result(tmp_path):
     # the models crossed the switches: the controllers' microflow counters for the agents' port
     # saw the model bytes plus Ethernet/IP/TCP headers, and no more than 5 % on top
     assert 1.0 <= summary["network"]["dfl_port_bytes_over_model_bytes"] <= 1.05
-    kinds = [e["type"] for e in read_jsonl(tmp_path / "events.jsonl")]
-    assert kinds[:2] == ["network_up", "agents_started"]
+    events = read_jsonl(tmp_path / "events.jsonl")
+    assert [e["type"] for e in events][:3] == ["attack_plan", "network_up", "agents_started"]
+    assert events[0]["malicious"] == [] and summary["attacks"]["malicious_nodes"] == []
 
 
 def agent_pid(node: str) -> int | None:

@@ -1,0 +1,163 @@
+"""One domain's FU-HST: observations in, bans, unbans and notices out (pure, time passed in).
+
+The controller app feeds it flow features at every poll and update features at every round the
+inspection service decodes, and carries out what it returns: :class:`Ban` and :class:`Unban`
+become drop rules, :class:`Send` a notice to every other domain, :class:`Log` a line in the
+controller's event file (every verdict that flagged, every ban, with score and features: why
+was d2h3 banned?). A ban notice from another domain bans the node here too, without repeating
+the notice, so one detection cuts a node off everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controllers.coordination import Evidence as NoticeEntry
+from controllers.coordination import MessageType, Notice, Stream, encode_notice
+from controllers.detector import Evidence, StreamDetector, ThresholdStream
+from controllers.features import FLOW_FEATURES, UPDATE_FEATURES
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """The scenario's ``[defense]`` knobs, as the controller needs them."""
+
+    detector: str = "fuhst"
+    ban_after_m: int = 2
+    ban_after_n: int = 3
+    flow_warmup_polls: int = 15
+    update_warmup_rounds: int = 2
+    window_size: int = 8
+    n_trees: int = 25
+    height: int = 8
+    quantile: float = 1.0
+    margin: float = 0.05
+    threshold_k: float = 4.0
+    ban_duration_s: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_scenario(cls, defense: dict, seed: int) -> DefenseConfig:
+        m, _, n = defense["ban_after"].partition("/")
+        return cls(defense["detector"], int(m), int(n), defense["flow_warmup_polls"],
+                   defense["update_warmup_rounds"], defense["window_size"], defense["n_trees"],
+                   defense["height"], defense["quantile"], defense["margin"], defense["threshold_k"],
+                   defense["ban_duration_s"], seed)
+
+
+@dataclass(frozen=True)
+class Ban:
+    node: str
+
+
+@dataclass(frozen=True)
+class Unban:
+    node: str
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Log:
+    record: dict
+
+
+class DomainDefense:
+    def __init__(self, domain: int, hosts: list[dict], config: DefenseConfig) -> None:
+        self.domain = domain
+        self.config = config
+        self.local = sorted(h["name"] for h in hosts if h["domain"] == domain)
+        self.key_of = {h["name"]: (h["domain"] << 8) | h["index"] for h in hosts}
+        self.name_of = {k: n for n, k in self.key_of.items()}
+        n_local = max(1, len(self.local))
+        self.streams = {
+            Stream.FLOW: self._detector(FLOW_FEATURES, config.flow_warmup_polls * n_local, 1),
+            Stream.UPDATE: self._detector(UPDATE_FEATURES, config.update_warmup_rounds * n_local, 2),
+        }
+        self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
+        self.banned_until: dict[str, float] = {}
+        self.seq = 0
+        self.notice_bytes_sent = 0
+
+    def _detector(self, keys, warmup: int, salt: int):
+        c = self.config
+        if c.detector == "threshold":
+            return ThresholdStream(keys, warmup=warmup, k=c.threshold_k)
+        window = max(2, min(c.window_size, warmup - 1))
+        return StreamDetector(keys, warmup=max(warmup, window + 1), quantile=c.quantile, margin=c.margin,
+                              n_trees=c.n_trees, height=c.height, window_size=window, seed=c.seed * 7 + salt)
+
+    def banned(self, node: str) -> bool:
+        return node in self.banned_until
+
+    def on_flow(self, now: float, node: str, features: dict[str, float], round_: int | None = None) -> list:
+        return self._observe(now, Stream.FLOW, node, features, round_)
+
+    def on_update(self, now: float, node: str, features: dict[str, float], round_: int) -> list:
+        return self._observe(now, Stream.UPDATE, node, features, round_)
+
+    def _observe(self, now: float, stream: Stream, node: str, features: dict, round_: int | None) -> list:
+        if node not in self.local or self.banned(node):
+            return []  # a banned node's traffic never reaches the detector's idea of normal
+        verdict = self.streams[stream].observe(features)
+        if verdict.warming_up:
+            return []
+        actions: list = []
+        ban = self.evidence[stream].add(node, verdict.anomalous)
+        m, n = self.evidence[stream].count(node)
+        if verdict.anomalous:
+            actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
+                                "round": round_, "score": verdict.score, "threshold": verdict.threshold,
+                                "evidence": [m, n], "features": features}))
+        if ban:
+            actions += self._ban(now, node, stream, verdict.score, m, n, round_, features, origin=self.domain)
+        return actions
+
+    def _ban(self, now, node, stream, score, m, n, round_, features, origin) -> list:
+        duration = self.config.ban_duration_s
+        self.banned_until[node] = now + duration if duration > 0 else float("inf")
+        for evidence in self.evidence.values():
+            evidence.forget(node)
+        actions: list = [Ban(node), Log({"type": "ban", "time": now, "node": node, "stream": stream.name.lower(),
+                                         "round": round_, "score": score, "evidence": [m, n],
+                                         "origin": origin, "features": features})]
+        if origin == self.domain:
+            actions.append(self._send(MessageType.BAN, round_, node, stream, score, m, n))
+        return actions
+
+    def _send(self, type_, round_, node, stream, score, m, n) -> Send:
+        self.seq += 1
+        data = encode_notice(Notice(type_, self.domain, self.seq, round_ or 0,
+                                    (NoticeEntry(self.key_of[node], stream, score, m, n),)))
+        self.notice_bytes_sent += len(data)
+        return Send(data)
+
+    def on_notice(self, now: float, notice: Notice) -> list:
+        """Another domain's decision about its own node: follow it here."""
+        actions: list = []
+        for entry in notice.entries:
+            node = self.name_of.get(entry.node_key)
+            if node is None or node in self.local:
+                actions.append(Log({"type": "notice_ignored", "time": now, "origin": notice.origin,
+                                    "node_key": entry.node_key, "why": "not a remote host of this network"}))
+                continue
+            if notice.type is MessageType.BAN and not self.banned(node):
+                actions += self._ban(now, node, entry.stream, entry.score, entry.m, entry.n, notice.round, {},
+                                     origin=notice.origin)
+            elif notice.type is MessageType.UNBAN and self.banned(node):
+                del self.banned_until[node]
+                actions += [Unban(node), Log({"type": "unban", "time": now, "node": node, "origin": notice.origin})]
+        return actions
+
+    def expire(self, now: float) -> list:
+        """Lift bans whose time is up (probation: the node is watched afresh)."""
+        actions: list = []
+        for node, until in sorted(self.banned_until.items()):
+            if until <= now and node in self.local:
+                del self.banned_until[node]
+                actions += [Unban(node), Log({"type": "unban", "time": now, "node": node, "origin": self.domain}),
+                            self._send(MessageType.UNBAN, None, node, Stream.FLOW, 0.0, 0, 0)]
+        return actions
