@@ -79,6 +79,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 "bytes_received": listener.bytes_received,
                 "frame_bytes": len(data),
                 "round_time_s": time.monotonic() - began,
+                "cpu_s": time.process_time(),
                 "rejections": list(listener.rejections),
                 # What this node did wrong this round, if anything: the poisoning ground truth.
                 "attack": poisoner.kind(round_),

@@ -7,7 +7,8 @@ into OpenFlow 1.3 messages and files. Time is always passed in, so tests drive a
 Table layout of every edge switch (what makes per-source-host accounting exact):
 
 * table 0, *admission*: a local host's IPv4 is admitted only from its own port with its own
-  MAC and IP (counted per host, then to table 1); its ARP goes to the controller (proxy ARP,
+  MAC and IP (counted per host, then to table 1; towards a watched port, e.g. the agents',
+  also copied to the domain's inspection port when the description has one); its ARP goes to the controller (proxy ARP,
   nothing is ever flooded, so rings and meshes cannot storm); anything else from a host port
   (spoofed sources, IPv6 chatter) is dropped and counted. IPv4 arriving on a border port goes
   straight to forwarding.
@@ -253,6 +254,7 @@ class DomainCore:
         self._local = {n: h for n, h in self._hosts.items() if h["domain"] == domain}
         self._local_at = {(h["switch"], h["port"]): h for h in self._local.values()}
         self._borders = domain_entry["borders"]
+        self._monitor = domain_entry.get("monitor")
         self._border_port_to = {b["neighbour"]: b["port"] for b in self._borders}
         self._next_hop = {int(t): n for t, n in domain_entry["next_hop"].items()}
         self._subnets = {d["id"]: d["subnet"] for d in description["domains"]}
@@ -283,10 +285,12 @@ class DomainCore:
             port = host["port"]
             admitted = (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_IPV4),
                         ("ipv4_src", host["ip"]))
+            mirror = (self._monitor["port"],) if self._monitor and self._monitor["switch"] == switch else ()
             rules += [
                 FlowRule(
                     TABLE_ADMISSION, 210, admitted + (("ip_proto", IP_PROTO_TCP), ("tcp_dst", watched)),
-                    make_cookie(RuleKind.HOST_WATCHED_PORT, port_subject(key, watched)), goto=TABLE_FLOWS,
+                    make_cookie(RuleKind.HOST_WATCHED_PORT, port_subject(key, watched)), outputs=mirror,
+                    goto=TABLE_FLOWS,
                 )
                 for watched in sorted(self.watched_ports)
             ]

@@ -121,7 +121,8 @@ class DomainDefense:
         self.banned_until[node] = now + duration if duration > 0 else float("inf")
         for evidence in self.evidence.values():
             evidence.forget(node)
-        actions: list = [Ban(node), Log({"type": "ban", "time": now, "node": node, "stream": stream.name.lower(),
+        actions: list = [Ban(node), Log({"type": "ban", "time": now, "domain": self.domain, "node": node,
+                                         "stream": stream.name.lower(),
                                          "round": round_, "score": score, "evidence": [m, n],
                                          "origin": origin, "features": features})]
         if origin == self.domain:
@@ -149,7 +150,8 @@ class DomainDefense:
                                      origin=notice.origin)
             elif notice.type is MessageType.UNBAN and self.banned(node):
                 del self.banned_until[node]
-                actions += [Unban(node), Log({"type": "unban", "time": now, "node": node, "origin": notice.origin})]
+                actions += [Unban(node), Log({"type": "unban", "time": now, "domain": self.domain, "node": node,
+                                              "origin": notice.origin})]
         return actions
 
     def expire(self, now: float) -> list:
@@ -158,6 +160,7 @@ class DomainDefense:
         for node, until in sorted(self.banned_until.items()):
             if until <= now and node in self.local:
                 del self.banned_until[node]
-                actions += [Unban(node), Log({"type": "unban", "time": now, "node": node, "origin": self.domain}),
+                actions += [Unban(node), Log({"type": "unban", "time": now, "domain": self.domain, "node": node,
+                                              "origin": self.domain}),
                             self._send(MessageType.UNBAN, None, node, Stream.FLOW, 0.0, 0, 0)]
         return actions

@@ -12,6 +12,8 @@ Environment:
 ``SDFL_EVENTS``   JSON-lines file for readiness and per-poll host counters (required)
 ``SDFL_POLL_INTERVAL``  seconds between flow-stats polls (default 1.0)
 ``SDFL_WATCH_PORTS``  comma-separated destination ports whose bytes are reported per host
+``SDFL_DEFENSE``  JSON of :class:`controllers.defense.DefenseConfig`: run FU-HST (flow features at
+every poll, update features from the inspection service, bans, notices to the other domains)
 
 Every handler only translates; a handler that raises is logged and ends the process, so the
 runner sees a dead controller instead of a half-alive one.
@@ -23,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import time
 
 from controllers.compat import (
@@ -35,7 +38,10 @@ from controllers.compat import (
     ofproto_v1_3,
     set_ev_cls,
 )
+from controllers.coordination import MessageError, decode_notice
 from controllers.core import ArpReply, DomainCore, FlowRule
+from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
+from controllers.features import flow_features
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, packet_info
 from sdfl.jsonl import JsonLinesWriter
 
@@ -80,7 +86,91 @@ class DomainController(BaseApp):
         self.datapaths: dict[int, object] = {}
         self.event_log.write({"type": "started", "time": time.time(), "domain": self.core.domain,
                            "pid": os.getpid(), "poll_interval": self.poll_interval})
+        self.defense = None
+        defense = os.environ.get("SDFL_DEFENSE")
+        if defense:
+            self._start_defense(description, DefenseConfig(**json.loads(defense)))
         self.poller = hub.spawn(self._poll_loop)
+
+    # --- FU-HST --------------------------------------------------------------------------
+    def _start_defense(self, description: dict, config: DefenseConfig) -> None:
+        domain = self.core.domain
+        entry = next(d for d in description["domains"] if d["id"] == domain)
+        self.defense = DomainDefense(domain, description["hosts"], config)
+        self.peer_controllers = {d["id"]: (d["coordination"]["host"], d["coordination"]["port"])
+                      for d in description["domains"] if d["id"] != domain}
+        self.detector_cpu_s = 0.0
+        self.notice_bytes = {"sent": 0, "received": 0}
+        self._previous_counters: dict[str, tuple[float, dict]] = {}
+        self.coordination = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.coordination.bind((entry["coordination"]["host"], entry["coordination"]["port"]))
+        self.inspection = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.inspection.bind((entry["inspection"]["host"], entry["inspection"]["port"]))
+        hub.spawn(self._receive_loop, self.coordination, self._on_notice)
+        hub.spawn(self._receive_loop, self.inspection, self._on_update_features)
+
+    def _timed(self, decide, *args) -> list:
+        """Run a detector call, adding its CPU time to the defense's account."""
+        began = time.process_time()
+        actions = decide(*args)
+        self.detector_cpu_s += time.process_time() - began
+        return actions
+
+    def _carry_out(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, (Ban, Unban)):
+                change = self.core.ban if isinstance(action, Ban) else self.core.unban
+                for dpid, rules in change(action.node).items():
+                    if dpid in self.datapaths:
+                        self._send_rules(self.datapaths[dpid], rules)
+            elif isinstance(action, Send):
+                for domain, address in sorted(self.peer_controllers.items()):
+                    self.coordination.sendto(action.data, address)
+                    self.notice_bytes["sent"] += len(action.data)
+                    self.event_log.write({"type": "notice_sent", "time": time.time(), "to": domain,
+                                          "bytes": len(action.data)})
+            elif isinstance(action, Log):
+                self.event_log.write(action.record)
+
+    def _receive_loop(self, sock, handle) -> None:
+        while True:
+            data, address = sock.recvfrom(65535)
+            handle(data, address)
+
+    @fail_loudly
+    def _on_notice(self, data: bytes, address) -> None:
+        self.notice_bytes["received"] += len(data)
+        try:
+            notice = decode_notice(data)
+        except MessageError as error:
+            self.event_log.write({"type": "notice_rejected", "time": time.time(), "from": list(address),
+                                  "bytes": len(data), "why": str(error)})
+            return
+        self.event_log.write({"type": "notice_received", "time": time.time(), "origin": notice.origin,
+                              "kind": notice.type.name.lower(), "bytes": len(data)})
+        self._carry_out(self._timed(self.defense.on_notice, time.time(), notice))
+
+    @fail_loudly
+    def _on_update_features(self, data: bytes, address) -> None:
+        report = json.loads(data)
+        now = time.time()
+        for node, features in sorted(report["features"].items()):
+            self._carry_out(self._timed(self.defense.on_update, now, node, features, report["round"]))
+
+    def _defend_with_flows(self, snapshot) -> None:
+        for name, counters in sorted(snapshot.hosts.items()):
+            current = vars(counters)
+            previous = self._previous_counters.get(name)
+            self._previous_counters[name] = (snapshot.requested_at, current)
+            if previous is None or snapshot.requested_at <= previous[0]:
+                continue
+            features = flow_features(previous[1], current, snapshot.requested_at - previous[0])
+            self._carry_out(self._timed(self.defense.on_flow, snapshot.time, name, features))
+        self._carry_out(self._timed(self.defense.expire, snapshot.time))
+        self.event_log.write({"type": "defense_stats", "time": snapshot.time, "detector_cpu_s": self.detector_cpu_s,
+                              "notice_bytes_sent": self.notice_bytes["sent"],
+                              "notice_bytes_received": self.notice_bytes["received"],
+                              "banned": sorted(self.defense.banned_until)})
 
     def _send_rules(self, datapath, rules: list[FlowRule]) -> None:
         for rule in rules:
@@ -135,6 +225,8 @@ class DomainController(BaseApp):
         snapshot = self.core.on_flow_stats_part(time.time(), msg.datapath.id, msg.xid, entries, more)
         if snapshot is not None:
             self.event_log.write(snapshot.to_record())
+            if self.defense is not None:
+                self._defend_with_flows(snapshot)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @fail_loudly

@@ -5,6 +5,7 @@ Kept apart from the app so the runner can start controllers without importing os
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -34,6 +35,7 @@ def controller_command(
     events_path: Path,
     poll_interval: float,
     watched_ports: tuple[int, ...] = (),
+    defense: dict | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` for the controller of ``domain``."""
     argv = [
@@ -51,4 +53,6 @@ def controller_command(
         SDFL_WATCH_PORTS=",".join(map(str, watched_ports)),
         PYTHONUNBUFFERED="1",
     )
+    if defense is not None:
+        env["SDFL_DEFENSE"] = json.dumps(defense)
     return argv, env

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,13 @@ from pathlib import Path
 from controllers.launch import controller_command
 from sdfl.jsonl import read_jsonl
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
-from topologies.builder import build_network, choose_datapath, require_link_features, start_switches
+from topologies.builder import (
+    attach_monitors,
+    build_network,
+    choose_datapath,
+    require_link_features,
+    start_switches,
+)
 from topologies.layout import NetworkLayout, write_description
 
 LOG = logging.getLogger(__name__)
@@ -61,12 +68,16 @@ class Emulation:
         Seconds to wait for controllers to listen and for switches to get their rules.
     watched_ports:
         Destination ports whose bytes the controllers report per host (e.g. the DFL port).
+    defense:
+        :class:`controllers.defense.DefenseConfig` fields for FU-HST in every controller
+        (None: controllers forward and count only).
     """
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
-                 watched_ports: tuple[int, ...] = ()) -> None:
+                 watched_ports: tuple[int, ...] = (), defense: dict | None = None) -> None:
         self.layout = layout
+        self.defense = defense
         self.out_dir = Path(out_dir)
         self.requested_datapath = datapath
         self.poll_interval = poll_interval
@@ -76,6 +87,7 @@ class Emulation:
         self.net = None
         self.record: RunRecord | None = None
         self.controllers: dict[int, subprocess.Popen] = {}
+        self.inspectors: dict[int, subprocess.Popen] = {}
         self.timings: dict[str, float] = {}
 
     # --- paths -------------------------------------------------------------------------
@@ -121,13 +133,15 @@ class Emulation:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for domain in range(1, self.layout.domains + 1):
             self.events_path(domain).unlink(missing_ok=True)
-        write_description(self.layout.to_description(self.datapath), self.description_path)
+        inspection = self.defense is not None
+        description = self.layout.to_description(self.datapath, monitor=inspection)
+        write_description(description, self.description_path)
         self.record = RunRecord(
             run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
             out_dir=str(self.out_dir.resolve()),
             runner=track(os.getpid(), "runner"),
             bridges=[s.name for s in self.layout.switches],
-            interfaces=self.layout.interface_names(),
+            interfaces=self.layout.interface_names() + (self.layout.monitor_interfaces() if inspection else []),
         )
         self.record.save()
         self._start_controllers()
@@ -138,16 +152,30 @@ class Emulation:
         for node in (*self.net.hosts, *self.net.switches, *self.net.controllers):
             self.record.add_process(node.pid, f"mininet shell {node.name}")
         start_switches(self.net, self.layout)
+        if inspection:
+            attach_monitors(description)
+            self._start_inspectors()
         self._wait_ready()
         self.timings["bring_up_s"] = time.monotonic() - began
         LOG.info("network up in %.1f s (%s datapath)", self.timings["bring_up_s"], self.datapath)
+
+    def _start_inspectors(self) -> None:
+        """One inspection service per domain, in the root namespace beside the controllers."""
+        for domain in range(1, self.layout.domains + 1):
+            with open(self.out_dir / f"inspector-d{domain}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
+                     "--domain", str(domain), "--out", str(self.out_dir.resolve())],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.inspectors[domain] = proc
+            self.record.add_process(proc.pid, f"inspector d{domain}")
 
     def _start_controllers(self) -> None:
         for domain in range(1, self.layout.domains + 1):
             argv, env = controller_command(
                 domain, self.layout.controller_host, self.layout.controller_port(domain),
                 self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
-                self.watched_ports,
+                self.watched_ports, self.defense,
             )
             with open(self.log_path(domain), "ab") as log:
                 proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -199,10 +227,11 @@ class Emulation:
             except Exception:  # teardown must go on: the record sweep below removes the rest
                 LOG.exception("Mininet stop failed; removing what is left from the run record")
             self.net = None
-        for proc in self.controllers.values():
+        processes = [*self.inspectors.values(), *self.controllers.values()]
+        for proc in processes:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.controllers.values():
+        for proc in processes:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

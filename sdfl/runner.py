@@ -13,19 +13,23 @@ scan from the moment the network reached the round until it left it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from agents.peers import peer_graph
-from attacks.plan import POISONING, Attack, TrafficTimeline, malicious_nodes, resolve_attacks
+from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
 from attacks.traffic import TrafficSpec
+from controllers.defense import DefenseConfig
 from sdfl.emulation import Emulation
 from sdfl.jsonl import JsonLinesWriter, read_jsonl
 from sdfl.results import round_rows, summarize, write_rounds_csv
+from sdfl.scoring import ban_intervals, round_ends, score_detection
 from topologies.layout import LinkParams, make_layout
 
 
@@ -108,8 +112,10 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
     events.event("attack_plan", attacks=[a.to_record() for a in attacks], malicious=malicious_nodes(attacks))
     dead: dict[str, int] = {}
     try:
-        with Emulation(layout, out, scenario["network"]["datapath"], scenario["controller"]["poll_interval"],
-                       watched_ports=(dfl["port"],)) as emulation:
+        defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario["defense"], scenario["seed"]))
+                   if scenario["defense"]["fuhst"] else None)
+        with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
+                       watched_ports=(dfl["port"],), defense=defense) as emulation:
             events.event("network_up", datapath=emulation.datapath, **emulation.timings)
             progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
@@ -155,11 +161,55 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
         "dfl_port_bytes_total": sum(c["watched_port_bytes"].get(str(dfl["port"]), 0)
                                     for record in counters.values() for c in record["hosts"].values()),
     }
+    if scenario["defense"]["fuhst"]:
+        summary.update(defense_summary(scenario, out, nodes, attacks, summary))
     model_bytes = summary["dfl"]["model_bytes_total"]
     summary["network"]["dfl_port_bytes_over_model_bytes"] = (
         summary["network"]["dfl_port_bytes_total"] / model_bytes if model_bytes else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[Attack], summary: dict) -> dict:
+    """``detection``, ``overhead`` and ``traffic`` figures of a run with FU-HST on."""
+    rounds = scenario["dfl"]["rounds"]
+    records = agent_records(out, nodes)
+    controller = [r for d in range(1, scenario["network"]["domains"] + 1)
+                  for r in read_jsonl(out / f"controller-d{d}.jsonl")]
+    intervals = ban_intervals(controller)
+    malicious = set(malicious_nodes(attacks))
+    detection = score_detection(attacking_pairs(attacks), intervals, round_ends(records, rounds), nodes, malicious,
+                                scenario["defense"]["update_warmup_rounds"],
+                                [r for r in controller if r.get("type") == "ban"])
+    control_bytes = sum(r["bytes"] for r in controller if r.get("type") == "notice_sent")
+    detector_cpu = sum(max((r["detector_cpu_s"] for r in read_jsonl(out / f"controller-d{d}.jsonl")
+                            if r.get("type") == "defense_stats"), default=0.0)
+                       for d in range(1, scenario["network"]["domains"] + 1))
+    agents_cpu = sum(max((r.get("cpu_s", 0.0) for r in records if r["node"] == n), default=0.0) for n in nodes)
+    sent = {(r["src_ip"], r["kind"]): r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"}
+    ip_of = {h["name"]: h["ip"] for h in json.loads((out / "network.json").read_text())["hosts"]}
+    mitigation = []
+    for attack in attacks:
+        if attack.category != TRAFFIC:
+            continue
+        for node in attack.nodes:
+            onset = sent.get((ip_of[node], attack.kind), {}).get("started")
+            if onset is not None and node in intervals:
+                mitigation.append(min(a for a, _ in intervals[node]) - onset)
+    model_bytes = summary["dfl"]["model_bytes_total"]
+    return {
+        "detection": detection,
+        "overhead": {
+            "interdomain_control_bytes_total": control_bytes,
+            "interdomain_control_bytes_per_round": control_bytes / rounds,
+            "detector_cpu_s": detector_cpu,
+            "agents_cpu_s": agents_cpu,
+            "detector_cpu_fraction": detector_cpu / agents_cpu if agents_cpu else None,
+            "control_vs_dfl_bytes_fraction": control_bytes / model_bytes if model_bytes else None,
+        },
+        "traffic": {"time_to_mitigate_s": mitigation,
+                    "time_to_mitigate_s_median": statistics.median(mitigation) if mitigation else None},
+    }
 
 
 def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers, malicious) -> None:

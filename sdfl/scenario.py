@@ -21,6 +21,13 @@ from attacks.plan import normalize_entry
 from sdfl.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
 
 
+def ban_after_check(value: str) -> str | None:
+    m, slash, n = value.partition("/")
+    if slash and m.isdigit() and n.isdigit() and 1 <= int(m) <= int(n):
+        return None
+    return "must be 'm/n' with 1 <= m <= n, e.g. '2/3'"
+
+
 @dataclass(frozen=True)
 class TableList:
     """A list of tables (``[[attacks]]``), each checked as a whole once all sources are merged."""
@@ -43,8 +50,21 @@ SCHEMA: dict[str, Any] = {
         "border_loss_pct": Field(float, 0.0, between(0.0, 100.0), "needs netem"),
         "datapath": Field(str, "auto", one_of("auto", "kernel", "user")),
     },
-    "controller": {
+    "defense": {
+        "fuhst": Field(bool, False, help="FU-HST in every domain's controller: detect, ban, coordinate"),
+        "detector": Field(str, "fuhst", one_of("fuhst", "threshold"),
+                          "Half-Space Trees, or the static-threshold baseline"),
         "poll_interval": Field(float, 1.0, positive, "seconds between flow-stats polls"),
+        "ban_after": Field(str, "2/3", ban_after_check, "ban after m anomalous of a node's last n observations"),
+        "ban_duration_s": Field(float, 0.0, non_negative, "0 = for the rest of the run; else probation after"),
+        "flow_warmup_polls": Field(int, 15, positive, "polls per host learned before flow verdicts"),
+        "update_warmup_rounds": Field(int, 2, positive, "rounds learned before update verdicts"),
+        "window_size": Field(int, 8, positive, "HST reference window (observations)"),
+        "n_trees": Field(int, 25, positive),
+        "height": Field(int, 8, positive),
+        "quantile": Field(float, 1.0, between(0.5, 1.0), "of the warm-up scores, for the threshold"),
+        "margin": Field(float, 0.05, non_negative, "added to that quantile"),
+        "threshold_k": Field(float, 4.0, positive, "baseline: std-devs around the warm-up mean"),
     },
     "dfl": {
         "rounds": Field(int, 20, between(1, 10_000)),

@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 
+from controllers.coordination import Evidence as NoticeEntry
+from controllers.coordination import MessageType, Notice, Stream, decode_notice, encode_notice
+from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.detector import Evidence, StreamDetector, ThresholdStream
 from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, UpdateFeatures, flow_features, log_scaled
 
@@ -111,3 +114,55 @@ def test_m_of_n_evidence():
     assert evidence.count("x") == (0, 0)
     with pytest.raises(ValueError, match="1 <= m <= n"):
         Evidence(m=4, n=3)
+
+
+HOSTS = [{"name": f"d{d}h{h}", "domain": d, "index": h} for d in (1, 2) for h in (1, 2, 3, 4)]
+NORMAL_UPDATE = {"distance": 0.15, "cosine": 0.8, "sign_agreement": 0.8, "norm_ratio": 0.3, "change": 0.9}
+FLIPPED_UPDATE = {"distance": 0.4, "cosine": 0.05, "sign_agreement": 0.2, "norm_ratio": 0.6, "change": 0.1}
+
+
+def jitter(features, rng):
+    return {k: min(1.0, max(0.0, v + rng.normal(0, 0.02))) for k, v in features.items()}
+
+
+def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why():
+    rng = np.random.default_rng(0)
+    config = DefenseConfig(update_warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
+    defense = DomainDefense(1, HOSTS, config)
+    for round_ in range(1, 7):
+        for node in defense.local:
+            assert defense.on_update(round_, node, jitter(NORMAL_UPDATE, rng), round_) == []  # warm-up
+    actions = []
+    for round_ in (7, 8):
+        for node in defense.local:
+            features = FLIPPED_UPDATE if node == "d1h3" else jitter(NORMAL_UPDATE, rng)
+            actions += defense.on_update(round_, node, features, round_)
+    bans = [a for a in actions if isinstance(a, Ban)]
+    assert bans == [Ban("d1h3")] and defense.banned("d1h3")
+    [ban_log] = [a.record for a in actions if isinstance(a, Log) and a.record["type"] == "ban"]
+    assert ban_log["node"] == "d1h3" and ban_log["round"] == 8 and ban_log["evidence"] == [2, 2]
+    assert ban_log["features"] == FLIPPED_UPDATE and ban_log["stream"] == "update"
+    [send] = [a for a in actions if isinstance(a, Send)]
+    notice = decode_notice(send.data)
+    assert (notice.type, notice.origin, notice.round) == (MessageType.BAN, 1, 8)
+    assert notice.entries[0].node_key == (1 << 8) | 3 and defense.notice_bytes_sent == len(send.data)
+    # A banned node is no longer observed, so it teaches the detector nothing.
+    assert defense.on_update(9, "d1h3", FLIPPED_UPDATE, 9) == []
+    # The other domain follows the notice without repeating it.
+    remote = DomainDefense(2, HOSTS, config)
+    followed = remote.on_notice(10.0, notice)
+    assert Ban("d1h3") in followed and not any(isinstance(a, Send) for a in followed)
+    assert remote.on_notice(11.0, notice) == []  # already banned
+    forged = remote.on_notice(12.0, decode_notice(encode_notice(
+        Notice(MessageType.BAN, 1, 99, 8, (NoticeEntry((2 << 8) | 1, Stream.UPDATE, 1.0, 2, 3),)))))
+    assert [a.record["type"] for a in forged] == ["notice_ignored"]  # no one bans another domain's own host
+
+
+def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced():
+    defense = DomainDefense(1, HOSTS, DefenseConfig(ban_duration_s=30.0))
+    defense._ban(100.0, "d1h2", Stream.FLOW, 0.9, 2, 3, 4, {}, origin=1)
+    assert defense.expire(120.0) == []
+    actions = defense.expire(131.0)
+    assert Unban("d1h2") in actions and not defense.banned("d1h2")
+    [send] = [a for a in actions if isinstance(a, Send)]
+    assert decode_notice(send.data).type is MessageType.UNBAN

@@ -24,6 +24,8 @@ from pathlib import Path
 MAX_DOMAINS = 8
 MAX_HOSTS = 16
 BORDER_PORT_BASE = 20
+MONITOR_PORT = 30
+"""Edge-switch port of the domain's inspection service (a veth to the root namespace)."""
 DEFAULT_CONTROLLER_PORT_BASE = 6653
 DOMAIN_GRAPHS = ("line", "ring", "mesh")
 DESCRIPTION_VERSION = 1
@@ -176,8 +178,16 @@ class NetworkLayout:
         names += [f"{b.switch}-eth{b.port}" for b in self.borders]
         return sorted(names)
 
-    def to_description(self, datapath: str = "unknown") -> dict:
-        """The JSON-ready description read by controllers and agents."""
+    def monitor_interfaces(self) -> list[str]:
+        """Switch-side names of the inspection veths (deleting one deletes its peer)."""
+        return sorted(f"d{d}s1-eth{MONITOR_PORT}" for d in range(1, self.domains + 1))
+
+    def to_description(self, datapath: str = "unknown", monitor: bool = False) -> dict:
+        """The JSON-ready description read by controllers and agents.
+
+        With ``monitor``, each domain has an inspection port: its edge switch mirrors the
+        agents' model traffic to ``monitor.port``, read at ``monitor.interface``.
+        """
         routes = next_hops(list(self.edges), self.domains)
         domains = []
         for d in range(1, self.domains + 1):
@@ -185,6 +195,10 @@ class NetworkLayout:
                 {
                     "id": d,
                     "controller": {"host": self.controller_host, "port": self.controller_port(d)},
+                    # UDP: notices from the other domains' controllers, features from the
+                    # domain's inspection service (both on the controllers' host).
+                    "coordination": {"host": self.controller_host, "port": self.controller_port(d) + 100},
+                    "inspection": {"host": self.controller_host, "port": self.controller_port(d) + 200},
                     "switches": [
                         {"name": s.name, "dpid": s.dpid, "dpid_hex": s.dpid_hex}
                         for s in self.switches
@@ -206,6 +220,10 @@ class NetworkLayout:
                     "next_hop": {str(t): n for t, n in sorted(routes[d].items())},
                 }
             )
+            if monitor:
+                domains[-1]["monitor"] = {"switch": f"d{d}s1", "port": MONITOR_PORT,
+                                          "switch_interface": f"d{d}s1-eth{MONITOR_PORT}",
+                                          "interface": f"d{d}s1-mon"}
         return {
             "version": DESCRIPTION_VERSION,
             "datapath": datapath,

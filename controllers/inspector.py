@@ -1,0 +1,196 @@
+"""A domain's inspection service: the agents' model frames, read off the edge switch's mirror.
+
+The controller's admission rule for (host, agents' port) also outputs every such packet to a
+monitor port (:mod:`controllers.core`), a veth whose other end this process reads in the root
+namespace. It reassembles each TCP stream, decodes frames with the agents' own wire format
+(:mod:`agents.wire`), names the sender by the source address admission vouched for (not by
+what the frame claims), and once a round's frames from the domain's senders are in, sends
+their update features (:class:`controllers.features.UpdateFeatures`) to the controller::
+
+    python -m controllers.inspector --network network.json --domain 1 --out RUN_DIR
+
+Pure parts (:class:`StreamAssembler`, :class:`RoundCollector`) are unit-tested without root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agents.wire import DEFAULT_MAX_PAYLOAD, FrameError, FrameReader, ModelFrame
+
+LOG = logging.getLogger("sdfl.inspector")
+ETH_P_ALL = 0x0003
+MAX_OUT_OF_ORDER = 256
+"""Segments held per stream while a gap is open; beyond that the stream is given up."""
+
+
+@dataclass
+class _Stream:
+    next_seq: int | None
+    reader: FrameReader
+    pending: dict[int, bytes] = field(default_factory=dict)
+    failed: bool = False
+
+
+class StreamAssembler:
+    """TCP payloads per (src, sport, dst, dport), in sequence order, into model frames."""
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self.streams: dict[tuple, _Stream] = {}
+        self.rejections: list[str] = []
+
+    def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False) -> list[ModelFrame]:
+        stream = self.streams.get(key)
+        if syn or stream is None:
+            stream = _Stream(seq + 1 if syn else seq, FrameReader(self.max_payload))
+            self.streams[key] = stream
+            if syn:
+                return []
+        if stream.failed or not payload:
+            return []
+        if seq != stream.next_seq:
+            if (seq - stream.next_seq) % 2**32 < 2**31:  # ahead: hold it until the gap fills
+                stream.pending[seq] = payload
+                if len(stream.pending) > MAX_OUT_OF_ORDER:
+                    self._fail(key, stream, "gap never filled")
+            return []  # behind: a retransmission of bytes already read
+        data = bytearray(payload)
+        stream.next_seq = (seq + len(payload)) % 2**32
+        while stream.next_seq in stream.pending:
+            chunk = stream.pending.pop(stream.next_seq)
+            data += chunk
+            stream.next_seq = (stream.next_seq + len(chunk)) % 2**32
+        try:
+            return stream.reader.feed(bytes(data))
+        except FrameError as error:
+            self._fail(key, stream, str(error))
+            return []
+
+    def _fail(self, key, stream: _Stream, reason: str) -> None:
+        stream.failed = True
+        stream.pending.clear()
+        self.rejections.append(f"{key[0]}:{key[1]}: {reason}")
+
+
+class RoundCollector:
+    """One model per (sender, round); a round is complete when every expected sender's model
+    arrived, or ``wait_s`` after its first one (a banned or dead sender holds no one up)."""
+
+    def __init__(self, senders: list[str], wait_s: float) -> None:
+        self.senders = set(senders)
+        self.wait_s = wait_s
+        self._rounds: dict[int, dict[str, np.ndarray]] = {}
+        self._first: dict[int, float] = {}
+        self.done_up_to = 0
+
+    def add(self, now: float, sender: str, round_: int, vector: np.ndarray) -> None:
+        if round_ <= self.done_up_to or sender not in self.senders:
+            return
+        self._rounds.setdefault(round_, {}).setdefault(sender, vector)
+        self._first.setdefault(round_, now)
+
+    def complete(self, now: float) -> list[tuple[int, dict[str, np.ndarray]]]:
+        ready = []
+        for round_ in sorted(self._rounds):
+            models = self._rounds[round_]
+            if len(models) == len(self.senders) or now - self._first[round_] >= self.wait_s:
+                ready.append((round_, self._rounds.pop(round_)))
+                del self._first[round_]
+                self.done_up_to = max(self.done_up_to, round_)
+        return ready
+
+
+def parse_tcp(frame: bytes):
+    """``(src, sport, dst, dport, seq, syn, payload)`` of an Ethernet/IPv4/TCP frame, else None."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    packet = Ether(frame)
+    if IP not in packet or TCP not in packet:
+        return None
+    ip, tcp = packet[IP], packet[TCP]
+    payload = bytes(tcp.payload)
+    if ip.len is not None:  # drop Ethernet padding beyond the IP datagram
+        payload = payload[:max(0, ip.len - ip.ihl * 4 - tcp.dataofs * 4)]
+    return ip.src, tcp.sport, ip.dst, tcp.dport, tcp.seq, bool(tcp.flags.S), payload
+
+
+def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
+    from controllers.features import UpdateFeatures
+    from sdfl.jsonl import JsonLinesWriter
+
+    entry = next(d for d in description["domains"] if d["id"] == domain)
+    local = [h for h in description["hosts"] if h["domain"] == domain]
+    name_of_ip = {h["ip"]: h["name"] for h in local}
+    controller = (entry["inspection"]["host"], entry["inspection"]["port"])
+    assembler = StreamAssembler()
+    collector = RoundCollector([h["name"] for h in local], wait_s)
+    features = UpdateFeatures()
+    log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    raw.bind((entry["monitor"]["interface"], 0))
+    raw.settimeout(0.2)
+    report = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    running = True
+
+    def stop(*_):
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.write({"type": "inspector_started", "time": time.time(), "domain": domain})
+    try:
+        while running:
+            try:
+                parsed = parse_tcp(raw.recv(65535))
+            except TimeoutError:
+                parsed = None
+            now = time.time()
+            if parsed is not None:
+                src, sport, dst, dport, seq, syn, payload = parsed
+                sender = name_of_ip.get(src)
+                for frame in assembler.feed((src, sport, dst, dport), seq, payload, syn) if sender else ():
+                    if frame.sender != sender:
+                        log.write({"type": "sender_mismatch", "time": now, "address_of": sender,
+                                   "claimed": frame.sender, "round": frame.round})
+                    vector = np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64)
+                    collector.add(now, sender, frame.round, vector)
+            for round_, models in collector.complete(now):
+                per_sender = features.round_features(models)
+                message = {"round": round_, "features": per_sender}
+                report.sendto(json.dumps(message).encode(), controller)
+                log.write({"type": "update_features", "time": now, **message})
+            while assembler.rejections:
+                log.write({"type": "stream_rejected", "time": now, "why": assembler.rejections.pop(0)})
+    finally:
+        raw.close()
+        report.close()
+        log.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="controllers.inspector", description=__doc__.splitlines()[0])
+    parser.add_argument("--network", type=Path, required=True)
+    parser.add_argument("--domain", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--wait", type=float, default=1.5, help="seconds a round waits for late senders")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    return run(json.loads(args.network.read_text()), args.domain, args.out, args.wait)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

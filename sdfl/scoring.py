@@ -1,0 +1,99 @@
+"""Scoring a defense against the ground truth: pure functions of the run's records.
+
+Detection is scored over (node, round) pairs after the warm-up: *positive* = the node was
+banned at some moment of that round, *truth* = the node attacked in that round (the attack
+plan of :mod:`attacks.plan`). A round's span is from the moment the last node finished the
+round before to the moment the last node finished it.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+
+def round_ends(agent_records: list[dict], rounds: int) -> list[float]:
+    """Wall-clock end of each round: when its last live node reported it."""
+    ends = []
+    for round_ in range(1, rounds + 1):
+        times = [r["time"] for r in agent_records if r["round"] == round_]
+        ends.append(max(times) if times else (ends[-1] if ends else 0.0))
+    return ends
+
+
+def ban_intervals(controller_records: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Per node, the times it was banned anywhere (first domain to ban, until the last unban)."""
+    events = sorted((r["time"], r["type"], r["node"]) for r in controller_records if r.get("type") in ("ban", "unban"))
+    intervals: dict[str, list[tuple[float, float]]] = {}
+    since: dict[str, float] = {}
+    for time_, kind, node in events:
+        if kind == "ban":
+            since.setdefault(node, time_)
+        elif node in since:
+            intervals.setdefault(node, []).append((since.pop(node), time_))
+    for node, start in since.items():
+        intervals.setdefault(node, []).append((start, float("inf")))
+    return intervals
+
+
+def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return f1, precision, recall
+
+
+def score_detection(truth: dict[tuple[str, int], list[str]], intervals: dict[str, list[tuple[float, float]]],
+                    ends: list[float], nodes: list[str], malicious: set[str], warmup_rounds: int,
+                    ban_records: list[dict]) -> dict:
+    rounds = len(ends)
+    starts = [float("-inf"), *ends[:-1]]
+
+    def banned_in(node: str, round_: int) -> bool:
+        start, end = starts[round_ - 1], ends[round_ - 1]
+        return any(a <= end and b >= start for a, b in intervals.get(node, ()))
+
+    scored = range(warmup_rounds + 1, rounds + 1)
+    tp = fp = fn = honest_pairs = honest_banned = 0
+    for node in nodes:
+        for round_ in scored:
+            positive, attacking = banned_in(node, round_), (node, round_) in truth
+            tp += positive and attacking
+            fp += positive and not attacking
+            fn += attacking and not positive
+            if node not in malicious:
+                honest_pairs += 1
+                honest_banned += positive
+    f1, precision, recall = _f1(tp, fp, fn)
+    first_ban = {node: min(a for a, _ in spans) for node, spans in intervals.items()}
+
+    def ban_round(node: str) -> int | None:
+        if node not in first_ban:
+            return None
+        return next((r for r in range(1, rounds + 1) if first_ban[node] <= ends[r - 1]), rounds)
+
+    delays = []
+    per_kind: dict[str, dict] = {}
+    for kind in sorted({k for kinds in truth.values() for k in kinds}):
+        pairs = [(n, r) for (n, r), kinds in truth.items() if kind in kinds and r in scored]
+        attackers = sorted({n for n, _ in pairs})
+        caught = [n for n in attackers if ban_round(n) is not None]
+        kind_delays = []
+        for node in caught:
+            onset = min(r for n, r in pairs if n == node)
+            kind_delays.append(max(0, ban_round(node) - onset))
+        delays += kind_delays
+        k_tp = sum(banned_in(n, r) for n, r in pairs)
+        per_kind[kind] = {"attackers": attackers, "attackers_banned": caught,
+                          "recall": k_tp / len(pairs) if pairs else None,
+                          "time_to_ban_rounds_median": statistics.median(kind_delays) if kind_delays else None}
+    return {
+        "f1": f1, "precision": precision, "recall": recall,
+        "false_ban_rate": honest_banned / honest_pairs if honest_pairs else 0.0,
+        "honest_nodes_ever_banned": sorted(n for n in first_ban if n not in malicious),
+        "time_to_ban_rounds_median": statistics.median(delays) if delays else None,
+        "scored_rounds": [scored.start, scored.stop - 1] if len(scored) else [],
+        "bans": [{"node": r["node"], "domain": r.get("domain"), "round": ban_round(r["node"]), "time": r["time"],
+                  "reason": f"{r['stream']} stream, score {r['score']:.3f}, {r['evidence'][0]} of {r['evidence'][1]}"}
+                 for r in sorted(ban_records, key=lambda r: r["time"]) if r.get("origin") == r.get("domain")],
+        "by_kind": per_kind,
+    }
