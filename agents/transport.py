@@ -23,10 +23,17 @@ RECV_CHUNK = 1 << 16
 
 
 class Inbox:
-    """Frames by round, from the listed neighbours only; later rounds are kept for later."""
+    """Frames by round, from the listed neighbours only; later rounds are kept for later.
 
-    def __init__(self, neighbours: list[str]) -> None:
+    A neighbour that missed a round (dead, cut off by a ban, or rejected) is *absent*: the next
+    round waits for it only ``grace_s`` beyond the others, so one lost neighbour costs one round
+    deadline, not one per round. Its first frame on time makes it present again.
+    """
+
+    def __init__(self, neighbours: list[str], grace_s: float = 1.0) -> None:
         self.neighbours = set(neighbours)
+        self.grace_s = grace_s
+        self.absent: set[str] = set()
         self._frames: dict[int, dict[str, ModelFrame]] = defaultdict(dict)
         self._current = 0
         self._excused: set[str] = set()
@@ -56,12 +63,20 @@ class Inbox:
         """The round's frames once every neighbour's arrived, or whatever came by ``deadline``."""
         with self._changed:
             self._current = round_
-            while self.neighbours - set(self._frames[round_]) - self._excused:
+            awaited = self.neighbours - self.absent
+            while awaited - set(self._frames[round_]) - self._excused:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._changed.wait(remaining)
+            grace_end = min(deadline, time.monotonic() + self.grace_s)
+            while self.absent - set(self._frames[round_]) - self._excused:
+                remaining = grace_end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
             frames = list(self._frames.pop(round_, {}).values())
+            self.absent = self.neighbours - {f.sender for f in frames}
             self._excused.clear()
             for old in [r for r in self._frames if r < round_]:
                 del self._frames[old]

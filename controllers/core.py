@@ -312,9 +312,22 @@ class DomainCore:
                     make_cookie(RuleKind.FORWARD_LOCAL, key), outputs=(port,),
                 ),
             ]
+        monitor_here = bool(self._monitor) and self._monitor["switch"] == switch
         for border in sorted(self._borders, key=lambda b: b["neighbour"]):
             if border["switch"] != switch:
                 continue
+            # Models arriving from other domains are mirrored too: the inspection service needs
+            # everything a local node aggregates to know where its next update starts from.
+            rules += [
+                FlowRule(
+                    TABLE_ADMISSION, 210,
+                    (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4), ("ip_proto", IP_PROTO_TCP),
+                     ("tcp_dst", watched)),
+                    make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]),
+                    outputs=(self._monitor["port"],), goto=TABLE_FORWARDING,
+                )
+                for watched in (sorted(self.watched_ports) if monitor_here else ())
+            ]
             rules += [
                 FlowRule(
                     TABLE_ADMISSION, 200,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, encode_notice
 from controllers.detector import Evidence, StreamDetector, ThresholdStream
-from controllers.features import FLOW_FEATURES, UPDATE_FEATURES
+from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, relative_to_peers
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,13 @@ class DefenseConfig:
     detector: str = "fuhst"
     ban_after_m: int = 2
     ban_after_n: int = 3
-    flow_warmup_polls: int = 15
-    update_warmup_rounds: int = 2
+    flow_warmup_polls: int = 4
+    update_warmup_rounds: int = 4
     window_size: int = 8
     n_trees: int = 25
     height: int = 8
     quantile: float = 1.0
-    margin: float = 0.05
+    margin: float = 0.15
     threshold_k: float = 4.0
     ban_duration_s: float = 0.0
     seed: int = 0
@@ -75,7 +75,8 @@ class DomainDefense:
         n_local = max(1, len(self.local))
         self.streams = {
             Stream.FLOW: self._detector(FLOW_FEATURES, config.flow_warmup_polls * n_local, 1),
-            Stream.UPDATE: self._detector(UPDATE_FEATURES, config.update_warmup_rounds * n_local, 2),
+            # Round 1 has no starting point to measure updates from, so it is never observed.
+            Stream.UPDATE: self._detector(UPDATE_FEATURES, max(1, config.update_warmup_rounds - 1) * n_local, 2),
         }
         self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
         self.banned_until: dict[str, float] = {}
@@ -93,8 +94,20 @@ class DomainDefense:
     def banned(self, node: str) -> bool:
         return node in self.banned_until
 
-    def on_flow(self, now: float, node: str, features: dict[str, float], round_: int | None = None) -> list:
-        return self._observe(now, Stream.FLOW, node, features, round_)
+    def on_poll(self, now: float, features: dict[str, dict[str, float]]) -> list:
+        """One poll interval of the domain's hosts (absolute flow features per host).
+
+        Each host is judged on its features relative to its peers in the same poll
+        (:func:`controllers.features.relative_to_peers`). Silent hosts (nothing sent, nothing
+        dropped) are no observation: an idle host attacks no one, and a warm-up full of
+        identical silences would teach the trees that any traffic at all is anomalous.
+        """
+        relative = relative_to_peers({n: f for n, f in features.items() if not self.banned(n)})
+        actions: list = []
+        for node, absolute in sorted(features.items()):
+            if node in relative and (absolute["packet_rate"] > 0 or absolute["dropped_rate"] > 0):
+                actions += self._observe(now, Stream.FLOW, node, relative[node], None)
+        return actions
 
     def on_update(self, now: float, node: str, features: dict[str, float], round_: int) -> list:
         return self._observe(now, Stream.UPDATE, node, features, round_)

@@ -158,14 +158,14 @@ class DomainController(BaseApp):
             self._carry_out(self._timed(self.defense.on_update, now, node, features, report["round"]))
 
     def _defend_with_flows(self, snapshot) -> None:
+        features = {}
         for name, counters in sorted(snapshot.hosts.items()):
             current = vars(counters)
             previous = self._previous_counters.get(name)
             self._previous_counters[name] = (snapshot.requested_at, current)
-            if previous is None or snapshot.requested_at <= previous[0]:
-                continue
-            features = flow_features(previous[1], current, snapshot.requested_at - previous[0])
-            self._carry_out(self._timed(self.defense.on_flow, snapshot.time, name, features))
+            if previous is not None and snapshot.requested_at > previous[0]:
+                features[name] = flow_features(previous[1], current, snapshot.requested_at - previous[0])
+        self._carry_out(self._timed(self.defense.on_poll, snapshot.time, features))
         self._carry_out(self._timed(self.defense.expire, snapshot.time))
         self.event_log.write({"type": "defense_stats", "time": snapshot.time, "detector_cpu_s": self.detector_cpu_s,
                               "notice_bytes_sent": self.notice_bytes["sent"],

@@ -64,6 +64,19 @@ def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, fl
     return {key: log_scaled(raw[key], ceiling) for key, ceiling in FLOW_FEATURES.items()}
 
 
+def relative_to_peers(features: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each host's features as offsets from the domain's median host in the same poll, mapped
+    to [0, 1] (0.5 = like its peers). DFL traffic comes in synchronized bursts, so what every
+    host does at once (a round's exchange, a quiet phase) is normal by construction, and a host
+    that floods or scans stands out against its peers rather than against the clock."""
+    if not features:
+        return {}
+    keys = list(next(iter(features.values())))
+    medians = {k: float(np.median([f[k] for f in features.values()])) for k in keys}
+    return {node: {k: min(1.0, max(0.0, 0.5 + (f[k] - medians[k]))) for k in keys}
+            for node, f in features.items()}
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     norms = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(a @ b) / norms if norms > 0 else 0.0
@@ -72,46 +85,64 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 class UpdateFeatures:
     """Per-round features of the models a domain saw its senders publish.
 
-    A sender's *update* is estimated as its model minus the mean of the domain's models of
-    the previous round (the FedAvg aggregate a node of a fully connected domain started
-    from), so it needs no word from the sender. Each update is compared with the round's median update:
+    A sender's *update* is its model minus the model it started the round from. The
+    inspection service knows that start exactly for an honest FedAvg node: the sample-weighted
+    mean of its own previous model and the models it received (every frame towards a local
+    node crosses the mirror); it is passed in as ``references``. Without one (the first round)
+    the round's mean model stands in. Each update is compared with the round's median update:
 
     * ``distance``: ``|u - median| / median over senders of the same``, log-scaled;
     * ``cosine``: cosine to the median update, mapped from [-1, 1] to [0, 1];
     * ``sign_agreement``: share of coordinates whose sign matches the median update's;
     * ``norm_ratio``: ``|u| / median |u|``, log-scaled up to 10 (1 maps to 0.29);
-    * ``change``: cosine of this update to the sender's previous one, mapped to [0, 1].
+    * ``change``: cosine of this update to the sender's previous one, relative to the other
+      senders' (0.5 = turned as much as the median sender): after a disruption every honest
+      node changes course at once, which is no sign against any one of them.
     """
 
     def __init__(self) -> None:
-        self._previous_mean: np.ndarray | None = None
         self._previous_update: dict[str, np.ndarray] = {}
 
-    def round_features(self, models: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    def round_features(self, models: dict[str, np.ndarray],
+                       references: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
         """Features of every sender of one round (``models``: sender -> flat model)."""
         if not models:
             return {}
+        references = references or {}
         names = sorted(models)
         stacked = np.stack([models[n] for n in names]).astype(np.float64)
         mean_model = stacked.mean(axis=0)
-        reference = self._previous_mean if self._previous_mean is not None else mean_model
-        updates = stacked - reference
+        updates = np.stack([models[n] - references.get(n, mean_model) for n in names])
         median_update = np.median(updates, axis=0)
         distances = np.linalg.norm(updates - median_update, axis=1)
         typical_distance = max(float(np.median(distances)), 1e-12)
         norms = np.linalg.norm(updates, axis=1)
         typical_norm = max(float(np.median(norms)), 1e-12)
         signs = np.sign(median_update)
+        turns = {n: _cosine(updates[i], self._previous_update[n]) for i, n in enumerate(names)
+                 if n in self._previous_update}
+        typical_turn = float(np.median(list(turns.values()))) if turns else 0.0
         features = {}
         for i, name in enumerate(names):
-            previous = self._previous_update.get(name)
             features[name] = {
                 "distance": log_scaled(distances[i] / typical_distance, 100.0),
                 "cosine": (_cosine(updates[i], median_update) + 1) / 2,
                 "sign_agreement": float(np.mean(np.sign(updates[i]) == signs)),
                 "norm_ratio": log_scaled(norms[i] / typical_norm, 10.0),
-                "change": (_cosine(updates[i], previous) + 1) / 2 if previous is not None else 1.0,
+                "change": min(1.0, max(0.0, 0.5 + (turns[name] - typical_turn) / 2)) if name in turns else 0.5,
             }
             self._previous_update[name] = updates[i]
-        self._previous_mean = mean_model
         return features
+
+
+def fedavg_references(previous: dict[str, tuple[np.ndarray, int]], received: dict[str, set[str]],
+                      nodes: list[str]) -> dict[str, np.ndarray]:
+    """Where each node's next round starts under FedAvg: the sample-weighted mean of its own
+    previous model and the previous models it received (``previous``: sender -> (model, samples))."""
+    references = {}
+    for node in nodes:
+        inputs = [previous[n] for n in sorted({node} | received.get(node, set())) if n in previous]
+        if node in previous and inputs:
+            weights = np.array([w for _, w in inputs], dtype=np.float64)
+            references[node] = weights @ np.stack([m for m, _ in inputs]) / weights.sum()
+    return references

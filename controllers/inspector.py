@@ -26,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.wire import DEFAULT_MAX_PAYLOAD, FrameError, FrameReader, ModelFrame
+from agents.wire import DEFAULT_MAX_PAYLOAD, MAGIC, FrameError, FrameReader, ModelFrame
 
 LOG = logging.getLogger("sdfl.inspector")
 ETH_P_ALL = 0x0003
-MAX_OUT_OF_ORDER = 256
-"""Segments held per stream while a gap is open; beyond that the stream is given up."""
+MAX_OUT_OF_ORDER = 64
+"""Segments held per stream while a gap is open; beyond that the lost bytes are skipped and
+the stream resynchronises at the next frame's magic."""
+RECEIVE_BUFFER = 32 * 1024 * 1024
+"""A round's models arrive as one burst; a small socket buffer would drop mirrored packets."""
 
 
 @dataclass
@@ -52,7 +55,7 @@ class StreamAssembler:
 
     def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False) -> list[ModelFrame]:
         stream = self.streams.get(key)
-        if syn or stream is None:
+        if syn or stream is None or stream.next_seq is None:
             stream = _Stream(seq + 1 if syn else seq, FrameReader(self.max_payload))
             self.streams[key] = stream
             if syn:
@@ -60,11 +63,12 @@ class StreamAssembler:
         if stream.failed or not payload:
             return []
         if seq != stream.next_seq:
-            if (seq - stream.next_seq) % 2**32 < 2**31:  # ahead: hold it until the gap fills
-                stream.pending[seq] = payload
-                if len(stream.pending) > MAX_OUT_OF_ORDER:
-                    self._fail(key, stream, "gap never filled")
-            return []  # behind: a retransmission of bytes already read
+            if (seq - stream.next_seq) % 2**32 >= 2**31:
+                return []  # behind: a retransmission of bytes already read
+            stream.pending[seq] = payload  # ahead: hold it until the gap fills
+            if len(stream.pending) <= MAX_OUT_OF_ORDER:
+                return []
+            return self._resynchronise(key, stream)
         data = bytearray(payload)
         stream.next_seq = (seq + len(payload)) % 2**32
         while stream.next_seq in stream.pending:
@@ -77,6 +81,28 @@ class StreamAssembler:
             self._fail(key, stream, str(error))
             return []
 
+    def _resynchronise(self, key, stream: _Stream) -> list[ModelFrame]:
+        """Give the lost bytes up: restart at the first frame magic after the gap."""
+        first = min(stream.pending, key=lambda q: (q - stream.next_seq) % 2**32)
+        self.rejections.append(f"{key[0]}:{key[1]}: lost {(first - stream.next_seq) % 2**32} mirrored bytes; "
+                               "resynchronising at the next frame")
+        data, seq = bytearray(), first
+        while seq in stream.pending:
+            chunk = stream.pending.pop(seq)
+            data += chunk
+            seq = (seq + len(chunk)) % 2**32
+        stream.next_seq = seq
+        stream.reader = FrameReader(self.max_payload)
+        start = bytes(data).find(MAGIC)
+        if start < 0:
+            stream.next_seq = None  # nothing to hold on to: wait for the next segment
+            return []
+        try:
+            return stream.reader.feed(bytes(data[start:]))
+        except FrameError as error:
+            self._fail(key, stream, str(error))
+            return []
+
     def _fail(self, key, stream: _Stream, reason: str) -> None:
         stream.failed = True
         stream.pending.clear()
@@ -84,31 +110,45 @@ class StreamAssembler:
 
 
 class RoundCollector:
-    """One model per (sender, round); a round is complete when every expected sender's model
-    arrived, or ``wait_s`` after its first one (a banned or dead sender holds no one up)."""
+    """Models by round: one per sender (first copy), and which senders each receiver got.
+
+    A round is *complete* when every local sender's model arrived, or ``wait_s`` after its
+    first one (a banned or dead sender holds no one up). Frames keep being recorded for the
+    round before the newest complete one, so a late copy still counts as received when that
+    round serves as the next one's starting point.
+    """
 
     def __init__(self, senders: list[str], wait_s: float) -> None:
         self.senders = set(senders)
         self.wait_s = wait_s
-        self._rounds: dict[int, dict[str, np.ndarray]] = {}
+        self.models: dict[int, dict[str, tuple[np.ndarray, int]]] = {}
+        self.received: dict[int, dict[str, set[str]]] = {}
         self._first: dict[int, float] = {}
         self.done_up_to = 0
 
-    def add(self, now: float, sender: str, round_: int, vector: np.ndarray) -> None:
-        if round_ <= self.done_up_to or sender not in self.senders:
+    def add(self, now: float, sender: str, receiver: str, round_: int, vector: np.ndarray, samples: int) -> None:
+        if round_ < self.done_up_to:
             return
-        self._rounds.setdefault(round_, {}).setdefault(sender, vector)
-        self._first.setdefault(round_, now)
+        self.models.setdefault(round_, {}).setdefault(sender, (vector, samples))
+        self.received.setdefault(round_, {}).setdefault(receiver, set()).add(sender)
+        if sender in self.senders and round_ > self.done_up_to:
+            self._first.setdefault(round_, now)
 
-    def complete(self, now: float) -> list[tuple[int, dict[str, np.ndarray]]]:
+    def complete(self, now: float) -> list[int]:
         ready = []
-        for round_ in sorted(self._rounds):
-            models = self._rounds[round_]
-            if len(models) == len(self.senders) or now - self._first[round_] >= self.wait_s:
-                ready.append((round_, self._rounds.pop(round_)))
+        for round_ in sorted(self._first):
+            local = self.senders & set(self.models.get(round_, {}))
+            if local == self.senders or now - self._first[round_] >= self.wait_s:
+                ready.append(round_)
                 del self._first[round_]
                 self.done_up_to = max(self.done_up_to, round_)
+        for old in [r for r in self.models if r < self.done_up_to - 1]:
+            self.models.pop(old, None)
+            self.received.pop(old, None)
         return ready
+
+    def local_models(self, round_: int) -> dict[str, np.ndarray]:
+        return {n: m for n, (m, _) in self.models.get(round_, {}).items() if n in self.senders}
 
 
 def parse_tcp(frame: bytes):
@@ -127,18 +167,20 @@ def parse_tcp(frame: bytes):
 
 
 def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
-    from controllers.features import UpdateFeatures
+    from controllers.features import UpdateFeatures, fedavg_references
     from sdfl.jsonl import JsonLinesWriter
 
     entry = next(d for d in description["domains"] if d["id"] == domain)
     local = [h for h in description["hosts"] if h["domain"] == domain]
-    name_of_ip = {h["ip"]: h["name"] for h in local}
+    name_of_ip = {h["ip"]: h["name"] for h in description["hosts"]}
+    local_names = {h["name"] for h in local}
     controller = (entry["inspection"]["host"], entry["inspection"]["port"])
     assembler = StreamAssembler()
     collector = RoundCollector([h["name"] for h in local], wait_s)
     features = UpdateFeatures()
     log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RECEIVE_BUFFER)
     raw.bind((entry["monitor"]["interface"], 0))
     raw.settimeout(0.2)
     report = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -160,15 +202,20 @@ def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
             now = time.time()
             if parsed is not None:
                 src, sport, dst, dport, seq, syn, payload = parsed
-                sender = name_of_ip.get(src)
-                for frame in assembler.feed((src, sport, dst, dport), seq, payload, syn) if sender else ():
+                sender, receiver = name_of_ip.get(src), name_of_ip.get(dst)
+                relevant = sender is not None and (sender in local_names or receiver in local_names)
+                for frame in assembler.feed((src, sport, dst, dport), seq, payload, syn) if relevant else ():
                     if frame.sender != sender:
                         log.write({"type": "sender_mismatch", "time": now, "address_of": sender,
                                    "claimed": frame.sender, "round": frame.round})
                     vector = np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64)
-                    collector.add(now, sender, frame.round, vector)
-            for round_, models in collector.complete(now):
-                per_sender = features.round_features(models)
+                    collector.add(now, sender, receiver, frame.round, vector, frame.samples)
+            for round_ in collector.complete(now):
+                references = fedavg_references(collector.models.get(round_ - 1, {}),
+                                               collector.received.get(round_ - 1, {}), sorted(local_names))
+                per_sender = {n: f for n, f in features.round_features(collector.local_models(round_),
+                                                                       references).items()
+                              if n in references}  # no starting point known: no measurable update
                 message = {"round": round_, "features": per_sender}
                 report.sendto(json.dumps(message).encode(), controller)
                 log.write({"type": "update_features", "time": now, **message})

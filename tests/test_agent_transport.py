@@ -114,3 +114,19 @@ def test_agents_reject_a_garbage_sender_and_go_on_without_waiting_for_it(tmp_pat
         assert all(r["round_time_s"] < 15 for r in records)  # excused, not waited for until the deadline
         assert records[-1]["attack"] is None
     assert [r["attack"] for r in read_jsonl(tmp_path / "agent-d2h1.jsonl")] == ["garbage", "garbage"]
+
+
+def test_a_neighbour_that_missed_a_round_costs_one_deadline_not_one_per_round():
+    inbox = Inbox(["a", "b"], grace_s=0.2)
+    inbox.put(frame("a", 1))
+    began = time.monotonic()
+    assert [f.sender for f in inbox.collect(1, began + 0.5)] == ["a"]  # b missing: the deadline
+    assert inbox.absent == {"b"}
+    inbox.put(frame("a", 2))
+    began = time.monotonic()
+    assert [f.sender for f in inbox.collect(2, began + 30)] == ["a"]
+    assert time.monotonic() - began < 5  # only the grace, not the 30 s deadline
+    inbox.put(frame("a", 3))
+    inbox.put(frame("b", 3))  # b is back on time: present again
+    assert [f.sender for f in inbox.collect(3, time.monotonic() + 30)] == ["a", "b"]
+    assert inbox.absent == set()

@@ -44,7 +44,7 @@ def test_update_features_single_out_a_sign_flipper_without_its_word():
         models = {n: start + direction + rng.normal(0, 0.01, 200) for n in names}
         if round_ == 3:
             models["d1h4"] = start - 4 * direction
-        features = tracker.round_features(models)
+        features = tracker.round_features(models, {n: start for n in names})
         model = np.median(np.stack(list(models.values())), axis=0)
     assert set(features) == set(names) and all(set(f) == set(UPDATE_FEATURES) for f in features.values())
     assert all(0.0 <= v <= 1.0 for f in features.values() for v in f.values())
@@ -52,7 +52,7 @@ def test_update_features_single_out_a_sign_flipper_without_its_word():
     assert flipper["cosine"] < 0.2 < 0.8 < honest["cosine"]
     assert flipper["sign_agreement"] < 0.3 < 0.7 < honest["sign_agreement"]
     assert flipper["distance"] > honest["distance"] and flipper["norm_ratio"] > honest["norm_ratio"]
-    assert flipper["change"] < 0.2 < 0.8 < honest["change"]
+    assert flipper["change"] < 0.2 < 0.4 < honest["change"]  # it turned round; the others went on
 
 
 def normal_point(rng):
@@ -129,7 +129,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     rng = np.random.default_rng(0)
     config = DefenseConfig(update_warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
     defense = DomainDefense(1, HOSTS, config)
-    for round_ in range(1, 7):
+    for round_ in range(2, 7):  # round 1 is never observed: no update to measure
         for node in defense.local:
             assert defense.on_update(round_, node, jitter(NORMAL_UPDATE, rng), round_) == []  # warm-up
     actions = []

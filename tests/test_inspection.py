@@ -3,6 +3,7 @@
 import numpy as np
 
 from agents.wire import ModelFrame, encode
+from controllers.features import fedavg_references
 from controllers.inspector import RoundCollector, StreamAssembler, parse_tcp
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 
@@ -36,20 +37,29 @@ def test_a_stream_that_is_not_model_frames_is_given_up_with_a_reason():
     assert len(assembler.rejections) == 1 and "bad magic" in assembler.rejections[0]
 
 
-def test_a_round_completes_when_every_sender_is_in_or_after_the_wait():
+def test_a_round_completes_when_every_local_sender_is_in_or_after_the_wait():
     collector = RoundCollector(["d1h1", "d1h2"], wait_s=1.5)
-    collector.add(10.0, "d1h1", 1, np.ones(3))
-    collector.add(10.1, "d1h1", 1, np.zeros(3))  # the same model to another neighbour: first kept
-    collector.add(10.2, "d9h9", 1, np.ones(3))  # not a sender of this domain
+    collector.add(10.0, "d1h1", "d1h2", 1, np.ones(3), 10)
+    collector.add(10.1, "d1h1", "d2h1", 1, np.zeros(3), 10)  # the same model to another: first copy kept
+    collector.add(10.2, "d2h1", "d1h1", 1, np.full(3, 2.0), 30)  # a remote sender, received by d1h1
     assert collector.complete(10.3) == []
-    collector.add(10.4, "d1h2", 1, np.ones(3))
-    [(round_, models)] = collector.complete(10.4)
-    assert round_ == 1 and sorted(models) == ["d1h1", "d1h2"] and models["d1h1"].tolist() == [1, 1, 1]
-    collector.add(12.0, "d1h1", 2, np.ones(3))
+    collector.add(10.4, "d1h2", "d1h1", 1, np.ones(3), 10)
+    assert collector.complete(10.4) == [1]
+    assert sorted(collector.local_models(1)) == ["d1h1", "d1h2"]
+    assert collector.received[1] == {"d1h2": {"d1h1"}, "d2h1": {"d1h1"}, "d1h1": {"d2h1", "d1h2"}}
+    collector.add(11.0, "d2h2", "d1h2", 1, np.ones(3), 10)  # late copy of a finished round: still recorded
+    assert "d2h2" in collector.received[1]["d1h2"]
+    collector.add(12.0, "d1h1", "d1h2", 2, np.ones(3), 10)
     assert collector.complete(13.0) == []
-    assert [r for r, _ in collector.complete(13.6)] == [2]
-    collector.add(14.0, "d1h2", 2, np.ones(3))  # late for a finished round: dropped
-    assert collector.complete(20.0) == []
+    assert collector.complete(13.6) == [2]
+
+
+def test_fedavg_references_are_where_each_node_starts_its_next_round():
+    previous = {"a": (np.zeros(2), 10), "b": (np.ones(2), 30), "c": (np.full(2, 5.0), 10)}
+    references = fedavg_references(previous, {"a": {"b"}, "b": {"a", "c"}}, ["a", "b", "d"])
+    np.testing.assert_allclose(references["a"], [0.75, 0.75])  # (0 x 10 + 1 x 30) / 40
+    np.testing.assert_allclose(references["b"], [1.6, 1.6])  # (0 x 10 + 1 x 30 + 5 x 10) / 50
+    assert "d" not in references  # sent nothing last round: no starting point known
 
 
 def test_mirrored_packets_are_parsed_without_ethernet_padding():
@@ -82,3 +92,16 @@ def test_detection_is_scored_over_node_rounds_after_the_warm_up():
     assert score["time_to_ban_rounds_median"] == 1
     assert [b["node"] for b in score["bans"]] == ["a", "c"]  # the follow-up ban in domain 2 is no new decision
     assert score["by_kind"]["sign-flip"]["attackers_banned"] == ["a"]
+
+
+def test_a_lost_mirrored_segment_costs_its_frame_only():
+    data = frame_bytes("d1h1", 1, 0.5) + frame_bytes("d1h1", 2, 0.25) + frame_bytes("d1h1", 3, 0.125)
+    key = ("10.1.0.1", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    segments = [(1000 + i, data[i:i + 2]) for i in range(0, len(data), 2)]
+    frames = []
+    for seq, payload in segments[:3] + segments[4:]:  # the 4th segment never reached the mirror
+        frames += assembler.feed(key, seq, payload)
+    assert [f.round for f in frames] == [2, 3]
+    assert "resynchronising" in assembler.rejections[0]
