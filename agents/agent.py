@@ -22,6 +22,7 @@ from agents.wire import DEFAULT_MAX_PAYLOAD
 from sdfl.jsonl import JsonLinesWriter
 
 LOG = logging.getLogger("sdfl.agent")
+ABSENT_PROBE_EVERY = 5
 
 
 def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) -> int:
@@ -62,8 +63,11 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
             data = poisoner.outgoing(round_, frame, node.reference)
             sending_from = time.time()
             deadline = time.monotonic() + dfl["round_timeout_s"]
-            for sender in senders.values():
-                sender.send(data, deadline)
+            for peer, sender in senders.items():
+                # A neighbour absent last round (dead, or cut off by a ban) is only probed every
+                # ABSENT_PROBE_EVERY rounds: retrying it every round is traffic nobody receives.
+                if peer not in inbox.absent or round_ % ABSENT_PROBE_EVERY == 0:
+                    sender.send(data, deadline)
             frames = inbox.collect(round_, deadline)
             # The round ends when this node's model was delivered to every neighbour (or given up).
             # (A neighbour absent last round may be cut off: its ACKs never come back, so waiting

@@ -23,8 +23,8 @@ class DefenseConfig:
     """The scenario's ``[defense]`` knobs, as the controller needs them."""
 
     detector: str = "fuhst"
-    ban_after_m: int = 2
-    ban_after_n: int = 3
+    ban_after_m: int = 3
+    ban_after_n: int = 4
     flow_warmup_polls: int = 4
     update_warmup_rounds: int = 4
     window_size: int = 8

@@ -30,6 +30,7 @@ from agents.wire import DEFAULT_MAX_PAYLOAD, MAGIC, FrameError, FrameReader, Mod
 
 LOG = logging.getLogger("sdfl.inspector")
 ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not name it
 MAX_OUT_OF_ORDER = 64
 """Segments held per stream while a gap is open; beyond that the lost bytes are skipped and
 the stream resynchronises at the next frame's magic."""
@@ -180,7 +181,7 @@ def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
     features = UpdateFeatures()
     log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
     raw.bind((entry["monitor"]["interface"], 0))
     raw.settimeout(0.2)
     report = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -212,12 +212,18 @@ class Emulation:
         return {d: p.returncode for d, p in self.controllers.items() if p.poll() is not None}
 
     def raise_if_controller_died(self) -> None:
+        """A dead controller or inspection service ends the run, naming it and its last words."""
         dead = self.dead_controllers()
         if dead:
             domain, code = sorted(dead.items())[0]
             tail = _tail(self.log_path(domain))
             raise EmulationError(f"controller of domain {domain} exited with code {code}; "
                                  f"last lines of {self.log_path(domain)}:\n{tail}")
+        for domain, proc in sorted(self.inspectors.items()):
+            if proc.poll() is not None:
+                log = self.out_dir / f"inspector-d{domain}.log"
+                raise EmulationError(f"inspection service of domain {domain} exited with code {proc.returncode}; "
+                                     f"last lines of {log}:\n{_tail(log)}")
 
     def stop(self) -> None:
         """Stop everything this emulation started; safe to call more than once."""

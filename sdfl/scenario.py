@@ -55,7 +55,7 @@ SCHEMA: dict[str, Any] = {
         "detector": Field(str, "fuhst", one_of("fuhst", "threshold"),
                           "Half-Space Trees, or the static-threshold baseline"),
         "poll_interval": Field(float, 1.0, positive, "seconds between flow-stats polls"),
-        "ban_after": Field(str, "2/3", ban_after_check, "ban after m anomalous of a node's last n observations"),
+        "ban_after": Field(str, "3/4", ban_after_check, "ban after m anomalous of a node's last n observations"),
         "ban_duration_s": Field(float, 0.0, non_negative, "0 = for the rest of the run; else probation after"),
         "flow_warmup_polls": Field(int, 4, positive, "busy polls per host learned before flow verdicts"),
         "update_warmup_rounds": Field(int, 4, between(2, 10_000),
