@@ -63,18 +63,25 @@ def test_a_stalled_sender_is_cut_off():
         listener.close()
 
 
-def test_three_agents_train_together_over_loopback_tcp(tmp_path):
-    nodes = ["d1h1", "d1h2", "d2h1"]
-    description = {"hosts": [{"name": n, "ip": f"127.0.{i + 1}.1"} for i, n in enumerate(nodes)]}
-    scenario = load_scenario(None, ["dfl.rounds=3", f"dfl.port={free_port()}", "dfl.round_timeout_s=10"])
-    config = {"scenario": scenario, "nodes": nodes,
-              "neighbours": {n: [m for m in nodes if m != n] for n in nodes}}
-    threads = [threading.Thread(target=run_agent, args=(description, config, n, tmp_path)) for n in nodes]
+NODES = ["d1h1", "d1h2", "d2h1"]
+
+
+def run_three_agents(out, overrides, attacks=()):
+    """The three NODES as agent threads on their own loopback addresses, all neighbours."""
+    description = {"hosts": [{"name": n, "ip": f"127.0.{i + 1}.1"} for i, n in enumerate(NODES)]}
+    scenario = load_scenario(None, [f"dfl.port={free_port()}", *overrides])
+    config = {"scenario": scenario, "nodes": NODES, "attacks": list(attacks),
+              "neighbours": {n: [m for m in NODES if m != n] for n in NODES}}
+    threads = [threading.Thread(target=run_agent, args=(description, config, n, out)) for n in NODES]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    for node in nodes:
+
+
+def test_three_agents_train_together_over_loopback_tcp(tmp_path):
+    run_three_agents(tmp_path, ["dfl.rounds=3", "dfl.round_timeout_s=10"])
+    for node in NODES:
         records = read_jsonl(tmp_path / f"agent-{node}.jsonl")
         assert [r["round"] for r in records] == [1, 2, 3]
         assert all(r["missing"] == [] and len(r["received_from"]) == 2 for r in records)
@@ -94,19 +101,9 @@ def test_a_rejected_stream_excuses_its_sender_for_the_round():
 
 
 def test_agents_reject_a_garbage_sender_and_go_on_without_waiting_for_it(tmp_path):
-    nodes = ["d1h1", "d1h2", "d2h1"]
-    description = {"hosts": [{"name": n, "ip": f"127.0.{i + 1}.1"} for i, n in enumerate(nodes)]}
-    scenario = load_scenario(None, ["dfl.rounds=2", f"dfl.port={free_port()}", "dfl.round_timeout_s=30",
-                                    "dfl.round_period_s=0"])
     garbage = {"kind": "garbage", "category": "poisoning", "nodes": ["d2h1"], "rounds": [1, 2],
                "params": {"mode": "inf"}}
-    config = {"scenario": scenario, "nodes": nodes, "attacks": [garbage],
-              "neighbours": {n: [m for m in nodes if m != n] for n in nodes}}
-    threads = [threading.Thread(target=run_agent, args=(description, config, n, tmp_path)) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    run_three_agents(tmp_path, ["dfl.rounds=2", "dfl.round_timeout_s=30", "dfl.round_period_s=0"], [garbage])
     for node in ("d1h1", "d1h2"):
         records = read_jsonl(tmp_path / f"agent-{node}.jsonl")
         assert [r["missing"] for r in records] == [["d2h1"], ["d2h1"]]
