@@ -174,17 +174,17 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     """``detection``, ``overhead`` and ``traffic`` figures of a run with FU-HST on."""
     rounds = scenario["dfl"]["rounds"]
     records = agent_records(out, nodes)
-    controller = [r for d in range(1, scenario["network"]["domains"] + 1)
-                  for r in read_jsonl(out / f"controller-d{d}.jsonl")]
+    by_domain = {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, scenario["network"]["domains"] + 1)}
+    controller = [r for records_of_domain in by_domain.values() for r in records_of_domain]
     intervals = ban_intervals(controller)
     malicious = set(malicious_nodes(attacks))
     detection = score_detection(attacking_pairs(attacks), intervals, round_ends(records, rounds), nodes, malicious,
                                 scenario["defense"]["update_warmup_rounds"],
                                 [r for r in controller if r.get("type") == "ban"])
     control_bytes = sum(r["bytes"] for r in controller if r.get("type") == "notice_sent")
-    detector_cpu = sum(max((r["detector_cpu_s"] for r in read_jsonl(out / f"controller-d{d}.jsonl")
-                            if r.get("type") == "defense_stats"), default=0.0)
-                       for d in range(1, scenario["network"]["domains"] + 1))
+    # Each controller reports its cumulative detector CPU time; the last report is its total.
+    detector_cpu = sum(max((r["detector_cpu_s"] for r in records_of_domain if r.get("type") == "defense_stats"),
+                           default=0.0) for records_of_domain in by_domain.values())
     agents_cpu = sum(max((r.get("cpu_s", 0.0) for r in records if r["node"] == n), default=0.0) for n in nodes)
     sent = {(r["src_ip"], r["kind"]): r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"}
     ip_of = {h["name"]: h["ip"] for h in json.loads((out / "network.json").read_text())["hosts"]}
