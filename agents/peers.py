@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-PEER_GRAPHS = ("full", "ring", "random-k", "domain-full+border")
+PEER_GRAPHS = ("full", "ring", "random-k", "domain-full+border", "domain-full+paired")
 
 
 def peer_graph(kind: str, nodes: list[str], domain_of: dict[str, int],
@@ -16,7 +16,10 @@ def peer_graph(kind: str, nodes: list[str], domain_of: dict[str, int],
     * ``full``: everyone; ``ring``: the two nodes beside it in name order;
     * ``random-k``: each node draws ``k`` partners, links are made symmetric;
     * ``domain-full+border``: everyone in the same domain, plus the first node of each domain
-      linked to the first node of every neighbouring domain (the domain graph's edges).
+      linked to the first node of every neighbouring domain (the domain graph's edges);
+    * ``domain-full+paired``: everyone in the same domain, plus every node linked to the node
+      of the same rank in every neighbouring domain, so that cutting off one node (a ban) never
+      cuts a domain off the federation.
     """
     ordered = sorted(nodes)
     edges: set[tuple[str, str]] = set()
@@ -31,7 +34,7 @@ def peer_graph(kind: str, nodes: list[str], domain_of: dict[str, int],
             others = [n for n in ordered if n != node]
             for partner in rng.choice(others, size=min(k, len(others)), replace=False):
                 edges.add(tuple(sorted((node, str(partner)))))
-    elif kind == "domain-full+border":
+    elif kind in ("domain-full+border", "domain-full+paired"):
         by_domain: dict[int, list[str]] = {}
         for node in ordered:
             by_domain.setdefault(domain_of[node], []).append(node)
@@ -39,7 +42,9 @@ def peer_graph(kind: str, nodes: list[str], domain_of: dict[str, int],
             edges |= set(itertools.combinations(members, 2))
         for a, b in domain_edges:
             if a in by_domain and b in by_domain:
-                edges.add(tuple(sorted((by_domain[a][0], by_domain[b][0]))))
+                pairs = zip(by_domain[a], by_domain[b]) if kind == "domain-full+paired" else [
+                    (by_domain[a][0], by_domain[b][0])]
+                edges |= {tuple(sorted(pair)) for pair in pairs}
     else:
         raise ValueError(f"unknown peer graph {kind!r}; choose one of {', '.join(PEER_GRAPHS)}")
     neighbours: dict[str, list[str]] = {n: [] for n in ordered}

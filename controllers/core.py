@@ -37,8 +37,17 @@ CONTROLLER = "controller"
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
 ARP_REQUEST = 1
+IP_PROTO_ICMP = 1
 IP_PROTO_TCP = 6
 IP_PROTO_UDP = 17
+TCP_SYN, TCP_RST, TCP_ACK = 0x002, 0x004, 0x010
+# What a host sends because someone else sent to it: TCP resets and SYN-ACKs, ICMP echo
+# replies (0), destination-unreachable (3) and time-exceeded (11) errors.
+REPLY_MATCHES = (
+    (("ip_proto", IP_PROTO_TCP), ("tcp_flags", (TCP_RST, TCP_RST))),
+    (("ip_proto", IP_PROTO_TCP), ("tcp_flags", (TCP_SYN | TCP_ACK, TCP_SYN | TCP_ACK))),
+    *((("ip_proto", IP_PROTO_ICMP), ("icmpv4_type", icmp_type)) for icmp_type in (0, 3, 11)),
+)
 
 TABLE_ADMISSION = 0
 TABLE_FLOWS = 1
@@ -66,6 +75,7 @@ class RuleKind(IntEnum):
     FLOW_OVERFLOW = 13
     BAN_PORT = 14
     BAN_SOURCE = 15
+    HOST_REPLY = 16
 
 
 def make_cookie(kind: RuleKind, subject: int = 0) -> int:
@@ -154,6 +164,8 @@ class HostCounters:
 
     packets: int = 0
     bytes: int = 0
+    reply_packets: int = 0
+    reply_bytes: int = 0
     arp_packets: int = 0
     dropped_packets: int = 0
     dropped_bytes: int = 0
@@ -311,6 +323,13 @@ class DomainCore:
                     (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", host["ip"])),
                     make_cookie(RuleKind.FORWARD_LOCAL, key), outputs=(port,),
                 ),
+            ]
+            # Replies pass without a microflow or packet-in and are counted apart: answering a
+            # scan or a flood is not attacking (see controllers.features.flow_features).
+            rules += [
+                FlowRule(TABLE_FLOWS, 90, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"])) + reply,
+                         make_cookie(RuleKind.HOST_REPLY, key), goto=TABLE_FORWARDING)
+                for reply in REPLY_MATCHES
             ]
         monitor_here = bool(self._monitor) and self._monitor["switch"] == switch
         for border in sorted(self._borders, key=lambda b: b["neighbour"]):
@@ -530,6 +549,9 @@ class DomainCore:
                 counters.bytes += entry.byte_count
             if kind is RuleKind.HOST_WATCHED_PORT:
                 counters.watched_port_bytes[watched] = entry.byte_count - ETH_HEADER_BYTES * entry.packet_count
+            elif kind is RuleKind.HOST_REPLY:
+                counters.reply_packets += entry.packet_count
+                counters.reply_bytes += entry.byte_count
             elif kind is RuleKind.HOST_ARP:
                 counters.arp_packets += entry.packet_count
             elif kind is RuleKind.BAN_PORT:

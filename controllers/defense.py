@@ -10,12 +10,15 @@ the notice, so one detection cuts a node off everywhere.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
+
+import numpy as np
 
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, encode_notice
 from controllers.detector import Evidence, StreamDetector, ThresholdStream
-from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, relative_to_peers
+from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,11 @@ class DefenseConfig:
     detector: str = "fuhst"
     ban_after_m: int = 3
     ban_after_n: int = 4
-    flow_warmup_polls: int = 4
-    update_warmup_rounds: int = 4
+    warmup_rounds: int = 4
+    flow_span_s: float = 2.0
     window_size: int = 8
-    n_trees: int = 25
-    height: int = 8
+    n_trees: int = 50
+    height: int = 6
     quantile: float = 1.0
     margin: float = 0.15
     threshold_k: float = 4.0
@@ -39,8 +42,8 @@ class DefenseConfig:
     @classmethod
     def from_scenario(cls, defense: dict, seed: int) -> DefenseConfig:
         m, _, n = defense["ban_after"].partition("/")
-        return cls(defense["detector"], int(m), int(n), defense["flow_warmup_polls"],
-                   defense["update_warmup_rounds"], defense["window_size"], defense["n_trees"],
+        return cls(defense["detector"], int(m), int(n), defense["warmup_rounds"],
+                   defense["flow_span_s"], defense["window_size"], defense["n_trees"],
                    defense["height"], defense["quantile"], defense["margin"], defense["threshold_k"],
                    defense["ban_duration_s"], seed)
 
@@ -72,50 +75,60 @@ class DomainDefense:
         self.local = sorted(h["name"] for h in hosts if h["domain"] == domain)
         self.key_of = {h["name"]: (h["domain"] << 8) | h["index"] for h in hosts}
         self.name_of = {k: n for n, k in self.key_of.items()}
-        n_local = max(1, len(self.local))
-        self.streams = {
-            Stream.FLOW: self._detector(FLOW_FEATURES, config.flow_warmup_polls * n_local, 1),
-            # Round 1 has no starting point to measure updates from, so it is never observed.
-            Stream.UPDATE: self._detector(UPDATE_FEATURES, max(1, config.update_warmup_rounds - 1) * n_local, 2),
-        }
+        self.streams = {Stream.FLOW: self._detector(FLOW_FEATURES, 1),
+                        Stream.UPDATE: self._detector(UPDATE_FEATURES, 2)}
+        # The last DFL round the domain has seen updates of: both streams learn until the
+        # warm-up rounds are over (the flow stream's polls have no round of their own).
+        self.round = 0
+        self._warmup_flows: collections.deque = collections.deque(maxlen=4096)
+        self.normal_flow: dict[str, float] = {}
         self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
         self.banned_until: dict[str, float] = {}
         self.seq = 0
         self.notice_bytes_sent = 0
 
-    def _detector(self, keys, warmup: int, salt: int):
+    def _detector(self, keys, salt: int):
         c = self.config
         if c.detector == "threshold":
-            return ThresholdStream(keys, warmup=warmup, k=c.threshold_k)
-        window = max(2, min(c.window_size, warmup - 1))
-        return StreamDetector(keys, warmup=max(warmup, window + 1), quantile=c.quantile, margin=c.margin,
-                              n_trees=c.n_trees, height=c.height, window_size=window, seed=c.seed * 7 + salt)
+            return ThresholdStream(keys, k=c.threshold_k)
+        return StreamDetector(keys, quantile=c.quantile, margin=c.margin, n_trees=c.n_trees, height=c.height,
+                              window_size=c.window_size, seed=c.seed * 7 + salt)
 
     def banned(self, node: str) -> bool:
         return node in self.banned_until
 
     def on_poll(self, now: float, features: dict[str, dict[str, float]]) -> list:
-        """One poll interval of the domain's hosts (absolute flow features per host).
+        """One poll of the domain's hosts (absolute flow features per host).
 
-        Each host is judged on its features relative to its peers in the same poll
-        (:func:`controllers.features.relative_to_peers`). Silent hosts (nothing sent, nothing
-        dropped) are no observation: an idle host attacks no one, and a warm-up full of
-        identical silences would teach the trees that any traffic at all is anomalous.
+        Each host is judged on its excess over its peers in the same poll and over the domain's
+        normal level (:func:`controllers.features.excess_over_normal`); that level is the
+        median of the warm-up's busy polls. Silent hosts (nothing sent, nothing dropped) are no
+        observation: an idle host attacks no one.
         """
-        relative = relative_to_peers({n: f for n, f in features.items() if not self.banned(n)})
+        busy = {n: f for n, f in features.items()
+                if not self.banned(n) and (f["packet_rate"] > 0 or f["dropped_rate"] > 0)}
+        if self.round < self.config.warmup_rounds:
+            self._warmup_flows += busy.values()
+            self.normal_flow = {k: float(np.median([f[k] for f in self._warmup_flows])) for k in FLOW_FEATURES} \
+                if self._warmup_flows else {}
+        excess = excess_over_normal({n: f for n, f in features.items() if not self.banned(n)}, self.normal_flow)
         actions: list = []
-        for node, absolute in sorted(features.items()):
-            if node in relative and (absolute["packet_rate"] > 0 or absolute["dropped_rate"] > 0):
-                actions += self._observe(now, Stream.FLOW, node, relative[node], None)
+        for node in sorted(busy):
+            actions += self._observe(now, Stream.FLOW, node, excess[node], None)
         return actions
 
     def on_update(self, now: float, node: str, features: dict[str, float], round_: int) -> list:
+        self.round = max(self.round, round_)
         return self._observe(now, Stream.UPDATE, node, features, round_)
 
     def _observe(self, now: float, stream: Stream, node: str, features: dict, round_: int | None) -> list:
         if node not in self.local or self.banned(node):
             return []  # a banned node's traffic never reaches the detector's idea of normal
-        verdict = self.streams[stream].observe(features)
+        if stream is Stream.UPDATE:
+            warming_up = round_ <= self.config.warmup_rounds
+        else:  # polls learn until the last warm-up round's updates arrive, i.e. that round's end
+            warming_up = self.round < self.config.warmup_rounds
+        verdict = self.streams[stream].observe(features, warming_up)
         if verdict.warming_up:
             return []
         actions: list = []

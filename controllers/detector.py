@@ -1,8 +1,10 @@
 """FU-HST's decisions: streaming Half-Space Trees per observation stream, evidence, bans.
 
 Pure Python over river; time is passed in. One :class:`StreamDetector` per stream (flow
-features per poll, update features per round) learns what normal looks like during a warm-up,
-then scores every observation against a threshold calibrated on the warm-up's own scores. It
+features per poll, update features per round) learns what normal looks like during a warm-up
+(the caller says when an observation belongs to it: the first DFL rounds, before any attack
+can be told apart from normal), then scores every observation against a threshold calibrated
+on the warm-up's own scores. It
 never learns from an observation it flagged, so an attacker cannot teach it that attacking is
 normal. :class:`Evidence` turns flags into bans: m anomalous of a node's last n observations.
 :class:`ThresholdStream` is the static baseline with the same interface.
@@ -34,20 +36,16 @@ class StreamDetector:
     ----------
     keys:
         The feature names, all in [0, 1].
-    warmup:
-        Observations learned before any is judged. HST scores 0 until its first window is
-        full, so only the scores after ``window_size`` observations calibrate the threshold.
     quantile, margin:
-        Threshold = the warm-up scores' ``quantile`` plus ``margin``.
+        Threshold = the warm-up scores' ``quantile`` plus ``margin``. HST scores 0 until its
+        first window is full, so only later warm-up scores calibrate it, and the warm-up goes
+        on past the caller's end until at least ``min_calibration`` such scores exist.
     """
 
-    def __init__(self, keys, warmup: int = 60, quantile: float = 0.99, margin: float = 0.05,
-                 n_trees: int = 25, height: int = 8, window_size: int = 20, seed: int = 0) -> None:
-        if warmup <= window_size:
-            raise ValueError(f"warm-up ({warmup}) must exceed the HST window ({window_size}): "
-                             "its first window scores nothing")
+    def __init__(self, keys, quantile: float = 0.99, margin: float = 0.05, n_trees: int = 25,
+                 height: int = 8, window_size: int = 20, seed: int = 0, min_calibration: int = 4) -> None:
         self.keys = tuple(keys)
-        self.warmup = warmup
+        self.min_calibration = min_calibration
         self.quantile = quantile
         self.margin = margin
         self.window_size = window_size
@@ -58,11 +56,11 @@ class StreamDetector:
         self._warmup_scores: list[float] = []
         self.threshold: float | None = None
 
-    def observe(self, features: dict[str, float]) -> Verdict:
+    def observe(self, features: dict[str, float], warming_up: bool) -> Verdict:
         x = {k: float(features[k]) for k in self.keys}
         score = float(self.model.score_one(x))
         self.seen += 1
-        if self.seen <= self.warmup:
+        if self.threshold is None and (warming_up or len(self._warmup_scores) < self.min_calibration):
             if self.seen > self.window_size:
                 self._warmup_scores.append(score)
             self._learn(x)
@@ -85,20 +83,18 @@ class ThresholdStream:
     Score = the largest excess over a band in std-devs (0 inside every band).
     """
 
-    def __init__(self, keys, warmup: int = 60, k: float = 4.0, min_std: float = 0.02) -> None:
+    def __init__(self, keys, k: float = 4.0, min_std: float = 0.02, min_calibration: int = 4) -> None:
         self.keys = tuple(keys)
-        self.warmup = warmup
+        self.min_calibration = min_calibration
         self.k = k
         self.min_std = min_std
-        self.seen = 0
         self._samples: list[dict[str, float]] = []
         self.bands: dict[str, tuple[float, float, float]] | None = None
         self.threshold = 0.0
 
-    def observe(self, features: dict[str, float]) -> Verdict:
+    def observe(self, features: dict[str, float], warming_up: bool) -> Verdict:
         x = {k: float(features[k]) for k in self.keys}
-        self.seen += 1
-        if self.seen <= self.warmup:
+        if self.bands is None and (warming_up or len(self._samples) < self.min_calibration):
             self._samples.append(x)
             return Verdict(0.0, None, False, True)
         if self.bands is None:

@@ -22,6 +22,7 @@ runner sees a dead controller instead of a half-alive one.
 from __future__ import annotations
 
 import functools
+import collections
 import json
 import logging
 import os
@@ -101,7 +102,12 @@ class DomainController(BaseApp):
                       for d in description["domains"] if d["id"] != domain}
         self.detector_cpu_s = 0.0
         self.notice_bytes = {"sent": 0, "received": 0}
-        self._previous_counters: dict[str, tuple[float, dict]] = {}
+        # The last polls' counters per host: flow features are rates over ``flow_span_s``, about
+        # one round period, in which every honest host sends its models once (one poll apart,
+        # a host caught mid-send looks like a burst next to peers caught between rounds).
+        span_polls = max(1, round(config.flow_span_s / self.poll_interval))
+        self._recent_counters: dict[str, collections.deque] = collections.defaultdict(
+            lambda: collections.deque(maxlen=span_polls + 1))
         self.coordination = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.coordination.bind((entry["coordination"]["host"], entry["coordination"]["port"]))
         self.inspection = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -160,11 +166,11 @@ class DomainController(BaseApp):
     def _defend_with_flows(self, snapshot) -> None:
         features = {}
         for name, counters in sorted(snapshot.hosts.items()):
-            current = vars(counters)
-            previous = self._previous_counters.get(name)
-            self._previous_counters[name] = (snapshot.requested_at, current)
-            if previous is not None and snapshot.requested_at > previous[0]:
-                features[name] = flow_features(previous[1], current, snapshot.requested_at - previous[0])
+            recent = self._recent_counters[name]
+            recent.append((snapshot.requested_at, vars(counters)))
+            (since, previous), (now, current) = recent[0], recent[-1]
+            if now > since:
+                features[name] = flow_features(previous, current, now - since)
         self._carry_out(self._timed(self.defense.on_poll, snapshot.time, features))
         self._carry_out(self._timed(self.defense.expire, snapshot.time))
         self.event_log.write({"type": "defense_stats", "time": snapshot.time, "detector_cpu_s": self.detector_cpu_s,

@@ -25,7 +25,6 @@ FLOW_FEATURES = {
     "new_flow_rate": 1e4,
     "distinct_dsts": 256,
     "distinct_dst_ports": 1024,
-    "mean_packet_size": 1514,
     "packet_in_rate": 1e4,
     "dropped_rate": 1e5,
     "overflow_rate": 1e5,
@@ -41,22 +40,29 @@ def log_scaled(value: float, ceiling: float) -> float:
 def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, float]:
     """A host's behaviour between two polls. Counters only grow between polls, except the live
     flow counts, which are gauges; a counter that went down (a switch that reconnected and lost
-    its rules) counts as zero rather than negative."""
+    its rules) counts as zero rather than negative.
+
+    Packets and bytes are what the host *initiated*: its replies (TCP resets and SYN-ACKs, ICMP
+    echo replies and errors, counted apart by the edge switch) are left out, so the victim of a
+    scan or flood, answering it, does not look like its attacker. Mean packet size is not a
+    feature: every poll pairs model senders (full-size segments) with ACK-only receivers, so it
+    swings 20-fold in honest traffic and carries nothing a flood's rates do not.
+    """
     if seconds <= 0:
         raise ValueError(f"polls must be apart in time, got {seconds} s")
 
     def rate(key: str) -> float:
         return max(0, current[key] - previous[key]) / seconds
 
-    packets = max(0, current["packets"] - previous["packets"])
-    bytes_ = max(0, current["bytes"] - previous["bytes"])
+    def initiated(key: str) -> int:
+        return current[key] - current[f"reply_{key}"] - previous[key] + previous[f"reply_{key}"]
+
     raw = {
-        "packet_rate": packets / seconds,
-        "byte_rate": bytes_ / seconds,
+        "packet_rate": max(0, initiated("packets")) / seconds,
+        "byte_rate": max(0, initiated("bytes")) / seconds,
         "new_flow_rate": rate("flows_total"),
         "distinct_dsts": current["distinct_dsts"],
         "distinct_dst_ports": current["distinct_dst_ports"],
-        "mean_packet_size": bytes_ / packets if packets else 0.0,
         "packet_in_rate": rate("packet_ins"),
         "dropped_rate": rate("dropped_packets"),
         "overflow_rate": rate("overflow_packets"),
@@ -64,17 +70,21 @@ def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, fl
     return {key: log_scaled(raw[key], ceiling) for key, ceiling in FLOW_FEATURES.items()}
 
 
-def relative_to_peers(features: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Each host's features as offsets from the domain's median host in the same poll, mapped
-    to [0, 1] (0.5 = like its peers). DFL traffic comes in synchronized bursts, so what every
-    host does at once (a round's exchange, a quiet phase) is normal by construction, and a host
-    that floods or scans stands out against its peers rather than against the clock."""
+def excess_over_normal(features: dict[str, dict[str, float]], normal: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each host's features as their excess over the higher of two levels: the domain's median
+    host in the same poll and the domain's ``normal`` level (learned in warm-up).
+
+    DFL traffic comes in synchronized bursts, so what every host does at once (a round's
+    exchange) is normal by construction and a flooder or scanner stands out against its peers
+    rather than against the clock; the normal level keeps a lone honest host, talking while its
+    peers sit out a round deadline, from standing out against silence. Doing less than normal
+    is never evidence of an attack, so only excess counts: 0 = no more than normal.
+    """
     if not features:
         return {}
     keys = list(next(iter(features.values())))
-    medians = {k: float(np.median([f[k] for f in features.values()])) for k in keys}
-    return {node: {k: min(1.0, max(0.0, 0.5 + (f[k] - medians[k]))) for k in keys}
-            for node, f in features.items()}
+    level = {k: max(float(np.median([f[k] for f in features.values()])), normal.get(k, 0.0)) for k in keys}
+    return {node: {k: max(0.0, f[k] - level[k]) for k in keys} for node, f in features.items()}
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -179,7 +179,7 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     intervals = ban_intervals(controller)
     malicious = set(malicious_nodes(attacks))
     detection = score_detection(attacking_pairs(attacks), intervals, round_ends(records, rounds), nodes, malicious,
-                                scenario["defense"]["update_warmup_rounds"],
+                                scenario["defense"]["warmup_rounds"],
                                 [r for r in controller if r.get("type") == "ban"])
     control_bytes = sum(r["bytes"] for r in controller if r.get("type") == "notice_sent")
     # Each controller reports its cumulative detector CPU time; the last report is its total.

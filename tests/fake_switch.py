@@ -1,6 +1,6 @@
 """A tiny OpenFlow 1.3 flow table for tests: applies real OFPFlowMods, looks packets up.
 
-Enough of the pipeline for the controller's rules: exact and masked IPv4 matches, priorities,
+Enough of the pipeline for the controller's rules: exact, masked IPv4 and masked bit matches, priorities,
 apply-actions outputs and goto-table, per-entry packet counters.
 """
 
@@ -30,6 +30,9 @@ class Entry:
 def _field_matches(wanted, value) -> bool:
     if value is None:
         return False
+    if isinstance(wanted, tuple) and isinstance(wanted[0], int):  # bit field under a mask
+        bits, mask = wanted
+        return value & mask == bits & mask
     if isinstance(wanted, tuple):
         address, mask = wanted
         net = ipaddress.IPv4Network(f"{address}/{mask}", strict=False)

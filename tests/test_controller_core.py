@@ -81,6 +81,22 @@ def test_first_packet_of_a_flow_is_forwarded_and_copied_to_the_controller():
                                                           RuleKind.FORWARD_LOCAL]
 
 
+@pytest.mark.parametrize("reply", [
+    {"ip_proto": 6, "tcp_src": 22, "tcp_dst": 40000, "tcp_flags": 0x014},  # RST-ACK: port closed
+    {"ip_proto": 6, "tcp_src": 7000, "tcp_dst": 40000, "tcp_flags": 0x012},  # SYN-ACK
+    {"ip_proto": 1, "icmpv4_type": 3},  # port unreachable, answering a UDP flood
+    {"ip_proto": 1, "icmpv4_type": 0},  # echo reply
+])
+def test_a_hosts_replies_pass_without_a_packet_in_and_are_counted_apart(reply):
+    layout, _, switches = build_domains()
+    base = {k: v for k, v in ipv4_packet(layout, "d2h1", "d1h1").items() if k not in ("udp_src", "udp_dst")}
+    outputs, hits = switches[2].process({**base, **reply})
+    assert "controller" not in outputs and outputs
+    assert [split_cookie(h.cookie)[0] for h in hits][:2] == [RuleKind.HOST_IPV4, RuleKind.HOST_REPLY]
+    syn = {**base, "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 22, "tcp_flags": 0x002}
+    assert "controller" in switches[2].process(syn)[0]  # what it initiates is a new flow as before
+
+
 def test_spoofed_source_and_ipv6_are_dropped_and_counted_at_the_edge():
     layout, _, switches = build_domains()
     spoofed = ipv4_packet(layout, "d1h1", "d2h1", ipv4_src=layout.host("d1h2").ip)
@@ -185,6 +201,8 @@ def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
     for _ in range(3):
         switch.process(ipv4_packet(layout, "d1h1", "d2h2"))
     switch.process(ipv4_packet(layout, "d1h2", "d1h1", ipv4_src="10.1.0.9"))  # spoofed: dropped
+    reset = {**ipv4_packet(layout, "d1h1", "d2h2"), "ip_proto": 6, "tcp_src": 80, "tcp_dst": 4000, "tcp_flags": 0x14}
+    switch.process(reset)
     assert core.stats_request_due(10.0, 257)
     core.stats_request_sent(10.0, 257, xid=7)
     assert not core.stats_request_due(10.5, 257)
@@ -197,7 +215,8 @@ def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
         snapshots.append(core.on_flow_stats_part(11.0, 257, 7, [flow_entry(stat) for stat in reply.body], more))
     assert snapshots[:-1] == [None] * (len(parts) - 1)
     hosts = snapshots[-1].hosts
-    assert (hosts["d1h1"].packets, hosts["d1h1"].bytes) == (3, 300)
+    assert (hosts["d1h1"].packets, hosts["d1h1"].bytes) == (4, 400)
+    assert (hosts["d1h1"].reply_packets, hosts["d1h1"].reply_bytes) == (1, 100)
     assert hosts["d1h2"].packets == 0 and hosts["d1h2"].dropped_packets == 1
     assert core.stats_request_due(11.0, 257)
 

@@ -7,10 +7,17 @@ from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, decode_notice, encode_notice
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.detector import Evidence, StreamDetector, ThresholdStream
-from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, UpdateFeatures, flow_features, log_scaled
+from controllers.features import (
+    FLOW_FEATURES,
+    UPDATE_FEATURES,
+    UpdateFeatures,
+    excess_over_normal,
+    flow_features,
+    log_scaled,
+)
 
-ZERO = {"packets": 0, "bytes": 0, "flows_total": 0, "distinct_dsts": 0, "distinct_dst_ports": 0,
-        "packet_ins": 0, "dropped_packets": 0, "overflow_packets": 0}
+ZERO = {"packets": 0, "bytes": 0, "reply_packets": 0, "reply_bytes": 0, "flows_total": 0, "distinct_dsts": 0,
+        "distinct_dst_ports": 0, "packet_ins": 0, "dropped_packets": 0, "overflow_packets": 0}
 
 
 def counters(**values):
@@ -23,13 +30,22 @@ def test_flow_features_are_rates_between_polls_scaled_into_the_unit_interval():
     features = flow_features(before, after, seconds=2.0)
     assert set(features) == set(FLOW_FEATURES) and all(0.0 <= v <= 1.0 for v in features.values())
     assert features["packet_rate"] == pytest.approx(log_scaled(100, FLOW_FEATURES["packet_rate"]))
-    assert features["mean_packet_size"] == pytest.approx(log_scaled(1000, 1514))
+    assert features["byte_rate"] == pytest.approx(log_scaled(100_000, FLOW_FEATURES["byte_rate"]))
     assert features["new_flow_rate"] == pytest.approx(log_scaled(1, FLOW_FEATURES["new_flow_rate"]))
     flood = flow_features(before, counters(packets=10**7, bytes=10**10), seconds=1.0)
     assert flood["packet_rate"] == 1.0 and flood["byte_rate"] == 1.0
     assert flow_features(after, before, 1.0)["packet_rate"] == 0.0  # counters reset: not negative
     with pytest.raises(ValueError, match="apart in time"):
         flow_features(before, after, 0.0)
+
+
+def test_a_hosts_replies_are_not_counted_as_its_own_traffic():
+    """The victim of a scan answers every probe with a reset: that is not scanning."""
+    before = counters(packets=100, bytes=10_000)
+    answering = flow_features(before, counters(packets=3200, bytes=200_000, reply_packets=3000, reply_bytes=180_000),
+                              seconds=1.0)
+    quiet = flow_features(before, counters(packets=200, bytes=20_000), seconds=1.0)
+    assert answering["packet_rate"] == quiet["packet_rate"] and answering["byte_rate"] == quiet["byte_rate"]
 
 
 def test_update_features_single_out_a_sign_flipper_without_its_word():
@@ -61,24 +77,24 @@ def normal_point(rng):
 
 def test_warm_up_learns_then_a_calibrated_threshold_flags_what_is_far_from_normal():
     rng = np.random.default_rng(1)
-    detector = StreamDetector(("a", "b"), warmup=40, window_size=10, seed=3)
-    verdicts = [detector.observe(normal_point(rng)) for _ in range(40)]
+    detector = StreamDetector(("a", "b"), window_size=10, seed=3)
+    verdicts = [detector.observe(normal_point(rng), warming_up=True) for _ in range(40)]
     assert all(v.warming_up and not v.anomalous and v.threshold is None for v in verdicts)
-    normal = [detector.observe(normal_point(rng)) for _ in range(100)]
+    normal = [detector.observe(normal_point(rng), warming_up=False) for _ in range(100)]
     assert detector.threshold is not None and all(v.threshold == detector.threshold for v in normal)
     assert sum(v.anomalous for v in normal) <= 3
-    far = detector.observe({"a": 0.95, "b": 0.05})
+    far = detector.observe({"a": 0.95, "b": 0.05}, warming_up=False)
     assert far.anomalous and far.score > detector.threshold
 
 
 def test_the_detector_never_learns_from_what_it_flags():
     rng = np.random.default_rng(2)
-    detector = StreamDetector(("a", "b"), warmup=40, window_size=10, seed=3)
-    for _ in range(60):
-        detector.observe(normal_point(rng))
+    detector = StreamDetector(("a", "b"), window_size=10, seed=3)
+    for i in range(60):
+        detector.observe(normal_point(rng), warming_up=i < 40)
     learned = detector.learned
     attack = {"a": 0.95, "b": 0.05}
-    verdicts = [detector.observe(attack) for _ in range(200)]
+    verdicts = [detector.observe(attack, warming_up=False) for _ in range(200)]
     assert all(v.anomalous for v in verdicts)  # still anomalous after 200 tries: not learned
     assert detector.learned == learned
 
@@ -86,22 +102,26 @@ def test_the_detector_never_learns_from_what_it_flags():
 def test_same_seed_same_scores():
     def scores(seed):
         rng = np.random.default_rng(5)
-        detector = StreamDetector(("a", "b"), warmup=30, window_size=10, seed=seed)
-        return [detector.observe(normal_point(rng)).score for _ in range(60)]
+        detector = StreamDetector(("a", "b"), window_size=10, seed=seed)
+        return [detector.observe(normal_point(rng), warming_up=i < 30).score for i in range(60)]
     assert scores(1) == scores(1)
 
 
-def test_warm_up_must_outlast_the_first_window():
-    with pytest.raises(ValueError, match="must exceed the HST window"):
-        StreamDetector(("a",), warmup=10, window_size=10)
+def test_a_warm_up_too_short_to_calibrate_goes_on_until_it_can():
+    """HST scores nothing until its first window is full: a threshold needs scores after it."""
+    rng = np.random.default_rng(4)
+    detector = StreamDetector(("a",), window_size=10, min_calibration=4)
+    verdicts = [detector.observe({"a": rng.random()}, warming_up=i < 3) for i in range(20)]
+    assert [v.warming_up for v in verdicts] == [True] * 14 + [False] * 6
+    assert detector.threshold is not None
 
 
 def test_threshold_baseline_uses_bands_fixed_after_warm_up():
     rng = np.random.default_rng(3)
-    baseline = ThresholdStream(("a", "b"), warmup=30, k=4.0)
-    assert all(baseline.observe(normal_point(rng)).warming_up for _ in range(30))
-    assert not baseline.observe({"a": 0.22, "b": 0.72}).anomalous
-    verdict = baseline.observe({"a": 0.95, "b": 0.72})
+    baseline = ThresholdStream(("a", "b"), k=4.0)
+    assert all(baseline.observe(normal_point(rng), warming_up=True).warming_up for _ in range(30))
+    assert not baseline.observe({"a": 0.22, "b": 0.72}, warming_up=False).anomalous
+    verdict = baseline.observe({"a": 0.95, "b": 0.72}, warming_up=False)
     assert verdict.anomalous and verdict.score > 4
 
 
@@ -127,7 +147,7 @@ def jitter(features, rng):
 
 def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why():
     rng = np.random.default_rng(0)
-    config = DefenseConfig(update_warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
+    config = DefenseConfig(warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
     defense = DomainDefense(1, HOSTS, config)
     for round_ in range(2, 7):  # round 1 is never observed: no update to measure
         for node in defense.local:
@@ -166,3 +186,48 @@ def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced()
     assert Unban("d1h2") in actions and not defense.banned("d1h2")
     [send] = [a for a in actions if isinstance(a, Send)]
     assert decode_notice(send.data).type is MessageType.UNBAN
+
+
+def test_flow_excess_is_over_both_the_peers_and_the_normal_level_and_never_below():
+    normal = {"packet_rate": 0.3, "byte_rate": 0.5}
+    polled = {"h1": {"packet_rate": 0.9, "byte_rate": 0.5}, "h2": {"packet_rate": 0.4, "byte_rate": 0.6},
+              "h3": {"packet_rate": 0.4, "byte_rate": 0.1}}
+    excess = excess_over_normal(polled, normal)
+    assert excess["h1"]["packet_rate"] == pytest.approx(0.5)  # over the peers' median (0.4)
+    assert excess["h2"]["byte_rate"] == pytest.approx(0.1)  # over the normal level (0.5 > median)
+    assert excess["h3"] == {"packet_rate": 0.0, "byte_rate": 0.0}  # quieter than normal: nothing
+    lone = excess_over_normal({"h1": {"packet_rate": 0.25, "byte_rate": 0.45},
+                               "h2": {"packet_rate": 0.0, "byte_rate": 0.0}}, normal)
+    assert lone["h1"] == {"packet_rate": 0.0, "byte_rate": 0.0}  # talking while peers are silent
+
+
+def flows(rng, **overrides):
+    """One poll of honest DFL hosts of domain 1 (absolute flow features), some overridden."""
+    base = {"packet_rate": 0.35, "byte_rate": 0.57, "new_flow_rate": 0.1, "distinct_dsts": 0.25,
+            "distinct_dst_ports": 0.1, "packet_in_rate": 0.1, "dropped_rate": 0.0, "overflow_rate": 0.0}
+    hosts = {f"d1h{i}": {k: max(0.0, v + rng.normal(0, 0.02)) if v else 0.0 for k, v in base.items()}
+             for i in range(1, 5)}
+    for node, changes in overrides.items():
+        hosts[node].update(changes)
+    return hosts
+
+
+def test_a_flooder_is_banned_within_three_polls_of_onset_and_its_honest_peers_never():
+    rng = np.random.default_rng(7)
+    defense = DomainDefense(1, HOSTS, DefenseConfig())
+    now = 0.0
+    for round_ in range(1, 5):  # warm-up: two polls per round, the round's updates after them
+        for _ in range(2):
+            now += 1.0
+            assert defense.on_poll(now, flows(rng)) == []
+        for node in defense.local:
+            defense.on_update(now, node, jitter(NORMAL_UPDATE, rng), round_)
+    flood = {"packet_rate": 0.78, "byte_rate": 0.87}
+    actions = []
+    for poll in range(1, 4):
+        now += 1.0
+        actions += defense.on_poll(now, flows(rng, d1h3=flood))
+    assert [a for a in actions if isinstance(a, Ban)] == [Ban("d1h3")]
+    for _ in range(50):  # the honest hosts go on as before: no verdict against them
+        now += 1.0
+        assert defense.on_poll(now, flows(rng)) == []

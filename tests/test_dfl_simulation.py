@@ -6,7 +6,7 @@ import pytest
 from agents.aggregation import make_aggregator
 from agents.data import load_digits_dataset, load_unsw_nb15_csv, partition
 from agents.node import DFLNode, TrainingConfig
-from agents.peers import peer_graph
+from agents.peers import PEER_GRAPHS, peer_graph
 from agents.simulation import simulate
 
 
@@ -43,7 +43,7 @@ def test_dirichlet_shards_are_skewed_deterministic_and_never_empty():
         partition(labels, 3, "zipf", 1.0, seed=0)
 
 
-@pytest.mark.parametrize("kind", ["full", "ring", "random-k", "domain-full+border"])
+@pytest.mark.parametrize("kind", PEER_GRAPHS)
 def test_peer_graphs_are_symmetric_and_connected(kind):
     graph = peer_graph(kind, NAMES, DOMAIN_OF, [(1, 2), (2, 3), (1, 3)], seed=1, k=3)
     for node, peers in graph.items():
@@ -59,6 +59,10 @@ def test_peer_graphs_are_symmetric_and_connected(kind):
     if kind == "domain-full+border":
         assert graph["d1h2"] == ["d1h1", "d1h3", "d1h4"]
         assert graph["d1h1"] == ["d1h2", "d1h3", "d1h4", "d2h1", "d3h1"]
+    if kind == "domain-full+paired":  # every node bridges its domain: no single cut-off point
+        assert graph["d1h2"] == ["d1h1", "d1h3", "d1h4", "d2h2", "d3h2"]
+        without = {n: [p for p in peers if p != "d1h1"] for n, peers in graph.items() if n != "d1h1"}
+        assert all(any(p.startswith("d2") for p in without[n]) for n in without if n.startswith("d1"))
 
 
 def test_twelve_nodes_learn_digits_together():
