@@ -25,21 +25,16 @@ LOG = logging.getLogger("sdfl.agent")
 ABSENT_PROBE_EVERY = 5
 
 
-def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) -> int:
-    import torch
-
+def build_node(config: dict, node_name: str, board, collusion_wait_s: float = 0.0):
+    """The node named ``node_name`` of the run ``config`` (dfl.json) and its poisoner (a no-op
+    for an honest node): its shard of the dataset, its aggregator, its seeds."""
     from agents.aggregation import make_aggregator
     from agents.data import load_dataset, partition
     from agents.node import DFLNode, TrainingConfig
-    from agents.transport import Inbox, Listener, Sender
     from attacks.plan import Attack
-    from attacks.poisoning import DirectoryBoard, Poisoner
+    from attacks.poisoning import Poisoner
 
-    torch.set_num_threads(1)
-    scenario, dfl = config["scenario"], config["scenario"]["dfl"]
-    nodes = config["nodes"]
-    neighbours = config["neighbours"][node_name]
-    ip_of = {h["name"]: h["ip"] for h in description["hosts"]}
+    scenario, dfl, nodes = config["scenario"], config["scenario"]["dfl"], config["nodes"]
     dataset = load_dataset(dfl["dataset"], dfl["dataset_path"], scenario["seed"], dfl["test_fraction"])
     shards = partition(dataset.y_train, len(nodes), dfl["partition"], dfl["alpha"], scenario["seed"])
     index = nodes.index(node_name)
@@ -47,8 +42,23 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
     node = DFLNode(node_name, dataset, shards[index], make_aggregator(dfl["aggregator"], dfl["byzantine_f"]),
                    training, seed=scenario["seed"] * 1000 + index)
     poisoner = Poisoner(node_name, [Attack.from_record(a) for a in config.get("attacks", [])], len(nodes),
-                        dataset.n_classes, seed=scenario["seed"] * 1000 + index,
-                        board=DirectoryBoard(out_dir / "collusion"), collusion_wait_s=dfl["round_timeout_s"] / 2)
+                        dataset.n_classes, seed=scenario["seed"] * 1000 + index, board=board,
+                        collusion_wait_s=collusion_wait_s)
+    return node, poisoner
+
+
+def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) -> int:
+    import torch
+
+    from agents.transport import Inbox, Listener, Sender
+    from attacks.poisoning import DirectoryBoard
+
+    torch.set_num_threads(1)
+    dfl = config["scenario"]["dfl"]
+    neighbours = config["neighbours"][node_name]
+    ip_of = {h["name"]: h["ip"] for h in description["hosts"]}
+    node, poisoner = build_node(config, node_name, DirectoryBoard(out_dir / "collusion"),
+                                collusion_wait_s=dfl["round_timeout_s"] / 2)
     inbox = Inbox(neighbours)
     listener = Listener((ip_of[node_name], dfl["port"]), inbox, DEFAULT_MAX_PAYLOAD, node.shapes,
                         idle_timeout=dfl["round_timeout_s"], names_by_ip={ip: n for n, ip in ip_of.items()})

@@ -6,21 +6,27 @@ same frames, no network.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from agents.node import DFLNode, RoundResult
 from agents.wire import FrameError, decode, encode
 
 
 def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds: int,
-             down: frozenset[str] = frozenset(), poisoners: dict | None = None) -> list[RoundResult]:
+             down: frozenset[str] = frozenset(), poisoners: dict | None = None,
+             watch: Callable[[int, dict[str, bytes]], Iterable[str]] | None = None) -> list[RoundResult]:
     """Run ``rounds`` rounds; nodes in ``down`` neither send nor aggregate (a dead node).
 
     ``poisoners`` maps attacker names to their :class:`attacks.poisoning.Poisoner`; they share
     one collusion board. Frames the wire decoder rejects are dropped, as a real agent does.
+    ``watch`` sees every round's frames on the wire once delivered, as a network defense does,
+    and names the nodes it cuts off: from the next round on they are down.
     """
     poisoners = poisoners or {}
+    cut_off: set[str] = set()
     results = []
     for round_ in range(1, rounds + 1):
-        live = {name: node for name, node in sorted(nodes.items()) if name not in down}
+        live = {name: node for name, node in sorted(nodes.items()) if name not in down and name not in cut_off}
         honest = {}
         for name, node in live.items():
             poisoner = poisoners.get(name)
@@ -38,4 +44,6 @@ def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds
                     except FrameError:
                         continue
             results.append(node.aggregate(round_, inbox))
+        if watch is not None:
+            cut_off.update(watch(round_, wire))
     return results

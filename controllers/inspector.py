@@ -152,6 +152,17 @@ class RoundCollector:
         return {n: m for n, (m, _) in self.models.get(round_, {}).items() if n in self.senders}
 
 
+def round_report(collector: RoundCollector, features, round_: int) -> dict[str, dict[str, float]]:
+    """Update features of a complete round's local senders, each measured from where it started
+    (:func:`controllers.features.fedavg_references`); a sender whose start is unknown is left out."""
+    from controllers.features import fedavg_references
+
+    references = fedavg_references(collector.models.get(round_ - 1, {}), collector.received.get(round_ - 1, {}),
+                                   sorted(collector.senders))
+    return {n: f for n, f in features.round_features(collector.local_models(round_), references).items()
+            if n in references}
+
+
 def parse_tcp(frame: bytes):
     """``(src, sport, dst, dport, seq, syn, payload)`` of an Ethernet/IPv4/TCP frame, else None."""
     from scapy.layers.inet import IP, TCP
@@ -168,7 +179,7 @@ def parse_tcp(frame: bytes):
 
 
 def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
-    from controllers.features import UpdateFeatures, fedavg_references
+    from controllers.features import UpdateFeatures
     from sdfl.jsonl import JsonLinesWriter
 
     entry = next(d for d in description["domains"] if d["id"] == domain)
@@ -212,12 +223,7 @@ def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
                     vector = np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64)
                     collector.add(now, sender, receiver, frame.round, vector, frame.samples)
             for round_ in collector.complete(now):
-                references = fedavg_references(collector.models.get(round_ - 1, {}),
-                                               collector.received.get(round_ - 1, {}), sorted(local_names))
-                per_sender = {n: f for n, f in features.round_features(collector.local_models(round_),
-                                                                       references).items()
-                              if n in references}  # no starting point known: no measurable update
-                message = {"round": round_, "features": per_sender}
+                message = {"round": round_, "features": round_report(collector, features, round_)}
                 report.sendto(json.dumps(message).encode(), controller)
                 log.write({"type": "update_features", "time": now, **message})
             while assembler.rejections:
