@@ -14,7 +14,7 @@ from pathlib import Path
 
 TEST_CHOICES = ("pingall", "iperf", "all")
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCENARIO = REPO / "scenarios" / "clean.toml"
+DEFAULT_SCENARIO = REPO / "scenarios" / "paper.toml"
 
 
 def format_table(headers: list[str], rows: list[list]) -> str:
@@ -199,6 +199,12 @@ def cmd_run(args) -> int:
           f"model bytes {dfl['model_bytes_total']:,}")
     if summary["attacks"]["malicious_nodes"]:
         print(f"attackers (not counted as honest): {', '.join(summary['attacks']['malicious_nodes'])}")
+    if "detection" in summary:
+        detection, overhead = summary["detection"], summary["overhead"]
+        print(f"FU-HST: F1 {detection['f1']:.3f} (precision {detection['precision']:.3f}, recall "
+              f"{detection['recall']:.3f}), false-ban rate {detection['false_ban_rate']:.3f}, "
+              f"{overhead['interdomain_control_bytes_per_round']:.1f} inter-domain control bytes per round; banned: "
+              + (", ".join(f"{b['node']} (round {b['round']}, {b['reason']})" for b in detection["bans"]) or "nobody"))
     if dfl["dead_nodes"]:
         print(f"dead agents: {', '.join(dfl['dead_nodes'])}")
     print(f"results: {out}/summary.json, rounds.csv, events.jsonl")
