@@ -77,9 +77,7 @@ class SimulatedDefense:
                         collector.add(round_, sender, receiver, round_, vector, samples)
             for complete in collector.complete(round_ + 1.0):
                 report = round_report(collector, self.features[domain], complete)
-                for node, features in sorted(report.items()):
-                    cut |= self._carry_out(domain, round_,
-                                           self.defenses[domain].on_update(round_, node, features, complete))
+                cut |= self._carry_out(domain, round_, self.defenses[domain].on_round(round_, complete, report))
         return cut
 
     def _carry_out(self, domain: int, now: float, actions: list) -> set[str]:

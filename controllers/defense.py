@@ -112,25 +112,27 @@ class DomainDefense:
             self.normal_flow = {k: float(np.median([f[k] for f in self._warmup_flows])) for k in FLOW_FEATURES} \
                 if self._warmup_flows else {}
         excess = excess_over_normal({n: f for n, f in features.items() if not self.banned(n)}, self.normal_flow)
-        actions: list = []
-        for node in sorted(busy):
-            actions += self._observe(now, Stream.FLOW, node, excess[node], None)
-        return actions
+        return self._observe(now, Stream.FLOW, {n: excess[n] for n in sorted(busy)}, None)
 
-    def on_update(self, now: float, node: str, features: dict[str, float], round_: int) -> list:
+    def on_round(self, now: float, round_: int, features: dict[str, dict[str, float]]) -> list:
+        """The update features of one round's senders (the inspection service's report)."""
         self.round = max(self.round, round_)
-        return self._observe(now, Stream.UPDATE, node, features, round_)
+        return self._observe(now, Stream.UPDATE, features, round_)
 
-    def _observe(self, now: float, stream: Stream, node: str, features: dict, round_: int | None) -> list:
-        if node not in self.local or self.banned(node):
-            return []  # a banned node's traffic never reaches the detector's idea of normal
+    def _observe(self, now: float, stream: Stream, batch: dict[str, dict], round_: int | None) -> list:
+        # A banned node's traffic never reaches the detector's idea of normal.
+        batch = {n: f for n, f in sorted(batch.items()) if n in self.local and not self.banned(n)}
         if stream is Stream.UPDATE:
             warming_up = round_ <= self.config.warmup_rounds
         else:  # polls learn until the last warm-up round's updates arrive, i.e. that round's end
             warming_up = self.round < self.config.warmup_rounds
-        verdict = self.streams[stream].observe(features, warming_up)
-        if verdict.warming_up:
-            return []
+        actions: list = []
+        for node, verdict in self.streams[stream].observe_batch(batch, warming_up).items():
+            if not verdict.warming_up:
+                actions += self._judge(now, stream, node, batch[node], verdict, round_)
+        return actions
+
+    def _judge(self, now: float, stream: Stream, node: str, features: dict, verdict, round_: int | None) -> list:
         actions: list = []
         ban = self.evidence[stream].add(node, verdict.anomalous)
         m, n = self.evidence[stream].count(node)

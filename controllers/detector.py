@@ -57,20 +57,35 @@ class StreamDetector:
         self.threshold: float | None = None
 
     def observe(self, features: dict[str, float], warming_up: bool) -> Verdict:
-        x = {k: float(features[k]) for k in self.keys}
-        score = float(self.model.score_one(x))
-        self.seen += 1
+        """One observation with no peers to compare it with."""
+        return self.observe_batch({None: features}, warming_up)[None]
+
+    def observe_batch(self, batch: dict, warming_up: bool) -> dict:
+        """Observations made together (a poll's hosts, a round's senders), each scored before
+        any is learned. After the warm-up an observation is anomalous when its score exceeds the
+        threshold *and* the median score of the others in the batch by ``margin``: what moves
+        every peer at once (honest updates drifting as training converges) is no sign against
+        any one of them."""
+        points = {key: {k: float(f[k]) for k in self.keys} for key, f in batch.items()}
+        scores = {key: float(self.model.score_one(x)) for key, x in points.items()}
         if self.threshold is None and (warming_up or len(self._warmup_scores) < self.min_calibration):
-            if self.seen > self.window_size:
-                self._warmup_scores.append(score)
-            self._learn(x)
-            return Verdict(score, None, False, True)
+            for key, x in points.items():
+                self.seen += 1
+                if self.seen > self.window_size:
+                    self._warmup_scores.append(scores[key])
+                self._learn(x)
+            return {key: Verdict(score, None, False, True) for key, score in scores.items()}
         if self.threshold is None:
             self.threshold = _quantile(self._warmup_scores, self.quantile) + self.margin
-        anomalous = score > self.threshold
-        if not anomalous:
-            self._learn(x)
-        return Verdict(score, self.threshold, anomalous, False)
+        verdicts = {}
+        for key, x in points.items():
+            others = [s for other, s in scores.items() if other != key]
+            bar = max(self.threshold, statistics.median(others) + self.margin) if others else self.threshold
+            verdicts[key] = Verdict(scores[key], bar, scores[key] > bar, False)
+            self.seen += 1
+            if not verdicts[key].anomalous:
+                self._learn(x)
+        return verdicts
 
     def _learn(self, x: dict[str, float]) -> None:
         self.model.learn_one(x)
@@ -91,6 +106,9 @@ class ThresholdStream:
         self._samples: list[dict[str, float]] = []
         self.bands: dict[str, tuple[float, float, float]] | None = None
         self.threshold = 0.0
+
+    def observe_batch(self, batch: dict, warming_up: bool) -> dict:
+        return {key: self.observe(features, warming_up) for key, features in batch.items()}
 
     def observe(self, features: dict[str, float], warming_up: bool) -> Verdict:
         x = {k: float(features[k]) for k in self.keys}

@@ -160,8 +160,7 @@ class DomainController(BaseApp):
     def _on_update_features(self, data: bytes, address) -> None:
         report = json.loads(data)
         now = time.time()
-        for node, features in sorted(report["features"].items()):
-            self._carry_out(self._timed(self.defense.on_update, now, node, features, report["round"]))
+        self._carry_out(self._timed(self.defense.on_round, now, report["round"], report["features"]))
 
     def _defend_with_flows(self, snapshot) -> None:
         features = {}

@@ -150,13 +150,11 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     config = DefenseConfig(warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
     defense = DomainDefense(1, HOSTS, config)
     for round_ in range(2, 7):  # round 1 is never observed: no update to measure
-        for node in defense.local:
-            assert defense.on_update(round_, node, jitter(NORMAL_UPDATE, rng), round_) == []  # warm-up
+        assert defense.on_round(round_, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local}) == []
     actions = []
     for round_ in (7, 8):
-        for node in defense.local:
-            features = FLIPPED_UPDATE if node == "d1h3" else jitter(NORMAL_UPDATE, rng)
-            actions += defense.on_update(round_, node, features, round_)
+        actions += defense.on_round(round_, round_, {n: FLIPPED_UPDATE if n == "d1h3" else jitter(NORMAL_UPDATE, rng)
+                                                     for n in defense.local})
     bans = [a for a in actions if isinstance(a, Ban)]
     assert bans == [Ban("d1h3")] and defense.banned("d1h3")
     [ban_log] = [a.record for a in actions if isinstance(a, Log) and a.record["type"] == "ban"]
@@ -167,7 +165,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     assert (notice.type, notice.origin, notice.round) == (MessageType.BAN, 1, 8)
     assert notice.entries[0].node_key == (1 << 8) | 3 and defense.notice_bytes_sent == len(send.data)
     # A banned node is no longer observed, so it teaches the detector nothing.
-    assert defense.on_update(9, "d1h3", FLIPPED_UPDATE, 9) == []
+    assert defense.on_round(9, 9, {"d1h3": FLIPPED_UPDATE}) == []
     # The other domain follows the notice without repeating it.
     remote = DomainDefense(2, HOSTS, config)
     followed = remote.on_notice(10.0, notice)
@@ -220,8 +218,7 @@ def test_a_flooder_is_banned_within_three_polls_of_onset_and_its_honest_peers_ne
         for _ in range(2):
             now += 1.0
             assert defense.on_poll(now, flows(rng)) == []
-        for node in defense.local:
-            defense.on_update(now, node, jitter(NORMAL_UPDATE, rng), round_)
+        defense.on_round(now, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local})
     flood = {"packet_rate": 0.78, "byte_rate": 0.87}
     actions = []
     for poll in range(1, 4):
@@ -231,3 +228,19 @@ def test_a_flooder_is_banned_within_three_polls_of_onset_and_its_honest_peers_ne
     for _ in range(50):  # the honest hosts go on as before: no verdict against them
         now += 1.0
         assert defense.on_poll(now, flows(rng)) == []
+
+
+def test_what_moves_every_peer_at_once_is_no_sign_against_one_of_them():
+    """Honest updates drift together as training converges: judged against the round's peers,
+    a common shift flags no one, while the one sender who moved alone is flagged."""
+    rng = np.random.default_rng(6)
+    detector = StreamDetector(("a", "b"), window_size=10, margin=0.1, seed=2)
+    for _ in range(10):
+        detector.observe_batch({i: normal_point(rng) for i in range(4)}, warming_up=True)
+    drifted = {i: {"a": 0.6 + 0.02 * rng.random(), "b": 0.3 + 0.02 * rng.random()} for i in range(4)}
+    verdicts = detector.observe_batch(drifted, warming_up=False)
+    assert not any(v.anomalous for v in verdicts.values())
+    assert all(v.score > detector.threshold for v in verdicts.values())  # each alone would be flagged
+    alone = detector.observe_batch({0: {"a": 0.95, "b": 0.05}, **{i: normal_point(rng) for i in (1, 2, 3)}},
+                                   warming_up=False)
+    assert alone[0].anomalous and not any(alone[i].anomalous for i in (1, 2, 3))

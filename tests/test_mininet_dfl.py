@@ -19,8 +19,12 @@ from sdfl.jsonl import read_jsonl
 pytestmark = pytest.mark.mininet
 
 
+CLEAN = Path(__file__).resolve().parent.parent / "scenarios" / "clean.toml"
+
+
 def sdfl_run(out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "sdfl", "run", "--out", str(out)]
+    """A run of the clean reference scenario (no attacks, no defense)."""
+    args = [sys.executable, "-m", "sdfl", "run", str(CLEAN), "--out", str(out)]
     for override in overrides:
         args += ["--set", override]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)

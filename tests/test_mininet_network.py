@@ -44,7 +44,8 @@ def test_counters_attribute_traffic_to_its_source_host_only(tmp_path):
     assert set(by_host) == {h.name for h in layout.hosts}
     for name in ("d1h1", "d3h2"):
         assert by_host[name]["packets"] >= 5 and by_host[name]["bytes"] >= 5 * 98, name
-        assert by_host[name]["flows_total"] >= 1
+    assert by_host["d1h1"]["flows_total"] >= 1 and by_host["d1h1"]["reply_packets"] == 0  # it asked
+    assert by_host["d3h2"]["reply_packets"] >= 5 and by_host["d3h2"]["flows_total"] == 0  # it only answered
     for name in set(by_host) - {"d1h1", "d3h2"}:
         assert (by_host[name]["packets"], by_host[name]["bytes"]) == (0, 0), name
 
