@@ -134,7 +134,7 @@ class DomainDefense:
 
     def _judge(self, now: float, stream: Stream, node: str, features: dict, verdict, round_: int | None) -> list:
         actions: list = []
-        ban = self.evidence[stream].add(node, verdict.anomalous)
+        ban = self.evidence[stream].add(node, verdict.strength)
         m, n = self.evidence[stream].count(node)
         if verdict.anomalous:
             actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
@@ -160,7 +160,7 @@ class DomainDefense:
     def _send(self, type_, round_, node, stream, score, m, n) -> Send:
         self.seq += 1
         data = encode_notice(Notice(type_, self.domain, self.seq, round_ or 0,
-                                    (NoticeEntry(self.key_of[node], stream, score, m, n),)))
+                                    (NoticeEntry(self.key_of[node], stream, score, round(m), n),)))
         self.notice_bytes_sent += len(data)
         return Send(data)
 

@@ -27,6 +27,7 @@ class Verdict:
     threshold: float | None
     anomalous: bool
     warming_up: bool
+    strength: float = 0.0  # how much this verdict weighs as evidence, in [0, 1]
 
 
 class StreamDetector:
@@ -81,7 +82,10 @@ class StreamDetector:
         for key, x in points.items():
             others = [s for other, s in scores.items() if other != key]
             bar = max(self.threshold, statistics.median(others) + self.margin) if others else self.threshold
-            verdicts[key] = Verdict(scores[key], bar, scores[key] > bar, False)
+            # A score just over the bar is weak evidence: it takes a full margin above for a whole
+            # verdict, so the mild echoes of an attack in honest peers' updates add up slowly.
+            strength = min(1.0, (scores[key] - bar) / self.margin) if self.margin > 0 else 1.0
+            verdicts[key] = Verdict(scores[key], bar, scores[key] > bar, False, max(0.0, strength))
             self.seen += 1
             if not verdicts[key].anomalous:
                 self._learn(x)
@@ -122,7 +126,7 @@ class ThresholdStream:
                 mean, std = statistics.fmean(values), max(statistics.pstdev(values), self.min_std)
                 self.bands[key] = (mean - self.k * std, mean + self.k * std, std)
         score = max(max(low - x[key], x[key] - high, 0.0) / std for key, (low, high, std) in self.bands.items())
-        return Verdict(score, self.threshold, score > self.threshold, False)
+        return Verdict(score, self.threshold, score > self.threshold, False, float(score > self.threshold))
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -134,7 +138,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 @dataclass
 class Evidence:
-    """Ban after ``m`` anomalous verdicts among a node's last ``n`` judged observations."""
+    """Ban once a node's last ``n`` judged observations weigh ``m``: each verdict adds its
+    strength (1 for a clear anomaly, less for a score just over the bar, 0 for a normal one)."""
 
     m: int
     n: int
@@ -144,15 +149,15 @@ class Evidence:
         if not 1 <= self.m <= self.n:
             raise ValueError(f"ban_after needs 1 <= m <= n, got m={self.m}, n={self.n}")
 
-    def add(self, node: str, anomalous: bool) -> bool:
-        """Record a verdict; True when the node now has enough evidence against it."""
+    def add(self, node: str, strength: float) -> bool:
+        """Record a verdict's strength; True when the node now has enough evidence against it."""
         history = self._history.setdefault(node, collections.deque(maxlen=self.n))
-        history.append(bool(anomalous))
-        return sum(history) >= self.m
+        history.append(min(1.0, max(0.0, float(strength))))
+        return sum(history) >= self.m - 1e-9
 
-    def count(self, node: str) -> tuple[int, int]:
+    def count(self, node: str) -> tuple[float, int]:
         history = self._history.get(node, ())
-        return sum(history), len(history)
+        return round(sum(history), 2), len(history)
 
     def forget(self, node: str) -> None:
         self._history.pop(node, None)

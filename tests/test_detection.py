@@ -125,15 +125,27 @@ def test_threshold_baseline_uses_bands_fixed_after_warm_up():
     assert verdict.anomalous and verdict.score > 4
 
 
-def test_m_of_n_evidence():
+def test_m_of_n_evidence_weighs_each_verdict_by_its_strength():
     evidence = Evidence(m=2, n=3)
-    assert [evidence.add("x", a) for a in (True, False, False, True, False, True)] == [
+    assert [evidence.add("x", a) for a in (1.0, 0.0, 0.0, 1.0, 0.0, 1.0)] == [
         False, False, False, False, False, True]
     assert evidence.count("x") == (2, 3)
     evidence.forget("x")
     assert evidence.count("x") == (0, 0)
+    assert not any(evidence.add("y", 0.4) for _ in range(10))  # faint echoes never add up to a ban
+    assert evidence.add("z", 0.5) is False and evidence.add("z", 1.0) is False and evidence.add("z", 0.5) is True
     with pytest.raises(ValueError, match="1 <= m <= n"):
         Evidence(m=4, n=3)
+
+
+def test_a_score_just_over_the_bar_is_weak_evidence():
+    rng = np.random.default_rng(1)
+    detector = StreamDetector(("a", "b"), window_size=10, margin=0.2, seed=3)
+    for _ in range(40):
+        detector.observe(normal_point(rng), warming_up=True)
+    far = detector.observe({"a": 0.95, "b": 0.05}, warming_up=False)
+    assert far.anomalous and far.strength == pytest.approx(min(1.0, (far.score - far.threshold) / 0.2))
+    assert detector.observe(normal_point(rng), warming_up=False).strength == 0.0
 
 
 HOSTS = [{"name": f"d{d}h{h}", "domain": d, "index": h} for d in (1, 2) for h in (1, 2, 3, 4)]
