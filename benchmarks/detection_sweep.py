@@ -49,7 +49,7 @@ class SimulatedDefense:
     """Every domain's inspection and FU-HST over the frames of one simulated run."""
 
     def __init__(self, scenario: dict, hosts: list[dict], neighbours: dict[str, list[str]]) -> None:
-        config = DefenseConfig.from_scenario(scenario["defense"], scenario["seed"])
+        config = DefenseConfig.from_scenario(scenario)
         self.neighbours = neighbours
         self.domain_of = {h["name"]: h["domain"] for h in hosts}
         self.domains = sorted(set(self.domain_of.values()))

@@ -38,14 +38,18 @@ class DefenseConfig:
     threshold_k: float = 4.0
     ban_duration_s: float = 0.0
     seed: int = 0
+    round_wait_s: float = 3.0
 
     @classmethod
-    def from_scenario(cls, defense: dict, seed: int) -> DefenseConfig:
+    def from_scenario(cls, scenario: dict) -> DefenseConfig:
+        """The config of a scenario; a domain's inspection waits for a round's late senders
+        one and a half round periods (nodes keep their own pace, a few seconds apart)."""
+        defense = scenario["defense"]
         m, _, n = defense["ban_after"].partition("/")
         return cls(defense["detector"], int(m), int(n), defense["warmup_rounds"],
                    defense["flow_span_s"], defense["window_size"], defense["n_trees"],
                    defense["height"], defense["quantile"], defense["margin"], defense["threshold_k"],
-                   defense["ban_duration_s"], seed)
+                   defense["ban_duration_s"], scenario["seed"], max(1.5, 1.5 * scenario["dfl"]["round_period_s"]))
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,12 @@ class DomainDefense:
         self.local = sorted(h["name"] for h in hosts if h["domain"] == domain)
         self.key_of = {h["name"]: (h["domain"] << 8) | h["index"] for h in hosts}
         self.name_of = {k: n for n, k in self.key_of.items()}
-        self.streams = {Stream.FLOW: self._detector(FLOW_FEATURES, 1),
-                        Stream.UPDATE: self._detector(UPDATE_FEATURES, 2)}
+        # The update warm-up is short (a few rounds of the domain's senders): a reference window
+        # of at most half of it leaves the other half's scores to calibrate the threshold.
+        observed_rounds = max(1, config.warmup_rounds - 1)  # round 1 has no measurable update
+        self.streams = {Stream.FLOW: self._detector(FLOW_FEATURES, config.window_size, 1),
+                        Stream.UPDATE: self._detector(UPDATE_FEATURES, min(config.window_size, max(
+                            2, len(self.local) * observed_rounds // 2)), 2)}
         # The last DFL round the domain has seen updates of: both streams learn until the
         # warm-up rounds are over (the flow stream's polls have no round of their own).
         self.round = 0
@@ -87,12 +95,12 @@ class DomainDefense:
         self.seq = 0
         self.notice_bytes_sent = 0
 
-    def _detector(self, keys, salt: int):
+    def _detector(self, keys, window_size: int, salt: int):
         c = self.config
         if c.detector == "threshold":
             return ThresholdStream(keys, k=c.threshold_k)
         return StreamDetector(keys, quantile=c.quantile, margin=c.margin, n_trees=c.n_trees, height=c.height,
-                              window_size=c.window_size, seed=c.seed * 7 + salt)
+                              window_size=window_size, seed=c.seed * 7 + salt)
 
     def banned(self, node: str) -> bool:
         return node in self.banned_until

@@ -165,7 +165,8 @@ class Emulation:
             with open(self.out_dir / f"inspector-d{domain}.log", "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
-                     "--domain", str(domain), "--out", str(self.out_dir.resolve())],
+                     "--domain", str(domain), "--out", str(self.out_dir.resolve()),
+                     "--wait", str(self.defense["round_wait_s"])],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.inspectors[domain] = proc
             self.record.add_process(proc.pid, f"inspector d{domain}")

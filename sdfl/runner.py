@@ -112,7 +112,7 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
     events.event("attack_plan", attacks=[a.to_record() for a in attacks], malicious=malicious_nodes(attacks))
     dead: dict[str, int] = {}
     try:
-        defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario["defense"], scenario["seed"]))
+        defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
                    if scenario["defense"]["fuhst"] else None)
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
                        watched_ports=(dfl["port"],), defense=defense) as emulation:

@@ -13,8 +13,7 @@ spec.loader.exec_module(detection_sweep)
 
 def test_a_cell_bans_a_sign_flipper_everywhere_and_scores_it_like_a_run(tmp_path):
     scenario = load_scenario(ROOT / "scenarios" / "paper.toml", [
-        "network.domains=2", "network.hosts_per_domain=3", "dfl.rounds=9", "defense.window_size=4",
-        "defense.ban_after=2/3", "attacks.0.fraction=0.2"])
+        "network.domains=2", "dfl.rounds=10", "attacks.0.fraction=0.15"])
     row = detection_sweep.run_cell(scenario)
     [attacker] = row["malicious"].split()
     assert row["time_to_ban_rounds"] is not None and row["f1"] > 0  # it was caught
