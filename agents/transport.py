@@ -27,13 +27,16 @@ class Inbox:
 
     A neighbour that missed a round (dead, cut off by a ban, or rejected) is *absent*: the next
     round waits for it only ``grace_s`` beyond the others, so one lost neighbour costs one round
-    deadline, not one per round. Its first frame on time makes it present again.
+    deadline, not one per round; once it has missed two rounds running it is not waited for at
+    all (a banned node would cost every round its grace). Its first frame on time makes it
+    present again.
     """
 
     def __init__(self, neighbours: list[str], grace_s: float = 1.0) -> None:
         self.neighbours = set(neighbours)
         self.grace_s = grace_s
         self.absent: set[str] = set()
+        self._missed: dict[str, int] = {}  # absent neighbour -> rounds missed in a row
         self._frames: dict[int, dict[str, ModelFrame]] = defaultdict(dict)
         self._current = 0
         self._excused: set[str] = set()
@@ -70,13 +73,15 @@ class Inbox:
                     break
                 self._changed.wait(remaining)
             grace_end = min(deadline, time.monotonic() + self.grace_s)
-            while self.absent - set(self._frames[round_]) - self._excused:
+            given_grace = {n for n in self.absent if self._missed[n] == 1}
+            while given_grace - set(self._frames[round_]) - self._excused:
                 remaining = grace_end - time.monotonic()
                 if remaining <= 0:
                     break
                 self._changed.wait(remaining)
             frames = list(self._frames.pop(round_, {}).values())
             self.absent = self.neighbours - {f.sender for f in frames}
+            self._missed = {n: self._missed.get(n, 0) + 1 for n in self.absent}
             self._excused.clear()
             for old in [r for r in self._frames if r < round_]:
                 del self._frames[old]
