@@ -142,7 +142,10 @@ class DomainDefense:
 
     def _judge(self, now: float, stream: Stream, node: str, features: dict, verdict, round_: int | None) -> list:
         actions: list = []
-        ban = self.evidence[stream].add(node, verdict.strength)
+        # An anomalous update may be an echo: an honest node that aggregated a poisoned model
+        # moves oddly too, mildly, so update verdicts weigh by their strength. A host's own
+        # traffic is nobody's echo (its replies are not counted), so a flow verdict weighs fully.
+        ban = self.evidence[stream].add(node, verdict.strength if stream is Stream.UPDATE else verdict.anomalous)
         m, n = self.evidence[stream].count(node)
         if verdict.anomalous:
             actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
