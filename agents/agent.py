@@ -78,7 +78,9 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 # ABSENT_PROBE_EVERY rounds: retrying it every round is traffic nobody receives.
                 if peer not in inbox.absent or round_ % ABSENT_PROBE_EVERY == 0:
                     sender.send(data, deadline)
+            collecting_from = time.monotonic()
             frames = inbox.collect(round_, deadline)
+            waited = time.monotonic() - collecting_from
             # The round ends when this node's model was delivered to every neighbour (or given up).
             # (A neighbour absent last round may be cut off: its ACKs never come back, so waiting
             # for delivery to it would cost every round a deadline.)
@@ -107,7 +109,10 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
             LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, result.accuracy,
                      len(frames), len(neighbours))
             if round_ < dfl["rounds"]:
-                time.sleep(max(0.0, began + dfl["round_period_s"] - time.monotonic()))
+                # A node that waited for its neighbours' frames was ahead of them: it starts its
+                # next round that much later, so their phases meet instead of it paying the lag
+                # again every round (after a round deadline, nodes come out of it seconds apart).
+                time.sleep(max(0.0, began + waited + dfl["round_period_s"] - time.monotonic()))
     finally:
         for sender in senders.values():
             sender.close()
