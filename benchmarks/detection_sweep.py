@@ -29,16 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.agent import build_node  # noqa: E402
 from agents.model import evaluate  # noqa: E402
-from agents.peers import peer_graph  # noqa: E402
 from agents.simulation import simulate  # noqa: E402
 from agents.wire import FrameError, decode  # noqa: E402
-from attacks.plan import attacking_pairs, malicious_nodes, normalize_entry, resolve_attacks  # noqa: E402
+from attacks.plan import attacking_pairs, malicious_nodes, normalize_entry  # noqa: E402
 from attacks.poisoning import CollusionBoard  # noqa: E402
 from controllers.coordination import decode_notice  # noqa: E402
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Send  # noqa: E402
 from controllers.features import UpdateFeatures  # noqa: E402
 from controllers.inspector import RoundCollector, round_report  # noqa: E402
-from sdfl.runner import layout_for  # noqa: E402
+from sdfl.runner import run_plan  # noqa: E402
 from sdfl.scenario import load_scenario  # noqa: E402
 from sdfl.scoring import ban_intervals, score_detection  # noqa: E402
 
@@ -98,12 +97,8 @@ class SimulatedDefense:
 
 def run_cell(scenario: dict) -> dict:
     """One simulated run: honest accuracy and detection scored as ``sdfl run`` scores them."""
-    layout = layout_for(scenario)
+    layout, names, neighbours, attacks = run_plan(scenario)
     dfl = scenario["dfl"]
-    names = [h.name for h in layout.hosts]
-    domain_of = {h.name: h.domain for h in layout.hosts}
-    neighbours = peer_graph(dfl["peers"], names, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
-    attacks = resolve_attacks(scenario["attacks"], names, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
     config = {"scenario": scenario, "nodes": names, "attacks": [a.to_record() for a in attacks]}
     board = CollusionBoard()
     built = {n: build_node(config, n, board) for n in names}

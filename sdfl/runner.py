@@ -94,14 +94,21 @@ class TrafficAttackers:
             self.stop(kind, node)
 
 
-def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+def run_plan(scenario: dict):
+    """What a scenario's run consists of: layout, node names, DFL neighbours, resolved attacks."""
     layout = layout_for(scenario)
     dfl = scenario["dfl"]
     nodes = [h.name for h in layout.hosts]
     domain_of = {h.name: h.domain for h in layout.hosts}
     neighbours = peer_graph(dfl["peers"], nodes, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
+    return layout, nodes, neighbours, attacks
+
+
+def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    layout, nodes, neighbours, attacks = run_plan(scenario)
+    dfl = scenario["dfl"]
     (out / "scenario.json").write_text(json.dumps(scenario, indent=2) + "\n")
     config_path = out / "dfl.json"
     config_path.write_text(json.dumps({"scenario": scenario, "nodes": nodes, "neighbours": neighbours,
