@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 
 import pytest
 
 from sdfl.jsonl import read_jsonl
+from sdfl_runs import run_scenario
 
 pytestmark = pytest.mark.mininet
 
@@ -39,12 +38,7 @@ scale = 4.0
 
 
 def test_a_scheduled_flood_leaves_the_attacker_and_stops_and_every_act_is_ground_truth(tmp_path):
-    scenario = tmp_path / "attacked.toml"
-    scenario.write_text(SCENARIO)
-    out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "sdfl", "run", str(scenario), "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result, out = run_scenario(SCENARIO, tmp_path, timeout=600)
     assert "round 3: d1h3 starts a udp-flood towards d2h2" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["attacks"]["malicious_nodes"] == ["d1h3", "d2h3"]

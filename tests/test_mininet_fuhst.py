@@ -5,12 +5,11 @@ by drop rules at home and followed by the other domain, and their victims are le
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from sdfl.jsonl import read_jsonl
+from sdfl_runs import run_scenario
 
 pytestmark = pytest.mark.mininet
 
@@ -47,13 +46,7 @@ payload_bytes = 1000
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fuhst")
-    scenario = folder / "fuhst.toml"
-    scenario.write_text(SCENARIO)
-    out = folder / "run"
-    result = subprocess.run([sys.executable, "-m", "sdfl", "run", str(scenario), "--out", str(out)],
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _, out = run_scenario(SCENARIO, tmp_path_factory.mktemp("fuhst"))
     return out, json.loads((out / "summary.json").read_text())
 
 
