@@ -54,7 +54,7 @@ class SimulatedDefense:
         self.domains = sorted(set(self.domain_of.values()))
         self.collectors = {d: RoundCollector([n for n, x in self.domain_of.items() if x == d], wait_s=0.5)
                            for d in self.domains}
-        self.features = {d: UpdateFeatures() for d in self.domains}
+        self.features = {d: UpdateFeatures(max(1, config.warmup_rounds - 1)) for d in self.domains}
         self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
         self.bans: list[dict] = []
         self.notice_bytes = 0
@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="scenario override for every cell, as in sdfl run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "detection-sweep.csv")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as the agents do: tiny models, and two sweeps side by side do not thrash
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows, clean = [], {}
     cells = list(itertools.product(args.domains, args.seeds, args.fractions, args.attacks, args.defenses))

@@ -29,7 +29,7 @@ FLOW_FEATURES = {
     "dropped_rate": 1e5,
     "overflow_rate": 1e5,
 }
-UPDATE_FEATURES = ("distance", "cosine", "sign_agreement", "norm_ratio", "change")
+UPDATE_FEATURES = ("off_consensus", "off_norm", "turn")
 
 
 def log_scaled(value: float, ceiling: float) -> float:
@@ -93,29 +93,44 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class UpdateFeatures:
-    """Per-round features of the models a domain saw its senders publish.
+    """Per-round features of the models a domain saw its senders publish, as *deficits*: how
+    much worse a sender looks than the round's median sender (0 = no worse), each in [0, 1].
 
     A sender's *update* is its model minus the model it started the round from. The
     inspection service knows that start exactly for an honest FedAvg node: the sample-weighted
     mean of its own previous model and the models it received (every frame towards a local
     node crosses the mirror); it is passed in as ``references``. Without one (the first round)
-    the round's mean model stands in. Each update is compared with the round's median update:
+    the round's mean model stands in.
 
-    * ``distance``: ``|u - median| / median over senders of the same``, log-scaled;
-    * ``cosine``: cosine to the median update, mapped from [-1, 1] to [0, 1];
-    * ``sign_agreement``: share of coordinates whose sign matches the median update's;
-    * ``norm_ratio``: ``|u| / median |u|``, log-scaled up to 10 (1 maps to 0.29);
-    * ``change``: cosine of this update to the sender's previous one, relative to the other
-      senders' (0.5 = turned as much as the median sender): after a disruption every honest
-      node changes course at once, which is no sign against any one of them.
+    * ``off_consensus``: how much less the update points along the *consensus step* (how the
+      median of every model the domain saw moved since the round before, border-incoming ones
+      included) than the median sender's, in cosine. An honest update goes where the
+      federation goes; a poisoned one does not, even a mild one whose measured update is small
+      (a sign flipper's hidden honest model sits ahead of the one it published, which half
+      cancels its flip against any per-domain median update, and a domain's few senders make
+      a poor median when one of them is odd but honest).
+    * ``off_norm``: how far ``log(|u| / median |u|)`` moved from the sender's usual value (the
+      median over its first ``baseline_rounds`` observations, the warm-up), over ``log 10``:
+      shard sizes differ, so a node's update size is judged against itself, and what it does
+      once attacking never becomes its usual.
+    * ``turn``: how much more the update turned from the sender's previous one than the median
+      sender's did (after a disruption every honest node changes course at once).
+
+    Normal sits at the zero corner whatever the training phase: Half-Space Trees, with a few
+    warm-up rounds of a handful of senders to learn from, split each feature only a few times,
+    and a deviation from a corner lands in an empty cell where one inside a drifting cloud
+    does not.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, baseline_rounds: int = 3) -> None:
+        self.baseline_rounds = baseline_rounds
         self._previous_update: dict[str, np.ndarray] = {}
+        self._log_norm_ratios: dict[str, list[float]] = {}
 
-    def round_features(self, models: dict[str, np.ndarray],
-                       references: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
-        """Features of every sender of one round (``models``: sender -> flat model)."""
+    def round_features(self, models: dict[str, np.ndarray], references: dict[str, np.ndarray] | None = None,
+                       consensus_step: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+        """Features of every sender of one round (``models``: sender -> flat model); without a
+        ``consensus_step`` (the first round) the round's median update stands in."""
         if not models:
             return {}
         references = references or {}
@@ -124,25 +139,40 @@ class UpdateFeatures:
         mean_model = stacked.mean(axis=0)
         updates = np.stack([models[n] - references.get(n, mean_model) for n in names])
         median_update = np.median(updates, axis=0)
-        distances = np.linalg.norm(updates - median_update, axis=1)
-        typical_distance = max(float(np.median(distances)), 1e-12)
+        step = median_update if consensus_step is None else consensus_step
         norms = np.linalg.norm(updates, axis=1)
-        typical_norm = max(float(np.median(norms)), 1e-12)
-        signs = np.sign(median_update)
+        log_ratios = np.log(np.maximum(norms, 1e-12) / max(float(np.median(norms)), 1e-12))
+        along_step = np.array([_cosine(u, step) for u in updates])
         turns = {n: _cosine(updates[i], self._previous_update[n]) for i, n in enumerate(names)
                  if n in self._previous_update}
         typical_turn = float(np.median(list(turns.values()))) if turns else 0.0
         features = {}
         for i, name in enumerate(names):
+            history = self._log_norm_ratios.setdefault(name, [])
+            usual = float(np.median(history)) if history else 0.0
             features[name] = {
-                "distance": log_scaled(distances[i] / typical_distance, 100.0),
-                "cosine": (_cosine(updates[i], median_update) + 1) / 2,
-                "sign_agreement": float(np.mean(np.sign(updates[i]) == signs)),
-                "norm_ratio": log_scaled(norms[i] / typical_norm, 10.0),
-                "change": min(1.0, max(0.0, 0.5 + (turns[name] - typical_turn) / 2)) if name in turns else 0.5,
+                "off_consensus": _clip(float(np.median(along_step)) - along_step[i]),
+                "off_norm": _clip(abs(log_ratios[i] - usual) / math.log(10)),
+                "turn": _clip((typical_turn - turns[name]) / 2) if name in turns else 0.0,
             }
+            if len(history) < self.baseline_rounds:
+                history.append(float(log_ratios[i]))
             self._previous_update[name] = updates[i]
         return features
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, float(value)))
+
+
+def consensus_step(current: dict[str, np.ndarray], previous: dict[str, np.ndarray]) -> np.ndarray | None:
+    """How the coordinate-wise median model of the senders seen in both rounds moved; None when
+    no sender was seen in both."""
+    common = sorted(set(current) & set(previous))
+    if not common:
+        return None
+    return np.median(np.stack([current[n] for n in common]), axis=0) - np.median(
+        np.stack([previous[n] for n in common]), axis=0)
 
 
 def fedavg_references(previous: dict[str, tuple[np.ndarray, int]], received: dict[str, set[str]],

@@ -154,12 +154,15 @@ class RoundCollector:
 
 def round_report(collector: RoundCollector, features, round_: int) -> dict[str, dict[str, float]]:
     """Update features of a complete round's local senders, each measured from where it started
-    (:func:`controllers.features.fedavg_references`); a sender whose start is unknown is left out."""
-    from controllers.features import fedavg_references
+    (:func:`controllers.features.fedavg_references`) and against the consensus step of every
+    model the domain saw; a sender whose start is unknown is left out."""
+    from controllers.features import consensus_step, fedavg_references
 
-    references = fedavg_references(collector.models.get(round_ - 1, {}), collector.received.get(round_ - 1, {}),
-                                   sorted(collector.senders))
-    return {n: f for n, f in features.round_features(collector.local_models(round_), references).items()
+    previous = collector.models.get(round_ - 1, {})
+    references = fedavg_references(previous, collector.received.get(round_ - 1, {}), sorted(collector.senders))
+    step = consensus_step({n: m for n, (m, _) in collector.models.get(round_, {}).items()},
+                          {n: m for n, (m, _) in previous.items()})
+    return {n: f for n, f in features.round_features(collector.local_models(round_), references, step).items()
             if n in references}
 
 
@@ -178,7 +181,7 @@ def parse_tcp(frame: bytes):
     return ip.src, tcp.sport, ip.dst, tcp.dport, tcp.seq, bool(tcp.flags.S), payload
 
 
-def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
+def run(description: dict, domain: int, out_dir: Path, wait_s: float, baseline_rounds: int) -> int:
     from controllers.features import UpdateFeatures
     from sdfl.jsonl import JsonLinesWriter
 
@@ -189,7 +192,7 @@ def run(description: dict, domain: int, out_dir: Path, wait_s: float) -> int:
     controller = (entry["inspection"]["host"], entry["inspection"]["port"])
     assembler = StreamAssembler()
     collector = RoundCollector([h["name"] for h in local], wait_s)
-    features = UpdateFeatures()
+    features = UpdateFeatures(baseline_rounds)
     log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
@@ -241,9 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--wait", type=float, default=1.5, help="seconds a round waits for late senders")
+    parser.add_argument("--warmup-rounds", type=int, default=4,
+                        help="DFL rounds of normal behaviour (round 1 has no measurable update)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    return run(json.loads(args.network.read_text()), args.domain, args.out, args.wait)
+    return run(json.loads(args.network.read_text()), args.domain, args.out, args.wait,
+               max(1, args.warmup_rounds - 1))
 
 
 if __name__ == "__main__":

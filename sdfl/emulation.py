@@ -166,7 +166,8 @@ class Emulation:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
                      "--domain", str(domain), "--out", str(self.out_dir.resolve()),
-                     "--wait", str(self.defense["round_wait_s"])],
+                     "--wait", str(self.defense["round_wait_s"]),
+                     "--warmup-rounds", str(self.defense["warmup_rounds"])],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.inspectors[domain] = proc
             self.record.add_process(proc.pid, f"inspector d{domain}")

@@ -11,6 +11,7 @@ from controllers.features import (
     FLOW_FEATURES,
     UPDATE_FEATURES,
     UpdateFeatures,
+    consensus_step,
     excess_over_normal,
     flow_features,
     log_scaled,
@@ -48,27 +49,62 @@ def test_a_hosts_replies_are_not_counted_as_its_own_traffic():
     assert answering["packet_rate"] == quiet["packet_rate"] and answering["byte_rate"] == quiet["byte_rate"]
 
 
-def test_update_features_single_out_a_sign_flipper_without_its_word():
-    rng = np.random.default_rng(0)
-    tracker = UpdateFeatures()
+def federation(rounds, flipper_scale=None, attack_from=3, seed=0):
+    """Four senders of one domain stepping along a shared direction; from ``attack_from`` on
+    d1h4 publishes ``start - scale x update``. Returns the last round's update features."""
+    rng = np.random.default_rng(seed)
+    tracker = UpdateFeatures(baseline_rounds=2)
     model = rng.normal(0, 1, 200)
     direction = rng.normal(0, 0.05, 200)
     names = ["d1h1", "d1h2", "d1h3", "d1h4"]
-    features = None
-    for round_ in range(1, 4):
+    previous, features = None, None
+    for round_ in range(1, rounds + 1):
         start = model.copy()
         models = {n: start + direction + rng.normal(0, 0.01, 200) for n in names}
-        if round_ == 3:
-            models["d1h4"] = start - 4 * direction
-        features = tracker.round_features(models, {n: start for n in names})
-        model = np.median(np.stack(list(models.values())), axis=0)
-    assert set(features) == set(names) and all(set(f) == set(UPDATE_FEATURES) for f in features.values())
-    assert all(0.0 <= v <= 1.0 for f in features.values() for v in f.values())
+        if flipper_scale is not None and round_ >= attack_from:
+            models["d1h4"] = start - flipper_scale * (models["d1h4"] - start)
+        step = consensus_step(models, previous) if previous else None
+        features = tracker.round_features(models, {n: start for n in names}, step)
+        previous, model = models, np.median(np.stack(list(models.values())), axis=0)
+    return features
+
+
+def test_update_features_single_out_a_sign_flipper_without_its_word():
+    features = federation(3, flipper_scale=4.0)
+    assert set(features) == {"d1h1", "d1h2", "d1h3", "d1h4"}
+    assert all(set(f) == set(UPDATE_FEATURES) and all(0.0 <= v <= 1.0 for v in f.values()) for f in features.values())
     honest, flipper = features["d1h1"], features["d1h4"]
-    assert flipper["cosine"] < 0.2 < 0.8 < honest["cosine"]
-    assert flipper["sign_agreement"] < 0.3 < 0.7 < honest["sign_agreement"]
-    assert flipper["distance"] > honest["distance"] and flipper["norm_ratio"] > honest["norm_ratio"]
-    assert flipper["change"] < 0.2 < 0.4 < honest["change"]  # it turned round; the others went on
+    assert all(value < 0.05 for value in honest.values())  # normal sits at the zero corner
+    assert flipper["off_consensus"] > 0.9  # it went against the federation
+    assert flipper["off_norm"] == pytest.approx(np.log(4) / np.log(10), abs=0.05)  # four times its usual size
+    assert flipper["turn"] > 0.9  # it turned round; the others went on
+
+
+def test_a_mild_flip_is_off_the_consensus_though_its_size_is_usual():
+    honest, flipper = (federation(4, flipper_scale=0.5)[n] for n in ("d1h1", "d1h4"))
+    assert flipper["off_consensus"] > 0.9 > 0.05 > honest["off_consensus"]
+    assert flipper["off_norm"] == pytest.approx(np.log(2) / np.log(10), abs=0.05)
+
+
+def test_a_senders_usual_size_is_its_own_and_an_attack_never_becomes_usual():
+    tracker = UpdateFeatures(baseline_rounds=2)
+    start = np.zeros(50)
+    unit = np.ones(50) / np.sqrt(50)
+    sizes = {"d1h1": 1.0, "d1h2": 1.0, "d1h3": 1.0, "d1h4": 0.2}  # d1h4's shard makes small updates
+    for _ in range(2):
+        features = tracker.round_features({n: start + s * unit for n, s in sizes.items()}, {n: start for n in sizes})
+    assert features["d1h4"]["off_norm"] == 0.0
+    for _ in range(5):  # d1h4 now sends five times its usual size, round after round
+        features = tracker.round_features({n: start + s * unit * (5 if n == "d1h4" else 1) for n, s in sizes.items()},
+                                          {n: start for n in sizes})
+        assert features["d1h4"]["off_norm"] == pytest.approx(np.log(5) / np.log(10))
+
+
+def test_the_consensus_step_is_how_the_median_model_of_senders_seen_twice_moved():
+    before = {"a": np.zeros(3), "b": np.ones(3), "c": np.full(3, 2.0)}
+    after = {"a": np.full(3, 1.0), "b": np.full(3, 2.0), "c": np.full(3, 100.0), "late": np.full(3, -50.0)}
+    assert consensus_step(after, before) == pytest.approx(np.ones(3))  # one outlier moves no median
+    assert consensus_step(after, {"other": np.zeros(3)}) is None
 
 
 def normal_point(rng):
@@ -149,8 +185,8 @@ def test_a_score_just_over_the_bar_is_weak_evidence():
 
 
 HOSTS = [{"name": f"d{d}h{h}", "domain": d, "index": h} for d in (1, 2) for h in (1, 2, 3, 4)]
-NORMAL_UPDATE = {"distance": 0.15, "cosine": 0.8, "sign_agreement": 0.8, "norm_ratio": 0.3, "change": 0.9}
-FLIPPED_UPDATE = {"distance": 0.4, "cosine": 0.05, "sign_agreement": 0.2, "norm_ratio": 0.6, "change": 0.1}
+NORMAL_UPDATE = {"off_consensus": 0.03, "off_norm": 0.05, "turn": 0.02}
+FLIPPED_UPDATE = {"off_consensus": 0.7, "off_norm": 0.6, "turn": 0.9}
 
 
 def jitter(features, rng):
