@@ -79,12 +79,12 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 if peer not in inbox.absent or round_ % ABSENT_PROBE_EVERY == 0:
                     sender.send(data, deadline)
             collecting_from = time.monotonic()
-            frames = inbox.collect(round_, deadline)
+            frames = inbox.collect(round_, deadline, cut_off=lambda peer: senders[peer].cut_off())
             waited = time.monotonic() - collecting_from
             # The round ends when this node's model was delivered to every neighbour (or given up).
-            # (A neighbour absent last round may be cut off: its ACKs never come back, so waiting
-            # for delivery to it would cost every round a deadline.)
-            while (not all(s.idle() for p, s in senders.items() if p not in inbox.absent)
+            # (A neighbour absent or cut off never acknowledges: waiting for delivery to it would
+            # cost every round a deadline.)
+            while (not all(s.idle() or s.cut_off() for p, s in senders.items() if p not in inbox.absent)
                    and time.monotonic() < deadline):
                 time.sleep(0.005)
             sent_by = time.time()

@@ -8,18 +8,25 @@ garbage, exceeds the size cap or stalls mid-frame is closed and logged, and the 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import queue
 import select
 import socket
+import struct
+import termios
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from agents.wire import FrameError, FrameReader, ModelFrame
 
 LOG = logging.getLogger(__name__)
 RECV_CHUNK = 1 << 16
+UNREACHABLE_AFTER_S = 2.0
+"""A connected neighbour whose kernel has acknowledged none of our bytes for this long is cut
+off (banned or gone): a slow but live host still acknowledges within milliseconds."""
 
 
 class Inbox:
@@ -29,7 +36,7 @@ class Inbox:
     round waits for it only ``grace_s`` beyond the others, so one lost neighbour costs one round
     deadline, not one per round; once it has missed two rounds running it is not waited for at
     all (a banned node would cost every round its grace). Its first frame on time makes it
-    present again.
+    present again. A neighbour the caller knows to be cut off is not waited for at all.
     """
 
     def __init__(self, neighbours: list[str], grace_s: float = 1.0) -> None:
@@ -62,23 +69,25 @@ class Inbox:
             self._frames[frame.round][frame.sender] = frame
             self._changed.notify_all()
 
-    def collect(self, round_: int, deadline: float) -> list[ModelFrame]:
-        """The round's frames once every neighbour's arrived, or whatever came by ``deadline``."""
+    def collect(self, round_: int, deadline: float,
+                cut_off: Callable[[str], bool] = lambda name: False) -> list[ModelFrame]:
+        """The round's frames once every neighbour's arrived, or whatever came by ``deadline``;
+        ``cut_off(name)``, asked every 0.1 s, names a neighbour whose frame is not coming (after a
+        ban its neighbours would otherwise each wait out a deadline, at different rounds, and fall
+        out of step with each other for good)."""
         with self._changed:
             self._current = round_
-            awaited = self.neighbours - self.absent
-            while awaited - set(self._frames[round_]) - self._excused:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            grace_end = min(deadline, time.monotonic() + self.grace_s)
-            given_grace = {n for n in self.absent if self._missed[n] == 1}
-            while given_grace - set(self._frames[round_]) - self._excused:
-                remaining = grace_end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
+
+            def wait_for(awaited: set[str], until: float) -> None:
+                while {n for n in awaited - set(self._frames[round_]) - self._excused if not cut_off(n)}:
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._changed.wait(min(remaining, 0.1))
+
+            wait_for(self.neighbours - self.absent, deadline)
+            wait_for({n for n in self.absent if self._missed[n] == 1},
+                     min(deadline, time.monotonic() + self.grace_s))
             frames = list(self._frames.pop(round_, {}).values())
             self.absent = self.neighbours - {f.sender for f in frames}
             self._missed = {n: self._missed.get(n, 0) + 1 for n in self.absent}
@@ -171,17 +180,42 @@ class Sender:
         self.connect_timeout = connect_timeout
         self.bytes_sent = 0
         self.failures = 0
+        self._sending_since: float | None = None  # when the oldest unacknowledged frame was queued
         self._queue: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
         self._thread.start()
 
     def send(self, data: bytes, deadline: float) -> None:
+        if self._sending_since is None or self._delivered():
+            self._sending_since = time.monotonic()
         self._queue.put((data, deadline))
 
     def idle(self) -> bool:
         """True when everything queued was delivered or given up."""
         return self._queue.unfinished_tasks == 0
+
+    def cut_off(self, after_s: float = UNREACHABLE_AFTER_S) -> bool:
+        """True when a frame has been on its way for ``after_s`` over an established connection
+        and the peer's kernel has still not acknowledged all of it: the neighbour is banned or
+        gone. Before a first connection nothing is judged (a neighbour still starting refuses
+        connections)."""
+        since = self._sending_since
+        if since is None or self._socket is None or self._delivered():
+            return False
+        return time.monotonic() - since > after_s
+
+    def _delivered(self) -> bool:
+        """Everything queued was written and the peer's kernel acknowledged every byte."""
+        sock = self._socket
+        if not self.idle():
+            return False
+        if sock is None:
+            return True
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] == 0
+        except OSError:  # closed under us by the sender thread
+            return True
 
     def _connect(self, deadline: float) -> socket.socket | None:
         delay = 0.05

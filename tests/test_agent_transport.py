@@ -131,3 +131,45 @@ def test_a_neighbour_that_missed_a_round_costs_one_deadline_then_one_grace_then_
     inbox.put(frame("b", 4))  # b is back on time: present again
     assert [f.sender for f in inbox.collect(4, time.monotonic() + 30)] == ["a", "b"]
     assert inbox.absent == set()
+
+
+def test_a_neighbour_that_acknowledges_nothing_is_cut_off_and_not_waited_for():
+    """A banned neighbour's kernel never acknowledges our bytes; one that stopped reading with a
+    full window looks the same. Its frame is not waited for; a live neighbour's is."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    silent = Sender("b", server.getsockname(), connect_timeout=1)
+    live_port = free_port()
+    inbox = Inbox(["a", "b"])
+    listener = Listener(("127.0.0.1", live_port), Inbox(["me"]), 10_000_000, None, idle_timeout=5)
+    live = Sender("a", ("127.0.0.1", live_port), connect_timeout=1)
+    try:
+        big = b"x" * 4_000_000  # far beyond what a never-reading peer's buffers take
+        deadline = time.monotonic() + 20
+        silent.send(big, deadline)
+        live.send(encode(frame("me", 1)), deadline)
+        conn, _ = server.accept()  # connected, and never read from
+        assert not silent.cut_off(after_s=0.5)  # too early to tell
+        time.sleep(0.7)
+        assert silent.cut_off(after_s=0.5) and not live.cut_off(after_s=0.5)
+        inbox.put(frame("a", 1))
+        began = time.monotonic()
+        got = inbox.collect(1, deadline, cut_off=lambda n: {"a": live, "b": silent}[n].cut_off(after_s=0.5))
+        assert [f.sender for f in got] == ["a"] and time.monotonic() - began < 1.0  # not the 20 s deadline
+        conn.close()
+    finally:
+        for sender in (silent, live):
+            sender.close()
+        listener.close()
+        server.close()
+
+
+def test_a_neighbour_not_yet_listening_is_not_judged_cut_off():
+    """At start-up a neighbour still importing torch refuses connections: that is no ban."""
+    sender = Sender("a", ("127.0.0.1", free_port()), connect_timeout=0.2)
+    try:
+        sender.send(b"frame", time.monotonic() + 1.5)
+        time.sleep(0.8)
+        assert not sender.cut_off(after_s=0.3)
+    finally:
+        sender.close()
