@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from river import anomaly
 
 
+STRONG_MARGINS = 4
+STRONG_WEIGHT = 1.5
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One scored observation: why a node was (or was not) flagged."""
@@ -27,7 +31,7 @@ class Verdict:
     threshold: float | None
     anomalous: bool
     warming_up: bool
-    strength: float = 0.0  # how much this verdict weighs as evidence, in [0, 1]
+    strength: float = 0.0  # how much this verdict weighs as evidence, in [0, STRONG_WEIGHT]
 
 
 class StreamDetector:
@@ -83,8 +87,12 @@ class StreamDetector:
             others = [s for other, s in scores.items() if other != key]
             bar = max(self.threshold, statistics.median(others) + self.margin) if others else self.threshold
             # A score just over the bar is weak evidence: it takes a full margin above for a whole
-            # verdict, so the mild echoes of an attack in honest peers' updates add up slowly.
-            strength = min(1.0, (scores[key] - bar) / self.margin) if self.margin > 0 else 1.0
+            # verdict, so the mild echoes of an attack in honest peers' updates add up slowly; one
+            # STRONG_MARGINS margins above is unmistakable and weighs STRONG_WEIGHT, so two such
+            # rounds ban (an attack's onset scores so; the echoes it causes in its peers do not).
+            excess = scores[key] - bar
+            strength = ((STRONG_WEIGHT if excess >= STRONG_MARGINS * self.margin else min(1.0, excess / self.margin))
+                        if self.margin > 0 else 1.0)
             verdicts[key] = Verdict(scores[key], bar, scores[key] > bar, False, max(0.0, strength))
             self.seen += 1
             if not verdicts[key].anomalous:
@@ -139,7 +147,8 @@ def _quantile(values: list[float], q: float) -> float:
 @dataclass
 class Evidence:
     """Ban once a node's last ``n`` judged observations weigh ``m``: each verdict adds its
-    strength (1 for a clear anomaly, less for a score just over the bar, 0 for a normal one)."""
+    strength (1 for a clear anomaly, more for an unmistakable one, less for a score just over the
+    bar, 0 for a normal one)."""
 
     m: int
     n: int
@@ -152,7 +161,7 @@ class Evidence:
     def add(self, node: str, strength: float) -> bool:
         """Record a verdict's strength; True when the node now has enough evidence against it."""
         history = self._history.setdefault(node, collections.deque(maxlen=self.n))
-        history.append(min(1.0, max(0.0, float(strength))))
+        history.append(min(STRONG_WEIGHT, max(0.0, float(strength))))
         return sum(history) >= self.m - 1e-9
 
     def count(self, node: str) -> tuple[float, int]:

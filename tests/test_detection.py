@@ -6,7 +6,7 @@ import pytest
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, decode_notice, encode_notice
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
-from controllers.detector import Evidence, StreamDetector, ThresholdStream
+from controllers.detector import STRONG_MARGINS, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import (
     FLOW_FEATURES,
     UPDATE_FEATURES,
@@ -179,9 +179,23 @@ def test_a_score_just_over_the_bar_is_weak_evidence():
     detector = StreamDetector(("a", "b"), window_size=10, margin=0.2, seed=3)
     for _ in range(40):
         detector.observe(normal_point(rng), warming_up=True)
-    far = detector.observe({"a": 0.95, "b": 0.05}, warming_up=False)
-    assert far.anomalous and far.strength == pytest.approx(min(1.0, (far.score - far.threshold) / 0.2))
+    near = detector.observe({"a": 0.32, "b": 0.7}, warming_up=False)
+    assert near.anomalous and 0.0 < near.strength < 1.0
+    assert near.strength == pytest.approx((near.score - near.threshold) / 0.2)
     assert detector.observe(normal_point(rng), warming_up=False).strength == 0.0
+
+
+def test_an_unmistakable_verdict_weighs_more_so_two_of_them_ban():
+    rng = np.random.default_rng(1)
+    detector = StreamDetector(("a", "b"), window_size=10, margin=0.1, seed=3)
+    for _ in range(40):
+        detector.observe(normal_point(rng), warming_up=True)
+    far = detector.observe({"a": 0.95, "b": 0.05}, warming_up=False)
+    assert far.score - far.threshold >= STRONG_MARGINS * 0.1 and far.strength == STRONG_WEIGHT
+    evidence = Evidence(3, 4)
+    assert not evidence.add("d1h2", far.strength) and evidence.add("d1h2", far.strength)
+    mild = Evidence(3, 4)
+    assert not any(mild.add("d1h3", 1.0) for _ in range(2))  # two clear but ordinary verdicts: not yet
 
 
 HOSTS = [{"name": f"d{d}h{h}", "domain": d, "index": h} for d in (1, 2) for h in (1, 2, 3, 4)]
@@ -206,7 +220,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     bans = [a for a in actions if isinstance(a, Ban)]
     assert bans == [Ban("d1h3")] and defense.banned("d1h3")
     [ban_log] = [a.record for a in actions if isinstance(a, Log) and a.record["type"] == "ban"]
-    assert ban_log["node"] == "d1h3" and ban_log["round"] == 8 and ban_log["evidence"] == [2, 2]
+    assert ban_log["node"] == "d1h3" and ban_log["round"] == 8 and ban_log["evidence"] == [3.0, 2]
     assert ban_log["features"] == FLIPPED_UPDATE and ban_log["stream"] == "update"
     [send] = [a for a in actions if isinstance(a, Send)]
     notice = decode_notice(send.data)
