@@ -35,7 +35,7 @@ from attacks.plan import attacking_pairs, malicious_nodes, normalize_entry  # no
 from attacks.poisoning import CollusionBoard  # noqa: E402
 from controllers.coordination import decode_notice  # noqa: E402
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Send  # noqa: E402
-from controllers.features import UpdateFeatures  # noqa: E402
+from controllers.features import UpdateFeatures, measured_warmup_rounds  # noqa: E402
 from controllers.inspector import RoundCollector, round_report  # noqa: E402
 from sdfl.runner import run_plan  # noqa: E402
 from sdfl.scenario import load_scenario  # noqa: E402
@@ -54,7 +54,7 @@ class SimulatedDefense:
         self.domains = sorted(set(self.domain_of.values()))
         self.collectors = {d: RoundCollector([n for n, x in self.domain_of.items() if x == d], wait_s=0.5)
                            for d in self.domains}
-        self.features = {d: UpdateFeatures(max(1, config.warmup_rounds - 1)) for d in self.domains}
+        self.features = {d: UpdateFeatures(measured_warmup_rounds(config.warmup_rounds)) for d in self.domains}
         self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
         self.bans: list[dict] = []
         self.notice_bytes = 0

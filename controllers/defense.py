@@ -18,7 +18,7 @@ import numpy as np
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, encode_notice
 from controllers.detector import Evidence, StreamDetector, ThresholdStream
-from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal
+from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal, measured_warmup_rounds
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class DomainDefense:
         self.name_of = {k: n for n, k in self.key_of.items()}
         # The update warm-up is short (a few rounds of the domain's senders): a reference window
         # of at most half of it leaves the other half's scores to calibrate the threshold.
-        observed_rounds = max(1, config.warmup_rounds - 1)  # round 1 has no measurable update
+        observed_rounds = measured_warmup_rounds(config.warmup_rounds)
         self.streams = {Stream.FLOW: self._detector(FLOW_FEATURES, config.window_size, 1),
                         Stream.UPDATE: self._detector(UPDATE_FEATURES, min(config.window_size, max(
                             2, len(self.local) * observed_rounds // 2)), 2)}

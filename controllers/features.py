@@ -32,6 +32,11 @@ FLOW_FEATURES = {
 UPDATE_FEATURES = ("off_consensus", "off_norm", "turn")
 
 
+def measured_warmup_rounds(warmup_rounds: int) -> int:
+    """How many warm-up rounds have a measurable update: round 1 has none (no model before it)."""
+    return max(1, warmup_rounds - 1)
+
+
 def log_scaled(value: float, ceiling: float) -> float:
     """``log1p(value) / log1p(ceiling)``, clipped to [0, 1]."""
     return min(1.0, math.log1p(max(0.0, value)) / math.log1p(ceiling))

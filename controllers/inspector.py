@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="DFL rounds of normal behaviour (round 1 has no measurable update)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    from controllers.features import measured_warmup_rounds
+
     return run(json.loads(args.network.read_text()), args.domain, args.out, args.wait,
-               max(1, args.warmup_rounds - 1))
+               measured_warmup_rounds(args.warmup_rounds))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def score_detection(truth: dict[tuple[str, int], list[str]], intervals: dict[str
         "time_to_ban_rounds_median": statistics.median(delays) if delays else None,
         "scored_rounds": [scored.start, scored.stop - 1] if len(scored) else [],
         "bans": [{"node": r["node"], "domain": r.get("domain"), "round": ban_round(r["node"]), "time": r["time"],
-                  "reason": f"{r['stream']} stream, score {r['score']:.3f}, {r['evidence'][0]} of {r['evidence'][1]}"}
+                  "reason": f"{r['stream']} stream, score {r['score']:.3f}, "
+                            f"evidence {r['evidence'][0]} in {r['evidence'][1]} verdicts"}
                  for r in sorted(ban_records, key=lambda r: r["time"]) if r.get("origin") == r.get("domain")],
         "by_kind": per_kind,
     }

@@ -174,11 +174,17 @@ def test_m_of_n_evidence_weighs_each_verdict_by_its_strength():
         Evidence(m=4, n=3)
 
 
-def test_a_score_just_over_the_bar_is_weak_evidence():
+def warmed_up(margin):
+    """A detector that learned 40 normal points, and the generator that made them."""
     rng = np.random.default_rng(1)
-    detector = StreamDetector(("a", "b"), window_size=10, margin=0.2, seed=3)
+    detector = StreamDetector(("a", "b"), window_size=10, margin=margin, seed=3)
     for _ in range(40):
         detector.observe(normal_point(rng), warming_up=True)
+    return detector, rng
+
+
+def test_a_score_just_over_the_bar_is_weak_evidence():
+    detector, rng = warmed_up(margin=0.2)
     near = detector.observe({"a": 0.32, "b": 0.7}, warming_up=False)
     assert near.anomalous and 0.0 < near.strength < 1.0
     assert near.strength == pytest.approx((near.score - near.threshold) / 0.2)
@@ -186,10 +192,7 @@ def test_a_score_just_over_the_bar_is_weak_evidence():
 
 
 def test_an_unmistakable_verdict_weighs_more_so_two_of_them_ban():
-    rng = np.random.default_rng(1)
-    detector = StreamDetector(("a", "b"), window_size=10, margin=0.1, seed=3)
-    for _ in range(40):
-        detector.observe(normal_point(rng), warming_up=True)
+    detector, _ = warmed_up(margin=0.1)
     far = detector.observe({"a": 0.95, "b": 0.05}, warming_up=False)
     assert far.score - far.threshold >= STRONG_MARGINS * 0.1 and far.strength == STRONG_WEIGHT
     evidence = Evidence(3, 4)
