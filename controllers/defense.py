@@ -17,7 +17,7 @@ import numpy as np
 
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, encode_notice
-from controllers.detector import Evidence, StreamDetector, ThresholdStream
+from controllers.detector import STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal, measured_warmup_rounds
 
 
@@ -144,8 +144,10 @@ class DomainDefense:
         actions: list = []
         # An anomalous update may be an echo: an honest node that aggregated a poisoned model
         # moves oddly too, mildly, so update verdicts weigh by their strength. A host's own
-        # traffic is nobody's echo (its replies are not counted), so a flow verdict weighs fully.
-        ban = self.evidence[stream].add(node, verdict.strength if stream is Stream.UPDATE else verdict.anomalous)
+        # traffic is nobody's echo (its replies are not counted): an anomalous flow verdict is
+        # unmistakable, so two polls ban (no honest host drew one in this session's runs).
+        weight = verdict.strength if stream is Stream.UPDATE else STRONG_WEIGHT * verdict.anomalous
+        ban = self.evidence[stream].add(node, weight)
         m, n = self.evidence[stream].count(node)
         if verdict.anomalous:
             actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
