@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from river import anomaly
 
 
-STRONG_MARGINS = 4
-"""A verdict this many margins over its bar is unmistakable: an attack's onset scores so, the
-echoes it causes in honest peers' updates do not (measured in benchmarks/detection_sweep.py)."""
+STRONG_SHARE = 0.75
+"""A verdict whose score covers this share of the way from its bar to the highest score (1) is
+unmistakable: an attack's onset scores so, the echoes it causes in honest peers' updates do not
+(measured in benchmarks/detection_sweep.py). A share, not a fixed excess: scores are bounded, and
+a domain whose warm-up calibrated a high bar would otherwise never see one."""
 STRONG_WEIGHT = 1.5
 """What an unmistakable verdict weighs as evidence: two of them make ``ban_after`` 3."""
 
@@ -90,11 +92,10 @@ class StreamDetector:
             others = [s for other, s in scores.items() if other != key]
             bar = max(self.threshold, statistics.median(others) + self.margin) if others else self.threshold
             # A score just over the bar is weak evidence: it takes a full margin above for a whole
-            # verdict, so the mild echoes of an attack in honest peers' updates add up slowly; one
-            # STRONG_MARGINS margins above is unmistakable and weighs STRONG_WEIGHT, so two such
-            # rounds ban (an attack's onset scores so; the echoes it causes in its peers do not).
+            # verdict, so the mild echoes of an attack in honest peers' updates add up slowly; an
+            # unmistakable one (STRONG_SHARE) weighs STRONG_WEIGHT, so two such rounds ban.
             excess = scores[key] - bar
-            strength = ((STRONG_WEIGHT if excess >= STRONG_MARGINS * self.margin else min(1.0, excess / self.margin))
+            strength = ((STRONG_WEIGHT if excess >= STRONG_SHARE * (1.0 - bar) else min(1.0, excess / self.margin))
                         if self.margin > 0 else 1.0)
             verdicts[key] = Verdict(scores[key], bar, scores[key] > bar, False, max(0.0, strength))
             self.seen += 1

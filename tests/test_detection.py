@@ -6,7 +6,7 @@ import pytest
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream, decode_notice, encode_notice
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
-from controllers.detector import STRONG_MARGINS, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
+from controllers.detector import STRONG_SHARE, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import (
     FLOW_FEATURES,
     UPDATE_FEATURES,
@@ -194,7 +194,7 @@ def test_a_score_just_over_the_bar_is_weak_evidence():
 def test_an_unmistakable_verdict_weighs_more_so_two_of_them_ban():
     detector, _ = warmed_up(margin=0.1)
     far = detector.observe({"a": 0.95, "b": 0.05}, warming_up=False)
-    assert far.score - far.threshold >= STRONG_MARGINS * 0.1 and far.strength == STRONG_WEIGHT
+    assert far.score - far.threshold >= STRONG_SHARE * (1 - far.threshold) and far.strength == STRONG_WEIGHT
     evidence = Evidence(3, 4)
     assert not evidence.add("d1h2", far.strength) and evidence.add("d1h2", far.strength)
     mild = Evidence(3, 4)
