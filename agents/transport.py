@@ -25,7 +25,7 @@ from agents.wire import FrameError, FrameReader, ModelFrame
 LOG = logging.getLogger(__name__)
 RECV_CHUNK = 1 << 16
 UNREACHABLE_AFTER_S = 2.0
-"""A connected neighbour whose kernel has acknowledged none of our bytes for this long is cut
+"""A connected neighbour whose kernel has left a frame of ours unacknowledged this long is cut
 off (banned or gone): a slow but live host still acknowledges within milliseconds."""
 
 

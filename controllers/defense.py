@@ -145,7 +145,7 @@ class DomainDefense:
         # An anomalous update may be an echo: an honest node that aggregated a poisoned model
         # moves oddly too, mildly, so update verdicts weigh by their strength. A host's own
         # traffic is nobody's echo (its replies are not counted): an anomalous flow verdict is
-        # unmistakable, so two polls ban (no honest host drew one in this session's runs).
+        # unmistakable, so two polls ban (no honest host drew one in README's testbed runs).
         weight = verdict.strength if stream is Stream.UPDATE else STRONG_WEIGHT * verdict.anomalous
         ban = self.evidence[stream].add(node, weight)
         m, n = self.evidence[stream].count(node)

@@ -167,7 +167,7 @@ class UpdateFeatures:
 
 
 def _clip(value: float) -> float:
-    return min(1.0, max(0.0, float(value)))
+    return float(np.clip(value, 0.0, 1.0))
 
 
 def consensus_step(current: dict[str, np.ndarray], previous: dict[str, np.ndarray]) -> np.ndarray | None:
