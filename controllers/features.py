@@ -29,7 +29,8 @@ FLOW_FEATURES = {
     "dropped_rate": 1e5,
     "overflow_rate": 1e5,
 }
-UPDATE_FEATURES = ("off_consensus", "off_norm", "turn")
+UPDATE_FEATURES = ("off_consensus", "off_norm", "off_home")
+USUAL_SIZE_BAND = 2.0  # an honest node's update size relative to the median drifts this much either way over a run
 
 
 def measured_warmup_rounds(warmup_rounds: int) -> int:
@@ -115,11 +116,16 @@ class UpdateFeatures:
       cancels its flip against any per-domain median update, and a domain's few senders make
       a poor median when one of them is odd but honest).
     * ``off_norm``: how far ``log(|u| / median |u|)`` moved from the sender's usual value (the
-      median over its first ``baseline_rounds`` observations, the warm-up), over ``log 10``:
-      shard sizes differ, so a node's update size is judged against itself, and what it does
-      once attacking never becomes its usual.
-    * ``turn``: how much more the update turned from the sender's previous one than the median
-      sender's did (after a disruption every honest node changes course at once).
+      median over its first ``baseline_rounds`` measured updates, the warm-up) beyond
+      ``USUAL_SIZE_BAND`` either way, over ``log 10``: shard sizes differ, so a node's update size is judged
+      against itself; an honest node's relative size drifts by up to 2x over a run as training
+      goes on (measured in the sweep), which is not evidence; what it does once attacking never becomes usual.
+    * ``off_home``: how much less the update points along the sender's *home direction* (the
+      sum of its unit updates over the same warm-up) than the median sender's, in cosine, over
+      2. A node's own data pulls it the same way round after round, so honest updates keep a
+      positive cosine to their home; a sign flip turns it negative and keeps it there, even
+      when the honest update was orthogonal to the consensus (a non-IID node's often is, and
+      then its flip is invisible against the consensus).
 
     Normal sits at the zero corner whatever the training phase: Half-Space Trees, with a few
     warm-up rounds of a handful of senders to learn from, split each feature only a few times,
@@ -129,8 +135,8 @@ class UpdateFeatures:
 
     def __init__(self, baseline_rounds: int = 3) -> None:
         self.baseline_rounds = baseline_rounds
-        self._previous_update: dict[str, np.ndarray] = {}
         self._log_norm_ratios: dict[str, list[float]] = {}
+        self._homes: dict[str, tuple[np.ndarray, int]] = {}
 
     def round_features(self, models: dict[str, np.ndarray], references: dict[str, np.ndarray] | None = None,
                        consensus_step: np.ndarray | None = None) -> dict[str, dict[str, float]]:
@@ -138,8 +144,9 @@ class UpdateFeatures:
         ``consensus_step`` (the first round) the round's median update stands in."""
         if not models:
             return {}
-        references = references or {}
         names = sorted(models)
+        measured = set(names) if references is None else set(references)  # the rest have no known start
+        references = references or {}
         stacked = np.stack([models[n] for n in names]).astype(np.float64)
         mean_model = stacked.mean(axis=0)
         updates = np.stack([models[n] - references.get(n, mean_model) for n in names])
@@ -148,21 +155,24 @@ class UpdateFeatures:
         norms = np.linalg.norm(updates, axis=1)
         log_ratios = np.log(np.maximum(norms, 1e-12) / max(float(np.median(norms)), 1e-12))
         along_step = np.array([_cosine(u, step) for u in updates])
-        turns = {n: _cosine(updates[i], self._previous_update[n]) for i, n in enumerate(names)
-                 if n in self._previous_update}
-        typical_turn = float(np.median(list(turns.values()))) if turns else 0.0
+        along_home = {n: _cosine(updates[i], self._homes[n][0]) for i, n in enumerate(names) if n in self._homes}
+        typical_home = float(np.median(list(along_home.values()))) if along_home else 0.0
         features = {}
         for i, name in enumerate(names):
             history = self._log_norm_ratios.setdefault(name, [])
             usual = float(np.median(history)) if history else 0.0
             features[name] = {
                 "off_consensus": _clip(float(np.median(along_step)) - along_step[i]),
-                "off_norm": _clip(abs(log_ratios[i] - usual) / math.log(10)),
-                "turn": _clip((typical_turn - turns[name]) / 2) if name in turns else 0.0,
+                "off_norm": _clip((abs(log_ratios[i] - usual) - math.log(USUAL_SIZE_BAND)) / math.log(10)),
+                "off_home": _clip((typical_home - along_home[name]) / 2) if name in along_home else 0.0,
             }
+            if name not in measured:
+                continue
             if len(history) < self.baseline_rounds:
                 history.append(float(log_ratios[i]))
-            self._previous_update[name] = updates[i]
+            home, observed = self._homes.get(name, (np.zeros_like(updates[i]), 0))
+            if observed < self.baseline_rounds and norms[i] > 0:
+                self._homes[name] = (home + updates[i] / norms[i], observed + 1)
         return features
 
 

@@ -76,14 +76,33 @@ def test_update_features_single_out_a_sign_flipper_without_its_word():
     honest, flipper = features["d1h1"], features["d1h4"]
     assert all(value < 0.05 for value in honest.values())  # normal sits at the zero corner
     assert flipper["off_consensus"] > 0.9  # it went against the federation
-    assert flipper["off_norm"] == pytest.approx(np.log(4) / np.log(10), abs=0.05)  # four times its usual size
-    assert flipper["turn"] > 0.9  # it turned round; the others went on
+    assert flipper["off_norm"] == pytest.approx(np.log(2) / np.log(10), abs=0.05)  # 4x its usual size, 2x past the band
+    assert flipper["off_home"] > 0.9  # it went against where it has always gone; the others did not
 
 
-def test_a_mild_flip_is_off_the_consensus_though_its_size_is_usual():
+def test_a_mild_flip_is_off_the_consensus_and_off_home_though_its_size_is_usual():
     honest, flipper = (federation(4, flipper_scale=0.5)[n] for n in ("d1h1", "d1h4"))
     assert flipper["off_consensus"] > 0.9 > 0.05 > honest["off_consensus"]
-    assert flipper["off_norm"] == pytest.approx(np.log(2) / np.log(10), abs=0.05)
+    assert flipper["off_home"] > 0.9 > 0.05 > honest["off_home"]
+    assert flipper["off_norm"] < 0.01  # half its usual size is within the usual band
+
+
+def test_a_flip_of_an_update_orthogonal_to_the_consensus_is_still_off_home():
+    """A non-IID node's honest update can be orthogonal to where the federation goes; flipping it
+    changes nothing against the consensus, but it now points away from the node's own past."""
+    rng = np.random.default_rng(4)
+    tracker = UpdateFeatures(baseline_rounds=2)
+    shared, own = np.zeros(100), np.zeros(100)
+    shared[:50], own[50:] = rng.normal(0, 1, 50), rng.normal(0, 1, 50)
+    start, names = np.zeros(100), ["d1h1", "d1h2", "d1h3", "d1h4"]
+    for round_ in range(1, 6):
+        models = {n: start + shared + rng.normal(0, 0.1, 100) for n in names[:3]}
+        models["d1h4"] = start + (1 if round_ < 3 else -1) * (own + rng.normal(0, 0.1, 100))
+        features = tracker.round_features(models, {n: start for n in names}, consensus_step=shared)
+        if round_ == 2:
+            before = features["d1h4"]
+    assert features["d1h4"]["off_consensus"] == pytest.approx(before["off_consensus"], abs=0.05)
+    assert features["d1h4"]["off_home"] > 0.45 and all(features[n]["off_home"] < 0.05 for n in names[:3])
 
 
 def test_a_senders_usual_size_is_its_own_and_an_attack_never_becomes_usual():
@@ -94,10 +113,13 @@ def test_a_senders_usual_size_is_its_own_and_an_attack_never_becomes_usual():
     for _ in range(2):
         features = tracker.round_features({n: start + s * unit for n, s in sizes.items()}, {n: start for n in sizes})
     assert features["d1h4"]["off_norm"] == 0.0
+    features = tracker.round_features({n: start + s * unit * (1.8 if n == "d1h4" else 1) for n, s in sizes.items()},
+                                      {n: start for n in sizes})
+    assert features["d1h4"]["off_norm"] == 0.0  # honest sizes drift by up to 2x over a run
     for _ in range(5):  # d1h4 now sends five times its usual size, round after round
         features = tracker.round_features({n: start + s * unit * (5 if n == "d1h4" else 1) for n, s in sizes.items()},
                                           {n: start for n in sizes})
-        assert features["d1h4"]["off_norm"] == pytest.approx(np.log(5) / np.log(10))
+        assert features["d1h4"]["off_norm"] == pytest.approx(np.log(5 / 2) / np.log(10))
 
 
 def test_the_consensus_step_is_how_the_median_model_of_senders_seen_twice_moved():
@@ -202,8 +224,8 @@ def test_an_unmistakable_verdict_weighs_more_so_two_of_them_ban():
 
 
 HOSTS = [{"name": f"d{d}h{h}", "domain": d, "index": h} for d in (1, 2) for h in (1, 2, 3, 4)]
-NORMAL_UPDATE = {"off_consensus": 0.03, "off_norm": 0.05, "turn": 0.02}
-FLIPPED_UPDATE = {"off_consensus": 0.7, "off_norm": 0.6, "turn": 0.9}
+NORMAL_UPDATE = {"off_consensus": 0.03, "off_norm": 0.05, "off_home": 0.02}
+FLIPPED_UPDATE = {"off_consensus": 0.7, "off_norm": 0.6, "off_home": 0.9}
 
 
 def jitter(features, rng):
