@@ -8,6 +8,7 @@ garbage, exceeds the size cap or stalls mid-frame is closed and logged, and the 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import queue
@@ -27,6 +28,9 @@ RECV_CHUNK = 1 << 16
 UNREACHABLE_AFTER_S = 2.0
 """A connected neighbour whose kernel has left a frame of ours unacknowledged this long is cut
 off (banned or gone): a slow but live host still acknowledges within milliseconds."""
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 1, 1, 2
+"""Once all we sent is acknowledged, an idle connection is probed after 1 s; two unanswered
+probes a second apart (about 3 s of silence) and the kernel gives the connection up."""
 
 
 class Inbox:
@@ -183,6 +187,7 @@ class Sender:
         self._sending_since: float | None = None  # when the oldest unacknowledged frame was queued
         self._queue: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
         self._socket: socket.socket | None = None
+        self._error = 0  # the socket's pending error once seen (reading it clears it)
         self._thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
         self._thread.start()
 
@@ -196,14 +201,25 @@ class Sender:
         return self._queue.unfinished_tasks == 0
 
     def cut_off(self, after_s: float = UNREACHABLE_AFTER_S) -> bool:
-        """True when a frame has been on its way for ``after_s`` over an established connection
-        and the peer's kernel has still not acknowledged all of it: the neighbour is banned or
-        gone. Before a first connection nothing is judged (a neighbour still starting refuses
-        connections)."""
-        since = self._sending_since
-        if since is None or self._socket is None or self._delivered():
+        """True when the neighbour is banned or gone: a frame has been on its way for ``after_s``
+        over an established connection and the peer's kernel has still not acknowledged all of
+        it, or everything was acknowledged and then the peer's kernel stopped answering the
+        connection's keep-alive probes (a node banned after it received our frame, whose own
+        frame is now not coming). Before a first connection nothing is judged (a neighbour still
+        starting refuses connections)."""
+        since, sock = self._sending_since, self._socket
+        if since is None or sock is None:
             return False
+        if self._delivered():
+            return self._silent(sock)
         return time.monotonic() - since > after_s
+
+    def _silent(self, sock: socket.socket) -> bool:
+        try:
+            self._error = self._error or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError:  # closed under us by the sender thread
+            return False
+        return self._error == errno.ETIMEDOUT
 
     def _delivered(self) -> bool:
         """Everything queued was written and the peer's kernel acknowledged every byte."""
@@ -224,6 +240,11 @@ class Sender:
                 sock = socket.create_connection(self.address, timeout=self.connect_timeout,
                                                 source_address=self.source)
                 sock.settimeout(max(1.0, deadline - time.monotonic()))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+                self._error = 0
                 return sock
             except OSError:
                 time.sleep(delay)

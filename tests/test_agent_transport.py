@@ -1,10 +1,13 @@
 """Agents exchanging models over real TCP on loopback addresses (no root, no Mininet)."""
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
+import pytest
 
 from agents.agent import run_agent
 from agents.transport import Inbox, Listener, Sender
@@ -173,3 +176,43 @@ def test_a_neighbour_not_yet_listening_is_not_judged_cut_off():
         assert not sender.cut_off(after_s=0.3)
     finally:
         sender.close()
+
+
+@pytest.mark.mininet
+def test_a_neighbour_that_goes_silent_after_acknowledging_our_frame_is_cut_off():
+    """Banned after it received our frame: nothing of ours is left unacknowledged, yet its frame
+    is not coming. The idle connection's keep-alive probes go unanswered and give it away."""
+    namespace, outside, inside, port = "sdfl-keepalive", "kaout0", "kain0", 7311
+    ip = ["ip", "netns", "exec", namespace, "ip"]
+    setup = [["ip", "netns", "add", namespace], ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+             ["ip", "link", "set", inside, "netns", namespace], ["ip", "addr", "add", "10.250.0.1/30", "dev", outside],
+             ["ip", "link", "set", outside, "up"], ip + ["addr", "add", "10.250.0.2/30", "dev", inside],
+             ip + ["link", "set", inside, "up"], ip + ["link", "set", "lo", "up"]]
+    server = sender = None
+    try:
+        for command in setup:
+            subprocess.run(command, check=True, capture_output=True)
+        server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
+                                   "import socket, time\n"
+                                   f"s = socket.create_server(('10.250.0.2', {port}))\n"
+                                   "c, _ = s.accept()\ntime.sleep(60)"])
+        sender = Sender("b", ("10.250.0.2", port), connect_timeout=1)
+        sender.send(b"x" * 1000, time.monotonic() + 20)
+        until = time.monotonic() + 10
+        while not (sender._socket is not None and sender._delivered()) and time.monotonic() < until:
+            time.sleep(0.05)
+        time.sleep(1.5)  # a keep-alive probe went out and was answered
+        assert sender._delivered() and not sender.cut_off()
+        subprocess.run(ip + ["link", "set", inside, "down"], check=True)  # its kernel goes silent
+        until = time.monotonic() + 10
+        while not sender.cut_off() and time.monotonic() < until:
+            time.sleep(0.1)
+        assert sender.cut_off()
+    finally:
+        if sender is not None:
+            sender.close()
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
