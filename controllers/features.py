@@ -121,8 +121,9 @@ class UpdateFeatures:
       against itself; an honest node's relative size drifts by up to 2x over a run as training
       goes on (measured in the sweep), which is not evidence; what it does once attacking never becomes usual.
     * ``off_home``: how much less the update points along the sender's *home direction* (the
-      sum of its unit updates over the same warm-up) than the median sender's, in cosine, over
-      2. A node's own data pulls it the same way round after round, so honest updates keep a
+      sum of its unit updates over the same warm-up) than the upper-median sender's, in cosine,
+      over 2 (the upper median: a domain where half the senders flip still has an honest one
+      there). A node's own data pulls it the same way round after round, so honest updates keep a
       positive cosine to their home; a sign flip turns it negative and keeps it there, even
       when the honest update was orthogonal to the consensus (a non-IID node's often is, and
       then its flip is invisible against the consensus).
@@ -156,7 +157,7 @@ class UpdateFeatures:
         log_ratios = np.log(np.maximum(norms, 1e-12) / max(float(np.median(norms)), 1e-12))
         along_step = np.array([_cosine(u, step) for u in updates])
         along_home = {n: _cosine(updates[i], self._homes[n][0]) for i, n in enumerate(names) if n in self._homes}
-        typical_home = float(np.median(list(along_home.values()))) if along_home else 0.0
+        typical_home = sorted(along_home.values())[len(along_home) // 2] if along_home else 0.0
         features = {}
         for i, name in enumerate(names):
             history = self._log_norm_ratios.setdefault(name, [])

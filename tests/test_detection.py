@@ -87,6 +87,19 @@ def test_a_mild_flip_is_off_the_consensus_and_off_home_though_its_size_is_usual(
     assert flipper["off_norm"] < 0.01  # half its usual size is within the usual band
 
 
+def test_flippers_are_off_home_even_when_half_of_a_domains_senders_flip():
+    rng = np.random.default_rng(5)
+    tracker = UpdateFeatures(baseline_rounds=2)
+    start, names = np.zeros(100), ["d1h1", "d1h2", "d1h3", "d1h4"]
+    homes = {n: rng.normal(0, 1, 100) + 2 * np.ones(100) for n in names}  # non-IID, with a shared part
+    for round_ in range(1, 5):
+        flip = {n: -1 if round_ >= 3 and n in ("d1h3", "d1h4") else 1 for n in names}
+        models = {n: start + flip[n] * (homes[n] + rng.normal(0, 0.3, 100)) for n in names}
+        features = tracker.round_features(models, {n: start for n in names})
+    assert min(features[n]["off_home"] for n in ("d1h3", "d1h4")) > 0.8
+    assert max(features[n]["off_home"] for n in ("d1h1", "d1h2")) < 0.05
+
+
 def test_a_flip_of_an_update_orthogonal_to_the_consensus_is_still_off_home():
     """A non-IID node's honest update can be orthogonal to where the federation goes; flipping it
     changes nothing against the consensus, but it now points away from the node's own past."""
