@@ -17,6 +17,8 @@ setup(
         "scapy>=2.5",
         "numpy>=1.24",
         "scikit-learn>=1.2",  # ships the digits data set: nothing is downloaded at run time
+        "scipy>=1.10",  # the sweep report's significance tests
+        "matplotlib>=3.6",  # report plots, headless
         "pytest>=7",
     ],
     entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},

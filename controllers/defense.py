@@ -135,9 +135,14 @@ class DomainDefense:
         else:  # polls learn until the last warm-up round's updates arrive, i.e. that round's end
             warming_up = self.round < self.config.warmup_rounds
         actions: list = []
-        for node, verdict in self.streams[stream].observe_batch(batch, warming_up).items():
+        verdicts = self.streams[stream].observe_batch(batch, warming_up)
+        for node, verdict in verdicts.items():
             if not verdict.warming_up:
                 actions += self._judge(now, stream, node, batch[node], verdict, round_)
+        if verdicts:  # every score, for the report's plots (only flagged ones get a verdict line)
+            actions.append(Log({"type": "scores", "time": now, "stream": stream.name.lower(), "round": round_,
+                                "warming_up": warming_up, "threshold": self.streams[stream].threshold,
+                                "scores": {n: round(v.score, 4) for n, v in verdicts.items()}}))
         return actions
 
     def _judge(self, now: float, stream: Stream, node: str, features: dict, verdict, round_: int | None) -> list:

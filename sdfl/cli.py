@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario key, e.g. --set dfl.rounds=5 (repeatable)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<time>)")
 
+    report = commands.add_parser("report", help="rebuild report.md and its plots from a run folder's saved results")
+    report.add_argument("folder", type=Path, help="a run folder (with summary.json)")
+
     clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
     clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
     return parser
@@ -207,8 +210,17 @@ def cmd_run(args) -> int:
               + (", ".join(f"{b['node']} (round {b['round']}, {b['reason']})" for b in detection["bans"]) or "nobody"))
     if dfl["dead_nodes"]:
         print(f"dead agents: {', '.join(dfl['dead_nodes'])}")
-    print(f"results: {out}/summary.json, rounds.csv, events.jsonl")
+    from sdfl.report import write_run_report
+
+    print(f"results: {out}/summary.json, rounds.csv, events.jsonl; report: {write_run_report(out)}")
     return 0 if summary["complete"] else 1
+
+
+def cmd_report(args) -> int:
+    from sdfl.report import write_run_report
+
+    print(f"report: {write_run_report(args.folder)}")
+    return 0
 
 
 def cmd_clean(args) -> int:
@@ -227,7 +239,7 @@ def cmd_clean(args) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "clean": cmd_clean}
+COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "report": cmd_report, "clean": cmd_clean}
 
 
 def _exit_on_signal(signum, frame):

@@ -13,6 +13,7 @@ scan from the moment the network reached the round until it left it.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import signal
@@ -184,11 +185,16 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     by_domain = {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, scenario["network"]["domains"] + 1)}
     controller = [r for records_of_domain in by_domain.values() for r in records_of_domain]
     intervals = ban_intervals(controller)
+    ends = round_ends(records, rounds)
     malicious = set(malicious_nodes(attacks))
-    detection = score_detection(attacking_pairs(attacks), intervals, round_ends(records, rounds), nodes, malicious,
+    detection = score_detection(attacking_pairs(attacks), intervals, ends, nodes, malicious,
                                 scenario["defense"]["warmup_rounds"],
                                 [r for r in controller if r.get("type") == "ban"])
-    control_bytes = sum(r["bytes"] for r in controller if r.get("type") == "notice_sent")
+    sent_notices = [r for r in controller if r.get("type") == "notice_sent"]
+    control_bytes = sum(r["bytes"] for r in sent_notices)
+    control_by_round = [0] * rounds  # a notice counts in the round during which it was sent
+    for notice in sent_notices:
+        control_by_round[min(bisect.bisect_left(ends, notice["time"]), rounds - 1)] += notice["bytes"]
     # Each controller reports its cumulative detector CPU time; the last report is its total.
     detector_cpu = sum(max((r["detector_cpu_s"] for r in records_of_domain if r.get("type") == "defense_stats"),
                            default=0.0) for records_of_domain in by_domain.values())
@@ -209,6 +215,7 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
         "overhead": {
             "interdomain_control_bytes_total": control_bytes,
             "interdomain_control_bytes_per_round": control_bytes / rounds,
+            "interdomain_control_bytes_by_round": control_by_round,
             "detector_cpu_s": detector_cpu,
             "agents_cpu_s": agents_cpu,
             "detector_cpu_fraction": detector_cpu / agents_cpu if agents_cpu else None,

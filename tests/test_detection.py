@@ -250,7 +250,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     config = DefenseConfig(warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
     defense = DomainDefense(1, HOSTS, config)
     for round_ in range(2, 7):  # round 1 is never observed: no update to measure
-        assert defense.on_round(round_, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local}) == []
+        assert acting(defense.on_round(round_, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local})) == []
     actions = []
     for round_ in (7, 8):
         actions += defense.on_round(round_, round_, {n: FLIPPED_UPDATE if n == "d1h3" else jitter(NORMAL_UPDATE, rng)
@@ -265,7 +265,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     assert (notice.type, notice.origin, notice.round) == (MessageType.BAN, 1, 8)
     assert notice.entries[0].node_key == (1 << 8) | 3 and defense.notice_bytes_sent == len(send.data)
     # A banned node is no longer observed, so it teaches the detector nothing.
-    assert defense.on_round(9, 9, {"d1h3": FLIPPED_UPDATE}) == []
+    assert defense.on_round(9, 9, {"d1h3": FLIPPED_UPDATE}) == []  # not even a score
     # The other domain follows the notice without repeating it.
     remote = DomainDefense(2, HOSTS, config)
     followed = remote.on_notice(10.0, notice)
@@ -299,6 +299,19 @@ def test_flow_excess_is_over_both_the_peers_and_the_normal_level_and_never_below
     assert lone["h1"] == {"packet_rate": 0.0, "byte_rate": 0.0}  # talking while peers are silent
 
 
+def acting(actions):
+    """What a batch made the defense do, beyond logging every score (the report plots them)."""
+    return [a for a in actions if not (isinstance(a, Log) and a.record["type"] == "scores")]
+
+
+def test_every_judged_batch_logs_all_its_scores_for_the_report():
+    defense = DomainDefense(1, HOSTS, DefenseConfig(warmup_rounds=2))
+    rng = np.random.default_rng(3)
+    [log] = defense.on_poll(1.0, flows(rng))
+    assert log.record["type"] == "scores" and log.record["stream"] == "flow" and log.record["warming_up"]
+    assert sorted(log.record["scores"]) == ["d1h1", "d1h2", "d1h3", "d1h4"]
+
+
 def flows(rng, **overrides):
     """One poll of honest DFL hosts of domain 1 (absolute flow features), some overridden."""
     base = {"packet_rate": 0.35, "byte_rate": 0.57, "new_flow_rate": 0.1, "distinct_dsts": 0.25,
@@ -317,7 +330,7 @@ def test_a_flooder_is_banned_on_its_second_anomalous_poll_and_its_honest_peers_n
     for round_ in range(1, 5):  # warm-up: two polls per round, the round's updates after them
         for _ in range(2):
             now += 1.0
-            assert defense.on_poll(now, flows(rng)) == []
+            assert acting(defense.on_poll(now, flows(rng))) == []
         defense.on_round(now, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local})
     flood = {"packet_rate": 0.78, "byte_rate": 0.87}
     first = defense.on_poll(now + 1.0, flows(rng, d1h3=flood))
@@ -327,7 +340,7 @@ def test_a_flooder_is_banned_on_its_second_anomalous_poll_and_its_honest_peers_n
     assert [a for a in second if isinstance(a, Ban)] == [Ban("d1h3")]  # a host's own traffic: no echo
     for _ in range(50):  # the honest hosts go on as before: no verdict against them
         now += 1.0
-        assert defense.on_poll(now, flows(rng)) == []
+        assert acting(defense.on_poll(now, flows(rng))) == []
 
 
 def test_what_moves_every_peer_at_once_is_no_sign_against_one_of_them():

@@ -1,0 +1,280 @@
+"""``report.md`` and its PNG plots, rebuilt from a run folder's saved results alone.
+
+The series are pure functions of the saved files (:func:`load_run`, :func:`accuracy_series`,
+:func:`timeline`, :func:`score_series`); matplotlib only draws them, headless, and is imported
+when a plot is made.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdfl.jsonl import read_jsonl
+from sdfl.scoring import round_ends
+
+PLOTS = {
+    "accuracy": "accuracy.png",
+    "timeline": "detection_timeline.png",
+    "control": "interdomain_bytes.png",
+    "scores": "anomaly_scores.png",
+}
+
+
+@dataclass
+class Run:
+    """What a report needs from a run folder."""
+
+    folder: Path
+    summary: dict
+    rows: list[dict]
+    round_ends: list[float]
+    controller: list[dict] = field(default_factory=list)
+
+    @property
+    def rounds(self) -> int:
+        return self.summary["scenario"]["dfl"]["rounds"]
+
+    @property
+    def malicious(self) -> list[str]:
+        return self.summary["attacks"]["malicious_nodes"]
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted({r["node"] for r in self.rows} | set(self.malicious))
+
+
+def load_run(folder: Path) -> Run:
+    """The saved results of a run; a clear error if the folder holds none."""
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise ValueError(f"{folder} holds no summary.json: not a run folder (or the run wrote nothing yet)")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{summary_path} is not valid JSON: {error}") from error
+    rows = []
+    if (folder / "rounds.csv").is_file():
+        with open(folder / "rounds.csv", newline="", encoding="utf-8") as f:
+            rows = [{**r, "round": int(r["round"]), "accuracy": float(r["accuracy"])} for r in csv.DictReader(f)]
+    agent_records = [r for path in sorted(folder.glob("agent-*.jsonl")) for r in read_jsonl(path)
+                     if r.get("type") == "round"]
+    rounds = summary["scenario"]["dfl"]["rounds"]
+    controller = [r for path in sorted(folder.glob("controller-d*.jsonl")) for r in read_jsonl(path)]
+    return Run(folder, summary, rows, round_ends(agent_records, rounds), controller)
+
+
+def accuracy_series(run: Run) -> dict[str, list[float | None]]:
+    """Per round: the honest nodes' mean, min and max accuracy, and the attackers' mean."""
+    series: dict[str, list[float | None]] = {"honest_mean": [], "honest_min": [], "honest_max": [],
+                                             "attackers_mean": []}
+    malicious = set(run.malicious)
+    for round_ in range(1, run.rounds + 1):
+        honest = [r["accuracy"] for r in run.rows if r["round"] == round_ and r["node"] not in malicious]
+        attackers = [r["accuracy"] for r in run.rows if r["round"] == round_ and r["node"] in malicious]
+        series["honest_mean"].append(statistics.fmean(honest) if honest else None)
+        series["honest_min"].append(min(honest) if honest else None)
+        series["honest_max"].append(max(honest) if honest else None)
+        series["attackers_mean"].append(statistics.fmean(attackers) if attackers else None)
+    return series
+
+
+def round_of(run: Run, when: float) -> int:
+    """The round during which ``when`` fell (1-based; after the last round's end: the last)."""
+    for round_, end in enumerate(run.round_ends, start=1):
+        if when <= end:
+            return round_
+    return run.rounds
+
+
+def timeline(run: Run) -> dict[str, dict[str, list[int]]]:
+    """Per node: the rounds it attacked (by kind) and the rounds it spent banned."""
+    nodes: dict[str, dict[str, list[int]]] = {n: {"attacking": [], "banned": []} for n in run.nodes}
+    for attack in run.summary["attacks"].get("plan", []):
+        for node in attack["nodes"]:
+            nodes.setdefault(node, {"attacking": [], "banned": []})["attacking"] += attack["rounds"]
+    events = sorted((r["time"], r["type"], r["node"]) for r in run.controller if r.get("type") in ("ban", "unban"))
+    banned_since: dict[str, int] = {}
+    for when, kind, node in events:
+        round_ = round_of(run, when)
+        if kind == "ban" and node not in banned_since:
+            banned_since[node] = round_
+        elif kind == "unban" and node in banned_since:
+            nodes.setdefault(node, {"attacking": [], "banned": []})["banned"] += range(banned_since.pop(node), round_)
+    for node, since in banned_since.items():
+        nodes.setdefault(node, {"attacking": [], "banned": []})["banned"] += range(since, run.rounds + 1)
+    return {n: {k: sorted(set(v)) for k, v in entry.items()} for n, entry in sorted(nodes.items())}
+
+
+def score_series(run: Run, stream: str) -> tuple[dict[str, list[tuple[float, float]]], float | None]:
+    """Per node, (seconds since the first score, score) of one stream, and the last calibrated
+    threshold (None if the stream never finished its warm-up)."""
+    records = [r for r in run.controller if r.get("type") == "scores" and r.get("stream") == stream]
+    if not records:
+        return {}, None
+    start = min(r["time"] for r in records)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for record in sorted(records, key=lambda r: r["time"]):
+        x = record["round"] if stream == "update" else record["time"] - start
+        for node, score in record["scores"].items():
+            series.setdefault(node, []).append((x, score))
+    thresholds = [r["threshold"] for r in records if r.get("threshold") is not None]
+    return series, (thresholds[-1] if thresholds else None)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _integer_rounds(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_accuracy(run: Run, path: Path) -> None:
+    plt = _pyplot()
+    series = accuracy_series(run)
+    rounds = list(range(1, run.rounds + 1))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    low = [v if v is not None else float("nan") for v in series["honest_min"]]
+    high = [v if v is not None else float("nan") for v in series["honest_max"]]
+    ax.fill_between(rounds, low, high, alpha=0.2, color="tab:blue", label="honest nodes, min-max")
+    ax.plot(rounds, [v if v is not None else float("nan") for v in series["honest_mean"]], "o-",
+            color="tab:blue", label="honest nodes, mean")
+    if any(v is not None for v in series["attackers_mean"]):
+        ax.plot(rounds, [v if v is not None else float("nan") for v in series["attackers_mean"]], "x--",
+                color="tab:red", label="attackers' own models, mean")
+    attacked = sorted({r for a in run.summary["attacks"].get("plan", []) for r in a["rounds"]})
+    if attacked:
+        ax.axvspan(attacked[0] - 0.5, attacked[-1] + 0.5, color="tab:red", alpha=0.06, label="attack rounds")
+    ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title=f"{run.folder.name}: accuracy per round")
+    _integer_rounds(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_timeline(run: Run, path: Path) -> None:
+    plt = _pyplot()
+    entries = timeline(run)
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.32 * len(entries)))
+    for y, (node, entry) in enumerate(entries.items()):
+        ax.broken_barh([(r - 0.5, 1) for r in entry["attacking"]], (y - 0.35, 0.3), color="tab:red")
+        ax.broken_barh([(r - 0.5, 1) for r in entry["banned"]], (y + 0.05, 0.3), color="black")
+    ax.set_yticks(range(len(entries)), list(entries))
+    ax.invert_yaxis()
+    ax.set(xlabel="round", xlim=(0.5, run.rounds + 0.5), title="attacking (red, upper) vs banned (black, lower)")
+    _integer_rounds(ax)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_control_bytes(run: Run, path: Path) -> None:
+    plt = _pyplot()
+    by_round = run.summary.get("overhead", {}).get("interdomain_control_bytes_by_round") or [0] * run.rounds
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(range(1, len(by_round) + 1), by_round, color="tab:green")
+    ax.set(xlabel="round", ylabel="bytes", xlim=(0.5, len(by_round) + 0.5),
+           title=f"inter-domain control bytes per round (total {sum(by_round)})")
+    _integer_rounds(ax)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scores(run: Run, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6))
+    malicious = set(run.malicious)
+    for ax, stream, xlabel in ((axes[0], "flow", "seconds since the first poll"), (axes[1], "update", "round")):
+        series, threshold = score_series(run, stream)
+        for node, points in sorted(series.items()):
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "-" if stream == "flow" else "o-", lw=1.6 if node in malicious else 0.8, ms=3,
+                    color=None if node in malicious else "0.6", label=node if node in malicious else None)
+        if threshold is not None:
+            ax.axhline(threshold, color="black", ls=":", lw=1, label="calibrated threshold (last)")
+        ax.set(xlabel=xlabel, ylabel="HST anomaly score", ylim=(-0.03, 1),  # honest hosts often score 0
+               title=f"{stream} stream: attackers in colour, honest hosts grey")
+        if stream == "update":
+            _integer_rounds(ax)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(loc="upper left", fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(run: Run) -> str:
+    """The report's text: headline figures, the bans and why, and the plots."""
+    summary = run.summary
+    dfl, detection, overhead = summary["dfl"], summary.get("detection"), summary.get("overhead", {})
+    lines = [f"# Run report: {run.folder.name}", ""]
+    if not summary.get("complete", True):
+        lines += ["**Incomplete run**: some nodes did not finish every round; figures cover what was saved.", ""]
+    scenario = summary["scenario"]
+    network = scenario["network"]
+    lines += [f"{network['domains']} domains x {network['hosts_per_domain']} hosts, "
+              f"{scenario['dfl']['rounds']} rounds, aggregator `{scenario['dfl']['aggregator']}`, "
+              f"seed {scenario['seed']}; attackers: {', '.join(run.malicious) or 'none'}.", "",
+              "| figure | value |", "|---|---|",
+              f"| honest accuracy, final round | {_fmt(dfl['honest_accuracy_final'])} |",
+              f"| median round time (s) | {_fmt(dfl['round_time_s_median'], 2)} |",
+              f"| model bytes sent | {dfl['model_bytes_total']:,} |"]
+    if detection is not None:
+        traffic = summary.get("traffic", {})
+        control_per_round = overhead.get("interdomain_control_bytes_per_round")
+        lines += [f"| detection F1 / precision / recall | {_fmt(detection['f1'])} / {_fmt(detection['precision'])} / "
+                  f"{_fmt(detection['recall'])} |",
+                  f"| false-ban rate | {_fmt(detection['false_ban_rate'])} |",
+                  f"| honest nodes ever banned | {', '.join(detection['honest_nodes_ever_banned']) or 'none'} |",
+                  f"| time to ban (rounds, median) | {_fmt(detection['time_to_ban_rounds_median'])} |",
+                  f"| inter-domain control bytes per round | {_fmt(control_per_round, 1)} |",
+                  f"| detector CPU / agents' CPU | {_fmt(overhead.get('detector_cpu_fraction'), 4)} |",
+                  f"| flood/scan time to mitigate (s, median) | {_fmt(traffic.get('time_to_mitigate_s_median'), 2)} |"]
+        lines += ["", "## Bans", ""]
+        if detection["bans"]:
+            lines += ["| node | domain | round | why |", "|---|---|---|---|"]
+            lines += [f"| {b['node']} | {b['domain']} | {b['round']} | {b['reason']} |" for b in detection["bans"]]
+        else:
+            lines.append("Nobody was banned.")
+    lines += ["", "## Plots", ""]
+    for name, title in (("accuracy", "Accuracy per round"), ("timeline", "Detection timeline"),
+                        ("control", "Inter-domain control bytes per round"), ("scores", "Anomaly scores")):
+        if (run.folder / PLOTS[name]).is_file():
+            lines += [f"### {title}", "", f"![{title}]({PLOTS[name]})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_run_report(folder: Path) -> Path:
+    """Plots and report.md into the run folder; returns the report's path."""
+    run = load_run(folder)
+    plot_accuracy(run, folder / PLOTS["accuracy"])
+    if run.summary.get("detection") is not None:
+        plot_timeline(run, folder / PLOTS["timeline"])
+        plot_control_bytes(run, folder / PLOTS["control"])
+        plot_scores(run, folder / PLOTS["scores"])
+    path = folder / "report.md"
+    path.write_text(markdown(run))
+    return path
