@@ -84,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario key, e.g. --set dfl.rounds=5 (repeatable)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<time>)")
 
-    report = commands.add_parser("report", help="rebuild report.md and its plots from a run folder's saved results")
-    report.add_argument("folder", type=Path, help="a run folder (with summary.json)")
+    sweep = commands.add_parser("sweep", help="run the cross product of a sweep file's axes (resumes)")
+    sweep.add_argument("sweep", type=Path, help="TOML sweep file, e.g. scenarios/matrix.toml")
+    sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<name>)")
+
+    report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
+    report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
 
     clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
     clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
@@ -217,10 +221,32 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from sdfl.report import write_run_report
+    from sdfl.report import write_report
 
-    print(f"report: {write_run_report(args.folder)}")
+    print(f"report: {write_report(args.folder)}")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from sdfl.report import write_report
+    from sdfl.runner import run_experiment
+    from sdfl.sweep import load_sweep, run_sweep
+
+    cells = load_sweep(args.sweep)
+    become_root(args)
+    prepare_emulation()
+    out = args.out or Path("runs") / f"sweep-{args.sweep.stem}"
+    began = time.monotonic()
+    def run_cell(scenario: dict, folder: Path) -> dict:
+        summary = run_experiment(scenario, folder, progress=lambda line: None)
+        write_report(folder)
+        return summary
+
+    rows = run_sweep(cells, out, run_cell, progress=lambda line: print(line, flush=True))
+    failed = [r for r in rows if r["complete"] is not True]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} cells complete in {(time.monotonic() - began) / 60:.1f} min; "
+          f"results: {out / 'results.csv'}; report: {write_report(out)}")
+    return 1 if failed else 0
 
 
 def cmd_clean(args) -> int:
@@ -239,7 +265,8 @@ def cmd_clean(args) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "report": cmd_report, "clean": cmd_clean}
+COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
+            "clean": cmd_clean}
 
 
 def _exit_on_signal(signum, frame):

@@ -278,3 +278,147 @@ def write_run_report(folder: Path) -> Path:
     path = folder / "report.md"
     path.write_text(markdown(run))
     return path
+
+
+def read_results(folder: Path) -> list[dict]:
+    path = folder / "results.csv"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds neither summary.json nor results.csv: not a run or sweep folder")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _numbers(rows: list[dict], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) not in ("", None)]
+
+
+def _mean_spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+
+
+def comparison(rows: list[dict], replicate: str = "seed") -> list[tuple[dict, dict]]:
+    """Per combination of every axis but ``replicate``: mean ± standard deviation of the headline
+    figures over the replicates."""
+    axes = list(rows[0])[:list(rows[0]).index("folder")] if rows else []
+    grouping = [a for a in axes if a != replicate]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[a] for a in grouping), []).append(row)
+    table = []
+    for key, members in groups.items():
+        done = [m for m in members if m["complete"] == "True"]
+        table.append((dict(zip(grouping, key)), {
+            "runs": f"{len(done)}/{len(members)}",
+            "honest accuracy": _mean_spread(_numbers(done, "honest_accuracy")),
+            "F1": _mean_spread(_numbers(done, "f1")),
+            "false-ban rate": _mean_spread(_numbers(done, "false_ban_rate")),
+            "control B/round": _mean_spread(_numbers(done, "control_bytes_per_round")),
+        }))
+    return table
+
+
+def significance(rows: list[dict], compare: str = "defense", baseline: str = "none", replicate: str = "seed",
+                 detectors: tuple[str, str] = ("fuhst", "threshold")) -> list[dict]:
+    """Mann-Whitney U and Kolmogorov-Smirnov tests (two-sided) over the replicates: each
+    defended setting's honest accuracy against the undefended one's, and the first detector's F1
+    against the second's, within each combination of the other axes."""
+    from scipy.stats import ks_2samp, mannwhitneyu
+
+    axes = list(rows[0])[:list(rows[0]).index("folder")] if rows else []
+    if compare not in axes:
+        return []
+    others = [a for a in axes if a not in (compare, replicate)]
+    done = [r for r in rows if r["complete"] == "True"]
+    tests = []
+
+    def test(context: dict, what: str, a: list[float], b: list[float]) -> None:
+        if len(a) < 2 or len(b) < 2:
+            return
+        tests.append({**context, "comparison": what, "n": f"{len(a)} vs {len(b)}",
+                      "mean difference": statistics.fmean(a) - statistics.fmean(b),
+                      "Mann-Whitney U p": float(mannwhitneyu(a, b, alternative="two-sided").pvalue),
+                      "KS p": float(ks_2samp(a, b).pvalue)})
+
+    for key in sorted({tuple(r[a] for a in others) for r in done}):
+        context = dict(zip(others, key))
+        here = [r for r in done if all(r[a] == v for a, v in context.items())]
+        values = sorted({r[compare] for r in here})
+        undefended = _numbers([r for r in here if r[compare] == baseline], "honest_accuracy")
+        for value in values:
+            if value != baseline:
+                test(context, f"accuracy: {value} vs {baseline}",
+                     _numbers([r for r in here if r[compare] == value], "honest_accuracy"), undefended)
+        first, second = detectors
+        test(context, f"F1: {first} vs {second}", _numbers([r for r in here if r[compare] == first], "f1"),
+             _numbers([r for r in here if r[compare] == second], "f1"))
+    return tests
+
+
+def plot_sweep_accuracy(folder: Path, rows: list[dict], path: Path, panel: str = "attack",
+                        line: str = "defense") -> None:
+    """Honest accuracy per round, mean over replicates: one panel per ``panel`` value, one line per
+    ``line`` value (clean = the panel whose value is "none")."""
+    plt = _pyplot()
+    done = [r for r in rows if r["complete"] == "True"]
+    panels = list(dict.fromkeys(r.get(panel, "") for r in done))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, panel_value in zip(axes[0], panels):
+        for line_value in dict.fromkeys(r.get(line, "") for r in done):
+            curves = [json.loads((folder / r["folder"] / "summary.json").read_text())["dfl"]
+                      ["honest_accuracy_by_round"]
+                      for r in done if r.get(panel, "") == panel_value and r.get(line, "") == line_value]
+            if curves:
+                mean = [statistics.fmean(v for v in column if v is not None) if any(v is not None for v in column)
+                        else float("nan") for column in zip(*curves)]
+                ax.plot(range(1, len(mean) + 1), mean, marker=".", label=line_value)
+        ax.set(title=f"{panel} = {panel_value}", xlabel="round", ylim=(0, 1))
+        _integer_rounds(ax)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("honest accuracy (mean over seeds)")
+    axes[0][-1].legend(title=line, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def sweep_markdown(folder: Path, rows: list[dict], tests: list[dict], plotted: bool) -> str:
+    lines = [f"# Sweep report: {folder.name}", "",
+             f"{len(rows)} cells, {sum(r['complete'] == 'True' for r in rows)} complete; wall time "
+             f"{sum(_numbers(rows, 'wall_s')) / 60:.1f} min. Mean ± standard deviation over seeds.", ""]
+    table = comparison(rows)
+    if table:
+        headers = list(table[0][0]) + list(table[0][1])
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join([*labels.values(), *figures.values()]) + " |" for labels, figures in table]
+    lines += ["", "## Significance (two-sided, over seeds)", ""]
+    if tests:
+        headers = list(tests[0])
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in t.values()) + " |"
+                  for t in tests]
+        lines += ["", "With 3 seeds per side the smallest two-sided Mann-Whitney p is 0.1: more seeds for "
+                  "significance at 0.05."]
+    else:
+        lines.append("No test: the sweep needs a `defense` axis with `none` and at least two seeds per side.")
+    if plotted:
+        lines += ["", "## Accuracy per round", "", "![accuracy per round](sweep_accuracy.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_report(folder: Path) -> Path:
+    rows = read_results(folder)
+    tests = significance(rows) if rows else []
+    plotted = bool(rows) and "attack" in rows[0] and "defense" in rows[0]
+    if plotted:
+        plot_sweep_accuracy(folder, rows, folder / "sweep_accuracy.png")
+    path = folder / "report.md"
+    path.write_text(sweep_markdown(folder, rows, tests, plotted))
+    return path
+
+
+def write_report(folder: Path) -> Path:
+    """A run folder's report, or a sweep folder's comparison."""
+    return write_run_report(folder) if (folder / "summary.json").is_file() else write_sweep_report(folder)

@@ -154,8 +154,10 @@ def parse_override(text: str) -> dict:
     return nested
 
 
-def load_scenario(path: Path | None = None, overrides: list[str] = ()) -> dict:
-    """Defaults, then the file, then the overrides; every value checked against the schema."""
+def load_scenario(path: Path | None = None, overrides: list[str] = (),
+                  layers: list[tuple[dict, str]] = ()) -> dict:
+    """Defaults, then the file, then ``layers`` (partial scenarios, each with where it came from:
+    a sweep's settings), then the overrides; every value checked against the schema."""
     scenario = defaults()
     if path is not None:
         path = Path(path)
@@ -166,6 +168,8 @@ def load_scenario(path: Path | None = None, overrides: list[str] = ()) -> dict:
         except tomllib.TOMLDecodeError as error:
             raise ScenarioError(f"{path}: not valid TOML: {error}") from None
         _merge(scenario, data, SCHEMA, str(path))
+    for data, source in layers:
+        _merge(scenario, data, SCHEMA, source)
     for text in overrides:
         _merge(scenario, parse_override(text), SCHEMA, f"--set {text}")
     origin = str(path) if path is not None else "scenario"
