@@ -13,7 +13,8 @@ cd "$repo"
 say() { echo "[install] $*"; }
 
 # 1. System packages (only the missing ones, so a second run never touches apt).
-packages=(mininet openvswitch-switch iperf3 tcpdump iputils-ping ethtool iproute2 python3-venv)
+# vagrant: the test suite validates the Vagrantfile.
+packages=(mininet openvswitch-switch iperf3 tcpdump iputils-ping ethtool iproute2 python3-venv vagrant)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -45,8 +46,13 @@ fi
 stamp=.venv/.sdfl-setup.sha256
 wanted=$(sha256sum setup.py | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "import sdfl, torch, os_ken, river" 2>/dev/null; then
-  say "pip: installing (torch CPU 2.13.0, os-ken<4, river, scapy, numpy, pytest)"
-  .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+  say "pip: installing (torch CPU 2.13.0, os-ken<4, river, scapy, numpy, scipy, matplotlib, pytest)"
+  # PyPI's Linux torch is the CUDA build (GBs): without a configured wheel source (this
+  # project's build machines have one), take the CPU build from PyTorch's own index.
+  torch_index=()
+  .venv/bin/pip config list 2>/dev/null | grep -qE "index-url|find-links" \
+    || torch_index=(--index-url https://download.pytorch.org/whl/cpu)
+  .venv/bin/pip install --quiet --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
   .venv/bin/pip install --quiet --disable-pip-version-check -e .
   echo "$wanted" > "$stamp"
 else
