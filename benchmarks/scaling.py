@@ -1,0 +1,125 @@
+"""How the testbed's costs grow with the network: real runs from 2x3 to 6x8 hosts (root, OVS).
+
+For each size, one ``sdfl run`` of paper.toml's setting (25 % sign flippers, FU-HST on) with
+short rounds, and from its summary: network bring-up time, median round time, detector CPU
+time per round and inter-domain control bytes per round. Each cost is fitted as
+``a * nodes^b`` (least squares in log-log); the exponent ``b`` is the growth (1 = linear).
+
+    .venv/bin/python benchmarks/scaling.py --out runs/scaling
+    .venv/bin/python benchmarks/scaling.py --sizes 2x3 3x4 --rounds 6 --out runs/scaling-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+COSTS = {"bring_up_s": "network bring-up (s)", "round_time_s": "median round time (s)",
+         "detector_cpu_s_per_round": "detector CPU per round (s)",
+         "control_bytes_per_round": "inter-domain control bytes per round"}
+
+
+def size(text: str) -> tuple[int, int]:
+    domains, _, hosts = text.partition("x")
+    if not (domains.isdigit() and hosts.isdigit()) or int(domains) < 1 or int(hosts) < 1:
+        raise argparse.ArgumentTypeError(f"a size is DOMAINSxHOSTS, e.g. 3x4; got {text!r}")
+    return int(domains), int(hosts)
+
+
+def growth(nodes: list[int], values: list[float]) -> tuple[float, float] | None:
+    """``(a, b)`` of ``value = a * nodes^b`` fitted in log-log; None with fewer than two positive points."""
+    points = [(n, v) for n, v in zip(nodes, values) if v > 0]
+    if len(points) < 2:
+        return None
+    slope, intercept = np.polyfit(np.log([n for n, _ in points]), np.log([v for _, v in points]), 1)
+    return float(np.exp(intercept)), float(slope)
+
+
+def measure(domains: int, hosts: int, rounds: int, out: Path) -> dict:
+    from sdfl.runner import run_experiment
+    from sdfl.scenario import load_scenario
+
+    scenario = load_scenario(ROOT / "scenarios" / "paper.toml",
+                             [f"network.domains={domains}", f"network.hosts_per_domain={hosts}",
+                              f"dfl.rounds={rounds}", "dfl.round_period_s=1.0", "defense.warmup_rounds=3",
+                              "attacks.0.start_round=4"])
+    began = time.monotonic()
+    summary = run_experiment(scenario, out / f"{domains}x{hosts}", progress=lambda line: None)
+    overhead = summary.get("overhead", {})
+    return {"domains": domains, "hosts_per_domain": hosts, "nodes": domains * hosts,
+            "bring_up_s": summary["network"]["bring_up_s"], "round_time_s": summary["dfl"]["round_time_s_median"],
+            "detector_cpu_s_per_round": overhead.get("detector_cpu_s", 0.0) / rounds,
+            "control_bytes_per_round": overhead.get("interdomain_control_bytes_per_round", 0.0),
+            "honest_accuracy": summary["dfl"]["honest_accuracy_final"], "complete": summary["complete"],
+            "wall_s": round(time.monotonic() - began, 1)}
+
+
+def plot(rows: list[dict], fits: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nodes = [r["nodes"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    for ax, (key, label) in zip(axes.flat, COSTS.items()):
+        ax.plot(nodes, [r[key] for r in rows], "o", label="measured")
+        if fits.get(key):
+            a, b = fits[key]
+            grid = np.linspace(min(nodes), max(nodes), 50)
+            ax.plot(grid, a * grid ** b, "-", label=f"fit: {a:.3g} x nodes^{b:.2f}")
+        for row in rows:
+            ax.annotate(f"{row['domains']}x{row['hosts_per_domain']}", (row["nodes"], row[key]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+        ax.set(xlabel="DFL nodes", title=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=size, nargs="+", default=[size(s) for s in ("2x3", "3x4", "4x6", "5x6", "6x8")])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "scaling")
+    args = parser.parse_args(argv)
+    from sdfl.cli import prepare_emulation
+
+    prepare_emulation()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for domains, hosts in args.sizes:
+        try:
+            rows.append(measure(domains, hosts, args.rounds, args.out))
+        except (RuntimeError, ValueError, OSError) as error:
+            print(f"{domains}x{hosts}: failed ({error}); the machine goes no further", flush=True)
+            break
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+        with open(args.out / "scaling.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    fits = {key: growth([r["nodes"] for r in rows], [r[key] for r in rows]) for key in COSTS}
+    for key, fit in fits.items():
+        print(f"{COSTS[key]}: " + (f"{fit[0]:.3g} x nodes^{fit[1]:.2f}" if fit else "too few points to fit"))
+    (args.out / "growth.json").write_text(json.dumps({k: {"a": f[0], "exponent": f[1]} if f else None
+                                                      for k, f in fits.items()}, indent=2) + "\n")
+    if rows:
+        plot(rows, fits, args.out / "scaling.png")
+    print(f"wrote {args.out / 'scaling.csv'}, growth.json, scaling.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
