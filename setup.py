@@ -20,6 +20,7 @@ setup(
         "scipy>=1.10",  # the sweep report's significance tests
         "matplotlib>=3.6",  # report plots, headless
         "pytest>=7",
+        "hypothesis>=6",  # the parsers' fuzz tests
     ],
     entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},
 )

@@ -76,7 +76,7 @@ def normalize_entry(entry: dict, where: str) -> dict:
     if not isinstance(entry, dict):
         raise ScenarioError(f"{where} must be a table of settings")
     kind = entry.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ScenarioError(f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
     fields = {**COMMON, **KINDS[kind][1]}
     resolved = {}

@@ -1,0 +1,205 @@
+"""Fuzzing the testbed's parsers of hostile input: the model wire format (whole frames and
+byte streams in any chunking), the coordination-message decoder and the scenario loader.
+
+Each input must end in a value or in the parser's own named error (:class:`FrameError`,
+:class:`MessageError`, :class:`ScenarioError`), within a deadline; anything else is a crash.
+Inputs are hypothesis-generated: raw bytes, valid messages with bytes flipped, cut or inserted,
+and scenario text and ``--set`` overrides over the real keys. The test suite runs a bounded,
+deterministic number of inputs (``tests/test_fuzz.py``); this script runs many more and prints
+the counts:
+
+    .venv/bin/python benchmarks/fuzz.py --examples 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents.wire import FrameError, FrameReader, ModelFrame, decode, encode  # noqa: E402
+from controllers.coordination import (Evidence, MessageError, MessageType, Notice, Stream,  # noqa: E402
+                                      decode_notice, encode_notice)
+from sdfl.scenario import SCHEMA, ScenarioError, load_scenario  # noqa: E402
+
+MAX_PAYLOAD = 1 << 20  # an agent's cap in the fuzz runs: a frame claiming more is refused from its prefix
+
+
+def frames() -> st.SearchStrategy[bytes]:
+    shapes = st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=3)
+    return st.builds(
+        lambda sender, round_, samples, shapes, seed: encode(ModelFrame(
+            sender, round_, samples, tuple(np.random.default_rng(seed).normal(size=s).astype(np.float32)
+                                           for s in shapes))),
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=16),
+        st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), shapes, st.integers(0, 2**16))
+
+
+def notices() -> st.SearchStrategy[bytes]:
+    entry = st.builds(Evidence, st.integers(0, 0xFFFF), st.sampled_from(list(Stream)),
+                      st.floats(0, 1), st.integers(0, 255), st.integers(0, 255))
+    return st.builds(lambda type_, origin, seq, round_, entries: encode_notice(Notice(type_, origin, seq, round_,
+                                                                                      tuple(entries))),
+                     st.sampled_from(list(MessageType)), st.integers(0, 255), st.integers(0, 2**32 - 1),
+                     st.integers(0, 0xFFFF), st.lists(entry, max_size=5))
+
+
+def mutated(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """A valid message with one edit: a byte changed, a cut, or bytes inserted."""
+    def edit(data: bytes, where: int, what: int, inserted: bytes) -> bytes:
+        at = where % (len(data) + 1)
+        if what == 0 and data:
+            at %= len(data)
+            return data[:at] + bytes([data[at] ^ (1 + where % 255)]) + data[at + 1:]
+        if what == 1:
+            return data[:at]
+        return data[:at] + inserted + data[at:]
+    return st.builds(edit, valid, st.integers(0, 2**16), st.integers(0, 2), st.binary(min_size=1, max_size=16))
+
+
+def check_frame(data: bytes) -> str:
+    try:
+        frame = decode(data, max_payload=MAX_PAYLOAD)
+    except FrameError:
+        return "rejected"
+    assert all(np.isfinite(t).all() for t in frame.tensors), "a decoded frame carries NaN or Inf"
+    return "accepted"
+
+
+def check_stream(chunks: list[bytes]) -> str:
+    """Chunks of a byte stream fed to one reader: frames, or a named error and no more input."""
+    reader = FrameReader(max_payload=MAX_PAYLOAD)
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            assert reader.pending_bytes <= MAX_PAYLOAD + 4096 + 16, "the reader buffers past its cap"
+    except FrameError:
+        assert reader.failed and reader.pending_bytes == 0
+        return "rejected"
+    return "accepted"
+
+
+def check_notice(data: bytes) -> str:
+    try:
+        notice = decode_notice(data)
+    except MessageError:
+        return "rejected"
+    assert encode_notice(notice) == data, "a decoded notice does not encode back to its bytes"
+    return "accepted"
+
+
+def check_scenario_text(text: str, folder: Path) -> str:
+    path = folder / "fuzz.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_scenario(path)
+    except ScenarioError:
+        return "rejected"
+    return "accepted"
+
+
+def check_overrides(overrides: list[str]) -> str:
+    try:
+        load_scenario(None, overrides)
+    except ScenarioError:
+        return "rejected"
+    return "accepted"
+
+
+def dotted_keys(schema: dict = SCHEMA, prefix: str = "") -> list[str]:
+    keys = []
+    for key, spec in schema.items():
+        keys += dotted_keys(spec, f"{prefix}{key}.") if isinstance(spec, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def overrides() -> st.SearchStrategy[list[str]]:
+    keys = st.one_of(st.sampled_from(dotted_keys() + ["attacks.0.kind", "attacks.0.scale", "attacks.1.nodes"]),
+                     st.text(max_size=12))
+    values = st.one_of(st.integers(-2**70, 2**70).map(str), st.floats().map(repr),
+                       st.booleans().map(str).map(str.lower),
+                       st.text(max_size=12).map(repr), st.text(max_size=12),
+                       st.lists(st.integers(-5, 5), max_size=3).map(str), st.just("[]"), st.just("{}"))
+    return st.lists(st.builds(lambda k, v: f"{k}={v}", keys, values), max_size=4)
+
+
+def scenario_texts() -> st.SearchStrategy[str]:
+    line = st.builds(lambda k, v: f"{k} = {v}", st.sampled_from(dotted_keys()),
+                     st.one_of(st.integers(-10, 10**6).map(str), st.floats(allow_nan=False).map(repr),
+                               st.sampled_from(['"ring"', '"mesh"', "true", "[]", '"x"', "-1", "0"])))
+    table = st.builds(lambda name, lines: f"[{name}]\n" + "\n".join(lines),
+                      st.sampled_from(["network", "dfl", "defense", "bogus"]), st.lists(line, max_size=4))
+    return st.one_of(st.text(max_size=200), st.lists(st.one_of(line, table), max_size=5).map("\n".join),
+                     st.just("[[attacks]]\nkind = 'sign-flip'\nfraction = 2.0"))
+
+
+def targets(folder: Path) -> dict:
+    """name -> (strategy, check): what is fuzzed and how each input is judged."""
+    return {
+        "wire frame": (st.one_of(st.binary(max_size=2048), mutated(frames()), frames()), check_frame),
+        "wire stream": (st.lists(st.one_of(frames(), mutated(frames()), st.binary(max_size=64)), max_size=4)
+                        .flatmap(lambda parts: st.lists(st.integers(1, 64), min_size=1, max_size=8).map(
+                            lambda cuts, data=b"".join(parts): _chunks(data, cuts))), check_stream),
+        "coordination notice": (st.one_of(st.binary(max_size=256), mutated(notices()), notices()), check_notice),
+        "scenario file": (scenario_texts(), lambda text: check_scenario_text(text, folder)),
+        "scenario --set": (overrides(), check_overrides),
+    }
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    chunks, at, i = [], 0, 0
+    while at < len(data):
+        size = cuts[i % len(cuts)]
+        chunks.append(data[at:at + size])
+        at, i = at + size, i + 1
+    return chunks
+
+
+def fuzz(strategy, check, examples: int, derandomize: bool = False) -> dict[str, int]:
+    """Run ``check`` on ``examples`` generated inputs; counts of each outcome (a crash raises)."""
+    counts: dict[str, int] = {}
+
+    @settings(max_examples=examples, deadline=2000, derandomize=derandomize, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(value):
+        outcome = check(value)
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+    run()
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=20_000, help="inputs per target")
+    args = parser.parse_args(argv)
+    crashes = 0
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (strategy, check) in targets(Path(folder)).items():
+            began = time.monotonic()
+            try:
+                counts = fuzz(strategy, check, args.examples)
+                outcome = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            except Exception as error:  # a crash: hypothesis has shrunk it to a minimal input
+                crashes += 1
+                outcome = f"CRASH: {type(error).__name__}: {error}"
+            print(f"{name}: {sum(counts.values()) if 'CRASH' not in outcome else '?'} inputs tried, {outcome}, "
+                  f"{time.monotonic() - began:.0f} s", flush=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"crashes: {crashes}; peak memory {peak_mb:.0f} MB")
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
