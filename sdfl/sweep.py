@@ -29,6 +29,7 @@ import json
 import re
 import time
 import tomllib
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,9 @@ def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
             error = "" if summary.get("complete") else "incomplete: some agents did not finish"
         except (RuntimeError, ValueError, OSError) as failure:
             summary, error = None, f"{type(failure).__name__}: {failure}"
-            progress(f"    failed: {error}")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "sweep_error.txt").write_text(traceback.format_exc())
+            progress(f"    failed: {error} (traceback: {folder / 'sweep_error.txt'})")
         wall = time.monotonic() - began
         if summary is not None:
             wall_path.write_text(json.dumps({"labels": dict(cell.labels), "wall_s": wall}) + "\n")

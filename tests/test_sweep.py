@@ -105,6 +105,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     rows = run_sweep(cells, tmp_path / "out", fake_run(calls, fail={cells[1].name}), progress=lambda line: None)
     assert len(calls) == 12
     assert rows[1]["complete"] is False and "controller of domain 1 exited" in rows[1]["error"]
+    assert "RuntimeError" in (tmp_path / "out" / "runs" / cells[1].name / "sweep_error.txt").read_text()
 
 
 def test_the_sweep_report_compares_defenses_with_significance_tests(tmp_path):
