@@ -13,8 +13,8 @@ cd "$repo"
 say() { echo "[install] $*"; }
 
 # 1. System packages (only the missing ones, so a second run never touches apt).
-# vagrant: the test suite validates the Vagrantfile.
-packages=(mininet openvswitch-switch iperf3 tcpdump iputils-ping ethtool iproute2 python3-venv vagrant)
+# vagrant: the test suite validates the Vagrantfile; tshark reads the runs' --pcap captures.
+packages=(mininet openvswitch-switch iperf3 tcpdump tshark iputils-ping ethtool iproute2 python3-venv vagrant)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key, e.g. --set dfl.rounds=5 (repeatable)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<time>)")
+    run.add_argument("--pcap", action="store_true", help="capture every host's traffic into <out>/pcap/<host>.pcap")
 
     sweep = commands.add_parser("sweep", help="run the cross product of a sweep file's axes (resumes)")
     sweep.add_argument("sweep", type=Path, help="TOML sweep file, e.g. scenarios/matrix.toml")
@@ -199,7 +200,7 @@ def cmd_run(args) -> int:
     become_root(args)
     prepare_emulation()
     out = args.out or Path("runs") / f"{scenario['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = run_experiment(scenario, out, progress=lambda line: print(line, flush=True))
+    summary = run_experiment(scenario, out, progress=lambda line: print(line, flush=True), pcap=args.pcap)
     dfl = summary["dfl"]
     print(f"\nhonest accuracy after {scenario['dfl']['rounds']} rounds: {dfl['honest_accuracy_final']:.3f} "
           f"({dfl['honest_nodes_reporting_final']} nodes); median round {dfl['round_time_s_median']:.2f} s; "

@@ -75,8 +75,9 @@ class Emulation:
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
-                 watched_ports: tuple[int, ...] = (), defense: dict | None = None) -> None:
+                 watched_ports: tuple[int, ...] = (), defense: dict | None = None, pcap: bool = False) -> None:
         self.layout = layout
+        self.pcap = pcap
         self.defense = defense
         self.out_dir = Path(out_dir)
         self.requested_datapath = datapath
@@ -88,6 +89,7 @@ class Emulation:
         self.record: RunRecord | None = None
         self.controllers: dict[int, subprocess.Popen] = {}
         self.inspectors: dict[int, subprocess.Popen] = {}
+        self.captures: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
 
     # --- paths -------------------------------------------------------------------------
@@ -156,6 +158,8 @@ class Emulation:
             attach_monitors(description)
             self._start_inspectors()
         self._wait_ready()
+        if self.pcap:
+            self._start_captures()
         self.timings["bring_up_s"] = time.monotonic() - began
         LOG.info("network up in %.1f s (%s datapath)", self.timings["bring_up_s"], self.datapath)
 
@@ -171,6 +175,24 @@ class Emulation:
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.inspectors[domain] = proc
             self.record.add_process(proc.pid, f"inspector d{domain}")
+
+    def _start_captures(self) -> None:
+        """tcpdump on every host's switch-side interface (root namespace): ``pcap/<host>.pcap``
+        holds all a host sent and received, written through (-U) so a killed run keeps it."""
+        folder = self.out_dir / "pcap"
+        folder.mkdir(exist_ok=True)
+        for host in self.layout.hosts:
+            path = folder / f"{host.name}.pcap"
+            proc = subprocess.Popen(["tcpdump", "-i", f"{host.switch}-eth{host.port}", "-U", "-q", "-w", str(path)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            self.captures.append(proc)
+            self.record.add_process(proc.pid, f"tcpdump {host.name}")
+        deadline = time.monotonic() + 10
+        while not all((folder / f"{h.name}.pcap").exists() for h in self.layout.hosts):  # listening
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.captures):
+                raise EmulationError(f"tcpdump did not start on every host interface (see {folder})")
+            time.sleep(0.05)
 
     def _start_controllers(self) -> None:
         for domain in range(1, self.layout.domains + 1):
@@ -229,6 +251,16 @@ class Emulation:
 
     def stop(self) -> None:
         """Stop everything this emulation started; safe to call more than once."""
+        for capture in self.captures:  # before the interfaces go: tcpdump flushes on SIGTERM
+            if capture.poll() is None:
+                capture.terminate()
+        for capture in self.captures:
+            try:
+                capture.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                capture.kill()
+                capture.wait()
+        self.captures = []
         if self.net is not None:
             try:
                 self.net.stop()

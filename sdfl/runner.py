@@ -106,7 +106,7 @@ def run_plan(scenario: dict):
     return layout, nodes, neighbours, attacks
 
 
-def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
+def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     layout, nodes, neighbours, attacks = run_plan(scenario)
     dfl = scenario["dfl"]
@@ -123,7 +123,7 @@ def run_experiment(scenario: dict, out: Path, progress=print) -> dict:
         defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
                    if scenario["defense"]["fuhst"] else None)
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
-                       watched_ports=(dfl["port"],), defense=defense) as emulation:
+                       watched_ports=(dfl["port"],), defense=defense, pcap=pcap) as emulation:
             events.event("network_up", datapath=emulation.datapath, **emulation.timings)
             progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "

@@ -50,6 +50,21 @@ def test_a_short_run_learns_and_writes_every_result(tmp_path):
     assert events[0]["malicious"] == [] and summary["attacks"]["malicious_nodes"] == []
 
 
+def test_pcap_captures_every_hosts_model_traffic_readably_and_the_run_writes_its_report(tmp_path):
+    args = [sys.executable, "-m", "sdfl", "run", str(CLEAN), "--out", str(tmp_path), "--pcap",
+            "--set", "dfl.rounds=3", "--set", "network.domains=2", "--set", "network.hosts_per_domain=2"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in ("d1h1", "d1h2", "d2h1", "d2h2"):
+        read = subprocess.run(["tshark", "-r", str(tmp_path / "pcap" / f"{host}.pcap"), "-Y", "tcp.dstport == 7000",
+                               "-T", "fields", "-e", "ip.src"], capture_output=True, text=True, timeout=120)
+        assert read.returncode == 0, read.stderr
+        senders = set(read.stdout.split())
+        assert len(senders) >= 2  # it sent models and received its neighbours' (one of them in the other domain)
+    report = (tmp_path / "report.md").read_text()
+    assert "honest accuracy, final round" in report and (tmp_path / "accuracy.png").is_file()
+
+
 def agent_pid(node: str) -> int | None:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -68,7 +68,11 @@ def test_a_sign_flipper_is_banned_by_its_domain_from_its_mirrored_updates_and_fo
     banned_at = home["d1h2"]["time"]
     later = [r for r in read_jsonl(out / "agent-d1h1.jsonl") if r.get("type") == "round" and r["time"] > banned_at + 1]
     assert later and all("d1h2" not in r["received_from"] for r in later)  # honest nodes stop getting its model
-    assert summary["overhead"]["interdomain_control_bytes_per_round"] > 0
+    overhead = summary["overhead"]
+    assert overhead["interdomain_control_bytes_per_round"] > 0
+    by_round = overhead["interdomain_control_bytes_by_round"]  # the report's bar chart
+    assert len(by_round) == 10 and sum(by_round) == overhead["interdomain_control_bytes_total"]
+    assert sum(by_round[:4]) == 0  # nothing to say before anyone attacked
 
 
 def test_a_flooder_is_banned_by_the_flow_stream_and_its_victim_is_not(run):
