@@ -134,6 +134,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, dpi: int = 110) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def _integer_rounds(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -160,9 +168,7 @@ def plot_accuracy(run: Run, path: Path) -> None:
     _integer_rounds(ax)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_timeline(run: Run, path: Path) -> None:
@@ -177,9 +183,7 @@ def plot_timeline(run: Run, path: Path) -> None:
     ax.set(xlabel="round", xlim=(0.5, run.rounds + 0.5), title="attacking (red, upper) vs banned (black, lower)")
     _integer_rounds(ax)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_control_bytes(run: Run, path: Path) -> None:
@@ -191,9 +195,7 @@ def plot_control_bytes(run: Run, path: Path) -> None:
            title=f"inter-domain control bytes per round (total {sum(by_round)})")
     _integer_rounds(ax)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_scores(run: Run, path: Path) -> None:
@@ -215,9 +217,7 @@ def plot_scores(run: Run, path: Path) -> None:
         ax.grid(alpha=0.3)
         if series:
             ax.legend(loc="upper left", fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -379,9 +379,7 @@ def plot_sweep_accuracy(folder: Path, rows: list[dict], path: Path, panel: str =
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("honest accuracy (mean over seeds)")
     axes[0][-1].legend(title=line, fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def sweep_markdown(folder: Path, rows: list[dict], tests: list[dict], plotted: bool) -> str:

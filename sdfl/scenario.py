@@ -154,6 +154,16 @@ def parse_override(text: str) -> dict:
     return nested
 
 
+def read_toml(path: Path, what: str) -> dict:
+    """A TOML file's tables; a :class:`ScenarioError` naming the file if it is missing or malformed."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such {what} file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(f"{path}: not valid TOML: {error}") from None
+
+
 def load_scenario(path: Path | None = None, overrides: list[str] = (),
                   layers: list[tuple[dict, str]] = ()) -> dict:
     """Defaults, then the file, then ``layers`` (partial scenarios, each with where it came from:
@@ -161,13 +171,7 @@ def load_scenario(path: Path | None = None, overrides: list[str] = (),
     scenario = defaults()
     if path is not None:
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ScenarioError(f"{path}: no such scenario file") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ScenarioError(f"{path}: not valid TOML: {error}") from None
-        _merge(scenario, data, SCHEMA, str(path))
+        _merge(scenario, read_toml(path, "scenario"), SCHEMA, str(path))
     for data, source in layers:
         _merge(scenario, data, SCHEMA, source)
     for text in overrides:

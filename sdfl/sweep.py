@@ -28,13 +28,12 @@ import itertools
 import json
 import re
 import time
-import tomllib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdfl.scenario import ScenarioError, load_scenario
+from sdfl.scenario import ScenarioError, load_scenario, read_toml
 
 METRICS = ("complete", "honest_accuracy", "f1", "precision", "recall", "false_ban_rate", "honest_nodes_ever_banned",
            "control_bytes_per_round", "detector_cpu_fraction", "time_to_mitigate_s", "wall_s", "error")
@@ -56,12 +55,7 @@ class Cell:
 def load_sweep(path: Path) -> list[Cell]:
     """Every cell of the sweep file; a clear error naming the file, axis or value at fault."""
     path = Path(path)
-    try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such sweep file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError(f"{path}: not valid TOML: {error}") from None
+    spec = read_toml(path, "sweep")
     unknown = set(spec) - {"scenario", "set", "axes"}
     if unknown:
         raise ScenarioError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: scenario, set, axes)")

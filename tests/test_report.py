@@ -89,7 +89,7 @@ def test_sdfl_report_rebuilds_a_report_and_names_a_folder_without_results(tmp_pa
     done = subprocess.run([sys.executable, "-m", "sdfl", "report", str(folder)], capture_output=True, text=True)
     assert done.returncode == 0 and (folder / "report.md").is_file()
     empty = subprocess.run([sys.executable, "-m", "sdfl", "report", str(tmp_path)], capture_output=True, text=True)
-    assert empty.returncode == 2 and "no summary.json" in empty.stderr
+    assert empty.returncode == 2 and "holds neither summary.json nor results.csv" in empty.stderr
     (folder / "summary.json").write_text("{ truncated")
     broken = subprocess.run([sys.executable, "-m", "sdfl", "report", str(folder)], capture_output=True, text=True)
     assert broken.returncode == 2 and "not valid JSON" in broken.stderr

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from sdfl.sweep import load_sweep
 from sdfl.scenario import ScenarioError, defaults, load_scenario, parse_override
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -16,7 +17,10 @@ def write(tmp_path, text):
 def test_defaults_and_shipped_scenarios_load():
     assert load_scenario() == defaults()
     for path in sorted(SCENARIOS.glob("*.toml")):
-        load_scenario(path)
+        if "[axes." in path.read_text():  # a sweep file
+            assert load_sweep(path)
+        else:
+            load_scenario(path)
     clean = load_scenario(SCENARIOS / "clean.toml")
     assert (clean["network"]["domains"], clean["network"]["hosts_per_domain"], clean["dfl"]["rounds"]) == (3, 4, 20)
 
