@@ -50,8 +50,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "impo
   # PyPI's Linux torch is the CUDA build (GBs): without a configured wheel source (this
   # project's build machines have one), take the CPU build from PyTorch's own index.
   torch_index=()
-  .venv/bin/pip config list 2>/dev/null | grep -qE "index-url|find-links" \
-    || torch_index=(--index-url https://download.pytorch.org/whl/cpu)
+  pip_config=$(.venv/bin/pip config list 2>/dev/null || true)  # not piped into grep -q: pipefail
+  grep -qE "index-url|find-links" <<<"$pip_config" || torch_index=(--index-url https://download.pytorch.org/whl/cpu)
   .venv/bin/pip install --quiet --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
   .venv/bin/pip install --quiet --disable-pip-version-check -e .
   echo "$wanted" > "$stamp"
