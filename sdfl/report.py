@@ -397,8 +397,8 @@ def sweep_markdown(folder: Path, rows: list[dict], tests: list[dict], plotted: b
         lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in t.values()) + " |"
                   for t in tests]
-        lines += ["", "With 3 seeds per side the smallest two-sided Mann-Whitney p is 0.1: more seeds for "
-                  "significance at 0.05."]
+        lines += ["", "With 3 seeds per side an exact two-sided Mann-Whitney p cannot go below 0.1 (scipy's "
+                  "approximation under ties can): more seeds for significance at 0.05."]
     else:
         lines.append("No test: the sweep needs a `defense` axis with `none` and at least two seeds per side.")
     if plotted:
