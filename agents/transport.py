@@ -279,6 +279,9 @@ class Sender:
         if self._socket is not None:
             self._socket.close()
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> None:
+        """Stop the thread, waiting for it until ``deadline`` (monotonic; default 2 s from now).
+        Its last frame's fate is already known, so a thread stuck on a cut-off peer is left to
+        die with the (daemon) thread rather than hold the agent's exit."""
         self._queue.put(None)
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=max(0.0, (deadline or time.monotonic() + 2.0) - time.monotonic()))

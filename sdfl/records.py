@@ -26,14 +26,16 @@ INTERFACE_NAME = re.compile(r"^d\d+[hs]\d+-eth\d+$")
 
 
 def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone."""
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone or a
+    zombie (dead, only waiting for its parent to read its exit status: signals cannot reach it)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: fields restart after the last ')'.
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
 
 
 @dataclass

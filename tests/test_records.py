@@ -59,6 +59,18 @@ def test_a_recycled_pid_is_never_killed(state_dir):
         bystander.kill()
 
 
+def test_a_process_that_ignores_sigterm_is_killed_once_without_a_second_grace(state_dir):
+    # An interactive shell ignores SIGTERM; once SIGKILLed it stays a zombie until its parent
+    # (us) reaps it, and a zombie must count as gone, or every clean-up waits out the grace twice.
+    stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
+    time.sleep(0.2)
+    tracked = records.track(stubborn.pid, "mininet shell c1")
+    assert records.stop_processes([tracked], grace_s=0.3) == [tracked]
+    time.sleep(0.1)
+    assert not tracked.alive() and stubborn.poll() == -9
+    assert records.stop_processes([tracked], grace_s=0.3) == []
+
+
 def test_an_unreadable_record_is_reported_and_removed(state_dir):
     (state_dir / "broken.json").write_text("{not json")
     assert records.load_records() == []

@@ -119,6 +119,11 @@ def build_network(layout: NetworkLayout, datapath: str):
         def checkListening(self):
             pass
 
+        def stop(self, *args, **kwargs):
+            """End the node's shell, which RemoteController.stop leaves running (an interactive
+            bash ignores SIGTERM: the run's clean-up then waited out its kill grace for it)."""
+            self.terminate()
+
     net = Mininet(topo=topo, switch=OVSSwitch, link=TCLink, controller=None,
                   autoSetMacs=False, build=False, waitConnected=False)
     for domain in range(1, layout.domains + 1):
