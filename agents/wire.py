@@ -7,14 +7,21 @@ inspection service) decodes exactly what the agents decode. Layout, all big-endi
     header             sender_len u8 | sender utf-8 | round u32 | samples u32 | dtype u8
                        | tensor_count u16 | per tensor: ndim u8, ndim x dim u32
     payload            the tensors' raw little-endian bytes, concatenated in order
+    tag (flag 0x01)    16 bytes: HMAC-SHA256 of all the above under the key the sender shares
+                       with this receiver (per pair of neighbours, see :mod:`sdfl.keys`)
 
 Every limit is checked before anything is allocated, so an oversized or lying frame costs the
-receiver nothing but the 16-byte prefix.
+receiver nothing but the 16-byte prefix. A receiver given keys accepts only tagged frames whose
+tag verifies under the key of the sender they name: an update claiming to be from d1h2 comes
+from d1h2. A reader without keys (the domain's inspection service) skips the tag.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +37,8 @@ MAX_TENSORS = 256
 MAX_NDIM = 8
 MAX_HEADER_BYTES = 8 + MAX_SENDER_BYTES + HEADER_FIXED.size + MAX_TENSORS * (1 + 4 * MAX_NDIM)
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+FLAG_TAGGED = 0x01
+TAG_BYTES = 16
 
 
 class FrameError(ValueError):
@@ -48,8 +57,9 @@ class ModelFrame:
         return tuple(t.shape for t in self.tensors)
 
 
-def encode(frame: ModelFrame, dtype: str = "<f4") -> bytes:
-    """The bytes of ``frame``, tensors converted to ``dtype`` (float32 by default)."""
+def encode(frame: ModelFrame, dtype: str = "<f4", tagged: bool = False) -> bytes:
+    """The bytes of ``frame``, tensors converted to ``dtype`` (float32 by default). With
+    ``tagged``, the prefix announces a tag: append one per receiver with :func:`tag`."""
     wire_dtype = np.dtype(dtype)
     if wire_dtype not in DTYPE_CODES:
         raise FrameError(f"dtype {dtype} cannot be sent; use one of {[str(d) for d in DTYPE_CODES]}")
@@ -69,17 +79,28 @@ def encode(frame: ModelFrame, dtype: str = "<f4") -> bytes:
         payload.append(array.tobytes())
     header_bytes = b"".join(header)
     payload_len = sum(len(p) for p in payload)
-    return b"".join([PREFIX.pack(MAGIC, VERSION, 0, len(header_bytes), payload_len), header_bytes, *payload])
+    flags = FLAG_TAGGED if tagged else 0
+    return b"".join([PREFIX.pack(MAGIC, VERSION, flags, len(header_bytes), payload_len), header_bytes, *payload])
+
+
+def tag(body: bytes, key: bytes) -> bytes:
+    """``body`` (an :func:`encode` d frame with ``tagged``) followed by its tag under ``key``."""
+    return body + hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 @dataclass(frozen=True)
 class _Prefix:
     header_len: int
     payload_len: int
+    tag_len: int
+
+    @property
+    def total(self) -> int:
+        return PREFIX.size + self.header_len + self.payload_len + self.tag_len
 
 
 def _parse_prefix(data: bytes, max_payload: int) -> _Prefix:
-    magic, version, _flags, header_len, payload_len = PREFIX.unpack(data)
+    magic, version, flags, header_len, payload_len = PREFIX.unpack(data)
     if magic != MAGIC:
         raise FrameError(f"bad magic {magic!r}: not an sdfl model frame")
     if version != VERSION:
@@ -88,7 +109,23 @@ def _parse_prefix(data: bytes, max_payload: int) -> _Prefix:
         raise FrameError(f"header of {header_len} bytes exceeds the limit of {MAX_HEADER_BYTES}")
     if payload_len > max_payload:
         raise FrameError(f"payload of {payload_len} bytes exceeds the limit of {max_payload}")
-    return _Prefix(header_len, payload_len)
+    if flags & ~FLAG_TAGGED:
+        raise FrameError(f"unknown flags {flags:#04x}")
+    return _Prefix(header_len, payload_len, TAG_BYTES if flags & FLAG_TAGGED else 0)
+
+
+def _authenticate(frame_bytes: bytes, prefix: _Prefix, frame: ModelFrame, keys: Mapping[str, bytes] | None) -> None:
+    """With ``keys``, the frame must carry a tag that verifies under its sender's key."""
+    if keys is None:
+        return
+    if not prefix.tag_len:
+        raise FrameError(f"frame claiming to be from {frame.sender!r} is not authenticated (no tag)")
+    key = keys.get(frame.sender)
+    if key is None:
+        raise FrameError(f"no key shared with {frame.sender!r}: not a neighbour")
+    body, received = frame_bytes[:-prefix.tag_len], frame_bytes[-prefix.tag_len:]
+    if not hmac.compare_digest(received, hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]):
+        raise FrameError(f"tag does not verify: frame claiming to be from {frame.sender!r} is forged or altered")
 
 
 def _parse_body(header: bytes, payload: bytes, expected_shapes=None) -> ModelFrame:
@@ -133,16 +170,24 @@ def _parse_body(header: bytes, payload: bytes, expected_shapes=None) -> ModelFra
     return ModelFrame(sender, round_, samples, tuple(tensors))
 
 
-def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD, expected_shapes=None) -> ModelFrame:
-    """Exactly one frame from ``data``; anything malformed raises :class:`FrameError`."""
+def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD, expected_shapes=None,
+           keys: Mapping[str, bytes] | None = None) -> ModelFrame:
+    """Exactly one frame from ``data``; anything malformed (or, with ``keys``, unauthenticated)
+    raises :class:`FrameError`."""
     if len(data) < PREFIX.size:
         raise FrameError(f"{len(data)} bytes is shorter than the {PREFIX.size}-byte prefix")
     prefix = _parse_prefix(data[:PREFIX.size], max_payload)
-    total = PREFIX.size + prefix.header_len + prefix.payload_len
-    if len(data) != total:
-        raise FrameError(f"frame is {len(data)} bytes but its prefix says {total}")
+    if len(data) != prefix.total:
+        raise FrameError(f"frame is {len(data)} bytes but its prefix says {prefix.total}")
+    return _frame(bytes(data), prefix, expected_shapes, keys)
+
+
+def _frame(frame_bytes: bytes, prefix: _Prefix, expected_shapes, keys) -> ModelFrame:
     header_end = PREFIX.size + prefix.header_len
-    return _parse_body(data[PREFIX.size:header_end], data[header_end:], expected_shapes)
+    frame = _parse_body(frame_bytes[PREFIX.size:header_end],
+                        frame_bytes[header_end:header_end + prefix.payload_len], expected_shapes)
+    _authenticate(frame_bytes, prefix, frame, keys)
+    return frame
 
 
 class FrameReader:
@@ -152,9 +197,11 @@ class FrameReader:
     lost its framing and the reader refuses further input.
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, expected_shapes=None) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, expected_shapes=None,
+                 keys: Mapping[str, bytes] | None = None) -> None:
         self.max_payload = max_payload
         self.expected_shapes = expected_shapes
+        self.keys = keys
         self._buffer = bytearray()
         self._prefix: _Prefix | None = None
         self.failed: str | None = None
@@ -174,12 +221,10 @@ class FrameReader:
                     if len(self._buffer) < PREFIX.size:
                         break
                     self._prefix = _parse_prefix(bytes(self._buffer[:PREFIX.size]), self.max_payload)
-                total = PREFIX.size + self._prefix.header_len + self._prefix.payload_len
+                total = self._prefix.total
                 if len(self._buffer) < total:
                     break
-                header_end = PREFIX.size + self._prefix.header_len
-                frames.append(_parse_body(bytes(self._buffer[PREFIX.size:header_end]),
-                                          bytes(self._buffer[header_end:total]), self.expected_shapes))
+                frames.append(_frame(bytes(self._buffer[:total]), self._prefix, self.expected_shapes, self.keys))
                 del self._buffer[:total]
                 self._prefix = None
         except FrameError as error:

@@ -102,3 +102,22 @@ def test_encoder_refuses_what_the_decoder_would_refuse():
         encode(ModelFrame("a", 0, 0, tuple(np.zeros(1) for _ in range(MAX_TENSORS + 1))))
     with pytest.raises(FrameError, match="cannot be sent"):
         encode(model_frame(), dtype="<i4")
+
+
+def test_a_tagged_frame_verifies_only_under_its_senders_key_and_readers_without_keys_skip_the_tag():
+    from agents.wire import TAG_BYTES, tag
+
+    frame = ModelFrame("d1h2", 3, 10, (np.ones((2, 2), dtype=np.float32),))
+    body = encode(frame, tagged=True)
+    sealed = tag(body, b"k" * 32)
+    assert len(sealed) == len(body) + TAG_BYTES
+    assert decode(sealed, keys={"d1h2": b"k" * 32}).sender == "d1h2"
+    assert decode(sealed).round == 3  # the inspection service reads it without keys
+    with pytest.raises(FrameError, match="forged or altered"):
+        decode(sealed, keys={"d1h2": b"j" * 32})
+    with pytest.raises(FrameError, match="no key shared with 'd1h2'"):
+        decode(sealed, keys={"d1h3": b"k" * 32})
+    with pytest.raises(FrameError, match="not authenticated"):
+        decode(encode(frame), keys={"d1h2": b"k" * 32})
+    with pytest.raises(FrameError, match="unknown flags"):
+        decode(body[:5] + b"\x80" + body[6:])
