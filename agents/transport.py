@@ -51,8 +51,26 @@ class Inbox:
         self._frames: dict[int, dict[str, ModelFrame]] = defaultdict(dict)
         self._current = 0
         self._excused: set[str] = set()
+        self._returned: set[str] = set()  # reconnected this round: expected again next round
         self._changed = threading.Condition()
         self.rejected: list[str] = []
+
+    def returned(self, name: str) -> None:
+        """``name`` connected to us (a restarted agent rejoining): send to it and wait for it
+        from the next round on, even if it misses the one being collected."""
+        with self._changed:
+            if name in self.neighbours:
+                self.absent.discard(name)
+                self._missed.pop(name, None)
+                self._returned.add(name)
+
+    def latest_round(self, deadline: float) -> int | None:
+        """The highest round any neighbour has sent us a frame for, waiting until ``deadline``
+        for a first one: where a restarted agent rejoins. None if nothing came."""
+        with self._changed:
+            while not self._frames and time.monotonic() < deadline:
+                self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            return max(self._frames, default=None)
 
     def excuse(self, name: str) -> None:
         """Stop waiting for ``name`` in the round being (or next to be) collected: its stream
@@ -93,26 +111,41 @@ class Inbox:
             wait_for({n for n in self.absent if self._missed[n] == 1},
                      min(deadline, time.monotonic() + self.grace_s))
             frames = list(self._frames.pop(round_, {}).values())
-            self.absent = self.neighbours - {f.sender for f in frames}
+            self.absent = self.neighbours - {f.sender for f in frames} - self._returned
             self._missed = {n: self._missed.get(n, 0) + 1 for n in self.absent}
             self._excused.clear()
+            self._returned.clear()
             for old in [r for r in self._frames if r < round_]:
                 del self._frames[old]
             return sorted(frames, key=lambda f: f.sender)
 
 
 class Listener:
-    """Accepts neighbours' connections and feeds their frames into an :class:`Inbox`."""
+    """Accepts neighbours' connections and feeds their frames into an :class:`Inbox`.
+
+    What a hostile host can cost it is bounded: a connection from an address that is no
+    neighbour's is closed at once; a neighbour's address gets at most
+    ``MAX_CONNECTIONS_PER_PEER`` at a time; a frame larger than the model's is refused from its
+    16-byte prefix; and a frame must arrive whole within ``frame_timeout`` of its first byte,
+    so a slow-loris sender dribbling a byte at a time is cut off. With ``keys`` (peer name ->
+    key shared with it) only frames whose tag verifies under their sender's key are accepted.
+    """
+
+    MAX_CONNECTIONS_PER_PEER = 4
 
     def __init__(self, address: tuple[str, int], inbox: Inbox, max_payload: int, expected_shapes,
-                 idle_timeout: float, names_by_ip: dict[str, str] | None = None) -> None:
+                 idle_timeout: float, names_by_ip: dict[str, str] | None = None,
+                 keys: dict[str, bytes] | None = None, frame_timeout: float | None = None) -> None:
         self.inbox = inbox
         self.names_by_ip = names_by_ip or {}
         self.max_payload = max_payload
         self.expected_shapes = expected_shapes
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout or idle_timeout
+        self.keys = keys
         self.bytes_received = 0
         self.rejections: list[str] = []
+        self._connections: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         self._server = socket.create_server(address, reuse_port=False)
         self._server.settimeout(0.5)
@@ -127,33 +160,66 @@ class Listener:
                 continue
             except OSError:
                 return
+            name = self.names_by_ip.get(peer[0])
+            if self.names_by_ip and name not in self.inbox.neighbours:
+                self._refuse(conn, peer, "not a neighbour's address")
+                continue
+            with self._lock:
+                if self._connections[peer[0]] >= self.MAX_CONNECTIONS_PER_PEER:
+                    crowded = True
+                else:
+                    crowded = False
+                    self._connections[peer[0]] += 1
+            if crowded:
+                self._refuse(conn, peer, f"more than {self.MAX_CONNECTIONS_PER_PEER} connections at once")
+                continue
+            if name is not None:
+                self.inbox.returned(name)
             threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
 
+    def _refuse(self, conn: socket.socket, peer, reason: str) -> None:
+        conn.close()
+        LOG.warning("refused a connection from %s: %s", peer[0], reason)
+        with self._lock:
+            self.rejections.append(f"{peer[0]}: {reason}")
+
     def _serve(self, conn: socket.socket, peer) -> None:
-        reader = FrameReader(self.max_payload, self.expected_shapes)
-        conn.settimeout(self.idle_timeout)
-        with conn:
-            while not self._closed.is_set():
-                try:
-                    data = conn.recv(RECV_CHUNK)
-                except TimeoutError:
-                    if reader.pending_bytes:
-                        self._reject(peer, f"stalled with {reader.pending_bytes} bytes of a frame")
+        reader = FrameReader(self.max_payload, self.expected_shapes, self.keys)
+        frame_began: float | None = None
+        try:
+            with conn:
+                while not self._closed.is_set():
+                    if reader.pending_bytes and frame_began is None:
+                        frame_began = time.monotonic()
+                    elif not reader.pending_bytes:
+                        frame_began = None
+                    left = self.idle_timeout if frame_began is None else \
+                        self.frame_timeout - (time.monotonic() - frame_began)
+                    if left <= 0:
+                        self._reject(peer, f"stalled: {reader.pending_bytes} bytes of a frame not completed within "
+                                           f"{self.frame_timeout:g} s")
                         return
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                with self._lock:
-                    self.bytes_received += len(data)
-                try:
-                    frames = reader.feed(data)
-                except FrameError as error:
-                    self._reject(peer, str(error))
-                    return
-                for frame in frames:
-                    self.inbox.put(frame)
+                    conn.settimeout(left)
+                    try:
+                        data = conn.recv(RECV_CHUNK)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    with self._lock:
+                        self.bytes_received += len(data)
+                    try:
+                        frames = reader.feed(data)
+                    except FrameError as error:
+                        self._reject(peer, str(error))
+                        return
+                    for frame in frames:
+                        self.inbox.put(frame)
+        finally:
+            with self._lock:
+                self._connections[peer[0]] -= 1
 
     def _reject(self, peer, reason: str) -> None:
         LOG.warning("closed connection from %s: %s", peer, reason)
@@ -188,6 +254,7 @@ class Sender:
         self._queue: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
         self._socket: socket.socket | None = None
         self._error = 0  # the socket's pending error once seen (reading it clears it)
+        self._refused = False  # its host answered "nobody listens here": the agent is gone
         self._thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
         self._thread.start()
 
@@ -195,6 +262,11 @@ class Sender:
         if self._sending_since is None or self._delivered():
             self._sending_since = time.monotonic()
         self._queue.put((data, deadline))
+
+    def greet(self, deadline: float) -> None:
+        """Connect without sending: a neighbour's listener then knows we are back (a restarted
+        agent rejoining, see :meth:`Inbox.returned`)."""
+        self._queue.put((b"", deadline))
 
     def idle(self) -> bool:
         """True when everything queued was delivered or given up."""
@@ -205,8 +277,11 @@ class Sender:
         over an established connection and the peer's kernel has still not acknowledged all of
         it, or everything was acknowledged and then the peer's kernel stopped answering the
         connection's keep-alive probes (a node banned after it received our frame, whose own
-        frame is now not coming). Before a first connection nothing is judged (a neighbour still
-        starting refuses connections)."""
+        frame is now not coming), or its host refuses our connection after it had taken frames
+        (its agent died). Before a first delivery nothing is judged (a neighbour still starting
+        refuses connections)."""
+        if self._refused:
+            return True
         since, sock = self._sending_since, self._socket
         if since is None or sock is None:
             return False
@@ -245,7 +320,12 @@ class Sender:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
                 self._error = 0
+                self._refused = False
                 return sock
+            except ConnectionRefusedError:
+                self._refused = self.bytes_sent > 0  # before its first frame it may be starting
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
             except OSError:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -272,7 +352,9 @@ class Sender:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if not self._deliver(*item):
+            # A frame past its round's deadline is of no use to anyone (and would tell a
+            # restarted neighbour a stale round to rejoin in): it is given up, not sent late.
+            if time.monotonic() >= item[1] or not self._deliver(*item):
                 self.failures += 1
                 LOG.warning("could not deliver to %s before the round deadline", self.name)
             self._queue.task_done()

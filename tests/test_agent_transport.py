@@ -11,7 +11,7 @@ import pytest
 
 from agents.agent import run_agent
 from agents.transport import Inbox, Listener, Sender
-from agents.wire import ModelFrame, encode
+from agents.wire import ModelFrame, encode, tag
 from sdfl.jsonl import read_jsonl
 from sdfl.scenario import load_scenario
 
@@ -64,6 +64,98 @@ def test_a_stalled_sender_is_cut_off():
         assert any("stalled" in r for r in listener.rejections)
     finally:
         listener.close()
+
+
+def test_only_frames_tagged_with_their_senders_key_are_accepted():
+    port = free_port()
+    keys = {"a": b"k" * 32, "b": b"q" * 32}
+    inbox = Inbox(["a", "b"])
+    listener = Listener(("127.0.0.1", port), inbox, 10_000, SHAPES, idle_timeout=2, keys=keys)
+    try:
+        for data in (encode(frame("a", 1)),  # no tag at all
+                     tag(encode(frame("a", 1), tagged=True), keys["b"]),  # b's key, claiming to be a
+                     tag(encode(frame("a", 1), tagged=True), keys["a"])[:-1] + b"x"):  # altered
+            with socket.create_connection(("127.0.0.1", port)) as forger:
+                forger.sendall(data)
+        with socket.create_connection(("127.0.0.1", port)) as honest:
+            honest.sendall(tag(encode(frame("b", 1), tagged=True), keys["b"]))
+            got = inbox.collect(1, time.monotonic() + 2)
+        assert [f.sender for f in got] == ["b"]
+        reasons = " | ".join(listener.rejections)
+        assert "not authenticated" in reasons and reasons.count("tag does not verify") == 2
+    finally:
+        listener.close()
+
+
+def test_a_slow_loris_sender_is_cut_off_even_though_it_never_goes_idle():
+    port = free_port()
+    listener = Listener(("127.0.0.1", port), Inbox(["a"]), 10_000, SHAPES, idle_timeout=5, frame_timeout=0.6)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as loris:
+            data = encode(frame("a", 1))
+            began = time.monotonic()
+            try:
+                for byte in data[:30]:
+                    loris.sendall(bytes([byte]))  # a byte every 0.1 s: never idle for 5 s
+                    time.sleep(0.1)
+            except OSError:
+                pass  # closed on us: what should happen
+        assert any("stalled" in r and "not completed within 0.6 s" in r for r in listener.rejections)
+        assert time.monotonic() - began < 4
+    finally:
+        listener.close()
+
+
+def test_connections_from_strangers_and_beyond_the_per_peer_cap_are_refused():
+    port = free_port()
+    inbox = Inbox(["a"])
+    listener = Listener(("127.0.0.1", port), inbox, 10_000, SHAPES, idle_timeout=5,
+                        names_by_ip={"127.0.0.1": "a", "127.0.0.2": "z"})
+    held = []
+    try:
+        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as stranger:
+            stranger.sendall(b"hello")
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(Listener.MAX_CONNECTIONS_PER_PEER + 1)]
+        time.sleep(0.5)
+        reasons = " | ".join(listener.rejections)
+        assert "127.0.0.2: not a neighbour's address" in reasons
+        assert reasons.count("connections at once") == 1
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_neighbour_that_reconnects_is_expected_again_from_the_next_round():
+    inbox = Inbox(["a", "b"], grace_s=0.1)
+    inbox.put(frame("a", 1))
+    inbox.collect(1, time.monotonic() + 0.2)
+    assert inbox.absent == {"b"}
+    inbox.returned("b")  # its restarted agent connected during round 2
+    inbox.put(frame("a", 2))
+    assert [f.sender for f in inbox.collect(2, time.monotonic() + 0.3)] == ["a"]
+    assert inbox.absent == set()  # not absent: round 3 waits for it again
+    inbox.put(frame("b", 3))
+    assert inbox.latest_round(time.monotonic() + 1) == 3
+
+
+def test_a_neighbour_whose_host_refuses_us_after_taking_frames_is_cut_off():
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = Sender("me", server.getsockname(), connect_timeout=0.5)
+    try:
+        sender.send(encode(frame("me", 1)), time.monotonic() + 5)
+        conn, _ = server.accept()
+        conn.recv(1 << 16)
+        conn.close()  # its agent dies: its sockets close and nobody listens on the port any more
+        server.close()
+        time.sleep(0.2)
+        sender.send(encode(frame("me", 2)), time.monotonic() + 5)
+        until = time.monotonic() + 5
+        while not sender.cut_off() and time.monotonic() < until:
+            time.sleep(0.05)
+        assert sender.cut_off()
+    finally:
+        sender.close()
 
 
 NODES = ["d1h1", "d1h2", "d2h1"]
