@@ -33,7 +33,8 @@ from agents.simulation import simulate  # noqa: E402
 from agents.wire import FrameError, decode  # noqa: E402
 from attacks.plan import attacking_pairs, malicious_nodes, normalize_entry  # noqa: E402
 from attacks.poisoning import CollusionBoard  # noqa: E402
-from controllers.coordination import decode_notice  # noqa: E402
+from controllers.coordination import NoticeChannel  # noqa: E402
+from sdfl.keys import controller_party, pair_key  # noqa: E402
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Send  # noqa: E402
 from controllers.features import UpdateFeatures, measured_warmup_rounds  # noqa: E402
 from controllers.inspector import RoundCollector, round_report  # noqa: E402
@@ -56,6 +57,10 @@ class SimulatedDefense:
                            for d in self.domains}
         self.features = {d: UpdateFeatures(measured_warmup_rounds(config.warmup_rounds)) for d in self.domains}
         self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
+        # Notices travel as in the testbed: numbered, tagged per receiver, checked on arrival.
+        secret = b"detection-sweep"
+        self.channels = {d: NoticeChannel(d, {e: pair_key(secret, controller_party(d), controller_party(e))
+                                              for e in self.domains if e != d}) for d in self.domains}
         self.bans: list[dict] = []
         self.notice_bytes = 0
 
@@ -85,11 +90,10 @@ class SimulatedDefense:
             if isinstance(action, Ban):
                 cut.add(action.node)
             elif isinstance(action, Send):
-                for other in self.domains:
-                    if other != domain:
-                        self.notice_bytes += len(action.data)
-                        notice = decode_notice(action.data)
-                        cut |= self._carry_out(other, now, self.defenses[other].on_notice(now, notice))
+                for other, data in self.channels[domain].outgoing(action.notice).items():
+                    self.notice_bytes += len(data)
+                    notice = self.channels[other].incoming(data)
+                    cut |= self._carry_out(other, now, self.defenses[other].on_notice(now, notice))
             elif action.record.get("type") == "ban":
                 self.bans.append(action.record)
         return cut
@@ -99,7 +103,7 @@ def run_cell(scenario: dict, oracle: bool = False) -> dict:
     """One simulated run: honest accuracy and detection scored as ``sdfl run`` scores them.
     ``oracle``: no detector; every attacker is cut off just before its first attack, the best
     any ban can do (what remains of the gap to the clean run is its lost data)."""
-    layout, names, neighbours, attacks = run_plan(scenario)
+    layout, names, neighbours, attacks, _faults = run_plan(scenario)
     dfl = scenario["dfl"]
     config = {"scenario": scenario, "nodes": names, "attacks": [a.to_record() for a in attacks]}
     board = CollusionBoard()

@@ -1,5 +1,6 @@
 """Fuzzing the testbed's parsers of hostile input: the model wire format (whole frames and
-byte streams in any chunking), the coordination-message decoder and the scenario loader.
+byte streams in any chunking, plain and authenticated), the coordination-message decoder (and
+its authenticated, replay-checking channel) and the scenario loader.
 
 Each input must end in a value or in the parser's own named error (:class:`FrameError`,
 :class:`MessageError`, :class:`ScenarioError`), within 10 s (a hang); anything else is a crash.
@@ -25,31 +26,48 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.wire import FrameError, FrameReader, ModelFrame, decode, encode  # noqa: E402
-from controllers.coordination import (Evidence, MessageError, MessageType, Notice, Stream,  # noqa: E402
-                                      decode_notice, encode_notice)
+from agents.wire import FrameError, FrameReader, ModelFrame, decode, encode, tag  # noqa: E402
+from controllers.coordination import (Evidence, MessageError, MessageType, Notice,  # noqa: E402
+                                      NoticeChannel, Stream, decode_notice, encode_notice)
 from sdfl.scenario import SCHEMA, ScenarioError, load_scenario  # noqa: E402
 
 MAX_PAYLOAD = 1 << 20  # an agent's cap in the fuzz runs: a frame claiming more is refused from its prefix
+KEY = bytes(range(32))  # the key every fuzzed sender shares with the receiver
 
 
-def frames() -> st.SearchStrategy[bytes]:
+class EverySendersKey(dict):
+    """Keys for whatever sender a fuzzed frame names (so the tag check itself is reached)."""
+
+    def get(self, name, default=None):
+        return KEY
+
+
+def frames(tagged: bool = False) -> st.SearchStrategy[bytes]:
     shapes = st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=3)
+
+    def build(sender, round_, samples, shapes, seed):
+        body = encode(ModelFrame(sender, round_, samples, tuple(np.random.default_rng(seed).normal(size=s).astype(
+            np.float32) for s in shapes)), tagged=tagged)
+        return tag(body, KEY) if tagged else body
     return st.builds(
-        lambda sender, round_, samples, shapes, seed: encode(ModelFrame(
-            sender, round_, samples, tuple(np.random.default_rng(seed).normal(size=s).astype(np.float32)
-                                           for s in shapes))),
-        st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=16),
+        build, st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=16),
         st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), shapes, st.integers(0, 2**16))
 
 
 def notices() -> st.SearchStrategy[bytes]:
     entry = st.builds(Evidence, st.integers(0, 0xFFFF), st.sampled_from(list(Stream)),
                       st.floats(0, 1), st.integers(0, 255), st.integers(0, 255))
-    return st.builds(lambda type_, origin, seq, round_, entries: encode_notice(Notice(type_, origin, seq, round_,
-                                                                                      tuple(entries))),
-                     st.sampled_from(list(MessageType)), st.integers(0, 255), st.integers(0, 2**32 - 1),
-                     st.integers(0, 0xFFFF), st.lists(entry, max_size=5))
+    link = st.tuples(st.integers(0, 255), st.integers(0, 255))
+    return st.builds(lambda type_, origin, seq, round_, entries, links: encode_notice(
+        Notice(type_, origin, seq, round_, tuple(entries), tuple(links))),
+        st.sampled_from(list(MessageType)), st.integers(0, 255), st.integers(0, 2**32 - 1),
+        st.integers(0, 0xFFFF), st.lists(entry, max_size=5), st.lists(link, max_size=5))
+
+
+def sealed_notices() -> st.SearchStrategy[bytes]:
+    """Notices as a channel sends them: numbered from 1 by a peer that holds ``KEY``."""
+    return st.builds(lambda body, peer: NoticeChannel(peer, {0: KEY}).outgoing(decode_notice(body))[0],
+                     notices(), st.integers(1, 255))
 
 
 def mutated(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
@@ -93,6 +111,34 @@ def check_notice(data: bytes) -> str:
     except MessageError:
         return "rejected"
     assert encode_notice(notice) == data, "a decoded notice does not encode back to its bytes"
+    return "accepted"
+
+
+def check_sealed_notice(data: bytes) -> str:
+    """A fresh channel that shares ``KEY`` with every domain: a notice is accepted only if its
+    tag verifies, and the same bytes a second time never are (a replay)."""
+    channel = NoticeChannel(0, {origin: KEY for origin in range(1, 256)})
+    try:
+        channel.incoming(data)
+    except MessageError:
+        return "rejected"
+    try:
+        channel.incoming(data)
+    except MessageError as error:
+        assert "replayed" in str(error), f"a replay was rejected for another reason: {error}"
+        return "accepted"
+    raise AssertionError("the same notice was accepted twice")
+
+
+def check_tagged_stream(chunks: list[bytes]) -> str:
+    reader = FrameReader(max_payload=MAX_PAYLOAD, keys=EverySendersKey())
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            assert reader.pending_bytes <= MAX_PAYLOAD + 4096 + 32, "the reader buffers past its cap"
+    except FrameError:
+        assert reader.failed and reader.pending_bytes == 0
+        return "rejected"
     return "accepted"
 
 
@@ -148,7 +194,13 @@ def targets(folder: Path) -> dict:
         "wire stream": (st.lists(st.one_of(frames(), mutated(frames()), st.binary(max_size=64)), max_size=4)
                         .flatmap(lambda parts: st.lists(st.integers(1, 64), min_size=1, max_size=8).map(
                             lambda cuts, data=b"".join(parts): _chunks(data, cuts))), check_stream),
+        "authenticated wire stream": (
+            st.lists(st.one_of(frames(tagged=True), mutated(frames(tagged=True)), frames(), st.binary(max_size=64)),
+                     max_size=4).flatmap(lambda parts: st.lists(st.integers(1, 64), min_size=1, max_size=8).map(
+                         lambda cuts, data=b"".join(parts): _chunks(data, cuts))), check_tagged_stream),
         "coordination notice": (st.one_of(st.binary(max_size=256), mutated(notices()), notices()), check_notice),
+        "authenticated notice": (st.one_of(st.binary(max_size=256), mutated(sealed_notices()), sealed_notices()),
+                                 check_sealed_notice),
         "scenario file": (scenario_texts(), lambda text: check_scenario_text(text, folder)),
         "scenario --set": (overrides(), check_overrides),
     }

@@ -29,6 +29,8 @@ import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from topologies.layout import next_hops
+
 LOG = logging.getLogger(__name__)
 
 CONTROLLER = "controller"
@@ -268,7 +270,12 @@ class DomainCore:
         self._borders = domain_entry["borders"]
         self._monitor = domain_entry.get("monitor")
         self._border_port_to = {b["neighbour"]: b["port"] for b in self._borders}
+        self._border_at = {(b["switch"], b["port"]): b["neighbour"] for b in self._borders}
         self._next_hop = {int(t): n for t, n in domain_entry["next_hop"].items()}
+        self._domains = sorted(d["id"] for d in description["domains"])
+        self._links = sorted({tuple(sorted((d["id"], b["neighbour"])))
+                              for d in description["domains"] for b in d["borders"]})
+        self.down_links: set[tuple[int, int]] = set()
         self._subnets = {d["id"]: d["subnet"] for d in description["domains"]}
         self._pending: dict[int, _PendingStats] = {}
         self._flows_total: dict[str, int] = {n: 0 for n in self._local}
@@ -358,16 +365,7 @@ class DomainCore:
                     make_cookie(RuleKind.BORDER_UNADMITTED, border["neighbour"]),
                 ),
             ]
-        for target, neighbour in sorted(self._next_hop.items()):
-            net = ipaddress.IPv4Network(self._subnets[target])
-            rules.append(
-                FlowRule(
-                    TABLE_FORWARDING, 100,
-                    (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", (str(net.network_address), str(net.netmask)))),
-                    make_cookie(RuleKind.FORWARD_REMOTE, target),
-                    outputs=(self._border_port_to[neighbour],),
-                )
-            )
+        rules += self._remote_routes()
         rules += [
             FlowRule(TABLE_ADMISSION, 0, (), make_cookie(RuleKind.ADMISSION_MISS)),
             FlowRule(TABLE_FLOWS, 0, (), make_cookie(RuleKind.FLOW_MISS),
@@ -379,6 +377,42 @@ class DomainCore:
         for node in sorted(self.banned):
             rules += self._ban_rules(switch, node)
         return rules
+
+    # --- border links ------------------------------------------------------------------
+    def _remote_routes(self) -> list[FlowRule]:
+        """Forwarding towards every other domain's /16: out of the border port to the next hop,
+        or, for a domain no path reaches now, no rule (table 2's miss drops)."""
+        rules = []
+        for target in self._domains:
+            if target == self.domain:
+                continue
+            net = ipaddress.IPv4Network(self._subnets[target])
+            match = (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", (str(net.network_address), str(net.netmask))))
+            cookie = make_cookie(RuleKind.FORWARD_REMOTE, target)
+            neighbour = self._next_hop.get(target)
+            if neighbour is None:
+                rules.append(FlowRule(TABLE_FORWARDING, 100, (), cookie, delete=True))  # by cookie
+            else:
+                rules.append(FlowRule(TABLE_FORWARDING, 100, match, cookie,
+                                      outputs=(self._border_port_to[neighbour],)))
+        return rules
+
+    def border_neighbour(self, dpid: int, port: int) -> int | None:
+        """The neighbour domain behind ``port`` of switch ``dpid``, if it is a border port."""
+        return self._border_at.get((self.switch_name(dpid), port))
+
+    def set_link(self, a: int, b: int, up: bool) -> dict[int, list[FlowRule]]:
+        """Record that the border link between domains ``a`` and ``b`` went down (or came back)
+        and return the forwarding changes, per dpid; empty if nothing changed. Every domain
+        applies the same link states to the same graph (:func:`topologies.layout.next_hops`),
+        so the routes stay loop-free and agree once the notice has reached them all."""
+        link = tuple(sorted((a, b)))
+        if link not in self._links or (link in self.down_links) != up:
+            return {}
+        (self.down_links.discard if up else self.down_links.add)(link)
+        live = [edge for edge in self._links if edge not in self.down_links]
+        self._next_hop = next_hops(live, len(self._domains), partial=True)[self.domain]
+        return {dpid: self._remote_routes() for dpid in self._switch_by_dpid}
 
     # --- bans --------------------------------------------------------------------------
     def ban(self, node: str) -> dict[int, list[FlowRule]]:

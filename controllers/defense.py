@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controllers.coordination import Evidence as NoticeEntry
-from controllers.coordination import MessageType, Notice, Stream, encode_notice
+from controllers.coordination import MessageType, Notice, Stream
 from controllers.detector import STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal, measured_warmup_rounds
 
@@ -64,7 +64,9 @@ class Unban:
 
 @dataclass(frozen=True)
 class Send:
-    data: bytes
+    """A notice for every other domain (the app's channel numbers, encodes and tags it)."""
+
+    notice: Notice
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,6 @@ class DomainDefense:
         self.normal_flow: dict[str, float] = {}
         self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
         self.banned_until: dict[str, float] = {}
-        self.seq = 0
-        self.notice_bytes_sent = 0
 
     def _detector(self, keys, window_size: int, salt: int):
         c = self.config
@@ -176,11 +176,8 @@ class DomainDefense:
         return actions
 
     def _send(self, type_, round_, node, stream, score, m, n) -> Send:
-        self.seq += 1
-        data = encode_notice(Notice(type_, self.domain, self.seq, round_ or 0,
-                                    (NoticeEntry(self.key_of[node], stream, score, round(m), n),)))
-        self.notice_bytes_sent += len(data)
-        return Send(data)
+        return Send(Notice(type_, self.domain, 0, round_ or 0,
+                           (NoticeEntry(self.key_of[node], stream, score, round(m), n),)))
 
     def on_notice(self, now: float, notice: Notice) -> list:
         """Another domain's decision about its own node: follow it here."""

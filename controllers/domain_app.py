@@ -12,8 +12,16 @@ Environment:
 ``SDFL_EVENTS``   JSON-lines file for readiness and per-poll host counters (required)
 ``SDFL_POLL_INTERVAL``  seconds between flow-stats polls (default 1.0)
 ``SDFL_WATCH_PORTS``  comma-separated destination ports whose bytes are reported per host
+``SDFL_KEYS``     key file (:mod:`sdfl.keys`): the keys this domain shares with every other one;
+without it the controller neither sends nor accepts notices
+``SDFL_STATE``    file of the controller's persisted state (default: beside SDFL_EVENTS): bans,
+detector, link states, notice counters. A restarted controller reads it back, so bans stay in
+force and a replayed notice stays rejected
 ``SDFL_DEFENSE``  JSON of :class:`controllers.defense.DefenseConfig`: run FU-HST (flow features at
 every poll, update features from the inspection service, bans, notices to the other domains)
+
+Border links: a border port going down (or up) is announced to the other domains
+(``LINK_DOWN``/``LINK_UP`` notices) and every domain routes around it.
 
 Every handler only translates; a handler that raises is logged and ends the process, so the
 runner sees a dead controller instead of a half-alive one.
@@ -21,13 +29,15 @@ runner sees a dead controller instead of a half-alive one.
 
 from __future__ import annotations
 
-import functools
 import collections
+import functools
 import json
 import logging
 import os
+import pickle
 import socket
 import time
+from pathlib import Path
 
 from controllers.compat import (
     CONFIG_DISPATCHER,
@@ -39,12 +49,13 @@ from controllers.compat import (
     ofproto_v1_3,
     set_ev_cls,
 )
-from controllers.coordination import MessageError, decode_notice
+from controllers.coordination import LINK_TYPES, MessageError, MessageType, Notice, NoticeChannel
 from controllers.core import ArpReply, DomainCore, FlowRule
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.features import flow_features
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, packet_info
 from sdfl.jsonl import JsonLinesWriter
+from sdfl.keys import read_keys
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70
@@ -82,37 +93,88 @@ class DomainController(BaseApp):
             description = json.load(f)
         watched = tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip())
         self.core = DomainCore(description, int(_required_env("SDFL_DOMAIN")), watched_ports=watched)
-        self.event_log = JsonLinesWriter(_required_env("SDFL_EVENTS"))
+        events = _required_env("SDFL_EVENTS")
+        self.event_log = JsonLinesWriter(events)
+        self.state_path = Path(os.environ.get("SDFL_STATE") or Path(events).with_suffix(".state"))
         self.poll_interval = float(os.environ.get("SDFL_POLL_INTERVAL", "1.0"))
         self.datapaths: dict[int, object] = {}
+        state = self._load_state()
         self.event_log.write({"type": "started", "time": time.time(), "domain": self.core.domain,
-                           "pid": os.getpid(), "poll_interval": self.poll_interval})
+                              "pid": os.getpid(), "poll_interval": self.poll_interval,
+                              "restored": state is not None,
+                              "banned": sorted(state["banned"]) if state else [],
+                              "down_links": sorted(state["down_links"]) if state else []})
+        self._start_coordination(description, state)
         self.defense = None
         defense = os.environ.get("SDFL_DEFENSE")
         if defense:
-            self._start_defense(description, DefenseConfig(**json.loads(defense)))
+            self._start_defense(description, DefenseConfig(**json.loads(defense)), state)
         self.poller = hub.spawn(self._poll_loop)
 
-    # --- FU-HST --------------------------------------------------------------------------
-    def _start_defense(self, description: dict, config: DefenseConfig) -> None:
+    # --- persisted state -----------------------------------------------------------------
+    def _load_state(self) -> dict | None:
+        """The state a previous process of this controller left (its own file, written by it)."""
+        if not self.state_path.exists():
+            return None
+        with open(self.state_path, "rb") as f:
+            state = pickle.load(f)
+        self.core.banned = set(state["banned"])
+        for link in state["down_links"]:
+            self.core.set_link(*link, up=False)
+        return state
+
+    def _save_state(self) -> None:
+        state = {"banned": sorted(self.core.banned), "down_links": sorted(self.core.down_links),
+                 "channel": self.channel.state() if self.channel else None, "defense": self.defense}
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(state, f)
+        tmp.replace(self.state_path)
+
+    # --- coordination --------------------------------------------------------------------
+    def _start_coordination(self, description: dict, state: dict | None) -> None:
         domain = self.core.domain
         entry = next(d for d in description["domains"] if d["id"] == domain)
-        self.defense = DomainDefense(domain, description["hosts"], config)
         self.peer_controllers = {d["id"]: (d["coordination"]["host"], d["coordination"]["port"])
-                      for d in description["domains"] if d["id"] != domain}
-        self.detector_cpu_s = 0.0
+                                 for d in description["domains"] if d["id"] != domain}
         self.notice_bytes = {"sent": 0, "received": 0}
+        self.channel = None
+        keys_path = os.environ.get("SDFL_KEYS")
+        if not keys_path:
+            LOG.warning("domain %s: no SDFL_KEYS: notices are neither sent nor accepted", domain)
+            return
+        keys = {int(peer): key for peer, key in read_keys(Path(keys_path)).items()}
+        self.channel = (NoticeChannel.restored(domain, keys, state["channel"]) if state and state["channel"]
+                        else NoticeChannel(domain, keys))
+        self.coordination = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.coordination.bind((entry["coordination"]["host"], entry["coordination"]["port"]))
+        hub.spawn(self._receive_loop, self.coordination, self._on_notice)
+
+    def _announce(self, notice: Notice) -> None:
+        """Send a notice to every other domain, each copy tagged for its receiver."""
+        if self.channel is None:
+            return
+        for domain, data in self.channel.outgoing(notice).items():
+            self.coordination.sendto(data, self.peer_controllers[domain])
+            self.notice_bytes["sent"] += len(data)
+            self.event_log.write({"type": "notice_sent", "time": time.time(), "to": domain,
+                                  "kind": notice.type.name.lower(), "bytes": len(data)})
+        self._save_state()  # a restarted controller must never reuse a sequence number
+
+    # --- FU-HST --------------------------------------------------------------------------
+    def _start_defense(self, description: dict, config: DefenseConfig, state: dict | None) -> None:
+        domain = self.core.domain
+        entry = next(d for d in description["domains"] if d["id"] == domain)
+        self.defense = (state or {}).get("defense") or DomainDefense(domain, description["hosts"], config)
+        self.detector_cpu_s = 0.0
         # The last polls' counters per host: flow features are rates over ``flow_span_s``, about
         # one round period, in which every honest host sends its models once (one poll apart,
         # a host caught mid-send looks like a burst next to peers caught between rounds).
         span_polls = max(1, round(config.flow_span_s / self.poll_interval))
         self._recent_counters: dict[str, collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=span_polls + 1))
-        self.coordination = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.coordination.bind((entry["coordination"]["host"], entry["coordination"]["port"]))
         self.inspection = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.inspection.bind((entry["inspection"]["host"], entry["inspection"]["port"]))
-        hub.spawn(self._receive_loop, self.coordination, self._on_notice)
         hub.spawn(self._receive_loop, self.inspection, self._on_update_features)
 
     def _timed(self, decide, *args) -> list:
@@ -123,20 +185,23 @@ class DomainController(BaseApp):
         return actions
 
     def _carry_out(self, actions: list) -> None:
+        changed = False
         for action in actions:
             if isinstance(action, (Ban, Unban)):
                 change = self.core.ban if isinstance(action, Ban) else self.core.unban
-                for dpid, rules in change(action.node).items():
-                    if dpid in self.datapaths:
-                        self._send_rules(self.datapaths[dpid], rules)
+                self._install(change(action.node))
+                changed = True
             elif isinstance(action, Send):
-                for domain, address in sorted(self.peer_controllers.items()):
-                    self.coordination.sendto(action.data, address)
-                    self.notice_bytes["sent"] += len(action.data)
-                    self.event_log.write({"type": "notice_sent", "time": time.time(), "to": domain,
-                                          "bytes": len(action.data)})
+                self._announce(action.notice)
             elif isinstance(action, Log):
                 self.event_log.write(action.record)
+        if changed:
+            self._save_state()
+
+    def _install(self, rules_by_dpid: dict[int, list[FlowRule]]) -> None:
+        for dpid, rules in rules_by_dpid.items():
+            if dpid in self.datapaths:
+                self._send_rules(self.datapaths[dpid], rules)
 
     def _receive_loop(self, sock, handle) -> None:
         while True:
@@ -147,20 +212,39 @@ class DomainController(BaseApp):
     def _on_notice(self, data: bytes, address) -> None:
         self.notice_bytes["received"] += len(data)
         try:
-            notice = decode_notice(data)
+            notice = self.channel.incoming(data)
         except MessageError as error:
             self.event_log.write({"type": "notice_rejected", "time": time.time(), "from": list(address),
                                   "bytes": len(data), "why": str(error)})
+            LOG.warning("domain %s: rejected a notice from %s: %s", self.core.domain, address, error)
             return
         self.event_log.write({"type": "notice_received", "time": time.time(), "origin": notice.origin,
                               "kind": notice.type.name.lower(), "bytes": len(data)})
-        self._carry_out(self._timed(self.defense.on_notice, time.time(), notice))
+        if notice.type in LINK_TYPES:
+            for a, b in notice.links:
+                # Its own border links a domain knows from its own ports, first hand: a notice
+                # racing a port event must not flip them back.
+                if self.core.domain not in (a, b):
+                    self._link_changed(a, b, notice.type is MessageType.LINK_UP, origin=notice.origin)
+        elif self.defense is not None:
+            self._carry_out(self._timed(self.defense.on_notice, time.time(), notice))
+        self._save_state()
+
+    def _link_changed(self, a: int, b: int, up: bool, origin: int) -> bool:
+        """Route around (or back over) the border link a-b; True if that changed anything here."""
+        changes = self.core.set_link(a, b, up)
+        if changes:
+            self._install(changes)
+            self.event_log.write({"type": "link_up" if up else "link_down", "time": time.time(),
+                                  "link": sorted((a, b)), "origin": origin})
+        return bool(changes)
 
     @fail_loudly
     def _on_update_features(self, data: bytes, address) -> None:
         report = json.loads(data)
         now = time.time()
         self._carry_out(self._timed(self.defense.on_round, now, report["round"], report["features"]))
+        self._save_state()  # once a round: what the detector learnt survives a restart
 
     def _defend_with_flows(self, snapshot) -> None:
         features = {}
@@ -199,6 +283,20 @@ class DomainController(BaseApp):
             self.datapaths[datapath.id] = datapath
             self.event_log.write({"type": "ready", "time": time.time(), "domain": self.core.domain,
                                "dpid": datapath.id, "switch": self.core.switch_name(datapath.id)})
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @fail_loudly
+    def on_port_status(self, ev):
+        msg = ev.msg
+        neighbour = self.core.border_neighbour(msg.datapath.id, msg.desc.port_no)
+        if neighbour is None:
+            return
+        ofp = msg.datapath.ofproto
+        up = not (msg.desc.state & ofp.OFPPS_LINK_DOWN or msg.desc.config & ofp.OFPPC_PORT_DOWN)
+        if self._link_changed(self.core.domain, neighbour, up, origin=self.core.domain):
+            self._announce(Notice(MessageType.LINK_UP if up else MessageType.LINK_DOWN, self.core.domain, 0, 0,
+                                  links=((self.core.domain, neighbour),)))
+            self._save_state()
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [handler.DEAD_DISPATCHER])
     @fail_loudly

@@ -36,6 +36,7 @@ def controller_command(
     poll_interval: float,
     watched_ports: tuple[int, ...] = (),
     defense: dict | None = None,
+    keys_path: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` for the controller of ``domain``."""
     argv = [
@@ -55,4 +56,6 @@ def controller_command(
     )
     if defense is not None:
         env["SDFL_DEFENSE"] = json.dumps(defense)
+    if keys_path is not None:
+        env["SDFL_KEYS"] = str(keys_path)
     return argv, env

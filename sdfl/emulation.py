@@ -20,6 +20,7 @@ from pathlib import Path
 
 from controllers.launch import controller_command
 from sdfl.jsonl import read_jsonl
+from sdfl.keys import controller_party, key_path
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -75,8 +76,10 @@ class Emulation:
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
-                 watched_ports: tuple[int, ...] = (), defense: dict | None = None, pcap: bool = False) -> None:
+                 watched_ports: tuple[int, ...] = (), defense: dict | None = None, pcap: bool = False,
+                 keyed: bool = False) -> None:
         self.layout = layout
+        self.keyed = keyed  # controllers get their key files (sdfl.keys, written by the runner)
         self.pcap = pcap
         self.defense = defense
         self.out_dir = Path(out_dir)
@@ -88,6 +91,7 @@ class Emulation:
         self.net = None
         self.record: RunRecord | None = None
         self.controllers: dict[int, subprocess.Popen] = {}
+        self.stopped_controllers: set[int] = set()  # killed on purpose (a fault), not dead
         self.inspectors: dict[int, subprocess.Popen] = {}
         self.captures: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
@@ -99,6 +103,10 @@ class Emulation:
 
     def events_path(self, domain: int) -> Path:
         return self.out_dir / f"controller-d{domain}.jsonl"
+
+    def state_path(self, domain: int) -> Path:
+        """The controller's persisted state (its default SDFL_STATE, beside its events)."""
+        return self.events_path(domain).with_suffix(".state")
 
     def log_path(self, domain: int) -> Path:
         return self.out_dir / f"controller-d{domain}.log"
@@ -135,6 +143,7 @@ class Emulation:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for domain in range(1, self.layout.domains + 1):
             self.events_path(domain).unlink(missing_ok=True)
+            self.state_path(domain).unlink(missing_ok=True)  # a new run starts with no bans
         inspection = self.defense is not None
         description = self.layout.to_description(self.datapath, monitor=inspection)
         write_description(description, self.description_path)
@@ -194,20 +203,26 @@ class Emulation:
                 raise EmulationError(f"tcpdump did not start on every host interface (see {folder})")
             time.sleep(0.05)
 
+    def _launch_controller(self, domain: int) -> None:
+        argv, env = controller_command(
+            domain, self.layout.controller_host, self.layout.controller_port(domain),
+            self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
+            self.watched_ports, self.defense,
+            key_path(self.out_dir, controller_party(domain)).resolve() if self.keyed else None,
+        )
+        with open(self.log_path(domain), "ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.controllers[domain] = proc
+        self.record.add_process(proc.pid, f"controller d{domain}")
+
     def _start_controllers(self) -> None:
         for domain in range(1, self.layout.domains + 1):
-            argv, env = controller_command(
-                domain, self.layout.controller_host, self.layout.controller_port(domain),
-                self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
-                self.watched_ports, self.defense,
-            )
-            with open(self.log_path(domain), "ab") as log:
-                proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            self.controllers[domain] = proc
-            self.record.add_process(proc.pid, f"controller d{domain}")
+            self._launch_controller(domain)
+        self._wait_listening(set(self.controllers))
+
+    def _wait_listening(self, waiting: set[int]) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        waiting = set(self.controllers)
         while waiting:
             self.raise_if_controller_died()
             waiting = {d for d in waiting
@@ -216,6 +231,27 @@ class Emulation:
                 raise EmulationError(f"controllers of domains {sorted(waiting)} did not listen within "
                                      f"{self.ready_timeout:.0f} s; see {self.log_path(min(waiting))}")
             time.sleep(0.1)
+
+    # --- faults ------------------------------------------------------------------------
+    def kill_controller(self, domain: int) -> None:
+        """SIGKILL the domain's controller (its switches keep their rules: fail mode secure)."""
+        self.stopped_controllers.add(domain)
+        proc = self.controllers[domain]
+        proc.kill()
+        proc.wait()
+
+    def restart_controller(self, domain: int) -> None:
+        """Start the domain's controller again; it reads its persisted state back."""
+        self._launch_controller(domain)
+        self.stopped_controllers.discard(domain)
+        self._wait_listening({domain})
+
+    def set_border_link(self, a: int, b: int, up: bool) -> None:
+        """Take the border link between domains ``a`` and ``b`` down (both ends) or up again."""
+        border = next((x for x in self.layout.borders if {x.domain, x.neighbour} == {a, b}), None)
+        if border is None:
+            raise EmulationError(f"there is no border link between domains {a} and {b}")
+        self.net.configLinkStatus(border.switch, border.peer_switch, "up" if up else "down")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -233,7 +269,8 @@ class Emulation:
 
     def dead_controllers(self) -> dict[int, int]:
         """Domains whose controller process has exited, with its exit code."""
-        return {d: p.returncode for d, p in self.controllers.items() if p.poll() is not None}
+        return {d: p.returncode for d, p in self.controllers.items()
+                if d not in self.stopped_controllers and p.poll() is not None}
 
     def raise_if_controller_died(self) -> None:
         """A dead controller or inspection service ends the run, naming it and its last words."""

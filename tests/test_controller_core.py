@@ -292,3 +292,33 @@ def test_a_ban_drops_the_attacker_only_everywhere_and_a_spoofer_cannot_ban_an_ho
                    for e in switches[1].entries)
     with pytest.raises(ValueError, match="cannot ban 'd9h9'"):
         core.ban("d9h9")
+
+
+def test_a_cut_border_link_is_routed_around_once_every_domain_knows_and_restored_after():
+    layout, cores, switches = build_domains(domains=4, hosts=1, graph="ring")  # 1-2-3-4-1
+    assert deliver(layout, switches, "d1h1", ipv4_packet(layout, "d1h1", "d2h1"))[1] == [2]
+    border_port = next(b.port for b in layout.borders if b.domain == 1 and b.neighbour == 2)
+    assert cores[1].border_neighbour(layout.switches[0].dpid, border_port) == 2
+    for domain, core in cores.items():  # d1 saw its port go down; its notice reaches the others
+        for dpid, rules in core.set_link(1, 2, up=False).items():
+            for rule in rules:
+                switches[domain].apply(flow_mod(DP, rule))
+    assert cores[3].set_link(2, 1, up=False) == {}  # already known: nothing to change
+    for src, dst, path in [("d1h1", "d2h1", [4, 3, 2]), ("d2h1", "d1h1", [3, 4, 1]), ("d4h1", "d2h1", [3, 2])]:
+        arrived, hops = deliver(layout, switches, src, ipv4_packet(layout, src, dst))
+        assert arrived == (layout.host(dst).domain, layout.host(dst).port) and hops == path
+    for domain, core in cores.items():
+        for rules in core.set_link(1, 2, up=True).values():
+            for rule in rules:
+                switches[domain].apply(flow_mod(DP, rule))
+    assert deliver(layout, switches, "d1h1", ipv4_packet(layout, "d1h1", "d2h1"))[1] == [2]
+
+
+def test_a_cut_that_splits_a_line_drops_traffic_to_the_far_side_instead_of_looping():
+    layout, cores, switches = build_domains(domains=3, hosts=1, graph="line")  # 1-2-3
+    for domain, core in cores.items():
+        for rules in core.set_link(2, 3, up=False).values():
+            for rule in rules:
+                switches[domain].apply(flow_mod(DP, rule))
+    assert deliver(layout, switches, "d1h1", ipv4_packet(layout, "d1h1", "d3h1"))[0] is None
+    assert deliver(layout, switches, "d1h1", ipv4_packet(layout, "d1h1", "d2h1"))[0] == (2, layout.host("d2h1").port)

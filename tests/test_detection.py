@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from controllers.coordination import Evidence as NoticeEntry
-from controllers.coordination import MessageType, Notice, Stream, decode_notice, encode_notice
+from controllers.coordination import MessageType, Notice, Stream
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.detector import STRONG_SHARE, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import (
@@ -261,9 +261,9 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     assert ban_log["node"] == "d1h3" and ban_log["round"] == 8 and ban_log["evidence"] == [3.0, 2]
     assert ban_log["features"] == FLIPPED_UPDATE and ban_log["stream"] == "update"
     [send] = [a for a in actions if isinstance(a, Send)]
-    notice = decode_notice(send.data)
+    notice = send.notice
     assert (notice.type, notice.origin, notice.round) == (MessageType.BAN, 1, 8)
-    assert notice.entries[0].node_key == (1 << 8) | 3 and defense.notice_bytes_sent == len(send.data)
+    assert notice.entries[0].node_key == (1 << 8) | 3
     # A banned node is no longer observed, so it teaches the detector nothing.
     assert defense.on_round(9, 9, {"d1h3": FLIPPED_UPDATE}) == []  # not even a score
     # The other domain follows the notice without repeating it.
@@ -271,8 +271,8 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     followed = remote.on_notice(10.0, notice)
     assert Ban("d1h3") in followed and not any(isinstance(a, Send) for a in followed)
     assert remote.on_notice(11.0, notice) == []  # already banned
-    forged = remote.on_notice(12.0, decode_notice(encode_notice(
-        Notice(MessageType.BAN, 1, 99, 8, (NoticeEntry((2 << 8) | 1, Stream.UPDATE, 1.0, 2, 3),)))))
+    forged = remote.on_notice(12.0, Notice(MessageType.BAN, 1, 99, 8,
+                                           (NoticeEntry((2 << 8) | 1, Stream.UPDATE, 1.0, 2, 3),)))
     assert [a.record["type"] for a in forged] == ["notice_ignored"]  # no one bans another domain's own host
 
 
@@ -283,7 +283,7 @@ def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced()
     actions = defense.expire(131.0)
     assert Unban("d1h2") in actions and not defense.banned("d1h2")
     [send] = [a for a in actions if isinstance(a, Send)]
-    assert decode_notice(send.data).type is MessageType.UNBAN
+    assert send.notice.type is MessageType.UNBAN
 
 
 def test_flow_excess_is_over_both_the_peers_and_the_normal_level_and_never_below():

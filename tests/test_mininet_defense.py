@@ -1,4 +1,5 @@
-"""FU-HST's enforcement in the real stack: a ban notice crosses domains and becomes drop rules."""
+"""FU-HST's enforcement in the real stack: an authentic ban notice crosses domains and becomes drop
+rules; forged and replayed ones are rejected; a restarted controller keeps the ban."""
 
 from __future__ import annotations
 
@@ -9,38 +10,72 @@ import time
 
 import pytest
 
-from controllers.coordination import Evidence, MessageType, Notice, Stream, encode_notice
+from controllers.coordination import Evidence, MessageType, Notice, NoticeChannel, Stream
 from controllers.defense import DefenseConfig
 from sdfl.emulation import Emulation
 from sdfl.jsonl import read_jsonl
+from sdfl.keys import controller_party, key_path, read_keys, write_run_keys
 from sdfl.probes import ping
 from topologies.layout import make_layout
 
 pytestmark = pytest.mark.mininet
 
 
-def test_a_ban_notice_cuts_the_node_off_at_the_other_domains_border_and_nothing_else(tmp_path):
+def _wait_for(path, kind, count=1, timeout=10.0, message=""):
+    deadline = time.monotonic() + timeout
+    while len(found := [r for r in read_jsonl(path) if r.get("type") == kind]) < count:
+        assert time.monotonic() < deadline, message or f"no {kind!r} record in {path.name}"
+        time.sleep(0.2)
+    return found
+
+
+def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does_not_and_a_restart_keeps_it(
+        tmp_path):
     layout = make_layout(2, 2, "line")
+    write_run_keys(tmp_path, layout.domains, {})
+    keys_of_d1 = {int(peer): key for peer, key in read_keys(key_path(tmp_path, controller_party(1))).items()}
+    domain_1 = NoticeChannel(1, keys_of_d1)  # we speak as domain 1's controller, with its key file
+    impostor = NoticeChannel(1, {2: bytes(32)})  # claims to be domain 1 without its key
+    ban = Notice(MessageType.BAN, origin=1, seq=0, round=7,
+                 entries=(Evidence((1 << 8) | 2, Stream.UPDATE, 0.93, 2, 3),))
     defense = dataclasses.asdict(DefenseConfig())
-    with Emulation(layout, tmp_path, poll_interval=0.5, watched_ports=(7000,), defense=defense) as emulation:
+    events = tmp_path / "controller-d2.jsonl"
+    with Emulation(layout, tmp_path, poll_interval=0.5, watched_ports=(7000,), defense=defense,
+                   keyed=True) as emulation:
         net = emulation.net
         assert ping(net.get("d1h2"), layout.host("d2h1").ip).received == 3  # before: reachable
         description = json.loads(emulation.description_path.read_text())
         d2 = next(d for d in description["domains"] if d["id"] == 2)
-        notice = encode_notice(Notice(MessageType.BAN, origin=1, seq=1, round=7,
-                                      entries=(Evidence((1 << 8) | 2, Stream.UPDATE, 0.93, 2, 3),)))
+        address = (d2["coordination"]["host"], d2["coordination"]["port"])
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(notice, (d2["coordination"]["host"], d2["coordination"]["port"]))
-        deadline = time.monotonic() + 10
-        while not any(r.get("type") == "ban" for r in read_jsonl(emulation.events_path(2))):
-            assert time.monotonic() < deadline, "domain 2 never acted on the ban notice"
-            time.sleep(0.2)
+            sock.sendto(impostor.outgoing(ban)[2], address)
+            [forged] = _wait_for(events, "notice_rejected")
+            genuine = domain_1.outgoing(ban)[2]
+            sock.sendto(genuine, address)
+            _wait_for(events, "ban", message="domain 2 never acted on the authentic ban notice")
+            sock.sendto(genuine, address)  # the same bytes again: a replay
+            replayed = _wait_for(events, "notice_rejected", count=2)[1]
+        assert "tag does not verify" in forged["why"] and "replayed: seq 1" in replayed["why"]
         assert ping(net.get("d1h2"), layout.host("d2h1").ip, count=5).received == 0
         assert ping(net.get("d1h1"), layout.host("d2h1").ip).received == 3  # its neighbour is not hit
         assert ping(net.get("d1h2"), layout.host("d1h1").ip).received == 3  # home domain: no ban of its own
         counters = emulation.fresh_counters(since=time.time())
         inspector_alive = all(p.poll() is None for p in emulation.inspectors.values())
-    [ban] = [r for r in read_jsonl(tmp_path / "controller-d2.jsonl") if r.get("type") == "ban"]
-    assert (ban["node"], ban["origin"], ban["round"], ban["evidence"]) == ("d1h2", 1, 7, [2, 3])
+
+        emulation.kill_controller(2)  # its switch keeps forwarding on the rules it has
+        assert ping(net.get("d1h1"), layout.host("d2h1").ip).received == 3
+        emulation.restart_controller(2)
+        started = _wait_for(events, "started", count=2)[1]
+        _wait_for(events, "ready", count=2, timeout=30, message="d2s1 never reconnected to the restarted controller")
+        time.sleep(0.5)
+        assert started["restored"] and started["banned"] == ["d1h2"]
+        assert ping(net.get("d1h2"), layout.host("d2h1").ip, count=5).received == 0  # the ban is back in force
+        assert ping(net.get("d1h1"), layout.host("d2h1").ip).received == 3
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(genuine, address)  # the restarted controller remembers what it accepted
+            assert "replayed" in _wait_for(events, "notice_rejected", count=3)[2]["why"]
+    [ban_record] = [r for r in read_jsonl(events) if r.get("type") == "ban"]
+    assert (ban_record["node"], ban_record["origin"], ban_record["round"], ban_record["evidence"]) == \
+        ("d1h2", 1, 7, [2, 3])
     assert counters[2]["banned_transit"]["d1h2"] >= 5  # the drop rule counted what it stopped
     assert inspector_alive

@@ -51,8 +51,9 @@ def domain_graph_edges(kind: str, domains: int) -> list[tuple[int, int]]:
     return edges
 
 
-def next_hops(edges: list[tuple[int, int]], domains: int) -> dict[int, dict[int, int]]:
-    """For every domain, the neighbour to forward to for each other domain.
+def next_hops(edges: list[tuple[int, int]], domains: int, partial: bool = False) -> dict[int, dict[int, int]]:
+    """For every domain, the neighbour to forward to for each other domain (with ``partial``,
+    for each it can reach: a cut link may split a line).
 
     Breadth-first distances, then the neighbour closest to the destination with the lowest id
     on ties. Every hop strictly decreases the distance, so the routes are loop-free and all
@@ -80,6 +81,8 @@ def next_hops(edges: list[tuple[int, int]], domains: int) -> dict[int, dict[int,
             if target == domain:
                 continue
             if target not in distance[domain]:
+                if partial:
+                    continue
                 raise LayoutError(f"domain {target} is unreachable from domain {domain}")
             routes[domain][target] = min(
                 adjacency[domain], key=lambda n: (distance[n][target], n)
