@@ -21,6 +21,7 @@ setup(
         "matplotlib>=3.6",  # report plots, headless
         "pytest>=7",
         "hypothesis>=6",  # the parsers' fuzz tests
+        "psutil>=5.9",  # a run's CPU and memory, by role
     ],
     entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},
 )

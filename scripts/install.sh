@@ -46,7 +46,7 @@ fi
 stamp=.venv/.sdfl-setup.sha256
 wanted=$(sha256sum setup.py | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "import sdfl, torch, os_ken, river" 2>/dev/null; then
-  say "pip: installing (torch CPU 2.13.0, os-ken<4, river, scapy, numpy, scipy, matplotlib, pytest)"
+  say "pip: installing (torch CPU 2.13.0, os-ken<4, river, scapy, numpy, scipy, matplotlib, psutil, pytest)"
   # PyPI's Linux torch is the CUDA build (GBs): without a configured wheel source (this
   # project's build machines have one), take the CPU build from PyTorch's own index.
   torch_index=()

@@ -232,7 +232,10 @@ def markdown(run: Run) -> str:
     dfl, detection, overhead = summary["dfl"], summary.get("detection"), summary.get("overhead", {})
     lines = [f"# Run report: {run.folder.name}", ""]
     if not summary.get("complete", True):
-        lines += ["**Incomplete run**: some nodes did not finish every round; figures cover what was saved.", ""]
+        partial = summary.get("partial")
+        saved = f" (killed or stopped after round {partial['rounds_reported']})" if partial else ""
+        lines += [f"**Incomplete run**{saved}: some nodes did not finish every round; figures cover what was "
+                  "saved.", ""]
     scenario = summary["scenario"]
     network = scenario["network"]
     lines += [f"{network['domains']} domains x {network['hosts_per_domain']} hosts, "
@@ -259,12 +262,35 @@ def markdown(run: Run) -> str:
             lines += [f"| {b['node']} | {b['domain']} | {b['round']} | {b['reason']} |" for b in detection["bans"]]
         else:
             lines.append("Nobody was banned.")
+    if summary.get("faults"):
+        lines += ["", "## Faults", "", "| fault | target | round | duration (s) | survived | what happened |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {f['kind']} | {f['target']} | {f['at_round']} | {f['duration_s']:g} | "
+                  f"{'yes' if f['survived'] else '**no**'} | {_fault_note(f)} |" for f in summary["faults"]]
+    resources = summary.get("resources")
+    if resources:
+        cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in resources["cpu_s_by_role"].items())
+        lines += ["", "## Resources", "",
+                  f"Peak memory of the run's processes {resources['peak_rss_mb_total']:,.0f} MB "
+                  f"(machine: {resources['machine_peak_used_mb']:,.0f} of {resources['machine_memory_mb']:,.0f} MB "
+                  f"in use at peak, {resources['cpu_cores']} cores); CPU seconds by role: {cpu}."]
     lines += ["", "## Plots", ""]
     for name, title in (("accuracy", "Accuracy per round"), ("timeline", "Detection timeline"),
                         ("control", "Inter-domain control bytes per round"), ("scores", "Anomaly scores")):
         if (run.folder / PLOTS[name]).is_file():
             lines += [f"### {title}", "", f"![{title}]({PLOTS[name]})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _fault_note(fault: dict) -> str:
+    slowest = fault.get("slowest_round_during_s")
+    during = f"slowest round meanwhile {slowest:.1f} s" if slowest is not None else ""
+    note = {"kill-agent": lambda: f"rejoined in round {fault.get('rejoined_round')}",
+            "stall-agent": lambda: "",
+            "kill-controller": lambda: f"bans before {fault.get('banned_before') or 'none'}, "
+                                       f"after restart {fault.get('banned_after_restart') or 'none'}",
+            "cut-link": lambda: f"domains rerouted: {fault.get('domains_rerouted')}"}[fault["kind"]]()
+    return "; ".join(x for x in (note, during) if x)
 
 
 def write_run_report(folder: Path) -> Path:
