@@ -19,14 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-from agents.wire import DEFAULT_MAX_PAYLOAD
+from agents.wire import TAG_BYTES, tag
 from sdfl.jsonl import JsonLinesWriter
 
 LOG = logging.getLogger("sdfl.agent")
 ABSENT_PROBE_EVERY = 5
 
 
-def build_node(config: dict, node_name: str, board, collusion_wait_s: float = 0.0):
+def build_node(config: dict, node_name: str, board, collusion_wait_s: float = 0.0, tagged: bool = False):
     """The node named ``node_name`` of the run ``config`` (dfl.json) and its poisoner (a no-op
     for an honest node): its shard of the dataset, its aggregator, its seeds."""
     from agents.aggregation import make_aggregator
@@ -44,13 +44,18 @@ def build_node(config: dict, node_name: str, board, collusion_wait_s: float = 0.
                    training, seed=scenario["seed"] * 1000 + index)
     poisoner = Poisoner(node_name, [Attack.from_record(a) for a in config.get("attacks", [])], len(nodes),
                         dataset.n_classes, seed=scenario["seed"] * 1000 + index, board=board,
-                        collusion_wait_s=collusion_wait_s)
+                        collusion_wait_s=collusion_wait_s, tagged=tagged)
     return node, poisoner
 
 
-def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) -> int:
+def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
+              keys: dict[str, bytes] | None = None) -> int:
+    """Run the node's rounds; with ``keys`` (neighbour -> shared key) every frame it sends is
+    tagged for its receiver and only frames whose tag verifies are accepted."""
+    import numpy as np
     import torch
 
+    from agents.checkpoint import CheckpointPolicy, LifeLog, load_checkpoint, save_checkpoint
     from agents.transport import Inbox, Listener, Sender
     from attacks.poisoning import DirectoryBoard
 
@@ -59,15 +64,29 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
     neighbours = config["neighbours"][node_name]
     ip_of = {h["name"]: h["ip"] for h in description["hosts"]}
     node, poisoner = build_node(config, node_name, DirectoryBoard(out_dir / "collusion"),
-                                collusion_wait_s=dfl["round_timeout_s"] / 2)
+                                collusion_wait_s=dfl["round_timeout_s"] / 2, tagged=keys is not None)
     inbox = Inbox(neighbours)
-    listener = Listener((ip_of[node_name], dfl["port"]), inbox, DEFAULT_MAX_PAYLOAD, node.shapes,
-                        idle_timeout=dfl["round_timeout_s"], names_by_ip={ip: n for n, ip in ip_of.items()})
+    # No frame may be larger than the model in float64 (the widest dtype the wire carries).
+    max_payload = sum(int(np.prod(shape)) for shape in node.shapes) * 8
+    listener = Listener((ip_of[node_name], dfl["port"]), inbox, max_payload, node.shapes,
+                        idle_timeout=dfl["round_timeout_s"], names_by_ip={ip: n for n, ip in ip_of.items()},
+                        keys=keys, frame_timeout=dfl["round_timeout_s"])
     senders = {peer: Sender(peer, (ip_of[peer], dfl["port"]), connect_timeout=2.0, source_ip=ip_of[node_name])
                for peer in neighbours}
     results = JsonLinesWriter(out_dir / f"agent-{node_name}.jsonl")
+    checkpoint_path = out_dir / "checkpoints" / f"{node_name}.npz"
+    lives = LifeLog(out_dir / "checkpoints" / f"{node_name}.lives.json")
+    lives.begin(time.time())
+    born = time.monotonic()
+    policy = CheckpointPolicy(dfl["checkpoint_every"], dfl["checkpoint_adaptive"], lives.uptimes())
     try:
-        for round_ in range(1, dfl["rounds"] + 1):
+        first_round = 1
+        if len(lives.lives) > 1:  # restarted: this run's agent lived before
+            first_round = _rejoin(node, load_checkpoint(checkpoint_path), senders, inbox, dfl, results, node_name)
+            if first_round is None:
+                lives.end()
+                return 0
+        for round_ in range(first_round, dfl["rounds"] + 1):
             began = time.monotonic()
             frame = node.train(round_, poisoner.labels(round_, node.y))
             poisoner.share(round_, frame, node.reference)
@@ -78,7 +97,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 # A neighbour absent last round (dead, or cut off by a ban) is only probed every
                 # ABSENT_PROBE_EVERY rounds: retrying it every round is traffic nobody receives.
                 if peer not in inbox.absent or round_ % ABSENT_PROBE_EVERY == 0:
-                    sender.send(data, deadline)
+                    sender.send(tag(data, keys[peer]) if keys is not None else data, deadline)
             collecting_from = time.monotonic()
             frames = inbox.collect(round_, deadline, cut_off=lambda peer: senders[peer].cut_off())
             waited = time.monotonic() - collecting_from
@@ -97,7 +116,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 "missing": sorted(set(neighbours) - set(result.accepted_senders)),
                 "bytes_sent": sum(s.bytes_sent for s in senders.values()),
                 "bytes_received": listener.bytes_received,
-                "frame_bytes": len(data),
+                "frame_bytes": len(data) + (TAG_BYTES if keys is not None else 0),
                 "round_time_s": time.monotonic() - began,
                 "cpu_s": time.process_time(),
                 "rejections": list(listener.rejections),
@@ -106,7 +125,11 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 "sending_from": sending_from,
                 "sent_by": sent_by,
             }
+            record["checkpointed"] = policy.due(time.monotonic() - born, record["round_time_s"])
+            if record["checkpointed"]:
+                save_checkpoint(checkpoint_path, round_, node.model_vector)
             results.write(record)
+            lives.alive(time.time())
             LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, result.accuracy,
                      len(frames), len(neighbours))
             if round_ < dfl["rounds"]:
@@ -114,6 +137,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
                 # next round that much later, so their phases meet instead of it paying the lag
                 # again every round (after a round deadline, nodes come out of it seconds apart).
                 time.sleep(max(0.0, began + waited + dfl["round_period_s"] - time.monotonic()))
+        lives.end()
     finally:
         closing_by = time.monotonic() + 2.0  # one wait for all: not 2 s per stuck sender in turn
         for sender in senders.values():
@@ -123,19 +147,56 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path) ->
     return 0
 
 
+def _rejoin(node, saved, senders, inbox, dfl: dict, results, node_name: str) -> int | None:
+    """A restarted agent: continue from its checkpoint (or the initial model, if it died before
+    its first) in the round its neighbours are in.
+
+    It connects to every neighbour (their listeners then expect it again from their next round)
+    and joins the first round a neighbour sends it a frame for; None if none does within two
+    round deadlines (the run is over)."""
+    if saved is not None:
+        node.restore(saved.model)
+    deadline = time.monotonic() + 2 * dfl["round_timeout_s"]
+    for sender in senders.values():
+        sender.greet(deadline)
+    joined = inbox.latest_round(deadline)
+    checkpoint_round = saved.round if saved is not None else 0
+    results.write({"type": "rejoined", "node": node_name, "time": time.time(), "checkpoint_round": checkpoint_round,
+                   "round": joined})
+    if joined is None:
+        LOG.warning("restarted from the round %d checkpoint, but no neighbour sent a frame: nothing to rejoin",
+                    checkpoint_round)
+        return None
+    LOG.info("restarted from the round %d checkpoint; rejoining in round %d", checkpoint_round, joined)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agents.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--network", type=Path, required=True, help="network description JSON")
     parser.add_argument("--config", type=Path, required=True, help="run's DFL configuration JSON")
     parser.add_argument("--node", required=True, help="this agent's host name, e.g. d1h2")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--keys", type=Path, help="this node's key file (sdfl.keys); without it frames are not "
+                                                   "authenticated")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
     description = json.loads(args.network.read_text())
     config = json.loads(args.config.read_text())
     if args.node not in config["nodes"]:
         parser.error(f"node {args.node!r} is not a DFL node of this run")
-    return run_agent(description, config, args.node, args.out)
+    keys = None
+    if args.keys is not None:
+        from sdfl.keys import read_keys
+
+        try:
+            keys = read_keys(args.keys)
+        except ValueError as error:
+            parser.error(str(error))
+        missing = sorted(set(config["neighbours"][args.node]) - set(keys))
+        if missing:
+            parser.error(f"key file {args.keys} has no key for neighbours {missing}")
+    return run_agent(description, config, args.node, args.out, keys)
 
 
 if __name__ == "__main__":

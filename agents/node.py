@@ -58,6 +58,15 @@ class DFLNode:
         self.train_loss = float("nan")
         self.reference = get_flat(self.model)
 
+    def restore(self, model: np.ndarray) -> None:
+        """Continue from a checkpointed model (a restarted agent)."""
+        set_flat(self.model, model)
+        self.reference = get_flat(self.model)
+
+    @property
+    def model_vector(self) -> np.ndarray:
+        return get_flat(self.model)
+
     @property
     def samples(self) -> int:
         return len(self.y)

@@ -123,8 +123,9 @@ class Poisoner:
     """
 
     def __init__(self, node: str, attacks: list[Attack], n_nodes: int, n_classes: int, seed: int,
-                 board: CollusionBoard | None = None, collusion_wait_s: float = 10.0) -> None:
+                 board: CollusionBoard | None = None, collusion_wait_s: float = 10.0, tagged: bool = False) -> None:
         self.node = node
+        self.tagged = tagged  # frames announce a tag (the agent appends one per neighbour)
         self.n_nodes = n_nodes
         self.n_classes = n_classes
         self.seed = seed
@@ -150,10 +151,10 @@ class Poisoner:
         """The bytes this node sends for ``frame``, its honest trained model this round."""
         attack = self._by_round.get(round_)
         if attack is None or attack.kind == "label-flip":
-            return encode(frame)
+            return encode(frame, tagged=self.tagged)
         rng = np.random.default_rng([self.seed, round_, 0x5EED])
         if attack.kind == "garbage" and attack.params["mode"] == "bytes":
-            return rng.bytes(len(encode(frame)))
+            return rng.bytes(len(encode(frame, tagged=self.tagged)))
         update = flat(frame) - reference
         if attack.kind == "sign-flip":
             sent = reference + sign_flip(update, attack.params["scale"])
@@ -171,4 +172,5 @@ class Poisoner:
             sent = garbage_vector(update.size, attack.params["mode"])
         else:
             raise ValueError(f"{attack.kind!r} is not a model-poisoning attack")
-        return encode(ModelFrame(frame.sender, frame.round, frame.samples, split_like(sent, frame.shapes)))
+        return encode(ModelFrame(frame.sender, frame.round, frame.samples, split_like(sent, frame.shapes)),
+                      tagged=self.tagged)

@@ -11,12 +11,15 @@ ROUND_COLUMNS = ("node", "round", "accuracy", "loss", "train_loss", "bytes_sent"
 
 
 def round_rows(records: list[dict]) -> list[dict]:
-    """One row per (node, round), byte counts turned from cumulative into per-round."""
+    """One row per (node, round), byte counts turned from cumulative into per-round (a restarted
+    agent counts from zero again)."""
     rows = []
     last_sent: dict[str, int] = {}
     last_received: dict[str, int] = {}
     for record in sorted(records, key=lambda r: (r["node"], r["round"])):
         node = record["node"]
+        if record["bytes_sent"] < last_sent.get(node, 0) or record["bytes_received"] < last_received.get(node, 0):
+            last_sent[node] = last_received[node] = 0
         rows.append({
             "node": node,
             "round": record["round"],

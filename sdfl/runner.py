@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -28,7 +29,10 @@ from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_
 from attacks.traffic import TrafficSpec
 from controllers.defense import DefenseConfig
 from sdfl.emulation import Emulation
+from sdfl.faults import FaultInjector, resolve_faults
 from sdfl.jsonl import JsonLinesWriter, read_jsonl
+from sdfl.keys import agent_party, key_path, write_run_keys
+from sdfl.resources import ResourceSampler
 from sdfl.results import round_rows, summarize, write_rounds_csv
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 from topologies.layout import LinkParams, make_layout
@@ -96,19 +100,22 @@ class TrafficAttackers:
 
 
 def run_plan(scenario: dict):
-    """What a scenario's run consists of: layout, node names, DFL neighbours, resolved attacks."""
+    """What a scenario's run consists of: layout, node names, DFL neighbours, resolved attacks
+    and faults."""
     layout = layout_for(scenario)
     dfl = scenario["dfl"]
     nodes = [h.name for h in layout.hosts]
     domain_of = {h.name: h.domain for h in layout.hosts}
     neighbours = peer_graph(dfl["peers"], nodes, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
-    return layout, nodes, neighbours, attacks
+    faults = resolve_faults(scenario["faults"], nodes, layout.domains, sorted(tuple(sorted(e)) for e in layout.edges),
+                            dfl["rounds"])
+    return layout, nodes, neighbours, attacks, faults
 
 
 def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    layout, nodes, neighbours, attacks = run_plan(scenario)
+    layout, nodes, neighbours, attacks, faults = run_plan(scenario)
     dfl = scenario["dfl"]
     (out / "scenario.json").write_text(json.dumps(scenario, indent=2) + "\n")
     config_path = out / "dfl.json"
@@ -116,34 +123,58 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
                                        "attacks": [a.to_record() for a in attacks]}, indent=2))
     for stale in [*(out / f"agent-{n}.jsonl" for n in nodes), out / "traffic.jsonl", out / "events.jsonl"]:
         stale.unlink(missing_ok=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a rerun must not resume the last run's agents
+    write_run_keys(out, layout.domains, neighbours)
     events = EventLog(out / "events.jsonl")
     events.event("attack_plan", attacks=[a.to_record() for a in attacks], malicious=malicious_nodes(attacks))
     dead: dict[str, int] = {}
+    injector = None
+    attacks_summary = {"malicious_nodes": malicious_nodes(attacks),
+                       "malicious_fraction": len(malicious_nodes(attacks)) / len(nodes),
+                       "plan": [a.to_record() for a in attacks]}
+
+    def save_partial(reported: int) -> None:
+        """A summary of what is saved so far, marked incomplete: what a killed run leaves."""
+        rows = round_rows(agent_records(out, nodes))
+        summary = summarize(scenario, rows, nodes, dead, set(malicious_nodes(attacks)))
+        summary.update(complete=False, partial={"rounds_reported": reported, "written": time.time()},
+                       attacks=attacks_summary)
+        write_summary(out, summary)
+
+    save_partial(0)
     try:
         defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
                    if scenario["defense"]["fuhst"] else None)
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
-                       watched_ports=(dfl["port"],), defense=defense, pcap=pcap) as emulation:
+                       watched_ports=(dfl["port"],), defense=defense, pcap=pcap, keyed=True) as emulation:
             events.event("network_up", datapath=emulation.datapath, **emulation.timings)
             progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
                      f"{len(nodes)} agents, {dfl['rounds']} rounds, {dfl['aggregator']}")
-            agents = {}
-            for node in nodes:
+
+            def start_agent(node: str) -> subprocess.Popen:
                 with open(out / f"agent-{node}.log", "ab") as log:
-                    agents[node] = emulation.net.get(node).popen(
+                    proc = emulation.net.get(node).popen(
                         [sys.executable, "-m", "agents.agent", "--network", str(emulation.description_path),
-                         "--config", str(config_path), "--node", node, "--out", str(out)],
+                         "--config", str(config_path), "--node", node, "--out", str(out),
+                         "--keys", str(key_path(out, agent_party(node)))],
                         stdout=log, stderr=subprocess.STDOUT)
-                emulation.record.add_process(agents[node].pid, f"agent {node}")
+                emulation.record.add_process(proc.pid, f"agent {node}")
+                return proc
+
+            agents = {node: start_agent(node) for node in nodes}
             events.event("agents_started", nodes=nodes)
             attackers = TrafficAttackers(emulation, out, scenario["seed"],
                                          budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60))
+            injector = FaultInjector(faults, emulation, agents, start_agent, events)
+            sampler = ResourceSampler(lambda: [(p.pid, p.role) for p in emulation.record.processes])
             try:
-                _follow(emulation, agents, out, nodes, dfl, dead, events, progress, TrafficTimeline(attacks),
-                        attackers, set(malicious_nodes(attacks)))
+                with sampler:
+                    _follow(emulation, agents, out, nodes, dfl, dead, events, progress, TrafficTimeline(attacks),
+                            attackers, set(malicious_nodes(attacks)), injector, save_partial)
             finally:
                 attackers.stop_all()
+                injector.undo_all()
             counters = emulation.fresh_counters(since=time.time())
     finally:
         events.close()
@@ -151,9 +182,7 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
     write_rounds_csv(rows, out / "rounds.csv")
     summary = summarize(scenario, rows, nodes, dead, set(malicious_nodes(attacks)))
     summary["attacks"] = {
-        "malicious_nodes": malicious_nodes(attacks),
-        "malicious_fraction": len(malicious_nodes(attacks)) / len(nodes),
-        "plan": [a.to_record() for a in attacks],
+        **attacks_summary,
         "traffic_sent": [r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"],
     }
     summary["network"] = {
@@ -169,13 +198,24 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
         "dfl_port_bytes_total": sum(c["watched_port_bytes"].get(str(dfl["port"]), 0)
                                     for record in counters.values() for c in record["hosts"].values()),
     }
+    summary["resources"] = sampler.report()
+    summary["faults"] = injector.report(
+        agent_records(out, nodes),
+        {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, layout.domains + 1)}, dfl["rounds"])
     if scenario["defense"]["fuhst"]:
         summary.update(defense_summary(scenario, out, nodes, attacks, summary))
     model_bytes = summary["dfl"]["model_bytes_total"]
     summary["network"]["dfl_port_bytes_over_model_bytes"] = (
         summary["network"]["dfl_port_bytes_total"] / model_bytes if model_bytes else None)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(out, summary)
     return summary
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """``summary.json``, replaced atomically: a reader (or a kill) never sees half of one."""
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(out / "summary.json")
 
 
 def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[Attack], summary: dict) -> dict:
@@ -226,9 +266,11 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     }
 
 
-def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers, malicious) -> None:
+def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers, malicious,
+            injector, save_partial) -> None:
     """Wait for the agents, printing a line per finished round and naming any that die;
-    log poisoning as the agents report it and run the traffic attacks on the round schedule."""
+    log poisoning as the agents report it, run the traffic attacks and the faults on the round
+    schedule."""
     budget = dfl["rounds"] * (dfl["round_timeout_s"] + 60) + 60
     deadline = time.monotonic() + budget
     reported = 0
@@ -244,17 +286,24 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
             attackers.start(attack, node)
             progress(f"round {round_}: {node} starts a {attack.kind} towards {attack.params['target']} "
                      f"at {attack.params['rate_pps']:g} packets/s")
+        for fault in [f for f in injector.pending if f.at_round <= round_]:
+            progress(f"round {round_}: fault {fault.kind} {fault.target} for {fault.duration_s:g} s")
+        injector.reached(round_)
 
     to_round(1)
     while True:
         emulation.raise_if_controller_died()
+        injector.tick()
         for node, proc in agents.items():
             code = proc.poll()
-            if code not in (None, 0) and node not in dead:
+            if code not in (None, 0) and node not in dead and not injector.owns_exit(node):
                 dead[node] = code
                 events.event("agent_died", node=node, exit_code=code)
                 progress(f"agent {node} died (exit code {code}); see {out / f'agent-{node}.log'}")
         records = agent_records(out, nodes)
+        for node in injector.follow_rejoins(records):
+            events.event("agent_rejoined", node=node)
+            progress(f"agent {node} rejoined from its checkpoint")
         for r in records:
             if r.get("attack") and (r["node"], r["round"]) not in poisoned:
                 poisoned.add((r["node"], r["round"]))
@@ -263,7 +312,10 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
         while reported < dfl["rounds"]:
             round_ = reported + 1
             done = [r for r in records if r["round"] == round_]
-            if len({r["node"] for r in done}) < len(nodes) - len(dead):
+            have = {r["node"] for r in done}
+            waiting = [n for n in nodes if n not in have and n not in dead and not injector.owns_exit(n)
+                       and not injector.skipped(n, round_, records)]
+            if waiting:
                 break
             honest = [r for r in done if r["node"] not in malicious]
             accuracy = sum(r["accuracy"] for r in honest) / max(len(honest), 1)
@@ -271,9 +323,10 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
             progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f} over "
                      f"{len(honest)} nodes, slowest round {slowest:.1f} s")
             reported = round_
+            save_partial(reported)
             if round_ < dfl["rounds"]:
                 to_round(round_ + 1)
-        if all(proc.poll() is not None for proc in agents.values()):
+        if all(proc.poll() is not None for proc in agents.values()) and not injector.busy():
             stop, final = timeline.finish(time.time())
             for record in final:
                 events.event("attack", **record)

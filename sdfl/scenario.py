@@ -18,6 +18,7 @@ from typing import Any
 from agents.aggregation import AGGREGATOR_NAMES
 from agents.peers import PEER_GRAPHS
 from attacks.plan import normalize_entry
+from sdfl.faults import normalize_fault
 from sdfl.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
 
 
@@ -88,8 +89,12 @@ SCHEMA: dict[str, Any] = {
                                 "a node starts a round at most this often (0 = as fast as it can); "
                                 "gives rounds a wall-clock length that polls and attacks can line up with"),
         "port": Field(int, 7000, between(1024, 65535), "agents' TCP port"),
+        "checkpoint_every": Field(int, 5, positive, "agents save their model every c rounds (a restart resumes there)"),
+        "checkpoint_adaptive": Field(bool, False, help="pick the interval from a Weibull fit of the agent's "
+                                                         "observed failures (fixed c until 3 are seen)"),
     },
     "attacks": TableList(normalize_entry, "[[attacks]] entries, see attacks/plan.py"),
+    "faults": TableList(normalize_fault, "[[faults]] entries, see sdfl/faults.py"),
 }
 
 

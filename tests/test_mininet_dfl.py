@@ -104,3 +104,101 @@ def test_a_killed_agent_is_named_and_the_others_finish_every_round(tmp_path):
     assert summary["dfl"]["nodes_completed"] == ["d1h1", "d1h2", "d2h2", "d3h1", "d3h2"]
     last = [r for r in read_jsonl(tmp_path / "agent-d2h2.jsonl") if r["round"] == 6][0]
     assert last["missing"] == ["d2h1"]
+
+
+def test_kill_9_of_a_run_leaves_readable_partial_results_clean_repairs_the_machine_and_the_next_run_works(tmp_path):
+    from conftest import NOTHING_LEFT, leftovers
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "sdfl", "run", str(CLEAN), "--out", str(out),
+                             "--set", "dfl.rounds=30", "--set", "network.hosts_per_domain=2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # mid-run: a few rounds saved, many to go
+            try:
+                partial = json.loads((out / "summary.json").read_text())
+            except (OSError, ValueError):
+                partial = {}
+            if partial.get("partial", {}).get("rounds_reported", 0) >= 3:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never got to round 3"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    cleaned = subprocess.run([sys.executable, "-m", "sdfl", "clean"], capture_output=True, text=True, timeout=120)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "agent d1h1" in cleaned.stdout  # the agents were the run's and are gone with it
+    time.sleep(0.5)
+    assert leftovers() == NOTHING_LEFT
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["partial"]["rounds_reported"] >= 3
+    saved = summary["dfl"]["honest_accuracy_by_round"]
+    assert all(a is not None for a in saved[:3]) and saved[-1] is None
+    report = subprocess.run([sys.executable, "-m", "sdfl", "report", str(out)], capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "Incomplete run" in (out / "report.md").read_text()
+    again = sdfl_run(tmp_path / "next", "dfl.rounds=2", "network.hosts_per_domain=2")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_every_fault_kind_is_survived_and_reported(tmp_path):
+    from sdfl_runs import run_scenario
+
+    result, out = run_scenario('''
+name = "faults-short"
+[network]
+domains = 3
+hosts_per_domain = 2
+domain_graph = "ring"
+[dfl]
+rounds = 16
+round_period_s = 1.0
+round_timeout_s = 10.0
+checkpoint_every = 1
+[defense]
+fuhst = true
+[[faults]]
+kind = "kill-agent"
+target = "d1h2"
+at_round = 2
+duration = 1
+[[faults]]
+kind = "stall-agent"
+target = "d2h2"
+at_round = 8
+duration = 3
+[[faults]]
+kind = "kill-controller"
+target = "d3"
+at_round = 10
+duration = 3
+[[faults]]
+kind = "cut-link"
+target = "d1-d2"
+at_round = 12
+duration = 3
+''', tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    faults = summary["faults"]
+    assert [(f["kind"], f["target"]) for f in faults] == [("kill-agent", "d1h2"), ("stall-agent", "d2h2"),
+                                                          ("kill-controller", "d3"), ("cut-link", "d1-d2")]
+    assert all(f["survived"] for f in faults), json.dumps(faults, indent=1)
+    assert summary["complete"] and len(summary["dfl"]["nodes_completed"]) == 6 and not summary["dfl"]["dead_nodes"]
+    kill, stall, controller, cut = faults
+    assert 2 < kill["rejoined_round"] <= 16 and "agent d1h2 rejoined" in result.stdout
+    rejoined = [r for r in read_jsonl(out / "agent-d1h2.jsonl") if r.get("type") == "rejoined"]
+    assert rejoined and rejoined[0]["checkpoint_round"] >= 1
+    neighbours = json.loads((out / "dfl.json").read_text())["neighbours"]["d1h2"]
+    for node in neighbours:  # they hear the rejoined agent again, to the end
+        last = [r for r in read_jsonl(out / f"agent-{node}.jsonl") if r["round"] == 16][0]
+        assert "d1h2" in last["received_from"], (node, last)
+    assert stall["slowest_round_during_s"] < 10.0 + 5  # neighbours kept their deadline
+    assert controller["banned_after_restart"] == []
+    assert cut["domains_rerouted"] == [1, 2, 3]
+    assert summary["dfl"]["honest_accuracy_final"] > 0.8
