@@ -271,7 +271,7 @@ def markdown(run: Run) -> str:
     if resources:
         cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in resources["cpu_s_by_role"].items())
         lines += ["", "## Resources", "",
-                  f"Peak memory of the run's processes {resources['peak_rss_mb_total']:,.0f} MB "
+                  f"Peak memory of the run's processes {resources['peak_pss_mb_total']:,.0f} MB (PSS) "
                   f"(machine: {resources['machine_peak_used_mb']:,.0f} of {resources['machine_memory_mb']:,.0f} MB "
                   f"in use at peak, {resources['cpu_cores']} cores); CPU seconds by role: {cpu}."]
     lines += ["", "## Plots", ""]

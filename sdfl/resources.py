@@ -2,7 +2,9 @@
 
 A background thread samples (psutil) every process the run record names (agents, controllers,
 inspection services, attackers, Mininet shells) and Open vSwitch's userspace datapath, once a
-second. Peak memory is the largest sum of resident sets seen at one sample; CPU is each
+second. Peak memory is the largest sum of proportional set sizes (PSS: a page shared by n
+processes, such as torch's libraries in every agent, counts 1/n in each) seen at one sample, so
+it adds up to what the run really occupies; CPU is each
 process's user + system time at its last sample (less what a process older than the run, such
 as ovs-vswitchd, had used before), summed by role (a killed agent keeps what it used).
 """
@@ -33,8 +35,8 @@ class ResourceSampler:
         self._cpu: dict[int, tuple[str, float]] = {}
         self._cpu_before: dict[int, float] = {}
         self._started = time.time()
-        self.peak_rss: dict[str, float] = {}
-        self.peak_rss_total = 0.0
+        self.peak: dict[str, float] = {}
+        self.peak_total = 0.0
         self.peak_machine_used = 0.0
         self.samples = 0
         self._stop = threading.Event()
@@ -63,23 +65,23 @@ class ResourceSampler:
 
     def sample(self) -> None:
         psutil = self._psutil
-        rss_by_role: dict[str, float] = {}
+        pss_by_role: dict[str, float] = {}
         for pid, role in self._watched():
             try:
                 handle = self._handles.get(pid) or self._handles.setdefault(pid, psutil.Process(pid))
                 with handle.oneshot():
                     cpu = handle.cpu_times()
-                    rss = handle.memory_info().rss
+                    pss = handle.memory_full_info().pss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             role = role_class(role)
             if pid not in self._cpu_before:  # what a process that predates the run (OVS) had already used
                 self._cpu_before[pid] = (cpu.user + cpu.system) if handle.create_time() < self._started else 0.0
             self._cpu[pid] = (role, cpu.user + cpu.system - self._cpu_before[pid])
-            rss_by_role[role] = rss_by_role.get(role, 0.0) + rss
-        for role, rss in rss_by_role.items():
-            self.peak_rss[role] = max(self.peak_rss.get(role, 0.0), rss)
-        self.peak_rss_total = max(self.peak_rss_total, sum(rss_by_role.values()))
+            pss_by_role[role] = pss_by_role.get(role, 0.0) + pss
+        for role, pss in pss_by_role.items():
+            self.peak[role] = max(self.peak.get(role, 0.0), pss)
+        self.peak_total = max(self.peak_total, sum(pss_by_role.values()))
         self.peak_machine_used = max(self.peak_machine_used, float(psutil.virtual_memory().used))
         self.samples += 1
 
@@ -89,8 +91,8 @@ class ResourceSampler:
             cpu_by_role[role] = cpu_by_role.get(role, 0.0) + seconds
         mb = 1024 * 1024
         return {
-            "peak_rss_mb_total": round(self.peak_rss_total / mb, 1),
-            "peak_rss_mb_by_role": {r: round(v / mb, 1) for r, v in sorted(self.peak_rss.items())},
+            "peak_pss_mb_total": round(self.peak_total / mb, 1),
+            "peak_pss_mb_by_role": {r: round(v / mb, 1) for r, v in sorted(self.peak.items())},
             "cpu_s_by_role": {r: round(v, 2) for r, v in sorted(cpu_by_role.items())},
             "machine_peak_used_mb": round(self.peak_machine_used / mb, 1),
             "machine_memory_mb": round(self._psutil.virtual_memory().total / mb, 1),

@@ -176,6 +176,7 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
                 attackers.stop_all()
                 injector.undo_all()
             counters = emulation.fresh_counters(since=time.time())
+            events.event("teardown")  # what the controllers send from here on is the network going away
     finally:
         events.close()
     rows = round_rows(agent_records(out, nodes))
@@ -230,7 +231,10 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     detection = score_detection(attacking_pairs(attacks), intervals, ends, nodes, malicious,
                                 scenario["defense"]["warmup_rounds"],
                                 [r for r in controller if r.get("type") == "ban"])
-    sent_notices = [r for r in controller if r.get("type") == "notice_sent"]
+    teardown = min((r["time"] for r in read_jsonl(out / "events.jsonl") if r.get("type") == "teardown"),
+                   default=float("inf"))
+    # Notices sent as the network is dismantled (its border ports go down) are not the run's.
+    sent_notices = [r for r in controller if r.get("type") == "notice_sent" and r["time"] < teardown]
     control_bytes = sum(r["bytes"] for r in sent_notices)
     control_by_round = [0] * rounds  # a notice counts in the round during which it was sent
     for notice in sent_notices:

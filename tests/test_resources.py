@@ -26,7 +26,7 @@ def test_cpu_and_peak_memory_are_attributed_to_roles_and_kept_after_a_process_en
         idle.kill()
         burner.kill()
     assert report["cpu_s_by_role"]["agent"] >= 0.5 and report["cpu_s_by_role"]["controller"] < 0.1
-    assert report["peak_rss_mb_by_role"]["agent"] >= 80 and report["peak_rss_mb_total"] >= 80
+    assert report["peak_pss_mb_by_role"]["agent"] >= 80 and report["peak_pss_mb_total"] >= 80
     assert report["samples"] >= 10 and report["cpu_cores"] >= 1
 
 
