@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -79,3 +81,29 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
         ("d1h2", 1, 7, [2, 3])
     assert counters[2]["banned_transit"]["d1h2"] >= 5  # the drop rule counted what it stopped
     assert inspector_alive
+
+
+def test_a_spoofed_frame_is_dropped_at_the_edge_and_counted_against_the_spoofer_only(tmp_path):
+    layout = make_layout(1, 3, "line")
+    spoofer, victim, impersonated = layout.host("d1h2"), layout.host("d1h1"), layout.host("d1h3")
+    capture = tmp_path / "victim.pcap"
+    with Emulation(layout, tmp_path, poll_interval=0.5, watched_ports=(7000,)) as emulation:
+        net = emulation.net
+        sniffer = net.get("d1h1").popen(["tcpdump", "-i", "d1h1-eth0", "-U", "-w", str(capture),
+                                         f"src host {impersonated.ip}"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        # An update "from d1h3" as d1h2 would forge it: d1h3's address, sent from d1h2's port.
+        sent = net.get("d1h2").cmd(
+            f"{sys.executable} -c \"from scapy.all import Ether, IP, TCP, sendp; "
+            f"sendp(Ether(src='{spoofer.mac}', dst='{victim.mac}') / IP(src='{impersonated.ip}', dst='{victim.ip}') "
+            f"/ TCP(sport=40000, dport=7000, flags='S'), iface='d1h2-eth0', count=20, verbose=0); print('sent')\"")
+        assert "sent" in sent, sent
+        counters = emulation.fresh_counters(since=time.time())[1]["hosts"]
+        time.sleep(0.5)
+        sniffer.terminate()
+        sniffer.wait()
+    assert counters["d1h2"]["dropped_packets"] >= 20  # counted against the port it came from
+    assert counters["d1h3"]["packets"] == 0 and counters["d1h3"]["dropped_packets"] == 0  # nothing on its name
+    read = subprocess.run(["tcpdump", "-r", str(capture)], capture_output=True, text=True)
+    assert read.returncode == 0 and read.stdout.strip() == ""  # the victim never saw one
