@@ -233,11 +233,6 @@ class Listener:
         self._server.close()
 
 
-def _unacknowledged(sock: socket.socket) -> int:
-    """Bytes written to ``sock`` that the peer's kernel has not acknowledged yet."""
-    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-
-
 def _closed_by_peer(sock: socket.socket) -> bool:
     """A receiver never writes back, so a readable socket means it closed (or reset) ours:
     sending into it would vanish without an error."""
@@ -255,10 +250,7 @@ class Sender:
         self.connect_timeout = connect_timeout
         self.bytes_sent = 0
         self.failures = 0
-        # When the oldest frame not yet acknowledged began going out on a connected socket
-        # (not when it was queued: a frame waiting for a neighbour still starting up, then sent
-        # the moment it listens, must not look like one its kernel ignored for seconds).
-        self._writing_since: float | None = None
+        self._sending_since: float | None = None  # when the oldest unacknowledged frame was queued
         self._queue: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
         self._socket: socket.socket | None = None
         self._error = 0  # the socket's pending error once seen (reading it clears it)
@@ -267,8 +259,8 @@ class Sender:
         self._thread.start()
 
     def send(self, data: bytes, deadline: float) -> None:
-        if self._delivered():
-            self._writing_since = None  # nothing outstanding until this frame goes out
+        if self._sending_since is None or self._delivered():
+            self._sending_since = time.monotonic()
         self._queue.put((data, deadline))
 
     def greet(self, deadline: float) -> None:
@@ -290,7 +282,7 @@ class Sender:
         refuses connections)."""
         if self._refused:
             return True
-        since, sock = self._writing_since, self._socket
+        since, sock = self._sending_since, self._socket
         if since is None or sock is None:
             return False
         if self._delivered():
@@ -312,7 +304,7 @@ class Sender:
         if sock is None:
             return True
         try:
-            return _unacknowledged(sock) == 0
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] == 0
         except OSError:  # closed under us by the sender thread
             return True
 
@@ -350,8 +342,6 @@ class Sender:
                     return False
             try:
                 self._socket.settimeout(max(0.5, deadline - time.monotonic()))
-                if self._writing_since is None or _unacknowledged(self._socket) == 0:
-                    self._writing_since = time.monotonic()
                 self._socket.sendall(data)
                 self.bytes_sent += len(data)
                 return True
