@@ -159,7 +159,8 @@ def _rejoin(node, saved, senders, inbox, dfl: dict, results, node_name: str) -> 
     deadline = time.monotonic() + 2 * dfl["round_timeout_s"]
     for sender in senders.values():
         sender.greet(deadline)
-    joined = inbox.latest_round(deadline)
+    # A round period and a second after the first frame, the neighbours' current round is in.
+    joined = inbox.latest_round(deadline, settle_s=dfl["round_period_s"] + 1.0)
     checkpoint_round = saved.round if saved is not None else 0
     results.write({"type": "rejoined", "node": node_name, "time": time.time(), "checkpoint_round": checkpoint_round,
                    "round": joined})

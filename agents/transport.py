@@ -64,12 +64,17 @@ class Inbox:
                 self._missed.pop(name, None)
                 self._returned.add(name)
 
-    def latest_round(self, deadline: float) -> int | None:
-        """The highest round any neighbour has sent us a frame for, waiting until ``deadline``
-        for a first one: where a restarted agent rejoins. None if nothing came."""
+    def latest_round(self, deadline: float, settle_s: float) -> int | None:
+        """The highest round any neighbour has sent us a frame for: where a restarted agent
+        rejoins. It waits until ``deadline`` for a first frame, then ``settle_s`` more: the first
+        may be stale (a neighbour's frame of an earlier round, held until we listened again),
+        the current round's come once the neighbours know we are back. None if nothing came."""
         with self._changed:
             while not self._frames and time.monotonic() < deadline:
                 self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            settled = min(deadline, time.monotonic() + settle_s)
+            while self._frames and time.monotonic() < settled:
+                self._changed.wait(min(0.1, max(0.0, settled - time.monotonic())))
             return max(self._frames, default=None)
 
     def excuse(self, name: str) -> None:
