@@ -152,8 +152,8 @@ def _rejoin(node, saved, senders, inbox, dfl: dict, results, node_name: str) -> 
     its first) in the round its neighbours are in.
 
     It connects to every neighbour (their listeners then expect it again from their next round)
-    and joins the first round a neighbour sends it a frame for; None if none does within two
-    round deadlines (the run is over)."""
+    and joins the highest round they send it frames for (see :meth:`Inbox.latest_round`); None
+    if none does within two round deadlines (the run is over)."""
     if saved is not None:
         node.restore(saved.model)
     deadline = time.monotonic() + 2 * dfl["round_timeout_s"]

@@ -60,6 +60,14 @@ def test_iperf3_between_domains_reports_throughput(tmp_path):
     print(f"iperf3 d1h1 -> d3h1 (2 border links, 100 Mbit/s shaping): {report['mbit_s']:.1f} Mbit/s")
 
 
+def _until_every_domain_logs(emulation, kind: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    domains = sorted(emulation.controllers)
+    while not all(any(r.get("type") == kind for r in read_jsonl(emulation.events_path(d))) for d in domains):
+        assert time.monotonic() < deadline, f"not every domain logged {kind}"
+        time.sleep(0.2)
+
+
 def test_a_cut_border_link_is_routed_around_on_a_ring_and_used_again_once_restored(tmp_path):
     layout = make_layout(3, 1, "ring")
     write_run_keys(tmp_path, layout.domains, {})  # link notices travel authenticated
@@ -67,21 +75,13 @@ def test_a_cut_border_link_is_routed_around_on_a_ring_and_used_again_once_restor
         source, target = emulation.net.get("d1h1"), layout.host("d2h1").ip
         assert ping(source, target).received == 3
         emulation.set_border_link(1, 2, up=False)
-        deadline = time.monotonic() + 15
-        while not all(any(r.get("type") == "link_down" for r in read_jsonl(emulation.events_path(d)))
-                      for d in (1, 2, 3)):
-            assert time.monotonic() < deadline, "not every domain heard of the cut"
-            time.sleep(0.2)
+        _until_every_domain_logs(emulation, "link_down")
         settle = time.monotonic() + 5  # the rules follow the records by a few milliseconds
         while ping(source, target, count=1).received == 0:
             assert time.monotonic() < settle, "no path from d1 to d2 after the cut"
         assert ping(source, target, count=5).received == 5  # through domain 3 now
         emulation.set_border_link(1, 2, up=True)
-        deadline = time.monotonic() + 15
-        while not all(any(r.get("type") == "link_up" for r in read_jsonl(emulation.events_path(d)))
-                      for d in (1, 2, 3)):
-            assert time.monotonic() < deadline, "not every domain heard the link is back"
-            time.sleep(0.2)
+        _until_every_domain_logs(emulation, "link_up")
         assert ping(source, target).received == 3
         changes = {d: [(r["type"], r["link"]) for r in read_jsonl(emulation.events_path(d))
                        if r.get("type") in ("link_down", "link_up")] for d in (1, 2, 3)}
