@@ -296,7 +296,7 @@ class DomainController(BaseApp):
         if self._link_changed(self.core.domain, neighbour, up, origin=self.core.domain):
             self._announce(Notice(MessageType.LINK_UP if up else MessageType.LINK_DOWN, self.core.domain, 0, 0,
                                   links=((self.core.domain, neighbour),)))
-            self._save_state()
+            self._save_state()  # also without keys, when nothing is announced
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [handler.DEAD_DISPATCHER])
     @fail_loudly

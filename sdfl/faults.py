@@ -19,14 +19,17 @@ before). Everything a fault did is logged to ``events.jsonl`` and summarised in
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
 
+from sdfl.jsonl import read_jsonl
 from sdfl.schema import Field, ScenarioError, coerce, positive
 
 KINDS = {"kill-agent": 2.0, "stall-agent": 5.0, "kill-controller": 5.0, "cut-link": 10.0}
 """Fault kinds and their default durations (seconds)."""
+LOG = logging.getLogger(__name__)
 AGENT_KINDS = ("kill-agent", "stall-agent")
 TARGET_EXAMPLES = {"kill-agent": "a node, e.g. d1h2", "stall-agent": "a node, e.g. d1h2",
                    "kill-controller": "a domain, e.g. d2", "cut-link": "a border link, e.g. d1-d2"}
@@ -203,8 +206,8 @@ class FaultInjector:
         for active in list(self.active):
             try:
                 self._undo(active)
-            except Exception:  # the run is already failing; tear-down goes on
-                pass
+            except Exception:  # tear-down goes on; the emulation removes what is left
+                LOG.exception("could not undo the %s fault on %s", active.fault.kind, active.fault.target)
         self.active.clear()
 
     def report(self, records: list[dict], controller_records: dict[int, list[dict]], rounds: int) -> list[dict]:
@@ -212,7 +215,9 @@ class FaultInjector:
         out = []
         for active in sorted(self.done + self.active, key=lambda a: a.began):
             fault = active.fault
-            during = [r for r in records if active.began <= r["time"] <= (active.ended or float("inf")) + 1.0]
+            # The others' rounds: a stalled agent's own round time includes the stall.
+            during = [r for r in records if active.began <= r["time"] <= (active.ended or float("inf")) + 1.0
+                      and not (fault.kind in AGENT_KINDS and r["node"] == fault.target)]
             entry = {**fault.to_record(), "started": active.began, "ended": active.ended,
                      "rounds_during": sorted({r["round"] for r in during}),
                      "slowest_round_during_s": max((r["round_time_s"] for r in during), default=None)}
@@ -241,7 +246,5 @@ class FaultInjector:
 
 def _banned_now(emulation, domain: int) -> list[str]:
     """The domain's bans in force, from its controller's last stats record."""
-    from sdfl.jsonl import read_jsonl
-
     stats = [r for r in read_jsonl(emulation.events_path(domain)) if r.get("type") in ("defense_stats", "started")]
     return sorted(stats[-1]["banned"]) if stats else []

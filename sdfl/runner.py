@@ -128,20 +128,19 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
     events = EventLog(out / "events.jsonl")
     events.event("attack_plan", attacks=[a.to_record() for a in attacks], malicious=malicious_nodes(attacks))
     dead: dict[str, int] = {}
-    injector = None
     attacks_summary = {"malicious_nodes": malicious_nodes(attacks),
                        "malicious_fraction": len(malicious_nodes(attacks)) / len(nodes),
                        "plan": [a.to_record() for a in attacks]}
 
-    def save_partial(reported: int) -> None:
-        """A summary of what is saved so far, marked incomplete: what a killed run leaves."""
-        rows = round_rows(agent_records(out, nodes))
+    def save_partial(reported: int, records: list[dict]) -> None:
+        """A summary of the agents' ``records`` so far, marked incomplete: what a killed run leaves."""
+        rows = round_rows(records)
         summary = summarize(scenario, rows, nodes, dead, set(malicious_nodes(attacks)))
         summary.update(complete=False, partial={"rounds_reported": reported, "written": time.time()},
                        attacks=attacks_summary)
         write_summary(out, summary)
 
-    save_partial(0)
+    save_partial(0, [])
     try:
         defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
                    if scenario["defense"]["fuhst"] else None)
@@ -327,7 +326,7 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
             progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f} over "
                      f"{len(honest)} nodes, slowest round {slowest:.1f} s")
             reported = round_
-            save_partial(reported)
+            save_partial(reported, records)
             if round_ < dfl["rounds"]:
                 to_round(round_ + 1)
         if all(proc.poll() is not None for proc in agents.values()) and not injector.busy():

@@ -198,7 +198,7 @@ duration = 3
     for node in neighbours:  # they hear the rejoined agent again, to the end
         last = [r for r in read_jsonl(out / f"agent-{node}.jsonl") if r["round"] == 16][0]
         assert "d1h2" in last["received_from"], (node, last)
-    assert stall["slowest_round_during_s"] < 10.0 + 5  # neighbours kept their deadline
+    assert stall["slowest_round_during_s"] < 10.0 + 2  # the others kept their 10 s deadline
     assert controller["banned_after_restart"] == []
     assert cut["domains_rerouted"] == [1, 2, 3]
     assert summary["dfl"]["honest_accuracy_final"] > 0.8
