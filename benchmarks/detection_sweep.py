@@ -36,9 +36,10 @@ from attacks.poisoning import CollusionBoard  # noqa: E402
 from controllers.coordination import NoticeChannel  # noqa: E402
 from sdfl.keys import controller_party, pair_key  # noqa: E402
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Send  # noqa: E402
-from controllers.features import UpdateFeatures, measured_warmup_rounds  # noqa: E402
-from controllers.inspector import RoundCollector, round_report  # noqa: E402
-from sdfl.runner import run_plan  # noqa: E402
+from controllers.features import measured_warmup_rounds  # noqa: E402
+from controllers.inspector import DomainInspection  # noqa: E402
+from controllers.reports import ReportChannel  # noqa: E402
+from sdfl.runner import frame_bounds, run_plan  # noqa: E402
 from sdfl.scenario import load_scenario  # noqa: E402
 from sdfl.scoring import ban_intervals, score_detection  # noqa: E402
 
@@ -48,14 +49,19 @@ ROOT = Path(__file__).resolve().parent.parent
 class SimulatedDefense:
     """Every domain's inspection and FU-HST over the frames of one simulated run."""
 
-    def __init__(self, scenario: dict, hosts: list[dict], neighbours: dict[str, list[str]]) -> None:
+    def __init__(self, scenario: dict, layout, neighbours: dict[str, list[str]]) -> None:
         config = DefenseConfig.from_scenario(scenario)
+        description = layout.to_description("user", monitor=True)
+        hosts = description["hosts"]
         self.neighbours = neighbours
         self.domain_of = {h["name"]: h["domain"] for h in hosts}
         self.domains = sorted(set(self.domain_of.values()))
-        self.collectors = {d: RoundCollector([n for n, x in self.domain_of.items() if x == d], wait_s=0.5)
-                           for d in self.domains}
-        self.features = {d: UpdateFeatures(measured_warmup_rounds(config.warmup_rounds)) for d in self.domains}
+        # A round lasts one second of simulated time: its frames arrive at its number.
+        key = b"inspection-report-key-of-sweep!!"
+        self.inspections = {d: DomainInspection(description, d, frame_bounds(scenario), 0.5,
+                                                measured_warmup_rounds(config.warmup_rounds), ReportChannel(key),
+                                                started=0.0) for d in self.domains}
+        self.report_channels = {d: ReportChannel(key, seq=0) for d in self.domains}
         self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
         # Notices travel as in the testbed: numbered, tagged per receiver, checked on arrival.
         secret = b"detection-sweep"
@@ -68,20 +74,21 @@ class SimulatedDefense:
         decoded = {}
         for sender, data in wire.items():
             try:
-                frame = decode(data)
+                decoded[sender] = decode(data)
             except FrameError:
                 continue
-            decoded[sender] = (np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64), frame.samples)
         cut: set[str] = set()
         for domain in self.domains:
-            collector = self.collectors[domain]
-            for sender, (vector, samples) in decoded.items():
+            inspection = self.inspections[domain]
+            for sender, frame in decoded.items():
                 for receiver in self.neighbours[sender]:
                     if receiver in wire and domain in (self.domain_of[sender], self.domain_of[receiver]):
-                        collector.add(round_, sender, receiver, round_, vector, samples)
-            for complete in collector.complete(round_ + 1.0):
-                report = round_report(collector, self.features[domain], complete)
-                cut |= self._carry_out(domain, round_, self.defenses[domain].on_round(round_, complete, report))
+                        inspection.frame(round_, sender, receiver, frame)
+            inspection.log.clear()
+            for sealed in inspection.reports(round_ + 1.0):
+                report = self.report_channels[domain].open(sealed)
+                cut |= self._carry_out(domain, round_, self.defenses[domain].on_round(
+                    round_, report.round, report.features, report.violations))
         return cut
 
     def _carry_out(self, domain: int, now: float, actions: list) -> set[str]:
@@ -115,8 +122,7 @@ def run_cell(scenario: dict, oracle: bool = False) -> dict:
         onset = {node: min(r for n, r in pairs if n == node) for node, _ in pairs}
         defense = lambda round_, wire: {n for n, first in onset.items() if round_ >= first - 1}  # noqa: E731
     elif scenario["defense"]["fuhst"]:
-        hosts = [{"name": h.name, "domain": h.domain, "index": h.index} for h in layout.hosts]
-        defense = SimulatedDefense(scenario, hosts, neighbours)
+        defense = SimulatedDefense(scenario, layout, neighbours)
     began = time.process_time()
     simulate({n: node for n, (node, _) in built.items()}, neighbours, dfl["rounds"],
              poisoners={n: p for n, (_, p) in built.items() if n in malicious}, watch=defense)

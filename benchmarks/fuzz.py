@@ -1,9 +1,12 @@
 """Fuzzing the testbed's parsers of hostile input: the model wire format (whole frames and
 byte streams in any chunking, plain and authenticated), the coordination-message decoder (and
-its authenticated, replay-checking channel) and the scenario loader.
+its authenticated, replay-checking channel), the controller's packet-in parser, the inspection
+service's path from a mirrored frame to a report, the inspection reports' channel and the
+scenario loader.
 
 Each input must end in a value or in the parser's own named error (:class:`FrameError`,
-:class:`MessageError`, :class:`ScenarioError`), within 10 s (a hang); anything else is a crash.
+:class:`MessageError`, :class:`PacketError`, :class:`ScenarioError`), within 10 s (a hang);
+anything else is a crash.
 Inputs are hypothesis-generated: raw bytes, valid messages with bytes flipped, cut or inserted,
 and scenario text and ``--set`` overrides over the real keys. The test suite runs a bounded,
 deterministic number of inputs (``tests/test_fuzz.py``); this script runs many more and prints
@@ -29,7 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents.wire import FrameError, FrameReader, ModelFrame, decode, encode, tag  # noqa: E402
 from controllers.coordination import (Evidence, MessageError, MessageType, Notice,  # noqa: E402
                                       NoticeChannel, Stream, decode_notice, encode_notice)
+from controllers.inspector import DomainInspection, FrameBounds  # noqa: E402
+from controllers.packets import PacketError, parse_packet_in  # noqa: E402
+from controllers.reports import InspectionReport, ReportChannel  # noqa: E402
 from sdfl.scenario import SCHEMA, ScenarioError, load_scenario  # noqa: E402
+from topologies.layout import make_layout  # noqa: E402
 
 MAX_PAYLOAD = 1 << 20  # an agent's cap in the fuzz runs: a frame claiming more is refused from its prefix
 KEY = bytes(range(32))  # the key every fuzzed sender shares with the receiver
@@ -131,6 +138,74 @@ def check_sealed_notice(data: bytes) -> str:
     raise AssertionError("the same notice was accepted twice")
 
 
+def headers() -> st.SearchStrategy[bytes]:
+    """Ethernet frames from a host: ARP, IPv4 with TCP/UDP/ICMP or anything, tagged or not,
+    with options and payloads behind the ports (what hung os-ken's parser), cut anywhere."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import ARP, Dot1Q, Ether
+    from scapy.packet import Raw
+
+    def build(kind, tagged, port, option, payload, ihl, proto):
+        ip = IP(src="10.1.0.1", dst="10.2.0.1", ihl=ihl, proto=proto) if proto else IP(src="10.1.0.1", dst="10.2.0.1")
+        layer = {0: ARP(op=1, psrc="10.1.0.1", pdst="10.1.0.2"),
+                 1: ip / TCP(dport=port, flags="S", options=[(option, b"")]),
+                 2: ip / UDP(dport=port), 3: ip / ICMP(type=port % 256)}[kind]
+        return bytes((Ether() / Dot1Q(vlan=port % 4096) if tagged else Ether()) / layer / Raw(payload))
+    return st.builds(build, st.integers(0, 3), st.booleans(), st.sampled_from([7000, 4789, 179, 6653, 0, 65535]),
+                     st.integers(0, 255), st.binary(max_size=64), st.one_of(st.none(), st.integers(0, 15)),
+                     st.one_of(st.none(), st.sampled_from([1, 6, 17, 0, 255])))
+
+
+def check_packet_in(data: bytes) -> str:
+    """What a switch hands the controller: at most its first 128 bytes."""
+    try:
+        parse_packet_in(data[:128])
+    except PacketError:
+        return "rejected"
+    return "accepted"
+
+
+def mirrored(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """Frames (or garbage) a host sends towards the agents' port, as one mirrored TCP segment."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    return st.builds(lambda payload, src, seq, syn: bytes(Ether() / IP(src=f"10.1.0.{src}", dst="10.1.0.2") / TCP(
+        sport=40000, dport=7000, seq=seq, flags="S" if syn else "PA") / payload),
+        valid, st.integers(1, 4), st.integers(0, 2**32 - 1), st.booleans())
+
+
+def check_inspection(segments: list[bytes]) -> str:
+    """Mirrored segments into a domain's inspection: counted, violations noted, never raised."""
+    inspection = DomainInspection(INSPECTED_NETWORK, 1, FrameBounds(((2, 3), (2,)), 20, 1000), 1.0, 2,
+                                  ReportChannel(KEY), started=0.0)
+    for i, data in enumerate(segments):
+        inspection.segment(float(i), data)
+        for sealed in inspection.reports(float(i)):
+            ReportChannel(KEY, seq=0).open(sealed)
+    counts = inspection.counts
+    return "rejected" if counts.unparsed or counts.violations or counts.ignored else "accepted"
+
+
+INSPECTED_NETWORK = make_layout(1, 3, "line").to_description("user", monitor=True)
+
+
+def reports() -> st.SearchStrategy[bytes]:
+    features = st.dictionaries(st.sampled_from(["d1h1", "d1h2"]), st.fixed_dictionaries(
+        {k: st.floats(0, 1) for k in ("off_consensus", "off_norm", "off_home")}), max_size=2)
+    return st.builds(lambda round_, f, v: ReportChannel(KEY, seq=0).seal(InspectionReport(round_, f, v)),
+                     st.integers(0, 2**40), features,
+                     st.dictionaries(st.text(max_size=5), st.lists(st.text(max_size=10), max_size=2), max_size=2))
+
+
+def check_report(data: bytes) -> str:
+    try:
+        ReportChannel(KEY, seq=0).open(data)
+    except MessageError:
+        return "rejected"
+    return "accepted"
+
+
 def check_scenario_text(text: str, folder: Path) -> str:
     path = folder / "fuzz.toml"
     path.write_text(text, encoding="utf-8")
@@ -191,6 +266,12 @@ def targets(folder: Path) -> dict:
         "coordination notice": (st.one_of(st.binary(max_size=256), mutated(notices()), notices()), check_notice),
         "authenticated notice": (st.one_of(st.binary(max_size=256), mutated(sealed_notices()), sealed_notices()),
                                  check_sealed_notice),
+        "packet-in": (st.one_of(st.binary(max_size=160), mutated(headers()), headers()), check_packet_in),
+        "inspector frame": (st.lists(st.one_of(mirrored(st.one_of(frames(), mutated(frames()),
+                                                                  st.binary(max_size=64))),
+                                               mutated(mirrored(frames())), st.binary(max_size=80)),
+                                     min_size=1, max_size=4), check_inspection),
+        "inspection report": (st.one_of(st.binary(max_size=256), mutated(reports()), reports()), check_report),
         "scenario file": (scenario_texts(), lambda text: check_scenario_text(text, folder)),
         "scenario --set": (overrides(), check_overrides),
     }

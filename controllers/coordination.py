@@ -122,7 +122,8 @@ def decode_notice(data: bytes) -> Notice:
     return Notice(type_, origin, seq, round_, tuple(entries))
 
 
-def _tag(key: bytes, body: bytes) -> bytes:
+def message_tag(key: bytes, body: bytes) -> bytes:
+    """The tag of every control message (notices, inspection reports): truncated HMAC-SHA256."""
     return hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
@@ -145,7 +146,7 @@ class NoticeChannel:
         """The notice, numbered and from this domain, as bytes for each other domain."""
         self.seq += 1
         body = encode_notice(Notice(notice.type, self.domain, self.seq, notice.round, notice.entries, notice.links))
-        return {peer: body + _tag(key, body) for peer, key in sorted(self.keys.items())}
+        return {peer: body + message_tag(key, body) for peer, key in sorted(self.keys.items())}
 
     def incoming(self, data: bytes) -> Notice:
         if len(data) < HEADER.size + TAG_BYTES:
@@ -155,7 +156,7 @@ class NoticeChannel:
         key = self.keys.get(notice.origin)
         if key is None:
             raise MessageError(f"origin domain {notice.origin} is not a peer of domain {self.domain}")
-        if not hmac.compare_digest(tag, _tag(key, body)):
+        if not hmac.compare_digest(tag, message_tag(key, body)):
             raise MessageError(f"tag does not verify: forged or altered (claims origin domain {notice.origin})")
         last = self.seen.get(notice.origin, 0)
         if notice.seq <= last:

@@ -6,15 +6,22 @@ into OpenFlow 1.3 messages and files. Time is always passed in, so tests drive a
 
 Table layout of every edge switch (what makes per-source-host accounting exact):
 
-* table 0, *admission*: a local host's IPv4 is admitted only from its own port with its own
-  MAC and IP (counted per host, then to table 1; towards a watched port, e.g. the agents',
-  also copied to the domain's inspection port when the description has one); its ARP goes to the controller (proxy ARP,
-  nothing is ever flooded, so rings and meshes cannot storm); anything else from a host port
-  (spoofed sources, IPv6 chatter) is dropped and counted. IPv4 arriving on a border port goes
-  straight to forwarding.
-* table 1, *flow accounting*: one microflow rule per (src, dst, proto, ports) of a local host,
-  installed on the first packet; a miss copies the packet head to the controller and carries
-  on to forwarding in the same pass, so no packet waits for the controller. A host that
+* table 0, *admission*: a local host's untagged IPv4 is admitted only from its own port with
+  its own MAC and IP (counted per host; towards a watched port, e.g. the agents', also copied
+  to the domain's inspection port when the description has one), committed to the switch's
+  connection tracker and passed to table 1 with its connection state; its untagged ARP goes to
+  the controller through the host's own meter (proxy ARP, nothing is ever flooded, so rings
+  and meshes cannot storm, and an ARP flood reaches the controller at a trickle while its rule
+  counts every packet); anything else from a host port (spoofed sources, 802.1Q-tagged frames,
+  IPv6 chatter) is dropped and counted. IPv4 arriving on a border port is committed to the
+  tracker too and goes straight to forwarding.
+* table 1, *flow accounting*: a packet in the reply direction of a tracked connection (the
+  other end sent its first packet: the SYN, the echo request) or related to one (an ICMP
+  error) is counted as the host's *reply* and forwarded; nothing a sender sets in its headers
+  makes a packet a reply. Everything else the host initiated: one microflow rule per (src,
+  dst, proto, ports), installed on the first packet; a miss copies the packet head to the
+  controller and carries on to forwarding in the same pass, so no packet waits for the
+  controller. A host that
   reaches its microflow cap gets one low-priority *overflow* rule instead: its further new
   flows are forwarded and counted there without a packet-in, so a SYN flood or a scan cannot
   bury the controller in packet-ins.
@@ -29,6 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from controllers.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP, PacketInfo
 from topologies.layout import next_hops
 
 LOG = logging.getLogger(__name__)
@@ -36,20 +44,16 @@ LOG = logging.getLogger(__name__)
 CONTROLLER = "controller"
 """Pseudo output port: send the packet (head) to the controller."""
 
-ETH_TYPE_IPV4 = 0x0800
-ETH_TYPE_ARP = 0x0806
 ARP_REQUEST = 1
-IP_PROTO_ICMP = 1
-IP_PROTO_TCP = 6
-IP_PROTO_UDP = 17
-TCP_SYN, TCP_RST, TCP_ACK = 0x002, 0x004, 0x010
-# What a host sends because someone else sent to it: TCP resets and SYN-ACKs, ICMP echo
-# replies (0), destination-unreachable (3) and time-exceeded (11) errors.
-REPLY_MATCHES = (
-    (("ip_proto", IP_PROTO_TCP), ("tcp_flags", (TCP_RST, TCP_RST))),
-    (("ip_proto", IP_PROTO_TCP), ("tcp_flags", (TCP_SYN | TCP_ACK, TCP_SYN | TCP_ACK))),
-    *((("ip_proto", IP_PROTO_ICMP), ("icmpv4_type", icmp_type)) for icmp_type in (0, 3, 11)),
-)
+OFPVID_NONE = 0x0000
+"""``vlan_vid`` of a frame without an 802.1Q tag."""
+CT_TRACKED, CT_RELATED, CT_REPLY = 0x20, 0x04, 0x08
+"""Connection-state bits (``ct_state``) of a tracked packet."""
+# What a host sends because someone else sent to it, as the switch's tracker sees it: the
+# reply direction of a connection the other end opened, or an error related to one.
+REPLY_STATES = ((CT_TRACKED | CT_REPLY, CT_TRACKED | CT_REPLY), (CT_TRACKED | CT_RELATED, CT_TRACKED | CT_RELATED))
+ARP_METER_PPS = 20
+"""ARP a host may send the controller per second (a burst as large): a handful is honest."""
 
 TABLE_ADMISSION = 0
 TABLE_FLOWS = 1
@@ -114,10 +118,22 @@ class FlowRule:
     idle_timeout: int = 0
     hard_timeout: int = 0
     delete: bool = False
+    track_into: int | None = None
+    """Commit the packet to the connection tracker (zone: the domain) and continue in this
+    table with its connection state (instead of ``goto``)."""
+    meter: int | None = None
 
     @property
     def kind(self) -> RuleKind | None:
         return split_cookie(self.cookie)[0]
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A packet-rate meter of the switch: beyond ``rate_pps`` (and a burst as large), drop."""
+
+    meter_id: int
+    rate_pps: int
 
 
 @dataclass(frozen=True)
@@ -129,23 +145,6 @@ class ArpReply:
     ip: str
     requester_mac: str
     requester_ip: str
-
-
-@dataclass(frozen=True)
-class PacketInfo:
-    """The header fields of a packet-in the core cares about (absent fields are None)."""
-
-    eth_src: str
-    eth_dst: str
-    eth_type: int
-    arp_op: int | None = None
-    arp_spa: str | None = None
-    arp_tpa: str | None = None
-    ipv4_src: str | None = None
-    ipv4_dst: str | None = None
-    ip_proto: int | None = None
-    tp_src: int | None = None
-    tp_dst: int | None = None
 
 
 @dataclass(frozen=True)
@@ -302,24 +301,24 @@ class DomainCore:
         for host in sorted(local, key=lambda h: h["port"]):
             key = host_key(host["domain"], host["index"])
             port = host["port"]
-            admitted = (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_IPV4),
-                        ("ipv4_src", host["ip"]))
+            admitted = (("in_port", port), ("eth_src", host["mac"]), ("vlan_vid", OFPVID_NONE),
+                        ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"]))
             mirror = (self._monitor["port"],) if self._monitor and self._monitor["switch"] == switch else ()
             rules += [
                 FlowRule(
                     TABLE_ADMISSION, 210, admitted + (("ip_proto", IP_PROTO_TCP), ("tcp_dst", watched)),
                     make_cookie(RuleKind.HOST_WATCHED_PORT, port_subject(key, watched)), outputs=mirror,
-                    goto=TABLE_FLOWS,
+                    track_into=TABLE_FLOWS,
                 )
                 for watched in sorted(self.watched_ports)
             ]
             rules += [
-                FlowRule(TABLE_ADMISSION, 200, admitted, make_cookie(RuleKind.HOST_IPV4, key), goto=TABLE_FLOWS),
+                FlowRule(TABLE_ADMISSION, 200, admitted, make_cookie(RuleKind.HOST_IPV4, key), track_into=TABLE_FLOWS),
                 FlowRule(
                     TABLE_ADMISSION, 200,
-                    (("in_port", port), ("eth_src", host["mac"]), ("eth_type", ETH_TYPE_ARP),
-                     ("arp_spa", host["ip"])),
-                    make_cookie(RuleKind.HOST_ARP, key), outputs=(CONTROLLER,),
+                    (("in_port", port), ("eth_src", host["mac"]), ("vlan_vid", OFPVID_NONE),
+                     ("eth_type", ETH_TYPE_ARP), ("arp_spa", host["ip"])),
+                    make_cookie(RuleKind.HOST_ARP, key), outputs=(CONTROLLER,), meter=self.arp_meter(host),
                 ),
                 FlowRule(
                     TABLE_ADMISSION, 100, (("in_port", port),),
@@ -332,11 +331,13 @@ class DomainCore:
                 ),
             ]
             # Replies pass without a microflow or packet-in and are counted apart: answering a
-            # scan or a flood is not attacking (see controllers.features.flow_features).
+            # scan or a flood is not attacking (see controllers.features.flow_features). Above
+            # the microflows: an echo reply is the host's reply even if it pinged that peer too.
             rules += [
-                FlowRule(TABLE_FLOWS, 90, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"])) + reply,
+                FlowRule(TABLE_FLOWS, 110, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"]),
+                                            ("ct_state", state)),
                          make_cookie(RuleKind.HOST_REPLY, key), goto=TABLE_FORWARDING)
-                for reply in REPLY_MATCHES
+                for state in REPLY_STATES
             ]
         monitor_here = bool(self._monitor) and self._monitor["switch"] == switch
         for border in sorted(self._borders, key=lambda b: b["neighbour"]):
@@ -350,7 +351,7 @@ class DomainCore:
                     (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4), ("ip_proto", IP_PROTO_TCP),
                      ("tcp_dst", watched)),
                     make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]),
-                    outputs=(self._monitor["port"],), goto=TABLE_FORWARDING,
+                    outputs=(self._monitor["port"],), track_into=TABLE_FORWARDING,
                 )
                 for watched in (sorted(self.watched_ports) if monitor_here else ())
             ]
@@ -358,7 +359,7 @@ class DomainCore:
                 FlowRule(
                     TABLE_ADMISSION, 200,
                     (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4)),
-                    make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]), goto=TABLE_FORWARDING,
+                    make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]), track_into=TABLE_FORWARDING,
                 ),
                 FlowRule(
                     TABLE_ADMISSION, 100, (("in_port", border["port"]),),
@@ -377,6 +378,16 @@ class DomainCore:
         for node in sorted(self.banned):
             rules += self._ban_rules(switch, node)
         return rules
+
+    def arp_meter(self, host: dict) -> int:
+        """The meter id of a local host's ARP (its index: one switch per domain)."""
+        return host["index"]
+
+    def base_meters(self, dpid: int) -> list[Meter]:
+        """The meters a freshly connected switch needs (after wiping what it had)."""
+        switch = self.switch_name(dpid)
+        return [Meter(self.arp_meter(h), ARP_METER_PPS)
+                for h in sorted(self._local.values(), key=lambda h: h["index"]) if h["switch"] == switch]
 
     # --- border links ------------------------------------------------------------------
     def _remote_routes(self) -> list[FlowRule]:

@@ -122,10 +122,27 @@ class DomainDefense:
         excess = excess_over_normal({n: f for n, f in features.items() if not self.banned(n)}, self.normal_flow)
         return self._observe(now, Stream.FLOW, {n: excess[n] for n in sorted(busy)}, None)
 
-    def on_round(self, now: float, round_: int, features: dict[str, dict[str, float]]) -> list:
-        """The update features of one round's senders (the inspection service's report)."""
+    def on_round(self, now: float, round_: int, features: dict[str, dict[str, float]],
+                 violations: dict[str, list[str]] | None = None) -> list:
+        """The update features of one round's senders (the inspection service's report), and
+        the frames local senders published that no honest agent could (a round beyond the
+        run, tensors not of the model's shapes, a name not its own): each such frame is strong
+        evidence, warm-up or not, so two of them ban."""
         self.round = max(self.round, round_)
-        return self._observe(now, Stream.UPDATE, features, round_)
+        actions: list = []
+        for node, reasons in sorted((violations or {}).items()):
+            if node not in self.local or self.banned(node):
+                continue
+            for why in reasons[:self.config.ban_after_n]:
+                ban = self.evidence[Stream.UPDATE].add(node, STRONG_WEIGHT)
+                m, n = self.evidence[Stream.UPDATE].count(node)
+                actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": "update",
+                                    "round": round_, "violation": why, "evidence": [m, n]}))
+                if ban:
+                    actions += self._ban(now, node, Stream.UPDATE, 1.0, m, n, round_, {"violation": why},
+                                         origin=self.domain)
+                    break
+        return actions + self._observe(now, Stream.UPDATE, features, round_)
 
     def _observe(self, now: float, stream: Stream, batch: dict[str, dict], round_: int | None) -> list:
         # A banned node's traffic never reaches the detector's idea of normal.

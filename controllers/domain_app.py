@@ -12,8 +12,9 @@ Environment:
 ``SDFL_EVENTS``   JSON-lines file for readiness and per-poll host counters (required)
 ``SDFL_POLL_INTERVAL``  seconds between flow-stats polls (default 1.0)
 ``SDFL_WATCH_PORTS``  comma-separated destination ports whose bytes are reported per host
-``SDFL_KEYS``     key file (:mod:`sdfl.keys`): the keys this domain shares with every other one;
-without it the controller neither sends nor accepts notices
+``SDFL_KEYS``     key file (:mod:`sdfl.keys`): the keys this domain shares with every other one
+and with its own inspection service; without it the controller neither sends nor accepts
+notices, and accepts no inspection report
 ``SDFL_STATE``    file of the controller's persisted state (default: beside SDFL_EVENTS): bans,
 detector, link states, notice counters. A restarted controller reads it back, so bans stay in
 force and a replayed notice stays rejected
@@ -24,7 +25,10 @@ Border links: a border port going down (or up) is announced to the other domains
 (``LINK_DOWN``/``LINK_UP`` notices) and every domain routes around it.
 
 Every handler only translates; a handler that raises is logged and ends the process, so the
-runner sees a dead controller instead of a half-alive one.
+runner sees a dead controller instead of a half-alive one. What hosts and local users can send
+never raises: packet-ins go through :mod:`controllers.packets`, reports and notices through
+their authenticated channels, and what fails there is counted and logged. The poll loop writes a
+``heartbeat`` record every poll, by which the runner tells a live controller from a hung one.
 """
 
 from __future__ import annotations
@@ -53,12 +57,16 @@ from controllers.coordination import LINK_TYPES, MessageError, MessageType, Noti
 from controllers.core import ArpReply, DomainCore, FlowRule
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.features import flow_features
-from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, packet_info
+from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
+from controllers.packets import PacketError, parse_packet_in
+from controllers.reports import ReportChannel
 from sdfl.jsonl import JsonLinesWriter
-from sdfl.keys import read_keys
+from sdfl.keys import inspector_party, peer_controller_keys, read_keys
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70
+LOGGED_REJECTIONS = 20
+"""Unparsed packet-ins and rejected reports logged one by one; beyond that, only counted."""
 
 
 def fail_loudly(method):
@@ -97,7 +105,10 @@ class DomainController(BaseApp):
         self.event_log = JsonLinesWriter(events)
         self.state_path = Path(os.environ.get("SDFL_STATE") or Path(events).with_suffix(".state"))
         self.poll_interval = float(os.environ.get("SDFL_POLL_INTERVAL", "1.0"))
-        self.datapaths: dict[int, object] = {}
+        self.datapaths: dict[int, object] = {}  # connections that got their rules, by dpid
+        self.connections: dict[int, object] = {}  # the connection that claimed each dpid first
+        self.rejected = collections.Counter()  # what hosts and local users sent that failed
+        self.keys = read_keys(Path(os.environ["SDFL_KEYS"])) if os.environ.get("SDFL_KEYS") else {}
         state = self._load_state()
         self.event_log.write({"type": "started", "time": time.time(), "domain": self.core.domain,
                               "pid": os.getpid(), "poll_interval": self.poll_interval,
@@ -125,7 +136,8 @@ class DomainController(BaseApp):
 
     def _save_state(self) -> None:
         state = {"banned": sorted(self.core.banned), "down_links": sorted(self.core.down_links),
-                 "channel": self.channel.state() if self.channel else None, "defense": self.defense}
+                 "channel": self.channel.state() if self.channel else None, "defense": self.defense,
+                 "reports_seen": self.reports.seen if self.defense is not None else 0}
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         with open(tmp, "wb") as f:
             pickle.dump(state, f)
@@ -139,11 +151,10 @@ class DomainController(BaseApp):
                                  for d in description["domains"] if d["id"] != domain}
         self.notice_bytes = {"sent": 0, "received": 0}
         self.channel = None
-        keys_path = os.environ.get("SDFL_KEYS")
-        if not keys_path:
+        if not self.keys:
             LOG.warning("domain %s: no SDFL_KEYS: notices are neither sent nor accepted", domain)
             return
-        keys = {int(peer): key for peer, key in read_keys(Path(keys_path)).items()}
+        keys = peer_controller_keys(self.keys)
         self.channel = (NoticeChannel.restored(domain, keys, state["channel"]) if state and state["channel"]
                         else NoticeChannel(domain, keys))
         self.coordination = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -173,9 +184,13 @@ class DomainController(BaseApp):
         span_polls = max(1, round(config.flow_span_s / self.poll_interval))
         self._recent_counters: dict[str, collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=span_polls + 1))
+        key = self.keys.get(inspector_party(domain))
+        if key is None:
+            LOG.warning("domain %s: no key shared with the inspection service: every report is rejected", domain)
+        self.reports = ReportChannel(key or b"", seq=0, seen=(state or {}).get("reports_seen", 0))
         self.inspection = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.inspection.bind((entry["inspection"]["host"], entry["inspection"]["port"]))
-        hub.spawn(self._receive_loop, self.inspection, self._on_update_features)
+        hub.spawn(self._receive_loop, self.inspection, self._on_report)
 
     def _timed(self, decide, *args) -> list:
         """Run a detector call, adding its CPU time to the defense's account."""
@@ -239,11 +254,26 @@ class DomainController(BaseApp):
                                   "link": sorted((a, b)), "origin": origin})
         return bool(changes)
 
+    def _reject(self, kind: str, record: dict) -> None:
+        """Count what failed its parser or its tag; log the first few of each kind."""
+        self.rejected[kind] += 1
+        if self.rejected[kind] <= LOGGED_REJECTIONS:
+            self.event_log.write({"type": kind, "time": time.time(), **record})
+
     @fail_loudly
-    def _on_update_features(self, data: bytes, address) -> None:
-        report = json.loads(data)
+    def _on_report(self, data: bytes, address) -> None:
+        try:
+            report = self.reports.open(data) if self.reports.key else None
+        except MessageError as error:
+            report, why = None, str(error)
+        else:
+            why = "no key shared with the inspection service"
+        if report is None:
+            LOG.warning("domain %s: rejected an inspection report from %s: %s", self.core.domain, address, why)
+            self._reject("report_rejected", {"from": list(address), "bytes": len(data), "why": why})
+            return
         now = time.time()
-        self._carry_out(self._timed(self.defense.on_round, now, report["round"], report["features"]))
+        self._carry_out(self._timed(self.defense.on_round, now, report.round, report.features, report.violations))
         self._save_state()  # once a round: what the detector learnt survives a restart
 
     def _defend_with_flows(self, snapshot) -> None:
@@ -263,7 +293,7 @@ class DomainController(BaseApp):
 
     def _send_rules(self, datapath, rules: list[FlowRule]) -> None:
         for rule in rules:
-            datapath.send_msg(flow_mod(datapath, rule))
+            datapath.send_msg(flow_mod(datapath, rule, zone=self.core.domain))
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     @fail_loudly
@@ -271,7 +301,19 @@ class DomainController(BaseApp):
         datapath = ev.msg.datapath
         if self.core.switch_name(datapath.id) is None:
             LOG.warning("domain %s: ignoring switch with foreign dpid %#x", self.core.domain, datapath.id)
+            self._reject("switch_rejected", {"dpid": datapath.id, "why": "not a switch of this domain"})
+            datapath.close()
             return
+        claimed = self.connections.get(datapath.id)
+        if claimed is not None and claimed is not datapath and claimed.is_active:
+            # First connection wins: a second one claiming a live switch's dpid is an impostor
+            # (or the switch reconnecting before its old connection timed out: it retries).
+            self._reject("switch_rejected", {"dpid": datapath.id, "why": "dpid already connected"})
+            datapath.close()
+            return
+        self.connections[datapath.id] = datapath
+        for meter_mod in meter_mods(datapath, self.core.base_meters(datapath.id)):
+            datapath.send_msg(meter_mod)
         self._send_rules(datapath, self.core.base_rules(datapath.id))
         datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
 
@@ -279,7 +321,7 @@ class DomainController(BaseApp):
     @fail_loudly
     def on_barrier(self, ev):
         datapath = ev.msg.datapath
-        if datapath.id not in self.datapaths:
+        if self.connections.get(datapath.id) is datapath and self.datapaths.get(datapath.id) is not datapath:
             self.datapaths[datapath.id] = datapath
             self.event_log.write({"type": "ready", "time": time.time(), "domain": self.core.domain,
                                "dpid": datapath.id, "switch": self.core.switch_name(datapath.id)})
@@ -302,6 +344,9 @@ class DomainController(BaseApp):
     @fail_loudly
     def on_state_change(self, ev):
         datapath = ev.datapath
+        if datapath.id is None or self.connections.get(datapath.id) is not datapath:
+            return  # a connection that never claimed the dpid: the switch keeps its own
+        del self.connections[datapath.id]
         if self.datapaths.pop(datapath.id, None) is not None:
             self.event_log.write({"type": "switch_disconnected", "time": time.time(), "dpid": datapath.id})
 
@@ -309,15 +354,20 @@ class DomainController(BaseApp):
     @fail_loudly
     def on_packet_in(self, ev):
         msg = ev.msg
-        info = packet_info(msg.data)
-        if info is None:
+        if self.datapaths.get(msg.datapath.id) is not msg.datapath:
+            return
+        try:
+            info = parse_packet_in(msg.data)
+        except PacketError as error:
+            self._reject("packet_in_unparsed", {"dpid": msg.datapath.id, "in_port": msg.match.get("in_port"),
+                                                "bytes": len(msg.data), "why": str(error)})
             return
         replies = self.core.on_packet_in(time.time(), msg.datapath.id, msg.match["in_port"], msg.table_id, info)
         for reply in replies:
             if isinstance(reply, ArpReply):
                 msg.datapath.send_msg(arp_reply_out(msg.datapath, reply))
             else:
-                msg.datapath.send_msg(flow_mod(msg.datapath, reply))
+                msg.datapath.send_msg(flow_mod(msg.datapath, reply, zone=self.core.domain))
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @fail_loudly
@@ -350,4 +400,6 @@ class DomainController(BaseApp):
     def _poll_loop(self):
         while True:
             self._poll_once()
+            self.event_log.write({"type": "heartbeat", "time": time.time(), "switches": len(self.datapaths),
+                                  "stats_timeouts": self.core.stats_timeouts, "rejected": dict(self.rejected)})
             hub.sleep(self.poll_interval)

@@ -48,9 +48,11 @@ def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, fl
     flow counts, which are gauges; a counter that went down (a switch that reconnected and lost
     its rules) counts as zero rather than negative.
 
-    Packets and bytes are what the host *initiated*: its replies (TCP resets and SYN-ACKs, ICMP
-    echo replies and errors, counted apart by the edge switch) are left out, so the victim of a
-    scan or flood, answering it, does not look like its attacker. Mean packet size is not a
+    Packets and bytes are what the host *initiated*: its replies (the reply direction of a
+    connection the other end opened, and errors related to one, as the edge switch's connection
+    tracker sees it, counted apart) are left out, so the victim of a scan, a flood or a connect
+    storm, answering it, does not look like its attacker; a reply nobody asked for (an echo-reply
+    flood) is initiated. ARP is a packet the host initiated too. Mean packet size is not a
     feature: every poll pairs model senders (full-size segments) with ACK-only receivers, so it
     swings 20-fold in honest traffic and carries nothing a flood's rates do not.
     """
@@ -64,7 +66,7 @@ def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, fl
         return current[key] - current[f"reply_{key}"] - previous[key] + previous[f"reply_{key}"]
 
     raw = {
-        "packet_rate": max(0, initiated("packets")) / seconds,
+        "packet_rate": max(0, initiated("packets") + current["arp_packets"] - previous["arp_packets"]) / seconds,
         "byte_rate": max(0, initiated("bytes")) / seconds,
         "new_flow_rate": rate("flows_total"),
         "distinct_dsts": current["distinct_dsts"],

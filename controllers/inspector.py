@@ -5,11 +5,17 @@ monitor port (:mod:`controllers.core`), a veth whose other end this process read
 namespace. It reassembles each TCP stream, decodes frames with the agents' own wire format
 (:mod:`agents.wire`), names the sender by the source address admission vouched for (not by
 what the frame claims), and once a round's frames from the domain's senders are in, sends
-their update features (:class:`controllers.features.UpdateFeatures`) to the controller::
+their update features (:class:`controllers.features.UpdateFeatures`) to the controller in a
+tagged report (:mod:`controllers.reports`)::
 
-    python -m controllers.inspector --network network.json --domain 1 --out RUN_DIR
+    python -m controllers.inspector --network network.json --domain 1 --out RUN_DIR \\
+        --keys RUN_DIR/keys/inspector-d1.json --bounds '{"shapes": ..., "last_round": 20, ...}'
 
-Pure parts (:class:`StreamAssembler`, :class:`RoundCollector`) are unit-tested without root.
+Everything it reads comes from hosts: segments are parsed by :mod:`controllers.packets`, and a
+frame no honest agent could send (:meth:`FrameBounds.violation`) is evidence against the
+sender its address names, carried in the next report; none of it can crash or stall the
+service. It writes a ``heartbeat`` record every second (the runner's liveness watch).
+Everything but the sockets (:class:`DomainInspection`) is unit-tested without root.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.wire import DEFAULT_MAX_PAYLOAD, MAGIC, FrameError, FrameReader, ModelFrame
+from controllers.packets import PacketError, parse_tcp_segment
+from controllers.reports import InspectionReport, ReportChannel
 
 LOG = logging.getLogger("sdfl.inspector")
 ETH_P_ALL = 0x0003
@@ -110,39 +118,100 @@ class StreamAssembler:
         self.rejections.append(f"{key[0]}:{key[1]}: {reason}")
 
 
+ROUND_LEAD = 3
+"""Rounds a frame may run ahead of the domain's current round: agents keep their own pace, a
+round or so apart; a frame further ahead waits for nothing and moves nothing."""
+
+
+@dataclass(frozen=True)
+class FrameBounds:
+    """What an honest agent's frame carries, known before the run from the scenario: the
+    model's tensor shapes, a round of the run, at most the training set's samples."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    last_round: int
+    max_samples: int
+    round_timeout_s: float = 20.0
+
+    @classmethod
+    def from_json(cls, text: str) -> FrameBounds:
+        fields = json.loads(text)
+        return cls(tuple(tuple(s) for s in fields["shapes"]), int(fields["last_round"]), int(fields["max_samples"]),
+                   float(fields["round_timeout_s"]))
+
+    def to_json(self) -> str:
+        return json.dumps({"shapes": [list(s) for s in self.shapes], "last_round": self.last_round,
+                           "max_samples": self.max_samples, "round_timeout_s": self.round_timeout_s})
+
+    def violation(self, frame: ModelFrame, sender: str) -> str | None:
+        """Why no honest agent at ``sender``'s address could have sent ``frame``, or None."""
+        if frame.sender != sender:
+            return f"names itself {frame.sender[:40]!r} from {sender}'s address"
+        if not 1 <= frame.round <= self.last_round:
+            return f"round {frame.round} is not a round of this run (1-{self.last_round})"
+        shapes = tuple(t.shape for t in frame.tensors)
+        if shapes != self.shapes:
+            return f"{len(shapes)} tensors of shapes {list(shapes[:4])}, not the model's {list(self.shapes)}"
+        if not 1 <= frame.samples <= self.max_samples:
+            return f"claims {frame.samples} samples (the training set has {self.max_samples})"
+        return None
+
+
 class RoundCollector:
     """Models by round: one per sender (first copy), and which senders each receiver got.
 
-    A round is *complete* when every local sender's model arrived, or ``wait_s`` after its
-    first one (a banned or dead sender holds no one up). Frames keep being recorded for the
-    round before the newest complete one, so a late copy still counts as received when that
-    round serves as the next one's starting point.
+    The domain's *current round* is the lower median of the highest rounds its live local
+    senders published (live: its round rose within ``stale_s``; a banned, dead or stuck sender
+    drops out), so a minority of senders can neither drag it ahead nor hold it back. A frame
+    more than :data:`ROUND_LEAD` rounds ahead of it, or of a round already reported, is
+    ignored. A round is *complete* once the current round has reached it and every local
+    sender's model arrived, or ``wait_s`` after it was reached. Frames keep being recorded for
+    the newest complete round, so a late copy still counts as received when that round serves
+    as the next one's starting point.
     """
 
-    def __init__(self, senders: list[str], wait_s: float) -> None:
+    def __init__(self, senders: list[str], wait_s: float, stale_s: float, started: float) -> None:
         self.senders = set(senders)
         self.wait_s = wait_s
+        self.stale_s = stale_s
         self.models: dict[int, dict[str, tuple[np.ndarray, int]]] = {}
         self.received: dict[int, dict[str, set[str]]] = {}
-        self._first: dict[int, float] = {}
+        # Every sender counts from the start, at round 0: the first to publish moves nothing alone.
+        self.latest: dict[str, tuple[int, float]] = {n: (0, started) for n in senders}
+        self._reached: dict[int, float] = {}
         self.done_up_to = 0
+        self.ignored = 0
 
-    def add(self, now: float, sender: str, receiver: str, round_: int, vector: np.ndarray, samples: int) -> None:
-        if round_ < self.done_up_to:
-            return
+    def current(self, now: float) -> int:
+        live = sorted(r for r, rose in self.latest.values() if now - rose <= self.stale_s)
+        return live[(len(live) - 1) // 2] if live else 0
+
+    def add(self, now: float, sender: str, receiver: str | None, round_: int, vector: np.ndarray,
+            samples: int) -> bool:
+        """Record one decoded frame; False when its round lies outside the window."""
+        if round_ < self.done_up_to or round_ > max(self.current(now), self.done_up_to) + ROUND_LEAD:
+            self.ignored += 1
+            return False
         self.models.setdefault(round_, {}).setdefault(sender, (vector, samples))
-        self.received.setdefault(round_, {}).setdefault(receiver, set()).add(sender)
-        if sender in self.senders and round_ > self.done_up_to:
-            self._first.setdefault(round_, now)
+        if receiver is not None:
+            self.received.setdefault(round_, {}).setdefault(receiver, set()).add(sender)
+        if sender in self.senders and round_ > self.latest.get(sender, (0, 0.0))[0]:
+            self.latest[sender] = (round_, now)
+        return True
 
     def complete(self, now: float) -> list[int]:
         ready = []
-        for round_ in sorted(self._first):
+        current = self.current(now)
+        for round_ in range(self.done_up_to + 1, current + 1):
+            self._reached.setdefault(round_, now)
+        for round_ in range(self.done_up_to + 1, current + 1):
             local = self.senders & set(self.models.get(round_, {}))
-            if local == self.senders or now - self._first[round_] >= self.wait_s:
+            if local != self.senders and now - self._reached[round_] < self.wait_s:
+                break
+            del self._reached[round_]
+            self.done_up_to = round_
+            if round_ in self.models:
                 ready.append(round_)
-                del self._first[round_]
-                self.done_up_to = max(self.done_up_to, round_)
         for old in [r for r in self.models if r < self.done_up_to - 1]:
             self.models.pop(old, None)
             self.received.pop(old, None)
@@ -166,33 +235,93 @@ def round_report(collector: RoundCollector, features, round_: int) -> dict[str, 
             if n in references}
 
 
-def parse_tcp(frame: bytes):
-    """``(src, sport, dst, dport, seq, syn, payload)`` of an Ethernet/IPv4/TCP frame, else None."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-
-    packet = Ether(frame)
-    if IP not in packet or TCP not in packet:
-        return None
-    ip, tcp = packet[IP], packet[TCP]
-    payload = bytes(tcp.payload)
-    if ip.len is not None:  # drop Ethernet padding beyond the IP datagram
-        payload = payload[:max(0, ip.len - ip.ihl * 4 - tcp.dataofs * 4)]
-    return ip.src, tcp.sport, ip.dst, tcp.dport, tcp.seq, bool(tcp.flags.S), payload
+MAX_REASONS = 8
+"""Violations a report carries per sender: enough to ban, never a flood of text."""
+HEARTBEAT_S = 1.0
 
 
-def run(description: dict, domain: int, out_dir: Path, wait_s: float, baseline_rounds: int) -> int:
-    from controllers.features import UpdateFeatures
+@dataclass
+class InspectionCounts:
+    """What the service read, and what it could not use, since it started (its heartbeat)."""
+
+    segments: int = 0
+    unparsed: int = 0
+    frames: int = 0
+    ignored: int = 0
+    violations: int = 0
+
+
+class DomainInspection:
+    """One domain's inspection, from mirrored segments to sealed reports (no sockets: tested pure)."""
+
+    def __init__(self, description: dict, domain: int, bounds: FrameBounds, wait_s: float, baseline_rounds: int,
+                 channel: ReportChannel, started: float) -> None:
+        from controllers.features import UpdateFeatures
+
+        local = [h["name"] for h in description["hosts"] if h["domain"] == domain]
+        self.name_of_ip = {h["ip"]: h["name"] for h in description["hosts"]}
+        self.local = set(local)
+        self.bounds = bounds
+        self.assembler = StreamAssembler()
+        self.collector = RoundCollector(local, wait_s, stale_s=bounds.round_timeout_s + 2 * wait_s, started=started)
+        self.features = UpdateFeatures(baseline_rounds)
+        self.channel = channel
+        self.counts = InspectionCounts()
+        self.violations: dict[str, list[str]] = {}
+        self.log: list[dict] = []
+
+    def segment(self, now: float, data: bytes) -> None:
+        """One mirrored frame off the monitor port."""
+        self.counts.segments += 1
+        try:
+            segment = parse_tcp_segment(data)
+        except PacketError as error:
+            self.counts.unparsed += 1
+            if self.counts.unparsed <= MAX_REASONS:
+                self.log.append({"type": "segment_unparsed", "time": now, "bytes": len(data), "why": str(error)})
+            return
+        if segment is None:
+            return
+        sender, receiver = self.name_of_ip.get(segment.src), self.name_of_ip.get(segment.dst)
+        if sender is None or not (sender in self.local or receiver in self.local):
+            return
+        key = (segment.src, segment.sport, segment.dst, segment.dport)
+        for frame in self.assembler.feed(key, segment.seq, segment.payload, segment.syn):
+            self.frame(now, sender, receiver, frame)
+
+    def frame(self, now: float, sender: str, receiver: str | None, frame: ModelFrame) -> None:
+        self.counts.frames += 1
+        why = self.bounds.violation(frame, sender)
+        if why is not None:
+            self.counts.violations += 1
+            self.log.append({"type": "frame_violation", "time": now, "sender": sender, "why": why})
+            reasons = self.violations.setdefault(sender, []) if sender in self.local else []
+            if len(reasons) < MAX_REASONS:
+                reasons.append(why)
+            return
+        vector = np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64)
+        if not self.collector.add(now, sender, receiver, frame.round, vector, frame.samples):
+            self.counts.ignored += 1
+
+    def reports(self, now: float) -> list[bytes]:
+        """Sealed reports of the rounds that completed, each carrying the violations so far."""
+        sealed = []
+        for round_ in self.collector.complete(now):
+            report = InspectionReport(round_, round_report(self.collector, self.features, round_), self.violations)
+            self.violations = {}
+            sealed.append(self.channel.seal(report))
+            self.log.append({"type": "update_features", "time": now, "round": round_, "features": report.features,
+                             "violations": report.violations})
+        while self.assembler.rejections:
+            self.log.append({"type": "stream_rejected", "time": now, "why": self.assembler.rejections.pop(0)})
+        return sealed
+
+
+def run(description: dict, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
     from sdfl.jsonl import JsonLinesWriter
 
     entry = next(d for d in description["domains"] if d["id"] == domain)
-    local = [h for h in description["hosts"] if h["domain"] == domain]
-    name_of_ip = {h["ip"]: h["name"] for h in description["hosts"]}
-    local_names = {h["name"] for h in local}
     controller = (entry["inspection"]["host"], entry["inspection"]["port"])
-    assembler = StreamAssembler()
-    collector = RoundCollector([h["name"] for h in local], wait_s)
-    features = UpdateFeatures(baseline_rounds)
     log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
@@ -208,29 +337,25 @@ def run(description: dict, domain: int, out_dir: Path, wait_s: float, baseline_r
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.write({"type": "inspector_started", "time": time.time(), "domain": domain})
+    beat = 0.0
     try:
         while running:
             try:
-                parsed = parse_tcp(raw.recv(65535))
+                data = raw.recv(65535)
             except TimeoutError:
-                parsed = None
+                data = None
             now = time.time()
-            if parsed is not None:
-                src, sport, dst, dport, seq, syn, payload = parsed
-                sender, receiver = name_of_ip.get(src), name_of_ip.get(dst)
-                relevant = sender is not None and (sender in local_names or receiver in local_names)
-                for frame in assembler.feed((src, sport, dst, dport), seq, payload, syn) if relevant else ():
-                    if frame.sender != sender:
-                        log.write({"type": "sender_mismatch", "time": now, "address_of": sender,
-                                   "claimed": frame.sender, "round": frame.round})
-                    vector = np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64)
-                    collector.add(now, sender, receiver, frame.round, vector, frame.samples)
-            for round_ in collector.complete(now):
-                message = {"round": round_, "features": round_report(collector, features, round_)}
-                report.sendto(json.dumps(message).encode(), controller)
-                log.write({"type": "update_features", "time": now, **message})
-            while assembler.rejections:
-                log.write({"type": "stream_rejected", "time": now, "why": assembler.rejections.pop(0)})
+            if data is not None:
+                inspection.segment(now, data)
+            for sealed in inspection.reports(now):
+                report.sendto(sealed, controller)
+            for record in inspection.log:
+                log.write(record)
+            inspection.log.clear()
+            if now - beat >= HEARTBEAT_S:
+                beat = now
+                log.write({"type": "heartbeat", "time": now, "round": inspection.collector.current(now),
+                           **vars(inspection.counts)})
     finally:
         raw.close()
         report.close()
@@ -243,15 +368,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--network", type=Path, required=True)
     parser.add_argument("--domain", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--keys", type=Path, required=True, help="the inspector's key file (sdfl.keys)")
+    parser.add_argument("--bounds", required=True, help="FrameBounds as JSON: what an honest frame carries")
     parser.add_argument("--wait", type=float, default=1.5, help="seconds a round waits for late senders")
     parser.add_argument("--warmup-rounds", type=int, default=4,
                         help="DFL rounds of normal behaviour (round 1 has no measurable update)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     from controllers.features import measured_warmup_rounds
+    from sdfl.keys import controller_party, read_keys
 
-    return run(json.loads(args.network.read_text()), args.domain, args.out, args.wait,
-               measured_warmup_rounds(args.warmup_rounds))
+    description = json.loads(args.network.read_text())
+    try:
+        key = read_keys(args.keys)[controller_party(args.domain)]
+    except (ValueError, KeyError) as error:
+        parser.error(f"--keys: {error}")
+    inspection = DomainInspection(description, args.domain, FrameBounds.from_json(args.bounds), args.wait,
+                                  measured_warmup_rounds(args.warmup_rounds), ReportChannel(key), time.time())
+    return run(description, args.domain, args.out, inspection)
 
 
 if __name__ == "__main__":

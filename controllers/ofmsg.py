@@ -6,7 +6,6 @@ Works on any object with ``ofproto`` and ``ofproto_parser`` attributes: a live d
 
 from __future__ import annotations
 
-from controllers.compat import arp, ethernet, ipv4, packet, tcp, udp
 from controllers.core import (
     ALL_TABLES,
     CONTROLLER,
@@ -14,12 +13,17 @@ from controllers.core import (
     ArpReply,
     FlowRule,
     FlowStatsEntry,
-    PacketInfo,
+    Meter,
 )
+from controllers.packets import arp_reply_frame
 
 
-def flow_mod(datapath, rule: FlowRule):
-    """The OFPFlowMod that applies ``rule``."""
+CT_COMMIT = 1
+"""NX_CT_F_COMMIT: the connection is created (or refreshed) in the tracker."""
+
+
+def flow_mod(datapath, rule: FlowRule, zone: int = 0):
+    """The OFPFlowMod that applies ``rule``; tracked connections go to conntrack ``zone``."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
     actions = [
         parser.OFPActionOutput(ofp.OFPP_CONTROLLER, PACKET_IN_BYTES)
@@ -27,7 +31,12 @@ def flow_mod(datapath, rule: FlowRule):
         else parser.OFPActionOutput(port)
         for port in rule.outputs
     ]
+    if rule.track_into is not None:
+        actions.append(parser.NXActionCT(flags=CT_COMMIT, zone_src="", zone_ofs_nbits=zone,
+                                         recirc_table=rule.track_into, alg=0, actions=[]))
     instructions = []
+    if rule.meter is not None:
+        instructions.append(parser.OFPInstructionMeter(rule.meter, ofp.OFPIT_METER))
     if actions:
         instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
     if rule.goto is not None:
@@ -52,29 +61,25 @@ def flow_mod(datapath, rule: FlowRule):
     )
 
 
+def meter_mods(datapath, meters: list[Meter]) -> list:
+    """Wipe the switch's meters, then add ``meters`` (drop beyond the rate, a burst as large)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return [parser.OFPMeterMod(datapath, command=ofp.OFPMC_DELETE, flags=0, meter_id=ofp.OFPM_ALL, bands=[])] + [
+        parser.OFPMeterMod(datapath, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+                           meter_id=meter.meter_id,
+                           bands=[parser.OFPMeterBandDrop(rate=meter.rate_pps, burst_size=meter.rate_pps)])
+        for meter in meters]
+
+
 def arp_reply_out(datapath, reply: ArpReply):
     """A packet-out carrying the proxy-ARP answer."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    frame = packet.Packet()
-    frame.add_protocol(
-        ethernet.ethernet(dst=reply.requester_mac, src=reply.mac, ethertype=0x0806)
-    )
-    frame.add_protocol(
-        arp.arp(
-            opcode=arp.ARP_REPLY,
-            src_mac=reply.mac,
-            src_ip=reply.ip,
-            dst_mac=reply.requester_mac,
-            dst_ip=reply.requester_ip,
-        )
-    )
-    frame.serialize()
     return parser.OFPPacketOut(
         datapath=datapath,
         buffer_id=ofp.OFP_NO_BUFFER,
         in_port=ofp.OFPP_CONTROLLER,
         actions=[parser.OFPActionOutput(reply.port)],
-        data=bytes(frame.data),
+        data=arp_reply_frame(reply.mac, reply.ip, reply.requester_mac, reply.requester_ip),
     )
 
 
@@ -95,22 +100,3 @@ def flow_entry(message) -> FlowStatsEntry:
         byte_count=message.byte_count,
         match=dict(message.match.items()),
     )
-
-
-def packet_info(data: bytes) -> PacketInfo | None:
-    """Header fields of a packet-in's data, or None when it is not even Ethernet."""
-    frame = packet.Packet(data)
-    eth = frame.get_protocol(ethernet.ethernet)
-    if eth is None:
-        return None
-    fields = {"eth_src": eth.src, "eth_dst": eth.dst, "eth_type": eth.ethertype}
-    arp_header = frame.get_protocol(arp.arp)
-    if arp_header is not None:
-        fields.update(arp_op=arp_header.opcode, arp_spa=arp_header.src_ip, arp_tpa=arp_header.dst_ip)
-    ip_header = frame.get_protocol(ipv4.ipv4)
-    if ip_header is not None:
-        fields.update(ipv4_src=ip_header.src, ipv4_dst=ip_header.dst, ip_proto=ip_header.proto)
-        transport = frame.get_protocol(tcp.tcp) or frame.get_protocol(udp.udp)
-        if transport is not None:
-            fields.update(tp_src=transport.src_port, tp_dst=transport.dst_port)
-    return PacketInfo(**fields)

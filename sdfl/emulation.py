@@ -20,7 +20,7 @@ from pathlib import Path
 
 from controllers.launch import controller_command
 from sdfl.jsonl import read_jsonl
-from sdfl.keys import controller_party, key_path
+from sdfl.keys import controller_party, inspector_party, key_path
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -72,12 +72,19 @@ class Emulation:
     defense:
         :class:`controllers.defense.DefenseConfig` fields for FU-HST in every controller
         (None: controllers forward and count only).
+    frame_bounds:
+        :class:`controllers.inspector.FrameBounds` of the run's model: what the inspection
+        services accept as an honest frame (required with ``defense``).
     """
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: dict | None = None, pcap: bool = False,
-                 keyed: bool = False) -> None:
+                 keyed: bool = False, frame_bounds=None) -> None:
+        if defense is not None and (frame_bounds is None or not keyed):
+            raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
+                             "against the model and tag their reports with the run's keys")
+        self.frame_bounds = frame_bounds
         self.layout = layout
         self.keyed = keyed  # controllers get their key files (sdfl.keys, written by the runner)
         self.pcap = pcap
@@ -179,6 +186,8 @@ class Emulation:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
                      "--domain", str(domain), "--out", str(self.out_dir.resolve()),
+                     "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
+                     "--bounds", self.frame_bounds.to_json(),
                      "--wait", str(self.defense["round_wait_s"]),
                      "--warmup-rounds", str(self.defense["warmup_rounds"])],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

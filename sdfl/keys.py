@@ -1,7 +1,7 @@
 """The run's key material: a fresh secret per run, and from it one key per pair of parties.
 
-Every pair of neighbouring agents and every pair of domain controllers shares a key
-(HMAC-SHA256 of the pair's names under the secret). Each party is handed only the keys of its
+Every pair of neighbouring agents, every pair of domain controllers and each domain's inspection
+service with its controller share a key (HMAC-SHA256 of the pair's names under the secret). Each party is handed only the keys of its
 own pairs, in a file only root can read (``keys/<party>.json`` in the run folder, kept there so
 a restarted agent or controller finds its keys again). The secret itself is never written: a
 party holding its files can authenticate as itself to its peers, and as nobody else.
@@ -28,6 +28,10 @@ def controller_party(domain: int) -> str:
     return f"controller-d{domain}"
 
 
+def inspector_party(domain: int) -> str:
+    return f"inspector-d{domain}"
+
+
 def agent_party(node: str) -> str:
     return f"agent-{node}"
 
@@ -43,9 +47,12 @@ def write_run_keys(out: Path, domains: int, neighbours: dict[str, list[str]]) ->
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     for domain in range(1, domains + 1):
-        _write(key_path(out, controller_party(domain)),
-               {str(other): pair_key(secret, controller_party(domain), controller_party(other))
-                for other in range(1, domains + 1) if other != domain})
+        controller, inspector = controller_party(domain), inspector_party(domain)
+        _write(key_path(out, controller),
+               {**{str(other): pair_key(secret, controller, controller_party(other))
+                   for other in range(1, domains + 1) if other != domain},
+                inspector: pair_key(secret, controller, inspector)})
+        _write(key_path(out, inspector), {controller: pair_key(secret, controller, inspector)})
     for node, peers in neighbours.items():
         _write(key_path(out, agent_party(node)),
                {peer: pair_key(secret, agent_party(node), agent_party(peer)) for peer in peers})
@@ -65,3 +72,8 @@ def read_keys(path: Path) -> dict[str, bytes]:
         raise ValueError(f"key file {path} is missing") from None
     except (ValueError, AttributeError, TypeError) as error:
         raise ValueError(f"key file {path} is damaged: {error}") from None
+
+
+def peer_controller_keys(keys: dict[str, bytes]) -> dict[int, bytes]:
+    """Of a controller's keys, those it shares with the other domains' controllers, by domain."""
+    return {int(peer): key for peer, key in keys.items() if peer.isdigit()}

@@ -28,6 +28,7 @@ from agents.peers import peer_graph
 from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
 from attacks.traffic import TrafficSpec
 from controllers.defense import DefenseConfig
+from controllers.inspector import FrameBounds
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
 from sdfl.jsonl import JsonLinesWriter, read_jsonl
@@ -99,6 +100,17 @@ class TrafficAttackers:
             self.stop(kind, node)
 
 
+def frame_bounds(scenario: dict) -> FrameBounds:
+    """What an honest agent's frame carries in this scenario: the model's shapes on its dataset."""
+    from agents.data import load_dataset
+    from agents.model import make_mlp, parameter_shapes
+
+    dfl = scenario["dfl"]
+    dataset = load_dataset(dfl["dataset"], dfl["dataset_path"], scenario["seed"], dfl["test_fraction"])
+    return FrameBounds(parameter_shapes(make_mlp(dataset.n_features, dataset.n_classes, dfl["hidden"])),
+                       dfl["rounds"], len(dataset.y_train), dfl["round_timeout_s"])
+
+
 def run_plan(scenario: dict):
     """What a scenario's run consists of: layout, node names, DFL neighbours, resolved attacks
     and faults."""
@@ -145,7 +157,8 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
         defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
                    if scenario["defense"]["fuhst"] else None)
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
-                       watched_ports=(dfl["port"],), defense=defense, pcap=pcap, keyed=True) as emulation:
+                       watched_ports=(dfl["port"],), defense=defense, pcap=pcap, keyed=True,
+                       frame_bounds=frame_bounds(scenario) if defense else None) as emulation:
             events.event("network_up", datapath=emulation.datapath, **emulation.timings)
             progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "

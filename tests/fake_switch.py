@@ -1,7 +1,9 @@
 """A tiny OpenFlow 1.3 flow table for tests: applies real OFPFlowMods, looks packets up.
 
 Enough of the pipeline for the controller's rules: exact, masked IPv4 and masked bit matches, priorities,
-apply-actions outputs and goto-table, per-entry packet counters.
+apply-actions outputs, goto-table, conntrack's commit-and-recirculate (the packet's ``ct_state``
+is what the test says the tracker would find: a new connection unless given), meters (noted, never
+dropping), per-entry packet counters. Packets without a ``vlan_vid`` are untagged.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from controllers.compat import ofproto_protocol, ofproto_v1_3
+
+CT_NEW = 0x21
+"""ct_state of a tracked packet opening a new connection (+trk+new)."""
 
 
 def protocol_desc():
@@ -24,6 +29,7 @@ class Entry:
     match: dict
     outputs: list
     goto: int | None
+    meter: int | None = None
     packets: int = 0
 
 
@@ -58,17 +64,22 @@ class FakeSwitch:
                 self.entries.clear()
             return
         assert flow_mod.command == ofp.OFPFC_ADD
-        outputs, goto = [], None
+        outputs, goto, meter = [], None, None
         for instruction in flow_mod.instructions:
             if instruction.type == ofp.OFPIT_APPLY_ACTIONS:
-                outputs += ["controller" if a.port == ofp.OFPP_CONTROLLER else a.port
-                            for a in instruction.actions]
+                for action in instruction.actions:
+                    if hasattr(action, "recirc_table"):  # NXActionCT: commit, continue there
+                        goto = action.recirc_table
+                    else:
+                        outputs.append("controller" if action.port == ofp.OFPP_CONTROLLER else action.port)
             elif instruction.type == ofp.OFPIT_GOTO_TABLE:
                 goto = instruction.table_id
+            elif instruction.type == ofp.OFPIT_METER:
+                meter = instruction.meter_id
         match = dict(flow_mod.match.items())
         self.entries = [e for e in self.entries if not (
             e.table_id == flow_mod.table_id and e.priority == flow_mod.priority and e.match == match)]
-        self.entries.append(Entry(flow_mod.table_id, flow_mod.priority, flow_mod.cookie, match, outputs, goto))
+        self.entries.append(Entry(flow_mod.table_id, flow_mod.priority, flow_mod.cookie, match, outputs, goto, meter))
 
     def lookup(self, table_id: int, packet: dict) -> Entry | None:
         candidates = [e for e in self.entries if e.table_id == table_id
@@ -80,6 +91,7 @@ class FakeSwitch:
 
         Returns the outputs (port numbers or "controller") and the entries that matched.
         """
+        packet = {"vlan_vid": 0, "ct_state": CT_NEW, **packet}
         outputs, hits, table_id = [], [], 0
         while table_id is not None:
             entry = self.lookup(table_id, packet)

@@ -2,7 +2,6 @@
 
 import pytest
 
-from controllers.compat import arp, ethernet, packet
 from controllers.core import (
     ARP_REQUEST,
     ETH_TYPE_ARP,
@@ -13,7 +12,8 @@ from controllers.core import (
     RuleKind,
     split_cookie,
 )
-from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, packet_info
+from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod
+from controllers.packets import parse_packet_in
 from fake_switch import FakeSwitch, protocol_desc
 from topologies.layout import make_layout
 
@@ -81,11 +81,14 @@ def test_first_packet_of_a_flow_is_forwarded_and_copied_to_the_controller():
                                                           RuleKind.FORWARD_LOCAL]
 
 
+CT_REPLY, CT_RELATED, CT_INVALID = 0x2A, 0x24, 0x30  # +trk+est+rpl, +trk+rel, +trk+inv
+
+
 @pytest.mark.parametrize("reply", [
-    {"ip_proto": 6, "tcp_src": 22, "tcp_dst": 40000, "tcp_flags": 0x014},  # RST-ACK: port closed
-    {"ip_proto": 6, "tcp_src": 7000, "tcp_dst": 40000, "tcp_flags": 0x012},  # SYN-ACK
-    {"ip_proto": 1, "icmpv4_type": 3},  # port unreachable, answering a UDP flood
-    {"ip_proto": 1, "icmpv4_type": 0},  # echo reply
+    {"ip_proto": 6, "tcp_src": 22, "tcp_dst": 40000, "tcp_flags": 0x014, "ct_state": CT_REPLY},  # RST-ACK
+    {"ip_proto": 6, "tcp_src": 7000, "tcp_dst": 40000, "tcp_flags": 0x011, "ct_state": CT_REPLY},  # FIN-ACK
+    {"ip_proto": 1, "icmpv4_type": 3, "ct_state": CT_RELATED},  # port unreachable, answering a UDP flood
+    {"ip_proto": 1, "icmpv4_type": 0, "ct_state": CT_REPLY},  # echo reply to an echo request
 ])
 def test_a_hosts_replies_pass_without_a_packet_in_and_are_counted_apart(reply):
     layout, _, switches = build_domains()
@@ -95,6 +98,34 @@ def test_a_hosts_replies_pass_without_a_packet_in_and_are_counted_apart(reply):
     assert [split_cookie(h.cookie)[0] for h in hits][:2] == [RuleKind.HOST_IPV4, RuleKind.HOST_REPLY]
     syn = {**base, "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 22, "tcp_flags": 0x002}
     assert "controller" in switches[2].process(syn)[0]  # what it initiates is a new flow as before
+
+
+@pytest.mark.parametrize("forged", [
+    {"ip_proto": 1, "icmpv4_type": 0, "ct_state": CT_INVALID},  # an echo reply no one asked for
+    {"ip_proto": 6, "tcp_src": 7000, "tcp_dst": 40000, "tcp_flags": 0x014, "ct_state": CT_INVALID},  # a RST
+    {"ip_proto": 6, "tcp_src": 7000, "tcp_dst": 40000, "tcp_flags": 0x012},  # a SYN-ACK opening nothing
+])
+def test_reply_flags_on_a_packet_the_tracker_never_saw_asked_for_are_what_the_host_initiated(forged):
+    layout, _, switches = build_domains()
+    base = {k: v for k, v in ipv4_packet(layout, "d2h1", "d1h1").items() if k not in ("udp_src", "udp_dst")}
+    outputs, hits = switches[2].process({**base, **forged})
+    assert "controller" in outputs
+    assert [split_cookie(h.cookie)[0] for h in hits][:2] == [RuleKind.HOST_IPV4, RuleKind.FLOW_MISS]
+
+
+def test_tagged_frames_from_a_host_are_dropped_and_counted():
+    layout, _, switches = build_domains()
+    for vid in (0x1000 | 100, 0x1000):  # vid 100 and a priority tag (vid 0)
+        outputs, hits = switches[1].process({**ipv4_packet(layout, "d1h1", "d2h1"), "vlan_vid": vid})
+        assert outputs == [] and split_cookie(hits[0].cookie)[0] is RuleKind.HOST_UNADMITTED
+
+
+def test_a_hosts_arp_goes_through_its_own_meter():
+    layout, cores, switches = build_domains()
+    [arp_rule] = [e for e in switches[1].entries if split_cookie(e.cookie)[0] is RuleKind.HOST_ARP
+                  and e.match["in_port"] == layout.host("d1h2").port]
+    assert arp_rule.meter == layout.host("d1h2").index
+    assert {m.meter_id for m in cores[1].base_meters(257)} == {h.index for h in layout.hosts if h.domain == 1}
 
 
 def test_spoofed_source_and_ipv6_are_dropped_and_counted_at_the_edge():
@@ -120,20 +151,19 @@ def test_arp_goes_only_to_the_controller_never_flooded():
 def test_proxy_arp_answers_for_a_remote_host_with_its_real_mac():
     layout, cores, _ = build_domains()
     asker, target = layout.host("d1h1"), layout.host("d3h2")
-    frame = packet.Packet()
-    frame.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", asker.mac, ETH_TYPE_ARP))
-    frame.add_protocol(arp.arp(opcode=ARP_REQUEST, src_mac=asker.mac, src_ip=asker.ip,
-                               dst_mac="00:00:00:00:00:00", dst_ip=target.ip))
-    frame.serialize()
-    info = packet_info(bytes(frame.data))
+    from scapy.layers.l2 import ARP, Ether
+
+    request = Ether(dst="ff:ff:ff:ff:ff:ff", src=asker.mac) / ARP(op=1, hwsrc=asker.mac, psrc=asker.ip,
+                                                                   pdst=target.ip)
+    info = parse_packet_in(bytes(request))
     replies = cores[1].on_packet_in(0.0, 257, asker.port, 0, info)
     assert len(replies) == 1
     out = arp_reply_out(DP, replies[0])
     out.serialize()
     assert [a.port for a in out.actions] == [asker.port]
-    answer = packet.Packet(out.data).get_protocol(arp.arp)
-    assert (answer.opcode, answer.src_mac, answer.src_ip, answer.dst_ip) == (
-        arp.ARP_REPLY, target.mac, target.ip, asker.ip)
+    answer = Ether(out.data)
+    assert (answer.dst, answer[ARP].op, answer[ARP].hwsrc, answer[ARP].psrc, answer[ARP].hwdst,
+            answer[ARP].pdst) == (asker.mac, 2, target.mac, target.ip, asker.mac, asker.ip)
 
 
 def test_arp_for_unknown_or_with_a_forged_sender_is_not_answered():
@@ -201,7 +231,8 @@ def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
     for _ in range(3):
         switch.process(ipv4_packet(layout, "d1h1", "d2h2"))
     switch.process(ipv4_packet(layout, "d1h2", "d1h1", ipv4_src="10.1.0.9"))  # spoofed: dropped
-    reset = {**ipv4_packet(layout, "d1h1", "d2h2"), "ip_proto": 6, "tcp_src": 80, "tcp_dst": 4000, "tcp_flags": 0x14}
+    reset = {**ipv4_packet(layout, "d1h1", "d2h2"), "ip_proto": 6, "tcp_src": 80, "tcp_dst": 4000, "tcp_flags": 0x14,
+             "ct_state": CT_REPLY}
     switch.process(reset)
     assert core.stats_request_due(10.0, 257)
     core.stats_request_sent(10.0, 257, xid=7)

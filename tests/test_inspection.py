@@ -4,7 +4,7 @@ import numpy as np
 
 from agents.wire import ModelFrame, encode
 from controllers.features import fedavg_references
-from controllers.inspector import RoundCollector, StreamAssembler, parse_tcp
+from controllers.inspector import ROUND_LEAD, RoundCollector, StreamAssembler
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 
 SHAPES = ((3, 2), (2,))
@@ -38,7 +38,7 @@ def test_a_stream_that_is_not_model_frames_is_given_up_with_a_reason():
 
 
 def test_a_round_completes_when_every_local_sender_is_in_or_after_the_wait():
-    collector = RoundCollector(["d1h1", "d1h2"], wait_s=1.5)
+    collector = RoundCollector(["d1h1", "d1h2"], wait_s=1.5, stale_s=5.0, started=10.0)
     collector.add(10.0, "d1h1", "d1h2", 1, np.ones(3), 10)
     collector.add(10.1, "d1h1", "d2h1", 1, np.zeros(3), 10)  # the same model to another: first copy kept
     collector.add(10.2, "d2h1", "d1h1", 1, np.full(3, 2.0), 30)  # a remote sender, received by d1h1
@@ -50,8 +50,24 @@ def test_a_round_completes_when_every_local_sender_is_in_or_after_the_wait():
     collector.add(11.0, "d2h2", "d1h2", 1, np.ones(3), 10)  # late copy of a finished round: still recorded
     assert "d2h2" in collector.received[1]["d1h2"]
     collector.add(12.0, "d1h1", "d1h2", 2, np.ones(3), 10)
-    assert collector.complete(13.0) == []
-    assert collector.complete(13.6) == [2]
+    assert collector.complete(13.6) == []  # half the senders are no majority: round 2 is not reached
+    assert collector.complete(15.5) == []  # d1h2 went silent at 10.4: stale from 15.4, round 2 reached now
+    assert collector.complete(17.0) == [2]  # and complete a wait later, without it
+
+
+def test_a_minority_sender_can_neither_drag_the_round_ahead_nor_hold_it_back():
+    senders = ["d1h1", "d1h2", "d1h3"]
+    collector = RoundCollector(senders, wait_s=1.0, stale_s=5.0, started=0.0)
+    assert not collector.add(0.1, "d1h3", None, 4_000_000_000, np.ones(3), 10)  # far ahead: ignored
+    assert collector.add(0.2, "d1h3", None, ROUND_LEAD, np.ones(3), 10)  # within the lead: kept, moves nothing
+    assert collector.complete(0.5) == [] and collector.current(0.5) == 0
+    for t, round_ in ((1.0, 1), (2.0, 2)):
+        for node in senders[:2]:
+            collector.add(t, node, None, round_, np.ones(3), 10)
+    assert collector.complete(2.0) == []  # d1h3 sent no round 1 or 2: the rounds wait for it
+    assert collector.complete(3.1) == [1, 2]  # the honest majority sets the pace
+    collector.add(3.2, "d1h3", None, 1, np.ones(3), 10)  # and a laggard cannot rewind it
+    assert collector.current(3.2) == 2 and collector.done_up_to == 2
 
 
 def test_fedavg_references_are_where_each_node_starts_its_next_round():
@@ -60,14 +76,6 @@ def test_fedavg_references_are_where_each_node_starts_its_next_round():
     np.testing.assert_allclose(references["a"], [0.75, 0.75])  # (0 x 10 + 1 x 30) / 40
     np.testing.assert_allclose(references["b"], [1.6, 1.6])  # (0 x 10 + 1 x 30 + 5 x 10) / 50
     assert "d" not in references  # sent nothing last round: no starting point known
-
-
-def test_mirrored_packets_are_parsed_without_ethernet_padding():
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-
-    packet = Ether() / IP(src="10.1.0.1", dst="10.1.0.2") / TCP(sport=4, dport=7000, seq=9, flags="PA") / b"ab"
-    assert parse_tcp(bytes(packet) + bytes(10)) == ("10.1.0.1", 4, "10.1.0.2", 7000, 9, False, b"ab")
 
 
 def test_detection_is_scored_over_node_rounds_after_the_warm_up():
@@ -105,3 +113,44 @@ def test_a_lost_mirrored_segment_costs_its_frame_only():
         frames += assembler.feed(key, seq, payload)
     assert [f.round for f in frames] == [2, 3]
     assert "resynchronising" in assembler.rejections[0]
+
+
+def _description():
+    from topologies.layout import make_layout
+
+    return make_layout(2, 3, "line").to_description("user", monitor=True)
+
+
+def _segment(src, dst, seq, payload, sport=40000):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=7000, seq=seq, flags="PA") / payload)
+
+
+def test_hostile_frames_are_evidence_against_their_sender_and_never_stop_the_inspection():
+    from controllers.inspector import DomainInspection, FrameBounds
+    from controllers.reports import ReportChannel
+
+    key = bytes(32)
+    bounds = FrameBounds(SHAPES, last_round=10, max_samples=100)
+    inspection = DomainInspection(_description(), 1, bounds, wait_s=1.0, baseline_rounds=2,
+                                  channel=ReportChannel(key), started=0.0)
+    hostile = [
+        encode(ModelFrame("d1h3", 1, 10, ())),  # no tensors, to an address that is no host
+        encode(ModelFrame("d1h3", 4_000_000_000, 10, tuple(np.ones(s, np.float32) for s in SHAPES))),
+        encode(ModelFrame("d1h1", 2, 10, tuple(np.ones(s, np.float32) for s in SHAPES))),  # not its name
+        encode(ModelFrame("d1h3", 2, 10**9, tuple(np.ones(s, np.float32) for s in SHAPES))),
+    ]
+    for i, data in enumerate(hostile):
+        inspection.segment(0.5, _segment("10.1.0.3", "10.1.0.99", 1, data, sport=41000 + i))
+    inspection.segment(0.5, b"\x00" * 10)  # not even Ethernet: counted, not raised
+    for node, ip in (("d1h1", "10.1.0.1"), ("d1h2", "10.1.0.2"), ("d1h3", "10.1.0.3")):
+        inspection.segment(1.0, _segment(ip, "10.2.0.1", 1, frame_bytes(node, 1, 0.5), sport=42000))
+    [sealed] = inspection.reports(1.0)
+    report = ReportChannel(key, seq=0).open(sealed)
+    assert report.round == 1 and sorted(report.features) == []  # round 1 has no start to measure from
+    assert list(report.violations) == ["d1h3"] and len(report.violations["d1h3"]) == 4
+    assert [why.split()[0] for why in report.violations["d1h3"]] == ["0", "round", "names", "claims"]
+    assert inspection.counts.unparsed == 1 and inspection.counts.violations == 4
+    assert inspection.collector.done_up_to == 1  # the honest round went through

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,13 @@ from controllers.coordination import Evidence, MessageType, Notice, NoticeChanne
 from controllers.defense import DefenseConfig
 from sdfl.emulation import Emulation
 from sdfl.jsonl import read_jsonl
-from sdfl.keys import controller_party, key_path, read_keys, write_run_keys
+from sdfl.keys import controller_party, key_path, peer_controller_keys, read_keys, write_run_keys
 from sdfl.probes import ping
+from sdfl.runner import frame_bounds
+from sdfl.scenario import load_scenario
 from topologies.layout import make_layout
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.mininet
 
@@ -35,7 +40,7 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
         tmp_path):
     layout = make_layout(2, 2, "line")
     write_run_keys(tmp_path, layout.domains, {})
-    keys_of_d1 = {int(peer): key for peer, key in read_keys(key_path(tmp_path, controller_party(1))).items()}
+    keys_of_d1 = peer_controller_keys(read_keys(key_path(tmp_path, controller_party(1))))
     domain_1 = NoticeChannel(1, keys_of_d1)  # we speak as domain 1's controller, with its key file
     impostor = NoticeChannel(1, {2: bytes(32)})  # claims to be domain 1 without its key
     ban = Notice(MessageType.BAN, origin=1, seq=0, round=7,
@@ -43,7 +48,7 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
     defense = dataclasses.asdict(DefenseConfig())
     events = tmp_path / "controller-d2.jsonl"
     with Emulation(layout, tmp_path, poll_interval=0.5, watched_ports=(7000,), defense=defense,
-                   keyed=True) as emulation:
+                   keyed=True, frame_bounds=frame_bounds(load_scenario(None))) as emulation:
         net = emulation.net
         assert ping(net.get("d1h2"), layout.host("d2h1").ip).received == 3  # before: reachable
         description = json.loads(emulation.description_path.read_text())
@@ -58,9 +63,21 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
             sock.sendto(genuine, address)  # the same bytes again: a replay
             replayed = _wait_for(events, "notice_rejected", count=2)[1]
         assert "tag does not verify" in forged["why"] and "replayed: seq 1" in replayed["why"]
+        # A local user (uid nobody) forges inspection reports against d2h1 and garbles one.
+        inspection = (d2["inspection"]["host"], d2["inspection"]["port"])
+        forger = ("import socket, sys; from controllers.reports import InspectionReport, ReportChannel; "
+                  "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a = (sys.argv[1], int(sys.argv[2])); "
+                  "r = InspectionReport(9, {}, {'d2h1': ['forged', 'forged']}); "
+                  "[s.sendto(ReportChannel(bytes(32)).seal(r), a) for _ in range(3)]; s.sendto(b'{not json', a)")
+        subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", forger, *map(str, inspection)],
+                       check=True, cwd=str(ROOT), timeout=30)
+        rejected = _wait_for(events, "report_rejected", count=4)
+        assert all("forged or altered" in r["why"] for r in rejected)
         assert ping(net.get("d1h2"), layout.host("d2h1").ip, count=5).received == 0
         assert ping(net.get("d1h1"), layout.host("d2h1").ip).received == 3  # its neighbour is not hit
         assert ping(net.get("d1h2"), layout.host("d1h1").ip).received == 3  # home domain: no ban of its own
+        assert ping(net.get("d1h1"), layout.host("d2h1").ip).received == 3  # the forged reports banned no one
+        assert emulation.controllers[2].poll() is None
         counters = emulation.fresh_counters(since=time.time())
         inspector_alive = all(p.poll() is None for p in emulation.inspectors.values())
 
