@@ -257,10 +257,11 @@ def cmd_clean(args) -> int:
     report = clean(include_live=args.all)
     if report.empty():
         print("nothing to clean")
-    for label, items in (("runs", report.runs), ("processes", report.processes),
-                         ("bridges", report.bridges), ("interfaces", report.interfaces)):
+    for label, items in (("removed runs", report.runs), ("removed processes", report.processes),
+                         ("removed bridges", report.bridges), ("removed interfaces", report.interfaces),
+                         ("resumed (it was stopped)", report.resumed)):
         if items:
-            print(f"removed {label}: {', '.join(items)}")
+            print(f"{label}: {', '.join(items)}")
     if report.live_runs:
         print(f"left alone (still running): {', '.join(report.live_runs)}; use --all to stop them")
     return 0

@@ -11,6 +11,12 @@ Kinds (``target`` in brackets; ``duration`` in seconds, optional):
                                rules (its switches forward meanwhile: fail mode secure).
 ``cut-link`` [d1-d2]           take the border link between two domains down for ``duration``
                                (default 10 s); every domain routes around it (ring, mesh).
+``stall-controller`` [domain]  SIGSTOP the domain's controller for ``duration`` (default 6 s):
+                               no polls, no bans meanwhile; the runner must name the stall.
+``stall-inspector`` [domain]   SIGSTOP the domain's inspection service (default 6 s): its
+                               reports come late.
+``stall-vswitchd`` [ovs]       SIGSTOP ovs-vswitchd (default 6 s): no frame moves anywhere;
+                               the runner must name the stall and no round may look fast.
 
 Each fault fires when the network reaches ``at_round`` (every live node finished the round
 before). Everything a fault did is logged to ``events.jsonl`` and summarised in
@@ -20,19 +26,26 @@ before). Everything a fault did is logged to ``events.jsonl`` and summarised in
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
 
 from sdfl.jsonl import read_jsonl
+from sdfl.records import vswitchd_pid
 from sdfl.schema import Field, ScenarioError, coerce, positive
 
-KINDS = {"kill-agent": 2.0, "stall-agent": 5.0, "kill-controller": 5.0, "cut-link": 10.0}
+KINDS = {"kill-agent": 2.0, "stall-agent": 5.0, "kill-controller": 5.0, "cut-link": 10.0,
+         "stall-controller": 6.0, "stall-inspector": 6.0, "stall-vswitchd": 6.0}
 """Fault kinds and their default durations (seconds)."""
 LOG = logging.getLogger(__name__)
 AGENT_KINDS = ("kill-agent", "stall-agent")
+DOMAIN_KINDS = ("kill-controller", "stall-controller", "stall-inspector")
+SERVICE_STALLS = {"stall-controller": "controller", "stall-inspector": "inspector", "stall-vswitchd": "ovs-vswitchd"}
 TARGET_EXAMPLES = {"kill-agent": "a node, e.g. d1h2", "stall-agent": "a node, e.g. d1h2",
-                   "kill-controller": "a domain, e.g. d2", "cut-link": "a border link, e.g. d1-d2"}
+                   "kill-controller": "a domain, e.g. d2", "cut-link": "a border link, e.g. d1-d2",
+                   "stall-controller": "a domain, e.g. d2", "stall-inspector": "a domain, e.g. d2",
+                   "stall-vswitchd": "ovs"}
 
 
 def normalize_fault(entry: dict, where: str) -> dict:
@@ -49,7 +62,7 @@ def normalize_fault(entry: dict, where: str) -> dict:
     if unknown:
         raise ScenarioError(f"{where}: unknown key '{unknown[0]}' for a fault (known: {', '.join(fields)})")
     target = entry.get("target")
-    if isinstance(target, int) and not isinstance(target, bool) and kind == "kill-controller":
+    if isinstance(target, int) and not isinstance(target, bool) and kind in DOMAIN_KINDS:
         entry = {**entry, "target": f"d{target}"}
     resolved = {key: coerce(entry[key], spec, f"{where}.{key}") if key in entry else spec.default
                 for key, spec in fields.items()}
@@ -90,7 +103,10 @@ def resolve_faults(entries: list[dict], nodes: list[str], domains: int, links: l
             if target not in nodes:
                 raise ScenarioError(f"{where}.target {target!r} is not a node of this network "
                                     f"({nodes[0]} .. {nodes[-1]})")
-        elif kind == "kill-controller":
+        elif kind == "stall-vswitchd":
+            if target != "ovs":
+                raise ScenarioError(f"{where}.target {target!r}: a stall-vswitchd fault's target is 'ovs'")
+        elif kind in DOMAIN_KINDS:
             domain = _domain_number(target) or 0
             if not 1 <= domain <= domains:
                 raise ScenarioError(f"{where}.target {target!r} is not a domain of this network (d1 .. d{domains})")
@@ -180,6 +196,8 @@ class FaultInjector:
             proc.wait()
         elif fault.kind == "stall-agent":
             self.agents[fault.target].send_signal(signal.SIGSTOP)
+        elif fault.kind in SERVICE_STALLS:
+            os.kill(self._service_pid(fault), signal.SIGSTOP)
         elif fault.kind == "kill-controller":
             active.details["banned_before"] = _banned_now(self.emulation, fault.domain)
             self.emulation.kill_controller(fault.domain)
@@ -195,11 +213,19 @@ class FaultInjector:
             self.rejoining[fault.target] = time.time()
         elif fault.kind == "stall-agent":
             self.agents[fault.target].send_signal(signal.SIGCONT)
+        elif fault.kind in SERVICE_STALLS:
+            os.kill(self._service_pid(fault), signal.SIGCONT)
         elif fault.kind == "kill-controller":
             self.emulation.restart_controller(fault.domain)
             active.details["restarted"] = time.time()
         else:
             self.emulation.set_border_link(*fault.link, up=True)
+
+    def _service_pid(self, fault: Fault) -> int:
+        if fault.kind == "stall-vswitchd":
+            return vswitchd_pid()
+        return (self.emulation.controllers if fault.kind == "stall-controller" else self.emulation.inspectors)[
+            fault.domain].pid
 
     def undo_all(self) -> None:
         """Undo whatever is still in force (the run is ending early)."""
@@ -210,7 +236,8 @@ class FaultInjector:
                 LOG.exception("could not undo the %s fault on %s", active.fault.kind, active.fault.target)
         self.active.clear()
 
-    def report(self, records: list[dict], controller_records: dict[int, list[dict]], rounds: int) -> list[dict]:
+    def report(self, records: list[dict], controller_records: dict[int, list[dict]], rounds: int,
+               stalls: list[dict] = ()) -> list[dict]:
         """Each fault, what happened and whether the run survived it (see the module docstring)."""
         out = []
         for active in sorted(self.done + self.active, key=lambda a: a.began):
@@ -228,6 +255,11 @@ class FaultInjector:
                 entry["survived"] = active.ended is not None and fault.target in finished
             elif fault.kind == "stall-agent":
                 entry["survived"] = active.ended is not None and fault.target in finished
+            elif fault.kind in SERVICE_STALLS:
+                service = SERVICE_STALLS[fault.kind] + (f" d{fault.domain}" if fault.domain else "")
+                entry["stall_named"] = any(s["service"] == service and s["start"] <= active.began + 1.5
+                                           and (s["end"] or float("inf")) >= active.began for s in stalls)
+                entry["survived"] = active.ended is not None and bool(finished)
             elif fault.kind == "kill-controller":
                 restarted = [r for r in controller_records.get(fault.domain, [])
                              if r.get("type") == "started" and r["time"] > active.began]

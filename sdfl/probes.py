@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import json
 import time
 from dataclasses import dataclass
@@ -62,3 +64,13 @@ def iperf3(client, server, seconds: float = 3.0, attempts: int = 10) -> dict:
         if server_proc.poll() is None:
             server_proc.terminate()
         server_proc.wait()
+
+
+def vswitchd_answers(timeout_s: int = 1) -> bool:
+    """Whether ovs-vswitchd answers a control request within ``timeout_s`` (a stopped or hung
+    one does not)."""
+    try:
+        return subprocess.run(["ovs-appctl", "-T", str(timeout_s), "-t", "ovs-vswitchd", "version"],
+                              capture_output=True, timeout=timeout_s + 1).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False

@@ -153,9 +153,10 @@ class CleanReport:
     bridges: list[str] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
     live_runs: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.runs or self.processes or self.bridges or self.interfaces)
+        return not (self.runs or self.processes or self.bridges or self.interfaces or self.resumed)
 
 
 def release(record: RunRecord, report: CleanReport) -> None:
@@ -174,6 +175,29 @@ def release(record: RunRecord, report: CleanReport) -> None:
             report.interfaces.append(name)
     record.remove()
     report.runs.append(record.run_id)
+
+
+VSWITCHD_PIDFILE = Path("/var/run/openvswitch/ovs-vswitchd.pid")
+
+
+def vswitchd_pid() -> int:
+    """The running ovs-vswitchd's pid (a stall fault stops and continues it)."""
+    try:
+        return int(VSWITCHD_PIDFILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        raise RuntimeError(f"ovs-vswitchd is not running (no pid in {VSWITCHD_PIDFILE})") from None
+
+
+def _resume_stopped_vswitchd(report: CleanReport) -> None:
+    """A run killed during a stall-vswitchd fault leaves it stopped: continue it."""
+    try:
+        pid = vswitchd_pid()
+        stopped = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (RuntimeError, OSError, IndexError):
+        return
+    if stopped:
+        os.kill(pid, signal.SIGCONT)
+        report.resumed.append(f"ovs-vswitchd (pid {pid})")
 
 
 def clean(include_live: bool = False) -> CleanReport:
@@ -196,4 +220,6 @@ def clean(include_live: bool = False) -> CleanReport:
         if INTERFACE_NAME.match(name) and name not in owned_interfaces:
             delete_interface(name)
             report.interfaces.append(name)
+    if not report.live_runs:
+        _resume_stopped_vswitchd(report)
     return report

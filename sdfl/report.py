@@ -267,6 +267,13 @@ def markdown(run: Run) -> str:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {f['kind']} | {f['target']} | {f['at_round']} | {f['duration_s']:g} | "
                   f"{'yes' if f['survived'] else '**no**'} | {_fault_note(f)} |" for f in summary["faults"]]
+    if summary.get("stalls") or summary.get("dfl", {}).get("rounds_without_frames"):
+        lines += ["", "## Stalls", ""]
+        lines += [f"- {s['service']} gave no sign of life for {s['seconds']:.1f} s"
+                  f"{' (still stalled at the end)' if s['still_stalled'] else ''}" for s in summary.get("stalls", [])]
+        silent = summary["dfl"].get("rounds_without_frames")
+        if silent:
+            lines.append(f"- rounds in which no model moved: {', '.join(map(str, silent))}")
     resources = summary.get("resources")
     if resources:
         cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in resources["cpu_s_by_role"].items())
@@ -289,7 +296,8 @@ def _fault_note(fault: dict) -> str:
             "stall-agent": lambda: "",
             "kill-controller": lambda: f"bans before {fault.get('banned_before') or 'none'}, "
                                        f"after restart {fault.get('banned_after_restart') or 'none'}",
-            "cut-link": lambda: f"domains rerouted: {fault.get('domains_rerouted')}"}[fault["kind"]]()
+            "cut-link": lambda: f"domains rerouted: {fault.get('domains_rerouted')}"}.get(
+                fault["kind"], lambda: "the stall was named" if fault.get("stall_named") else "**the stall went unnoticed**")()
     return "; ".join(x for x in (note, during) if x)
 
 

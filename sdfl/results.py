@@ -36,6 +36,12 @@ def round_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
+def frames_moved(rows: list[dict], round_: int) -> int | None:
+    """How many models the nodes received in ``round_`` (None: no node reported it)."""
+    counts = [r["received"] for r in rows if r["round"] == round_]
+    return sum(counts) if counts else None
+
+
 def write_rounds_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=ROUND_COLUMNS)
@@ -68,6 +74,8 @@ def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str
             # (excluding the wait for dfl.round_period_s): where floods show up.
             "round_time_s_by_round": time_by_round,
             "model_bytes_total": sum(r["bytes_sent"] for r in rows),
+            # Rounds in which no node received a single model: nothing moved, however fast they were.
+            "rounds_without_frames": [n for n in range(1, rounds + 1) if frames_moved(rows, n) == 0],
             "nodes": len(nodes),
             "nodes_completed": completed,
             "dead_nodes": dict(sorted(dead.items())),

@@ -33,6 +33,8 @@ from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
 from sdfl.jsonl import JsonLinesWriter, read_jsonl
 from sdfl.keys import agent_party, key_path, write_run_keys
+from sdfl.liveness import LivenessWatch
+from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
 from sdfl.results import round_rows, summarize, write_rounds_csv
 from sdfl.scoring import ban_intervals, round_ends, score_detection
@@ -180,10 +182,11 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
                                          budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60))
             injector = FaultInjector(faults, emulation, agents, start_agent, events)
             sampler = ResourceSampler(lambda: [(p.pid, p.role) for p in emulation.record.processes])
+            liveness = ServiceWatch(emulation, out, events, progress)
             try:
                 with sampler:
                     _follow(emulation, agents, out, nodes, dfl, dead, events, progress, TrafficTimeline(attacks),
-                            attackers, set(malicious_nodes(attacks)), injector, save_partial)
+                            attackers, set(malicious_nodes(attacks)), injector, save_partial, liveness)
             finally:
                 attackers.stop_all()
                 injector.undo_all()
@@ -212,9 +215,11 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
                                     for record in counters.values() for c in record["hosts"].values()),
     }
     summary["resources"] = sampler.report()
+    summary["stalls"] = liveness.watch.report(time.time())
     summary["faults"] = injector.report(
         agent_records(out, nodes),
-        {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, layout.domains + 1)}, dfl["rounds"])
+        {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, layout.domains + 1)}, dfl["rounds"],
+        summary["stalls"])
     if scenario["defense"]["fuhst"]:
         summary.update(defense_summary(scenario, out, nodes, attacks, summary))
     model_bytes = summary["dfl"]["model_bytes_total"]
@@ -282,8 +287,44 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     }
 
 
+class ServiceWatch:
+    """The run's services under a :class:`sdfl.liveness.LivenessWatch`: each controller and
+    inspection service by its heartbeat file, ovs-vswitchd by a control request once a second."""
+
+    def __init__(self, emulation, out: Path, events, progress) -> None:
+        self.emulation, self.out, self.events, self.progress = emulation, out, events, progress
+        self.watch = LivenessWatch()
+        self._probed = 0.0
+
+    def tick(self) -> None:
+        now = time.time()
+        signs = {}
+        for domain in self.emulation.controllers:
+            name = f"controller d{domain}"
+            if domain in self.emulation.stopped_controllers:
+                self.watch.forget(name)
+            else:
+                signs[name] = self.emulation.events_path(domain)
+        for domain in self.emulation.inspectors:
+            signs[f"inspector d{domain}"] = self.out / f"inspector-d{domain}.jsonl"
+        for service, path in signs.items():
+            if path.exists():
+                self._say(self.watch.alive(service, path.stat().st_mtime), service, "live")
+        if now - self._probed >= 1.0:
+            self._probed = now
+            if vswitchd_answers():
+                self._say(self.watch.alive("ovs-vswitchd", time.time()), "ovs-vswitchd", "live")
+        for message in self.watch.check(time.time()):
+            self._say(message, message.split(" stalled")[0], "stalled")
+
+    def _say(self, message: str | None, service: str, state: str) -> None:
+        if message:
+            self.progress(message)
+            self.events.event("service_stalled" if state == "stalled" else "service_live", service=service)
+
+
 def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers, malicious,
-            injector, save_partial) -> None:
+            injector, save_partial, liveness) -> None:
     """Wait for the agents, printing a line per finished round and naming any that die;
     log poisoning as the agents report it, run the traffic attacks and the faults on the round
     schedule."""
@@ -309,6 +350,7 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
     to_round(1)
     while True:
         emulation.raise_if_controller_died()
+        liveness.tick()
         injector.tick()
         for node, proc in agents.items():
             code = proc.poll()
@@ -336,8 +378,9 @@ def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline
             honest = [r for r in done if r["node"] not in malicious]
             accuracy = sum(r["accuracy"] for r in honest) / max(len(honest), 1)
             slowest = max((r["round_time_s"] for r in done), default=0.0)
-            progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f} over "
-                     f"{len(honest)} nodes, slowest round {slowest:.1f} s")
+            pace = (f"slowest round {slowest:.1f} s" if any(r["received_from"] for r in done)
+                    else "no model moved: every node aggregated alone")
+            progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f} over {len(honest)} nodes, {pace}")
             reported = round_
             save_partial(reported, records)
             if round_ < dfl["rounds"]:

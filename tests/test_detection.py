@@ -18,7 +18,7 @@ from controllers.features import (
 )
 
 ZERO = {"packets": 0, "bytes": 0, "reply_packets": 0, "reply_bytes": 0, "flows_total": 0, "distinct_dsts": 0,
-        "distinct_dst_ports": 0, "packet_ins": 0, "dropped_packets": 0, "overflow_packets": 0}
+        "distinct_dst_ports": 0, "packet_ins": 0, "dropped_packets": 0, "overflow_packets": 0, "arp_packets": 0}
 
 
 def counters(**values):
@@ -38,6 +38,11 @@ def test_flow_features_are_rates_between_polls_scaled_into_the_unit_interval():
     assert flow_features(after, before, 1.0)["packet_rate"] == 0.0  # counters reset: not negative
     with pytest.raises(ValueError, match="apart in time"):
         flow_features(before, after, 0.0)
+
+
+def test_an_arp_flood_is_packets_its_sender_initiated():
+    flood = flow_features(counters(), counters(arp_packets=100_000), seconds=1.0)
+    assert flood["packet_rate"] == 1.0
 
 
 def test_a_hosts_replies_are_not_counted_as_its_own_traffic():
