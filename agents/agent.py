@@ -23,7 +23,6 @@ from agents.wire import TAG_BYTES, tag
 from sdfl.jsonl import JsonLinesWriter
 
 LOG = logging.getLogger("sdfl.agent")
-ABSENT_PROBE_EVERY = 5
 
 
 def build_node(config: dict, node_name: str, board, collusion_wait_s: float = 0.0, tagged: bool = False):
@@ -94,9 +93,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
             sending_from = time.time()
             deadline = time.monotonic() + dfl["round_timeout_s"]
             for peer, sender in senders.items():
-                # A neighbour absent last round (dead, or cut off by a ban) is only probed every
-                # ABSENT_PROBE_EVERY rounds: retrying it every round is traffic nobody receives.
-                if peer not in inbox.absent or round_ % ABSENT_PROBE_EVERY == 0:
+                if inbox.worth_sending(peer, round_):
                     sender.send(tag(data, keys[peer]) if keys is not None else data, deadline)
             collecting_from = time.monotonic()
             frames = inbox.collect(round_, deadline, cut_off=lambda peer: senders[peer].cut_off())

@@ -39,30 +39,51 @@ class Inbox:
     A neighbour that missed a round (dead, cut off by a ban, or rejected) is *absent*: the next
     round waits for it only ``grace_s`` beyond the others, so one lost neighbour costs one round
     deadline, not one per round; once it has missed two rounds running it is not waited for at
-    all (a banned node would cost every round its grace). Its first frame on time makes it
-    present again. A neighbour the caller knows to be cut off is not waited for at all.
+    all (a banned node would cost every round its grace). Any frame it sends makes it present
+    again from the next round, even one too late for its round: after a stall of the whole
+    network every node has missed every other's frame, and the federation must find itself
+    again. A neighbour we hold a later round's frame of is ahead of us: its frame for this round
+    is not coming, so it is not waited for (the lagging node then runs its rounds without a
+    wait and catches up, instead of paying a deadline per round). A neighbour the caller knows
+    to be cut off is not waited for at all.
     """
 
-    def __init__(self, neighbours: list[str], grace_s: float = 1.0) -> None:
+    MAX_ROUNDS_KEPT = 4
+    """Frames of at most this many rounds are kept, the earliest (a frame of a later round is
+    dropped, its round only noted): a hostile neighbour cannot fill memory with frames of rounds
+    to come, nor push out the frames of the rounds honest neighbours are in."""
+
+    def __init__(self, neighbours: list[str], grace_s: float = 1.0, probe_every: int = 5) -> None:
         self.neighbours = set(neighbours)
         self.grace_s = grace_s
+        self.probe_every = probe_every
         self.absent: set[str] = set()
         self._missed: dict[str, int] = {}  # absent neighbour -> rounds missed in a row
         self._frames: dict[int, dict[str, ModelFrame]] = defaultdict(dict)
         self._current = 0
         self._excused: set[str] = set()
-        self._returned: set[str] = set()  # reconnected this round: expected again next round
+        self._returned: set[str] = set()  # heard from this round: expected again next round
+        self._latest: dict[str, int] = {}  # neighbour -> the highest round it sent us a frame for
         self._changed = threading.Condition()
         self.rejected: list[str] = []
 
     def returned(self, name: str) -> None:
-        """``name`` connected to us (a restarted agent rejoining): send to it and wait for it
-        from the next round on, even if it misses the one being collected."""
+        """``name`` connected to us (a restarted agent rejoining) or sent a frame while absent:
+        send to it and wait for it from the next round on, even if it misses the one being
+        collected."""
         with self._changed:
             if name in self.neighbours:
                 self.absent.discard(name)
                 self._missed.pop(name, None)
                 self._returned.add(name)
+
+    def worth_sending(self, name: str, round_: int) -> bool:
+        """Whether ``round_``'s frame goes to ``name``: a present neighbour, or one absent for a
+        single round (we wait its grace for it, it waits its grace for us); one absent longer
+        (dead, or cut off by a ban) only every ``probe_every`` rounds: retrying it every round
+        is traffic nobody receives."""
+        with self._changed:
+            return name not in self.absent or self._missed[name] == 1 or round_ % self.probe_every == 0
 
     def latest_round(self, deadline: float, settle_s: float) -> int | None:
         """The highest round any neighbour has sent us a frame for: where a restarted agent
@@ -91,9 +112,13 @@ class Inbox:
                 self.rejected.append(f"frame from non-neighbour {frame.sender!r}")
                 LOG.warning("dropped a frame from %s: not a neighbour", frame.sender)
                 return
-            if frame.round < self._current:
-                return  # too late for its round
-            self._frames[frame.round][frame.sender] = frame
+            if frame.sender in self.absent:
+                self.returned(frame.sender)  # alive after all (the condition's lock is re-entrant)
+            self._latest[frame.sender] = max(frame.round, self._latest.get(frame.sender, 0))
+            if frame.round >= self._current:  # earlier: too late for its round
+                self._frames[frame.round][frame.sender] = frame
+                while len(self._frames) > self.MAX_ROUNDS_KEPT:
+                    del self._frames[max(self._frames)]
             self._changed.notify_all()
 
     def collect(self, round_: int, deadline: float,
@@ -106,17 +131,20 @@ class Inbox:
             self._current = round_
 
             def wait_for(awaited: set[str], until: float) -> None:
-                while {n for n in awaited - set(self._frames[round_]) - self._excused if not cut_off(n)}:
+                while {n for n in awaited - set(self._frames[round_]) - self._excused
+                       if not cut_off(n) and self._latest.get(n, 0) <= round_}:
                     remaining = until - time.monotonic()
                     if remaining <= 0:
                         return
                     self._changed.wait(min(remaining, 0.1))
 
             wait_for(self.neighbours - self.absent, deadline)
-            wait_for({n for n in self.absent if self._missed[n] == 1},
+            probed = round_ % self.probe_every == 0
+            wait_for({n for n in self.absent if self._missed[n] == 1 or probed},
                      min(deadline, time.monotonic() + self.grace_s))
             frames = list(self._frames.pop(round_, {}).values())
-            self.absent = self.neighbours - {f.sender for f in frames} - self._returned
+            ahead = {n for n, latest in self._latest.items() if latest > round_}
+            self.absent = self.neighbours - {f.sender for f in frames} - self._returned - ahead
             self._missed = {n: self._missed.get(n, 0) + 1 for n in self.absent}
             self._excused.clear()
             self._returned.clear()

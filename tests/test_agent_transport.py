@@ -37,9 +37,9 @@ def test_frames_arrive_by_round_and_garbage_is_rejected_without_harm():
         with socket.create_connection(("127.0.0.1", port)) as rogue:
             rogue.sendall(b"GET / HTTP/1.1\r\n\r\n")
         deadline = time.monotonic() + 5
-        senders[0].send(encode(frame("a", 2)), deadline)  # early: kept for round 2
-        senders[0].send(encode(frame("a", 1)), deadline)
         senders[1].send(encode(frame("b", 1)), deadline)
+        senders[0].send(encode(frame("a", 1)), deadline)
+        senders[0].send(encode(frame("a", 2)), deadline)  # early: kept for round 2
         got = inbox.collect(1, deadline)
         assert [(f.sender, f.round) for f in got] == [("a", 1), ("b", 1)]
         assert [f.sender for f in inbox.collect(2, time.monotonic() + 0.3)] == ["a"]  # b never sent
@@ -227,6 +227,48 @@ def test_a_neighbour_that_missed_a_round_costs_one_deadline_then_one_grace_then_
     inbox.put(frame("b", 4))  # b is back on time: present again
     assert [f.sender for f in inbox.collect(4, time.monotonic() + 30)] == ["a", "b"]
     assert inbox.absent == set()
+
+
+def test_after_a_stall_of_the_whole_network_a_late_frame_brings_its_sender_back():
+    """Every frame of the stalled rounds came late: each node ran those rounds alone and marked
+    every neighbour absent. A late frame still proves its sender alive, so it is sent to and
+    waited for again (a federation that stayed split would aggregate alone to the end)."""
+    inbox = Inbox(["a", "b"], grace_s=0.1, probe_every=5)
+    for round_ in (1, 2):
+        inbox.collect(round_, time.monotonic() + 0.1)
+    assert inbox.absent == {"a", "b"}
+    assert not inbox.worth_sending("a", 3) and inbox.worth_sending("a", 5)  # probed every 5th round
+    inbox.put(frame("a", 2))  # too late for round 2, but a is alive
+    assert inbox.worth_sending("a", 3) and not inbox.worth_sending("b", 3)
+    inbox.put(frame("a", 3))
+    assert [f.sender for f in inbox.collect(3, time.monotonic() + 0.1)] == ["a"]
+    assert inbox.absent == {"b"}
+    threading.Timer(0.3, inbox.put, [frame("a", 4)]).start()
+    began = time.monotonic()
+    assert [f.sender for f in inbox.collect(4, began + 30)] == ["a"]  # waited for, not skipped
+    assert 0.3 <= time.monotonic() - began < 5
+
+
+def test_a_neighbour_ahead_of_us_is_not_waited_for_nor_marked_absent():
+    """It ran on alone while we were away; its frame for our round is not coming. We run on
+    without waiting and it waits for us: the two meet again in its round."""
+    inbox = Inbox(["a", "b"], grace_s=0.1)
+    inbox.put(frame("a", 1))
+    inbox.put(frame("b", 4))
+    began = time.monotonic()
+    assert [f.sender for f in inbox.collect(1, began + 30)] == ["a"]
+    assert time.monotonic() - began < 5 and inbox.absent == set()
+    inbox.put(frame("a", 4))
+    assert [f.sender for f in inbox.collect(4, time.monotonic() + 30)] == ["a", "b"]  # its frame was kept
+
+
+def test_frames_of_far_rounds_do_not_fill_the_inbox_or_push_out_the_current_ones():
+    inbox = Inbox(["a", "b"])
+    inbox.put(frame("a", 1))
+    for round_ in range(1000, 1100):  # a hostile neighbour's frames of rounds to come
+        inbox.put(frame("b", round_))
+    assert len(inbox._frames) <= Inbox.MAX_ROUNDS_KEPT
+    assert [f.sender for f in inbox.collect(1, time.monotonic() + 0.2)] == ["a"]
 
 
 def test_a_neighbour_that_acknowledges_nothing_is_cut_off_and_not_waited_for():
