@@ -56,14 +56,33 @@ KINDS: dict[str, tuple[str, dict[str, Field]]] = {
     "syn-flood": (TRAFFIC, {**_FLOOD, "dst_port": Field(int, 0, between(0, 65535),
                                                         "TCP port flooded (0 = the agents' port)")}),
     "udp-flood": (TRAFFIC, {**_FLOOD, "payload_bytes": Field(int, 1200, between(0, 1472))}),
-    "icmp-flood": (TRAFFIC, {**_FLOOD, "payload_bytes": Field(int, 1000, between(0, 1472))}),
+    "icmp-flood": (TRAFFIC, {**_FLOOD, "payload_bytes": Field(int, 1000, between(0, 1472)),
+                             "icmp_type": Field(int, 8, one_of(0, 8),
+                                                "8: echo requests; 0: echo replies no one asked for")}),
+    "arp-flood": (TRAFFIC, {"target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"],
+                            "low_rate": _FLOOD["low_rate"]}),
+    "connect-flood": (TRAFFIC, {"target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"],
+                                "low_rate": _FLOOD["low_rate"],
+                                "dst_port": Field(int, 0, between(0, 65535), "TCP port (0 = the agents' port)")}),
+    "crafted": (TRAFFIC, {"target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"],
+                          "low_rate": _FLOOD["low_rate"],
+                          "packets": Field(list, [], strings, "crafted packets to send in turn (see CRAFTED)"),
+                          "dst_port": Field(int, 0, between(0, 65535),
+                                            "TCP port of the crafted model frames (0 = the agents' port)")}),
     "port-scan": (TRAFFIC, {
         "target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"], "low_rate": _FLOOD["low_rate"],
         "first_port": Field(int, 1, between(1, 65535)), "last_port": Field(int, 1024, between(1, 65535)),
     }),
 }
 
-DEFAULT_RATE_PPS = {"syn-flood": 5000.0, "udp-flood": 8000.0, "icmp-flood": 5000.0, "port-scan": 300.0}
+DEFAULT_RATE_PPS = {"syn-flood": 5000.0, "udp-flood": 8000.0, "icmp-flood": 5000.0, "port-scan": 300.0,
+                    "arp-flood": 20000.0, "connect-flood": 40.0, "crafted": 20.0}
+CRAFTED = ("tcp-zero-length-option", "vxlan", "tcp-179", "tcp-6653", "vlan-100", "vlan-0", "empty-model-frame",
+           "far-round-model-frame")
+"""Single packets that hung, crashed or fooled a domain's defense once (issue 15): a SYN with a
+zero-length TCP option, 8 bytes to VXLAN's port, payloads to BGP's and OpenFlow's ports,
+802.1Q-tagged IPv4, a model frame with no tensors (to an address no host has) and one claiming
+round 4,000,000,000."""
 LOW_RATE_DIVISOR = 100.0
 
 
@@ -93,6 +112,11 @@ def normalize_entry(entry: dict, where: str) -> dict:
                             f"{resolved['start_round']}")
     if kind == "port-scan" and resolved["last_port"] < resolved["first_port"]:
         raise ScenarioError(f"{where}: last_port is below first_port")
+    if kind == "crafted":
+        unknown = [p for p in resolved["packets"] if p not in CRAFTED]
+        if unknown or not resolved["packets"]:
+            raise ScenarioError(f"{where}.packets must list some of {', '.join(CRAFTED)}"
+                                + (f"; unknown: {unknown[0]!r}" if unknown else ""))
     return resolved
 
 
@@ -200,7 +224,7 @@ def _traffic_params(kind, params, attackers, nodes, domain_of, malicious, dfl_po
         params["target"] = str(rng.choice(sorted(pool)))
     rate = params["rate_pps"] or DEFAULT_RATE_PPS[kind]
     params["rate_pps"] = rate / LOW_RATE_DIVISOR if params["low_rate"] and not params["rate_pps"] else rate
-    if kind == "syn-flood" and not params["dst_port"]:
+    if kind in ("syn-flood", "connect-flood", "crafted") and not params["dst_port"]:
         params["dst_port"] = dfl_port
     return params
 

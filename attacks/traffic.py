@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -24,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-TRAFFIC_KINDS = ("syn-flood", "udp-flood", "icmp-flood", "port-scan")
+TRAFFIC_KINDS = ("syn-flood", "udp-flood", "icmp-flood", "port-scan", "arp-flood", "connect-flood", "crafted")
+SEGMENT_BYTES = 1400
+"""Payload per TCP segment of a crafted model frame (within the hosts' 1500-byte MTU)."""
+CRAFTED_COPIES = 4
+"""Each crafted model frame goes out on this many connections (source ports): evidence for each."""
 DISCARD_PORT = 9
 MAX_DISTINCT_PACKETS = 4096
 """Packets built up front; a flood cycles through them (a scan covers its ports in order)."""
@@ -48,14 +53,27 @@ class TrafficSpec:
     payload_bytes: int = 0
     first_port: int = 1
     last_port: int = 1024
+    icmp_type: int = 8
+    packets: tuple[str, ...] = ()
+    sender: str = ""
+    shapes: tuple[tuple[int, ...], ...] = ()
+    """The run's model shapes: a crafted model frame is otherwise a real one."""
 
     @classmethod
-    def from_attack(cls, kind: str, params: dict, attacker: dict, victim: dict, seed: int) -> TrafficSpec:
+    def from_attack(cls, kind: str, params: dict, attacker: dict, victim: dict, seed: int,
+                    shapes: tuple[tuple[int, ...], ...] = ()) -> TrafficSpec:
         """A spec from a resolved attack's params and the two hosts' description entries."""
-        known = {k: params[k] for k in ("spoof", "dst_port", "payload_bytes", "first_port", "last_port")
+        known = {k: params[k] for k in ("spoof", "dst_port", "payload_bytes", "first_port", "last_port", "icmp_type")
                  if k in params}
         return cls(kind, attacker["mac"], attacker["ip"], victim["mac"], victim["ip"], params["rate_pps"],
-                   seed, **known)
+                   seed, **known, packets=tuple(params.get("packets", ())), sender=attacker["name"],
+                   shapes=tuple(tuple(s) for s in shapes))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrafficSpec:
+        fields = json.loads(text)
+        return cls(**{**fields, "packets": tuple(fields.get("packets", ())),
+                      "shapes": tuple(tuple(s) for s in fields.get("shapes", ()))})
 
 
 def _random_ip(rng: np.random.Generator) -> str:
@@ -72,11 +90,15 @@ def build_packets(spec: TrafficSpec, count: int | None = None) -> list:
     source address from 10.0.0.0/8 (the attacker's MAC stays: it is its own switch port).
     """
     from scapy.layers.inet import ICMP, IP, TCP, UDP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.l2 import ARP, Ether
     from scapy.packet import Raw
 
     if spec.kind not in TRAFFIC_KINDS:
         raise ValueError(f"unknown traffic attack {spec.kind!r}; known: {', '.join(TRAFFIC_KINDS)}")
+    if spec.kind == "crafted":
+        return [packet for name in spec.packets for packet in crafted_packets(spec, name)]
+    if spec.kind == "connect-flood":
+        raise ValueError("a connect flood opens real connections: see connect_paced")
     rng = np.random.default_rng([spec.seed, 0x7AFF1C])
     if spec.kind == "port-scan":
         ports = list(range(spec.first_port, spec.last_port + 1))[:MAX_DISTINCT_PACKETS]
@@ -95,7 +117,11 @@ def build_packets(spec: TrafficSpec, count: int | None = None) -> list:
         elif spec.kind == "udp-flood":
             packet = ip / UDP(sport=udp_source, dport=DISCARD_PORT)
         elif spec.kind == "icmp-flood":
-            packet = ip / ICMP(type=8, id=udp_source, seq=i & 0xFFFF)
+            packet = ip / ICMP(type=spec.icmp_type, id=udp_source, seq=i & 0xFFFF)
+        elif spec.kind == "arp-flood":  # requests in the sender's own name, for every address of the subnet
+            target = spec.dst_ip.rsplit(".", 1)[0] + f".{1 + i % 254}"
+            packet = Ether(src=spec.src_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+                op=1, hwsrc=spec.src_mac, psrc=spec.src_ip, pdst=target)
         else:
             packet = ip / TCP(sport=udp_source, dport=ports[i % len(ports)], flags="S",
                               seq=int(rng.integers(0, 2**32)))
@@ -103,6 +129,36 @@ def build_packets(spec: TrafficSpec, count: int | None = None) -> list:
             packet = packet / payload
         packets.append(packet)
     return packets
+
+
+def crafted_packets(spec: TrafficSpec, name: str) -> list:
+    """The packets of one crafted attempt (see :data:`attacks.plan.CRAFTED`)."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Dot1Q, Ether
+    from scapy.packet import Raw
+
+    from agents.wire import ModelFrame, encode
+
+    ether = Ether(src=spec.src_mac, dst=spec.dst_mac)
+    ip = IP(src=spec.src_ip, dst=spec.dst_ip)
+    if name == "tcp-zero-length-option":
+        syn = bytearray(bytes(ether / ip / TCP(sport=40001, dport=spec.dst_port, flags="S",
+                                               options=[(99, b"")])))
+        syn[-3] = 0  # option 99's length byte: zero, which no length-driven parser may loop on
+        return [bytes(syn)]
+    if name == "vxlan":
+        return [ether / ip / UDP(sport=40002, dport=4789) / Raw(b"\x01" * 8)]
+    if name in ("tcp-179", "tcp-6653"):
+        return [ether / ip / TCP(sport=40003, dport=int(name[4:]), flags="PA") / Raw(b"\xff" * 19 + b"\x04" * 21)]
+    if name in ("vlan-100", "vlan-0"):
+        return [ether / Dot1Q(vlan=int(name[5:])) / ip / UDP(sport=40004, dport=9) / Raw(b"tagged")]
+    if name == "empty-model-frame":
+        frame, ip = ModelFrame(spec.sender, 1, 10, ()), IP(src=spec.src_ip, dst=spec.dst_ip.rsplit(".", 1)[0] + ".250")
+    else:
+        frame = ModelFrame(spec.sender, 4_000_000_000, 10, tuple(np.zeros(s, np.float32) for s in spec.shapes))
+    data = encode(frame)
+    return [ether / ip / TCP(sport=41000 + copy, dport=spec.dst_port, seq=1 + at, flags="PA") / Raw(data[at:at + SEGMENT_BYTES])
+            for copy in range(CRAFTED_COPIES) for at in range(0, len(data), SEGMENT_BYTES)]
 
 
 @dataclass
@@ -143,6 +199,16 @@ def send_paced(send: Callable[[bytes], object], frames: list[bytes], rate_pps: f
     return report
 
 
+def connect_once(ip: str, port: int) -> None:
+    """One plain TCP connect that is closed at once (the victim's answers are replies)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        try:
+            sock.connect((ip, port))
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attacks.traffic", description=__doc__.splitlines()[0])
     parser.add_argument("--iface", required=True, help="the attacker host's interface")
@@ -151,20 +217,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, required=True, help="JSON-lines file to append the totals to")
     args = parser.parse_args(argv)
     try:
-        spec = TrafficSpec(**json.loads(args.spec))
+        spec = TrafficSpec.from_json(args.spec)
     except (TypeError, ValueError) as error:
         parser.error(f"--spec: {error}")
-    from scapy.config import conf
-
-    frames = [bytes(p) for p in build_packets(spec)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sock = conf.L2socket(iface=args.iface)
-    try:
-        report = send_paced(sock.send, frames, spec.rate_pps, args.duration, stop)
-    finally:
-        sock.close()
+    if spec.kind == "connect-flood":
+        report = send_paced(lambda _: connect_once(spec.dst_ip, spec.dst_port), [b""], spec.rate_pps,
+                            args.duration, stop)
+    else:
+        from scapy.config import conf
+
+        frames = [bytes(p) for p in build_packets(spec)]
+        sock = conf.L2socket(iface=args.iface)
+        try:
+            report = send_paced(sock.send, frames, spec.rate_pps, args.duration, stop)
+        finally:
+            sock.close()
     from sdfl.jsonl import JsonLinesWriter
 
     with JsonLinesWriter(args.report) as out:

@@ -306,10 +306,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=20_000, help="inputs per target")
+    parser.add_argument("--target", action="append", help="fuzz only this target (repeatable; default: all)")
     args = parser.parse_args(argv)
     crashes = 0
     with tempfile.TemporaryDirectory() as folder:
-        for name, (strategy, check) in targets(Path(folder)).items():
+        chosen = targets(Path(folder))
+        unknown = set(args.target or ()) - set(chosen)
+        if unknown:
+            parser.error(f"unknown target {sorted(unknown)[0]!r}; known: {', '.join(chosen)}")
+        for name, (strategy, check) in chosen.items():
+            if args.target and name not in args.target:
+                continue
             began = time.monotonic()
             try:
                 counts = fuzz(strategy, check, args.examples)

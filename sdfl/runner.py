@@ -66,7 +66,8 @@ def agent_records(out: Path, nodes: list[str]) -> list[dict]:
 class TrafficAttackers:
     """The flood and scan processes of a run, each in its attacker's Mininet host."""
 
-    def __init__(self, emulation, out: Path, seed: int, budget_s: float) -> None:
+    def __init__(self, emulation, out: Path, seed: int, budget_s: float, shapes: tuple) -> None:
+        self.shapes = shapes  # the model's, for crafted model frames
         self.emulation = emulation
         self.out = out
         self.seed = seed
@@ -76,11 +77,11 @@ class TrafficAttackers:
 
     def start(self, attack: Attack, node: str) -> None:
         spec = TrafficSpec.from_attack(attack.kind, attack.params, self.hosts[node],
-                                       self.hosts[attack.params["target"]], self.seed)
+                                       self.hosts[attack.params["target"]], self.seed, self.shapes)
         with open(self.out / f"attack-{node}.log", "ab") as log:
             proc = self.emulation.net.get(node).popen(
                 [sys.executable, "-m", "attacks.traffic", "--iface", f"{node}-eth0",
-                 "--spec", json.dumps(vars(spec)), "--duration", str(self.budget_s),
+                 "--spec", json.dumps(dataclasses.asdict(spec)), "--duration", str(self.budget_s),
                  "--report", str(self.out / "traffic.jsonl")],
                 stdout=log, stderr=subprocess.STDOUT)
         self.emulation.record.add_process(proc.pid, f"attack {attack.kind} {node}")
@@ -155,12 +156,13 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
         write_summary(out, summary)
 
     save_partial(0, [])
+    bounds = frame_bounds(scenario)
     try:
         defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
                    if scenario["defense"]["fuhst"] else None)
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
                        watched_ports=(dfl["port"],), defense=defense, pcap=pcap, keyed=True,
-                       frame_bounds=frame_bounds(scenario) if defense else None) as emulation:
+                       frame_bounds=bounds) as emulation:
             events.event("network_up", datapath=emulation.datapath, **emulation.timings)
             progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
@@ -179,7 +181,7 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
             agents = {node: start_agent(node) for node in nodes}
             events.event("agents_started", nodes=nodes)
             attackers = TrafficAttackers(emulation, out, scenario["seed"],
-                                         budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60))
+                                         budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60), shapes=bounds.shapes)
             injector = FaultInjector(faults, emulation, agents, start_agent, events)
             sampler = ResourceSampler(lambda: [(p.pid, p.role) for p in emulation.record.processes])
             liveness = ServiceWatch(emulation, out, events, progress)

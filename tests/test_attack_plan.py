@@ -33,6 +33,9 @@ def resolve(*entries, seed=0, rounds=20):
     ({"kind": "garbage", "fraction": 0.1, "mode": "zeros"}, "attacks.0.mode must be one of nan"),
     ({"kind": "port-scan", "nodes": ["d1h1"], "first_port": 90, "last_port": 80}, "last_port is below"),
     ({"kind": "alie", "nodes": "d1h1"}, "attacks.0.nodes must be list"),
+    ({"kind": "crafted", "nodes": ["d1h1"], "packets": ["vxlan", "ping-of-death"]}, "unknown: 'ping-of-death'"),
+    ({"kind": "crafted", "nodes": ["d1h1"]}, r"attacks.0.packets must list some of tcp-zero-length-option"),
+    ({"kind": "icmp-flood", "nodes": ["d1h1"], "icmp_type": 3}, "attacks.0.icmp_type must be one of"),
 ])
 def test_bad_entries_are_clear_errors(entry, message):
     with pytest.raises(ScenarioError, match=message):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -36,6 +37,25 @@ def _wait_for(path, kind, count=1, timeout=10.0, message=""):
     return found
 
 
+def _impersonate_switch(address, dpid: int) -> None:
+    """Speak OpenFlow 1.3 as a switch claiming ``dpid`` would: HELLO, then a FEATURES_REPLY to the
+    controller's FEATURES_REQUEST; then hang up (``!BBHI``: version, type, length, xid)."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(struct.pack("!BBHI", 4, 0, 8, 1))
+        buffer = b""
+        while True:
+            chunk = sock.recv(4096)
+            assert chunk, "the controller hung up before asking for features"
+            buffer += chunk
+            while len(buffer) >= 8:
+                _, kind, length, xid = struct.unpack_from("!BBHI", buffer)
+                buffer = buffer[length:]
+                if kind == 5:  # FEATURES_REQUEST
+                    sock.sendall(struct.pack("!BBHIQIBB2xII", 4, 6, 32, xid, dpid, 0, 254, 0, 0, 0))
+                    time.sleep(0.5)
+                    return
+
+
 def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does_not_and_a_restart_keeps_it(
         tmp_path):
     layout = make_layout(2, 2, "line")
@@ -54,6 +74,10 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
         description = json.loads(emulation.description_path.read_text())
         d2 = next(d for d in description["domains"] if d["id"] == 2)
         address = (d2["coordination"]["host"], d2["coordination"]["port"])
+        # A local process claims d2s1's dpid and hangs up: the real d2s1 must stay this domain's switch.
+        _impersonate_switch((layout.controller_host, layout.controller_port(2)), layout.switches[1].dpid)
+        [impersonation] = _wait_for(events, "switch_rejected")
+        assert impersonation["why"] == "dpid already connected"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(impostor.outgoing(ban)[2], address)
             [forged] = _wait_for(events, "notice_rejected")
