@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sdfl", "sdfl.*", "topologies", "controllers", "agents", "attacks"]),
+    packages=find_packages(include=["common", "sdfl", "sdfl.*", "topologies", "controllers", "agents", "attacks"]),
     install_requires=[
         # CPU build; a bare "torch" would pull GBs of CUDA wheels.
         "torch==2.13.0",

@@ -4,6 +4,9 @@ It never imports Mininet, so the same agent runs on real hosts::
 
     python -m agents.agent --network network.json --config dfl.json --node d1h2 --out RUN_DIR
 
+It holds no attack code: a Byzantine node runs :mod:`attacks.agent`, this process with a
+poisoner's hooks (an :class:`agents.node.Behaviour`).
+
 ``dfl.json`` (written by the runner) holds the resolved scenario and every node's neighbours.
 Each round is appended to ``RUN_DIR/agent-<node>.jsonl`` and flushed, so nothing is lost if the
 agent or the run dies.
@@ -17,53 +20,61 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.wire import TAG_BYTES, tag
-from sdfl.jsonl import JsonLinesWriter
+from common.jsonl import JsonLinesWriter
+
+if TYPE_CHECKING:
+    from agents.node import Behaviour, DFLNode
+
+    BehaviourFactory = Callable[[dict, DFLNode, Path, bool], Behaviour]
+    """(run config, the node, the run folder, whether frames are tagged) -> its behaviour."""
 
 LOG = logging.getLogger("sdfl.agent")
 
 
-def build_node(config: dict, node_name: str, board, collusion_wait_s: float = 0.0, tagged: bool = False):
-    """The node named ``node_name`` of the run ``config`` (dfl.json) and its poisoner (a no-op
-    for an honest node): its shard of the dataset, its aggregator, its seeds."""
+def node_seed(config: dict, node_name: str) -> int:
+    """The seed of everything random about one node (its training, its attack's noise)."""
+    return config["scenario"]["seed"] * 1000 + config["nodes"].index(node_name)
+
+
+def build_node(config: dict, node_name: str):
+    """The node named ``node_name`` of the run ``config`` (dfl.json): its shard of the dataset,
+    its aggregator, its seeds."""
     from agents.aggregation import make_aggregator
     from agents.data import load_dataset, partition
     from agents.node import DFLNode, TrainingConfig
-    from attacks.plan import Attack
-    from attacks.poisoning import Poisoner
 
     scenario, dfl, nodes = config["scenario"], config["scenario"]["dfl"], config["nodes"]
     dataset = load_dataset(dfl["dataset"], dfl["dataset_path"], scenario["seed"], dfl["test_fraction"])
     shards = partition(dataset.y_train, len(nodes), dfl["partition"], dfl["alpha"], scenario["seed"])
-    index = nodes.index(node_name)
     training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"])
-    node = DFLNode(node_name, dataset, shards[index], make_aggregator(dfl["aggregator"], dfl["byzantine_f"]),
-                   training, seed=scenario["seed"] * 1000 + index)
-    poisoner = Poisoner(node_name, [Attack.from_record(a) for a in config.get("attacks", [])], len(nodes),
-                        dataset.n_classes, seed=scenario["seed"] * 1000 + index, board=board,
-                        collusion_wait_s=collusion_wait_s, tagged=tagged)
-    return node, poisoner
+    return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
+                   make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=node_seed(config, node_name))
 
 
 def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
-              keys: dict[str, bytes] | None = None) -> int:
+              keys: dict[str, bytes] | None = None, behaviour_for: BehaviourFactory | None = None) -> int:
     """Run the node's rounds; with ``keys`` (neighbour -> shared key) every frame it sends is
-    tagged for its receiver and only frames whose tag verifies are accepted."""
+    tagged for its receiver and only frames whose tag verifies are accepted. ``behaviour_for``
+    makes what the node does with its rounds (default: :class:`agents.node.Honest`)."""
     import numpy as np
     import torch
 
     from agents.checkpoint import CheckpointPolicy, LifeLog, load_checkpoint, save_checkpoint
+    from agents.node import Honest
     from agents.transport import Inbox, Listener, Sender
-    from attacks.poisoning import DirectoryBoard
 
     torch.set_num_threads(1)
     dfl = config["scenario"]["dfl"]
     neighbours = config["neighbours"][node_name]
     ip_of = {h["name"]: h["ip"] for h in description["hosts"]}
-    node, poisoner = build_node(config, node_name, DirectoryBoard(out_dir / "collusion"),
-                                collusion_wait_s=dfl["round_timeout_s"] / 2, tagged=keys is not None)
+    node = build_node(config, node_name)
+    tagged = keys is not None
+    behaviour = behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged)
     inbox = Inbox(neighbours)
     # No frame may be larger than the model in float64 (the widest dtype the wire carries).
     max_payload = sum(int(np.prod(shape)) for shape in node.shapes) * 8
@@ -87,9 +98,9 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
                 return 0
         for round_ in range(first_round, dfl["rounds"] + 1):
             began = time.monotonic()
-            frame = node.train(round_, poisoner.labels(round_, node.y))
-            poisoner.share(round_, frame, node.reference)
-            data = poisoner.outgoing(round_, frame, node.reference)
+            frame = node.train(round_, behaviour.labels(round_, node.y))
+            behaviour.share(round_, frame, node.reference)
+            data = behaviour.outgoing(round_, frame, node.reference)
             sending_from = time.time()
             deadline = time.monotonic() + dfl["round_timeout_s"]
             for peer, sender in senders.items():
@@ -118,7 +129,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
                 "cpu_s": time.process_time(),
                 "rejections": list(listener.rejections),
                 # What this node did wrong this round, if anything: the poisoning ground truth.
-                "attack": poisoner.kind(round_),
+                "attack": behaviour.kind(round_),
                 "sending_from": sending_from,
                 "sent_by": sent_by,
             }
@@ -169,13 +180,14 @@ def _rejoin(node, saved, senders, inbox, dfl: dict, results, node_name: str) -> 
     return joined
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agents.agent", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, behaviour_for: BehaviourFactory | None = None,
+         prog: str = "agents.agent") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--network", type=Path, required=True, help="network description JSON")
     parser.add_argument("--config", type=Path, required=True, help="run's DFL configuration JSON")
     parser.add_argument("--node", required=True, help="this agent's host name, e.g. d1h2")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--keys", type=Path, help="this node's key file (sdfl.keys); without it frames are not "
+    parser.add_argument("--keys", type=Path, help="this node's key file (common.keys); without it frames are not "
                                                    "authenticated")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
@@ -185,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"node {args.node!r} is not a DFL node of this run")
     keys = None
     if args.keys is not None:
-        from sdfl.keys import read_keys
+        from common.keys import read_keys
 
         try:
             keys = read_keys(args.keys)
@@ -194,14 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         missing = sorted(set(config["neighbours"][args.node]) - set(keys))
         if missing:
             parser.error(f"key file {args.keys} has no key for neighbours {missing}")
-    return run_agent(description, config, args.node, args.out, keys)
+    return run_agent(description, config, args.node, args.out, keys, behaviour_for)
 
 
-if __name__ == "__main__":
-    code = main()
-    # Everything is written and flushed: skip the interpreter's teardown of torch, which costs a
-    # dozen agents exiting together on a small machine seconds of every run.
+def exit_now(code: int) -> None:
+    """Everything is written and flushed: skip the interpreter's teardown of torch, which costs a
+    dozen agents exiting together on a small machine seconds of every run."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from agents.aggregation import Aggregator, Contribution
 from agents.data import Dataset
 from agents.model import evaluate, get_flat, make_mlp, parameter_shapes, set_flat, split_flat, train_local
-from agents.wire import ModelFrame
+from agents.wire import ModelFrame, encode
 
 LOG = logging.getLogger(__name__)
 
@@ -37,6 +38,40 @@ class RoundResult:
     train_loss: float
     received: int
     accepted_senders: tuple[str, ...]
+
+
+class Behaviour(Protocol):
+    """What a node does with its round besides training and aggregating: the labels it trains
+    on, what it tells colluders, the bytes it sends. Attacks (``attacks.poisoning.Poisoner``)
+    implement it; the agent and the simulation only call it."""
+
+    def kind(self, round_: int) -> str | None:
+        """The attack this round, None when honest (the run's ground truth)."""
+
+    def labels(self, round_: int, labels: np.ndarray) -> np.ndarray: ...
+
+    def share(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> None: ...
+
+    def outgoing(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Honest:
+    """An honest node's behaviour: its own labels, nothing shared, its trained model sent."""
+
+    tagged: bool = False  # frames announce a tag (the agent appends one per neighbour)
+
+    def kind(self, round_: int) -> str | None:
+        return None
+
+    def labels(self, round_: int, labels: np.ndarray) -> np.ndarray:
+        return labels
+
+    def share(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> None:
+        return None
+
+    def outgoing(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> bytes:
+        return encode(frame, tagged=self.tagged)
 
 
 class DFLNode:

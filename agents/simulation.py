@@ -8,33 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from agents.node import DFLNode, RoundResult
-from agents.wire import FrameError, decode, encode
+from agents.node import Behaviour, DFLNode, Honest, RoundResult
+from agents.wire import FrameError, decode
 
 
 def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds: int,
-             down: frozenset[str] = frozenset(), poisoners: dict | None = None,
+             down: frozenset[str] = frozenset(), behaviours: dict[str, Behaviour] | None = None,
              watch: Callable[[int, dict[str, bytes]], Iterable[str]] | None = None) -> list[RoundResult]:
     """Run ``rounds`` rounds; nodes in ``down`` neither send nor aggregate (a dead node).
 
-    ``poisoners`` maps attacker names to their :class:`attacks.poisoning.Poisoner`; they share
-    one collusion board. Frames the wire decoder rejects are dropped, as a real agent does.
+    ``behaviours`` maps attacker names to their behaviour (an ``attacks.poisoning.Poisoner``;
+    colluders share one collusion board); the others are :class:`agents.node.Honest`. Frames the wire decoder rejects are dropped, as a real agent does.
     ``watch`` sees every round's frames on the wire once delivered, as a network defense does,
     and names the nodes it cuts off: from the next round on they are down.
     """
-    poisoners = poisoners or {}
+    behaviours = behaviours or {}
+    honest_behaviour = Honest()
     cut_off: set[str] = set()
     results = []
     for round_ in range(1, rounds + 1):
         live = {name: node for name, node in sorted(nodes.items()) if name not in down and name not in cut_off}
-        honest = {}
+        trained = {}
         for name, node in live.items():
-            poisoner = poisoners.get(name)
-            honest[name] = node.train(round_, poisoner.labels(round_, node.y) if poisoner else None)
-            if poisoner:
-                poisoner.share(round_, honest[name], node.reference)
-        wire = {name: poisoners[name].outgoing(round_, frame, live[name].reference) if name in poisoners
-                else encode(frame) for name, frame in honest.items()}
+            behaviour = behaviours.get(name, honest_behaviour)
+            trained[name] = node.train(round_, behaviour.labels(round_, node.y))
+            behaviour.share(round_, trained[name], node.reference)
+        wire = {name: behaviours.get(name, honest_behaviour).outgoing(round_, frame, live[name].reference)
+                for name, frame in trained.items()}
         for name, node in live.items():
             inbox = []
             for peer in neighbours[name]:

@@ -8,7 +8,7 @@ inspection service) decodes exactly what the agents decode. Layout, all big-endi
                        | tensor_count u16 | per tensor: ndim u8, ndim x dim u32
     payload            the tensors' raw little-endian bytes, concatenated in order
     tag (flag 0x01)    16 bytes: HMAC-SHA256 of all the above under the key the sender shares
-                       with this receiver (per pair of neighbours, see :mod:`sdfl.keys`)
+                       with this receiver (per pair of neighbours, see :mod:`common.keys`)
 
 Every limit is checked before anything is allocated, so an oversized or lying frame costs the
 receiver nothing but the 16-byte prefix. A receiver given keys accepts only tagged frames whose

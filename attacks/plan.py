@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sdfl.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive, strings
+from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive, strings
 
 POISONING = "poisoning"
 TRAFFIC = "traffic"

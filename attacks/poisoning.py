@@ -117,10 +117,8 @@ class DirectoryBoard(CollusionBoard):
 
 
 class Poisoner:
-    """The poisoning behaviour of one node: which attack it runs in which round, and how.
-
-    An honest node has a Poisoner with nothing scheduled; its frames pass through unchanged.
-    """
+    """The poisoning behaviour of one node (an :class:`agents.node.Behaviour`): which attack it
+    runs in which round, and how; in a round without one its frames pass through unchanged."""
 
     def __init__(self, node: str, attacks: list[Attack], n_nodes: int, n_classes: int, seed: int,
                  board: CollusionBoard | None = None, collusion_wait_s: float = 10.0, tagged: bool = False) -> None:

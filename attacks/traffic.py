@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             report = send_paced(sock.send, frames, spec.rate_pps, args.duration, stop)
         finally:
             sock.close()
-    from sdfl.jsonl import JsonLinesWriter
+    from common.jsonl import JsonLinesWriter
 
     with JsonLinesWriter(args.report) as out:
         out.write({"type": "traffic_sent", "kind": spec.kind, "src_ip": spec.src_ip, "dst_ip": spec.dst_ip,

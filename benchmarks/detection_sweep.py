@@ -31,10 +31,11 @@ from agents.agent import build_node  # noqa: E402
 from agents.model import evaluate  # noqa: E402
 from agents.simulation import simulate  # noqa: E402
 from agents.wire import FrameError, decode  # noqa: E402
+from attacks.agent import poisoner_for  # noqa: E402
 from attacks.plan import attacking_pairs, malicious_nodes, normalize_entry  # noqa: E402
 from attacks.poisoning import CollusionBoard  # noqa: E402
+from common.keys import controller_party, pair_key  # noqa: E402
 from controllers.coordination import NoticeChannel  # noqa: E402
-from sdfl.keys import controller_party, pair_key  # noqa: E402
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Send  # noqa: E402
 from controllers.features import measured_warmup_rounds  # noqa: E402
 from controllers.inspector import DomainInspection  # noqa: E402
@@ -114,7 +115,7 @@ def run_cell(scenario: dict, oracle: bool = False) -> dict:
     dfl = scenario["dfl"]
     config = {"scenario": scenario, "nodes": names, "attacks": [a.to_record() for a in attacks]}
     board = CollusionBoard()
-    built = {n: build_node(config, n, board) for n in names}
+    nodes = {n: build_node(config, n) for n in names}
     malicious = set(malicious_nodes(attacks))
     defense = None
     if oracle:
@@ -124,12 +125,13 @@ def run_cell(scenario: dict, oracle: bool = False) -> dict:
     elif scenario["defense"]["fuhst"]:
         defense = SimulatedDefense(scenario, layout, neighbours)
     began = time.process_time()
-    simulate({n: node for n, (node, _) in built.items()}, neighbours, dfl["rounds"],
-             poisoners={n: p for n, (_, p) in built.items() if n in malicious}, watch=defense)
+    simulate(nodes, neighbours, dfl["rounds"],
+             behaviours={n: poisoner_for(config, nodes[n], board, collusion_wait_s=0.0) for n in malicious},
+             watch=defense)
     node_cpu = time.process_time() - began
-    dataset = built[names[0]][0].dataset
+    dataset = nodes[names[0]].dataset
     honest = [n for n in names if n not in malicious]
-    row = {"honest_accuracy": float(np.mean([evaluate(built[n][0].model, dataset.x_test, dataset.y_test)[0]
+    row = {"honest_accuracy": float(np.mean([evaluate(nodes[n].model, dataset.x_test, dataset.y_test)[0]
                                              for n in honest])),
            "malicious": " ".join(sorted(malicious)), "cpu_s": round(node_cpu, 1)}
     if isinstance(defense, SimulatedDefense):

@@ -14,7 +14,7 @@ anomalous verdict; ``LINK_DOWN``/``LINK_UP`` report a border link the origin saw
 back, so that every domain routes around it the same way. Empty digests are never sent.
 
 Authentication (:class:`NoticeChannel`): every pair of domains shares a key (derived by the run
-from its secret, see :mod:`sdfl.keys`), so a notice verifies only as coming from its origin,
+from its secret, see :mod:`common.keys`), so a notice verifies only as coming from its origin,
 and a domain cannot forge another's notices even to a third. ``seq`` rises with every notice
 of an origin and each receiver keeps the highest it accepted: a replayed (or reordered-stale)
 notice is rejected. Both are kept in the controller's persisted state across restarts.

@@ -12,7 +12,7 @@ Environment:
 ``SDFL_EVENTS``   JSON-lines file for readiness and per-poll host counters (required)
 ``SDFL_POLL_INTERVAL``  seconds between flow-stats polls (default 1.0)
 ``SDFL_WATCH_PORTS``  comma-separated destination ports whose bytes are reported per host
-``SDFL_KEYS``     key file (:mod:`sdfl.keys`): the keys this domain shares with every other one
+``SDFL_KEYS``     key file (:mod:`common.keys`): the keys this domain shares with every other one
 and with its own inspection service; without it the controller neither sends nor accepts
 notices, and accepts no inspection report
 ``SDFL_STATE``    file of the controller's persisted state (default: beside SDFL_EVENTS): bans,
@@ -60,8 +60,8 @@ from controllers.features import flow_features
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
 from controllers.packets import PacketError, parse_packet_in
 from controllers.reports import ReportChannel
-from sdfl.jsonl import JsonLinesWriter
-from sdfl.keys import inspector_party, peer_controller_keys, read_keys
+from common.jsonl import JsonLinesWriter
+from common.keys import inspector_party, peer_controller_keys, read_keys
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70

@@ -318,7 +318,7 @@ class DomainInspection:
 
 
 def run(description: dict, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
-    from sdfl.jsonl import JsonLinesWriter
+    from common.jsonl import JsonLinesWriter
 
     entry = next(d for d in description["domains"] if d["id"] == domain)
     controller = (entry["inspection"]["host"], entry["inspection"]["port"])
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--network", type=Path, required=True)
     parser.add_argument("--domain", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--keys", type=Path, required=True, help="the inspector's key file (sdfl.keys)")
+    parser.add_argument("--keys", type=Path, required=True, help="the inspector's key file (common.keys)")
     parser.add_argument("--bounds", required=True, help="FrameBounds as JSON: what an honest frame carries")
     parser.add_argument("--wait", type=float, default=1.5, help="seconds a round waits for late senders")
     parser.add_argument("--warmup-rounds", type=int, default=4,
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     from controllers.features import measured_warmup_rounds
-    from sdfl.keys import controller_party, read_keys
+    from common.keys import controller_party, read_keys
 
     description = json.loads(args.network.read_text())
     try:

@@ -3,7 +3,7 @@
 A report is JSON (``seq``, ``round``, per-sender update ``features``, per-sender frame
 ``violations``) followed by the 8-byte tag of every control message
 (:func:`controllers.coordination.message_tag`) under the key the domain's inspector and
-controller share (:mod:`sdfl.keys`). The controller's report port listens on loopback, where
+controller share (:mod:`common.keys`). The controller's report port listens on loopback, where
 any local user can send to it, so :meth:`ReportChannel.open` checks the tag before it parses a
 byte, then the shape of every field, then that ``seq`` rose: a forged, garbled or replayed
 report is a :class:`~controllers.coordination.MessageError`, never a ban or a crash.

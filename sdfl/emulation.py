@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 
 from controllers.launch import controller_command
-from sdfl.jsonl import read_jsonl
-from sdfl.keys import controller_party, inspector_party, key_path
+from common.jsonl import read_jsonl
+from common.keys import controller_party, inspector_party, key_path
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -86,7 +86,7 @@ class Emulation:
                              "against the model and tag their reports with the run's keys")
         self.frame_bounds = frame_bounds
         self.layout = layout
-        self.keyed = keyed  # controllers get their key files (sdfl.keys, written by the runner)
+        self.keyed = keyed  # controllers get their key files (common.keys, written by the runner)
         self.pcap = pcap
         self.defense = defense
         self.out_dir = Path(out_dir)

@@ -31,9 +31,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from sdfl.jsonl import read_jsonl
+from common.jsonl import read_jsonl
 from sdfl.records import vswitchd_pid
-from sdfl.schema import Field, ScenarioError, coerce, positive
+from common.schema import Field, ScenarioError, coerce, positive
 
 KINDS = {"kill-agent": 2.0, "stall-agent": 5.0, "kill-controller": 5.0, "cut-link": 10.0,
          "stall-controller": 6.0, "stall-inspector": 6.0, "stall-vswitchd": 6.0}

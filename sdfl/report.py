@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdfl.jsonl import read_jsonl
+from common.jsonl import read_jsonl
 from sdfl.scoring import round_ends
 
 PLOTS = {

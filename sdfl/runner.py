@@ -31,8 +31,8 @@ from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
-from sdfl.jsonl import JsonLinesWriter, read_jsonl
-from sdfl.keys import agent_party, key_path, write_run_keys
+from common.jsonl import JsonLinesWriter, read_jsonl
+from common.keys import agent_party, key_path, write_run_keys
 from sdfl.liveness import LivenessWatch
 from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
@@ -168,10 +168,13 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
                      f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
                      f"{len(nodes)} agents, {dfl['rounds']} rounds, {dfl['aggregator']}")
 
+            poisoners = {n for a in attacks if a.category == POISONING for n in a.nodes}
+
             def start_agent(node: str) -> subprocess.Popen:
+                program = "attacks.agent" if node in poisoners else "agents.agent"  # honest agents hold no attack
                 with open(out / f"agent-{node}.log", "ab") as log:
                     proc = emulation.net.get(node).popen(
-                        [sys.executable, "-m", "agents.agent", "--network", str(emulation.description_path),
+                        [sys.executable, "-m", program, "--network", str(emulation.description_path),
                          "--config", str(config_path), "--node", node, "--out", str(out),
                          "--keys", str(key_path(out, agent_party(node)))],
                         stdout=log, stderr=subprocess.STDOUT)

@@ -19,7 +19,7 @@ from agents.aggregation import AGGREGATOR_NAMES
 from agents.peers import PEER_GRAPHS
 from attacks.plan import normalize_entry
 from sdfl.faults import normalize_fault
-from sdfl.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
+from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
 
 
 def ban_after_check(value: str) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-OUR_PROCESSES = (b"controllers.domain_app", b"controllers.inspector", b"agents.agent", b"attacks.traffic", b"mininet:")
+OUR_PROCESSES = (b"controllers.domain_app", b"controllers.inspector", b"agents.agent", b"attacks.agent", b"attacks.traffic", b"mininet:")
 
 
 def testbed_processes() -> list[int]:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from agents.agent import run_agent
+from attacks.agent import poisoner_in_process
 from agents.transport import Inbox, Listener, Sender
 from agents.wire import ModelFrame, encode, tag
-from sdfl.jsonl import read_jsonl
+from common.jsonl import read_jsonl
 from sdfl.scenario import load_scenario
 
 SHAPES = ((4, 3), (3,))
@@ -168,7 +169,10 @@ def run_three_agents(out, overrides, attacks=()):
     scenario = load_scenario(None, [f"dfl.port={free_port()}", *overrides])
     config = {"scenario": scenario, "nodes": NODES, "attacks": list(attacks),
               "neighbours": {n: [m for m in NODES if m != n] for n in NODES}}
-    threads = [threading.Thread(target=run_agent, args=(description, config, n, out)) for n in NODES]
+    poisoners = {n for a in attacks for n in a["nodes"]}
+    threads = [threading.Thread(target=run_agent, args=(description, config, n, out, None,
+                                                        poisoner_in_process if n in poisoners else None))
+               for n in NODES]
     for t in threads:
         t.start()
     for t in threads:

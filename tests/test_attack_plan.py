@@ -12,7 +12,7 @@ from attacks.plan import (
     resolve_attacks,
 )
 from sdfl.scenario import load_scenario
-from sdfl.schema import ScenarioError
+from common.schema import ScenarioError
 
 NAMES = [f"d{d}h{h}" for d in (1, 2, 3) for h in (1, 2, 3, 4)]
 DOMAIN_OF = {n: int(n[1]) for n in NAMES}

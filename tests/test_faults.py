@@ -4,7 +4,7 @@ import pytest
 
 from sdfl.faults import Fault, FaultInjector, resolve_faults
 from sdfl.scenario import load_scenario
-from sdfl.schema import ScenarioError
+from common.schema import ScenarioError
 
 NODES = ["d1h1", "d1h2", "d2h1", "d2h2", "d3h1", "d3h2"]
 LINKS = [(1, 2), (1, 3), (2, 3)]

@@ -17,8 +17,8 @@ import pytest
 from controllers.coordination import Evidence, MessageType, Notice, NoticeChannel, Stream
 from controllers.defense import DefenseConfig
 from sdfl.emulation import Emulation
-from sdfl.jsonl import read_jsonl
-from sdfl.keys import controller_party, key_path, peer_controller_keys, read_keys, write_run_keys
+from common.jsonl import read_jsonl
+from common.keys import controller_party, key_path, peer_controller_keys, read_keys, write_run_keys
 from sdfl.probes import ping
 from sdfl.runner import frame_bounds
 from sdfl.scenario import load_scenario

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdfl.jsonl import read_jsonl
+from common.jsonl import read_jsonl
 
 pytestmark = pytest.mark.mininet
 

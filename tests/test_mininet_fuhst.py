@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sdfl.jsonl import read_jsonl
+from common.jsonl import read_jsonl
 from sdfl_runs import run_scenario
 
 pytestmark = pytest.mark.mininet

@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import NOTHING_LEFT, leftovers
 from sdfl.emulation import Emulation, EmulationError
-from sdfl.jsonl import read_jsonl
-from sdfl.keys import write_run_keys
+from common.jsonl import read_jsonl
+from common.keys import write_run_keys
 from sdfl.probes import iperf3, ping, ping_all
 from topologies.builder import netem_available
 from topologies.layout import make_layout
@@ -153,10 +152,3 @@ def test_link_delay_works_or_is_refused_clearly(tmp_path):
         assert result.returncode == 2
         assert "no netem" in result.stderr and "delay 20.0 ms" in result.stderr
 
-
-def test_the_topology_script_starts_the_same_network(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "topologies" / "multidomain.py"
-    result = subprocess.run([sys.executable, str(script), "--domains", "2", "--hosts", "2", "--test", "pingall",
-                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "pingall: 0% dropped (12/12 received)" in result.stdout

@@ -1,15 +1,11 @@
 """Mininet Topo of D domains x H hosts joined by a domain graph.
 
 The Topo only declares nodes and links from a :class:`~topologies.layout.NetworkLayout`;
-:mod:`topologies.builder` starts it. Run as a script (root) to bring the network up with its
-controllers, exactly as ``sdfl net`` does::
-
-    sudo .venv/bin/python topologies/multidomain.py --domains 3 --hosts 4 --test pingall
+:mod:`topologies.builder` starts it; ``sdfl net`` brings it up with its controllers.
 """
 
 from __future__ import annotations
 
-import sys
 
 from mininet.topo import Topo
 
@@ -36,8 +32,3 @@ class MultiDomainTopo(Topo):
                 self.addLink(border.switch, border.peer_switch, port1=border.port,
                              port2=border.peer_port, **(border_link_options or {}))
 
-
-if __name__ == "__main__":
-    from sdfl.cli import main
-
-    sys.exit(main(["net", *sys.argv[1:]]))

@@ -1,0 +1,35 @@
+"""The Byzantine agent process: the honest agent of :mod:`agents.agent` with a poisoner's hooks,
+so an honest agent carries no attack code. The runner starts it for every node a poisoning
+attack names, with the same arguments::
+
+    python -m attacks.agent --network network.json --config dfl.json --node d1h2 --out RUN_DIR
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents.agent import exit_now, main, node_seed
+from agents.node import DFLNode
+from attacks.plan import Attack
+from attacks.poisoning import CollusionBoard, DirectoryBoard, Poisoner
+
+
+def poisoner_for(config: dict, node: DFLNode, board: CollusionBoard, collusion_wait_s: float,
+                 tagged: bool = False) -> Poisoner:
+    """The poisoner of ``node`` in the run ``config`` (dfl.json); colluders meet on ``board`` and
+    wait for each other at most ``collusion_wait_s``."""
+    return Poisoner(node.name, [Attack.from_record(a) for a in config.get("attacks", [])], len(config["nodes"]),
+                    node.dataset.n_classes, seed=node_seed(config, node.name), board=board,
+                    collusion_wait_s=collusion_wait_s, tagged=tagged)
+
+
+def poisoner_in_process(config: dict, node: DFLNode, out_dir: Path, tagged: bool) -> Poisoner:
+    """Agent processes collude through files in the run folder (an out-of-band channel), for at
+    most half a round deadline."""
+    return poisoner_for(config, node, DirectoryBoard(out_dir / "collusion"),
+                        config["scenario"]["dfl"]["round_timeout_s"] / 2, tagged)
+
+
+if __name__ == "__main__":
+    exit_now(main(behaviour_for=poisoner_in_process, prog="attacks.agent"))
