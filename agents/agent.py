@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.wire import TAG_BYTES, tag
+from common.description import DescriptionError, NetworkDescription, load_description
 from common.jsonl import JsonLinesWriter
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def build_node(config: dict, node_name: str):
                    make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=node_seed(config, node_name))
 
 
-def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
+def run_agent(description: NetworkDescription, config: dict, node_name: str, out_dir: Path,
               keys: dict[str, bytes] | None = None, behaviour_for: BehaviourFactory | None = None) -> int:
     """Run the node's rounds; with ``keys`` (neighbour -> shared key) every frame it sends is
     tagged for its receiver and only frames whose tag verifies are accepted. ``behaviour_for``
@@ -71,7 +72,7 @@ def run_agent(description: dict, config: dict, node_name: str, out_dir: Path,
     torch.set_num_threads(1)
     dfl = config["scenario"]["dfl"]
     neighbours = config["neighbours"][node_name]
-    ip_of = {h["name"]: h["ip"] for h in description["hosts"]}
+    ip_of = {h.name: h.ip for h in description.hosts}
     node = build_node(config, node_name)
     tagged = keys is not None
     behaviour = behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged)
@@ -191,7 +192,10 @@ def main(argv: list[str] | None = None, behaviour_for: BehaviourFactory | None =
                                                    "authenticated")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
-    description = json.loads(args.network.read_text())
+    try:
+        description = load_description(args.network)
+    except DescriptionError as error:
+        parser.error(str(error))
     config = json.loads(args.config.read_text())
     if args.node not in config["nodes"]:
         parser.error(f"node {args.node!r} is not a DFL node of this run")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.description import HostSpec
+
 TRAFFIC_KINDS = ("syn-flood", "udp-flood", "icmp-flood", "port-scan", "arp-flood", "connect-flood", "crafted")
 SEGMENT_BYTES = 1400
 """Payload per TCP segment of a crafted model frame (within the hosts' 1500-byte MTU)."""
@@ -60,13 +62,13 @@ class TrafficSpec:
     """The run's model shapes: a crafted model frame is otherwise a real one."""
 
     @classmethod
-    def from_attack(cls, kind: str, params: dict, attacker: dict, victim: dict, seed: int,
+    def from_attack(cls, kind: str, params: dict, attacker: HostSpec, victim: HostSpec, seed: int,
                     shapes: tuple[tuple[int, ...], ...] = ()) -> TrafficSpec:
-        """A spec from a resolved attack's params and the two hosts' description entries."""
+        """A spec from a resolved attack's params and the two hosts of the description."""
         known = {k: params[k] for k in ("spoof", "dst_port", "payload_bytes", "first_port", "last_port", "icmp_type")
                  if k in params}
-        return cls(kind, attacker["mac"], attacker["ip"], victim["mac"], victim["ip"], params["rate_pps"],
-                   seed, **known, packets=tuple(params.get("packets", ())), sender=attacker["name"],
+        return cls(kind, attacker.mac, attacker.ip, victim.mac, victim.ip, params["rate_pps"],
+                   seed, **known, packets=tuple(params.get("packets", ())), sender=attacker.name,
                    shapes=tuple(tuple(s) for s in shapes))
 
     @classmethod

@@ -53,9 +53,9 @@ class SimulatedDefense:
     def __init__(self, scenario: dict, layout, neighbours: dict[str, list[str]]) -> None:
         config = DefenseConfig.from_scenario(scenario)
         description = layout.to_description("user", monitor=True)
-        hosts = description["hosts"]
+        hosts = description.hosts
         self.neighbours = neighbours
-        self.domain_of = {h["name"]: h["domain"] for h in hosts}
+        self.domain_of = {h.name: h.domain for h in hosts}
         self.domains = sorted(set(self.domain_of.values()))
         # A round lasts one second of simulated time: its frames arrive at its number.
         key = b"inspection-report-key-of-sweep!!"

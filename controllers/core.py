@@ -36,6 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from common.description import NetworkDescription
 from controllers.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP, PacketInfo
 from topologies.layout import next_hops
 
@@ -94,10 +95,6 @@ def split_cookie(cookie: int) -> tuple[RuleKind | None, int]:
         return RuleKind(cookie >> 32), cookie & 0xFFFFFFFF
     except ValueError:
         return None, cookie & 0xFFFFFFFF
-
-
-def host_key(domain: int, index: int) -> int:
-    return (domain << 8) | index
 
 
 def port_subject(key: int, port: int) -> int:
@@ -221,7 +218,7 @@ class DomainCore:
     Parameters
     ----------
     description:
-        The network description written by :mod:`topologies.layout`.
+        The network description (:class:`common.description.NetworkDescription`).
     domain:
         This controller's domain id.
     microflow_idle_timeout:
@@ -243,7 +240,7 @@ class DomainCore:
 
     def __init__(
         self,
-        description: dict,
+        description: NetworkDescription,
         domain: int,
         microflow_idle_timeout: int = 10,
         max_microflows_per_host: int = 256,
@@ -256,26 +253,22 @@ class DomainCore:
         self.max_microflows_per_host = max_microflows_per_host
         self.stats_timeout = stats_timeout
         self.install_grace = install_grace
-        try:
-            domain_entry = next(d for d in description["domains"] if d["id"] == domain)
-        except StopIteration:
-            raise ValueError(f"domain {domain} is not in the network description") from None
-        self._switch_by_dpid = {s["dpid"]: s["name"] for s in domain_entry["switches"]}
-        self._hosts = {h["name"]: h for h in description["hosts"]}
-        self._host_by_ip = {h["ip"]: h for h in description["hosts"]}
-        self._name_by_key = {host_key(h["domain"], h["index"]): n for n, h in self._hosts.items()}
-        self._local = {n: h for n, h in self._hosts.items() if h["domain"] == domain}
-        self._local_at = {(h["switch"], h["port"]): h for h in self._local.values()}
-        self._borders = domain_entry["borders"]
-        self._monitor = domain_entry.get("monitor")
-        self._border_port_to = {b["neighbour"]: b["port"] for b in self._borders}
-        self._border_at = {(b["switch"], b["port"]): b["neighbour"] for b in self._borders}
-        self._next_hop = {int(t): n for t, n in domain_entry["next_hop"].items()}
-        self._domains = sorted(d["id"] for d in description["domains"])
-        self._links = sorted({tuple(sorted((d["id"], b["neighbour"])))
-                              for d in description["domains"] for b in d["borders"]})
+        view = description.domain(domain)
+        self._switch_by_dpid = {s.dpid: s.name for s in view.switches}
+        self._hosts = {h.name: h for h in description.hosts}
+        self._host_by_ip = {h.ip: h for h in description.hosts}
+        self._name_by_key = {h.key: n for n, h in self._hosts.items()}
+        self._local = {h.name: h for h in view.hosts}
+        self._local_at = {(h.switch, h.port): h for h in self._local.values()}
+        self._borders = view.borders
+        self._monitor = view.monitor
+        self._border_port_to = {b.neighbour: b.port for b in self._borders}
+        self._border_at = {(b.switch, b.port): b.neighbour for b in self._borders}
+        self._next_hop = dict(view.next_hop)
+        self._domains = sorted(d.id for d in description.domains)
+        self._links = sorted({tuple(sorted((d.id, b.neighbour))) for d in description.domains for b in d.borders})
         self.down_links: set[tuple[int, int]] = set()
-        self._subnets = {d["id"]: d["subnet"] for d in description["domains"]}
+        self._subnets = {d.id: d.subnet for d in description.domains}
         self._pending: dict[int, _PendingStats] = {}
         self._flows_total: dict[str, int] = {n: 0 for n in self._local}
         self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
@@ -297,13 +290,13 @@ class DomainCore:
         if switch is None:
             raise ValueError(f"dpid {dpid:#x} is not a switch of domain {self.domain}")
         rules = [FlowRule(ALL_TABLES, 0, (), 0, delete=True)]
-        local = [h for h in self._local.values() if h["switch"] == switch]
-        for host in sorted(local, key=lambda h: h["port"]):
-            key = host_key(host["domain"], host["index"])
-            port = host["port"]
-            admitted = (("in_port", port), ("eth_src", host["mac"]), ("vlan_vid", OFPVID_NONE),
-                        ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"]))
-            mirror = (self._monitor["port"],) if self._monitor and self._monitor["switch"] == switch else ()
+        local = [h for h in self._local.values() if h.switch == switch]
+        for host in sorted(local, key=lambda h: h.port):
+            key = host.key
+            port = host.port
+            admitted = (("in_port", port), ("eth_src", host.mac), ("vlan_vid", OFPVID_NONE),
+                        ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host.ip))
+            mirror = (self._monitor.port,) if self._monitor and self._monitor.switch == switch else ()
             rules += [
                 FlowRule(
                     TABLE_ADMISSION, 210, admitted + (("ip_proto", IP_PROTO_TCP), ("tcp_dst", watched)),
@@ -316,8 +309,8 @@ class DomainCore:
                 FlowRule(TABLE_ADMISSION, 200, admitted, make_cookie(RuleKind.HOST_IPV4, key), track_into=TABLE_FLOWS),
                 FlowRule(
                     TABLE_ADMISSION, 200,
-                    (("in_port", port), ("eth_src", host["mac"]), ("vlan_vid", OFPVID_NONE),
-                     ("eth_type", ETH_TYPE_ARP), ("arp_spa", host["ip"])),
+                    (("in_port", port), ("eth_src", host.mac), ("vlan_vid", OFPVID_NONE),
+                     ("eth_type", ETH_TYPE_ARP), ("arp_spa", host.ip)),
                     make_cookie(RuleKind.HOST_ARP, key), outputs=(CONTROLLER,), meter=self.arp_meter(host),
                 ),
                 FlowRule(
@@ -326,7 +319,7 @@ class DomainCore:
                 ),
                 FlowRule(
                     TABLE_FORWARDING, 200,
-                    (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", host["ip"])),
+                    (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", host.ip)),
                     make_cookie(RuleKind.FORWARD_LOCAL, key), outputs=(port,),
                 ),
             ]
@@ -334,36 +327,36 @@ class DomainCore:
             # scan or a flood is not attacking (see controllers.features.flow_features). Above
             # the microflows: an echo reply is the host's reply even if it pinged that peer too.
             rules += [
-                FlowRule(TABLE_FLOWS, 110, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"]),
+                FlowRule(TABLE_FLOWS, 110, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host.ip),
                                             ("ct_state", state)),
                          make_cookie(RuleKind.HOST_REPLY, key), goto=TABLE_FORWARDING)
                 for state in REPLY_STATES
             ]
-        monitor_here = bool(self._monitor) and self._monitor["switch"] == switch
-        for border in sorted(self._borders, key=lambda b: b["neighbour"]):
-            if border["switch"] != switch:
+        monitor_here = bool(self._monitor) and self._monitor.switch == switch
+        for border in sorted(self._borders, key=lambda b: b.neighbour):
+            if border.switch != switch:
                 continue
             # Models arriving from other domains are mirrored too: the inspection service needs
             # everything a local node aggregates to know where its next update starts from.
             rules += [
                 FlowRule(
                     TABLE_ADMISSION, 210,
-                    (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4), ("ip_proto", IP_PROTO_TCP),
+                    (("in_port", border.port), ("eth_type", ETH_TYPE_IPV4), ("ip_proto", IP_PROTO_TCP),
                      ("tcp_dst", watched)),
-                    make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]),
-                    outputs=(self._monitor["port"],), track_into=TABLE_FORWARDING,
+                    make_cookie(RuleKind.BORDER_IPV4, border.neighbour),
+                    outputs=(self._monitor.port,), track_into=TABLE_FORWARDING,
                 )
                 for watched in (sorted(self.watched_ports) if monitor_here else ())
             ]
             rules += [
                 FlowRule(
                     TABLE_ADMISSION, 200,
-                    (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4)),
-                    make_cookie(RuleKind.BORDER_IPV4, border["neighbour"]), track_into=TABLE_FORWARDING,
+                    (("in_port", border.port), ("eth_type", ETH_TYPE_IPV4)),
+                    make_cookie(RuleKind.BORDER_IPV4, border.neighbour), track_into=TABLE_FORWARDING,
                 ),
                 FlowRule(
-                    TABLE_ADMISSION, 100, (("in_port", border["port"]),),
-                    make_cookie(RuleKind.BORDER_UNADMITTED, border["neighbour"]),
+                    TABLE_ADMISSION, 100, (("in_port", border.port),),
+                    make_cookie(RuleKind.BORDER_UNADMITTED, border.neighbour),
                 ),
             ]
         rules += self._remote_routes()
@@ -374,20 +367,20 @@ class DomainCore:
             FlowRule(TABLE_FORWARDING, 0, (), make_cookie(RuleKind.FORWARD_MISS)),
         ]
         for host in local:
-            self._live_microflows[host["name"]] = 0
+            self._live_microflows[host.name] = 0
         for node in sorted(self.banned):
             rules += self._ban_rules(switch, node)
         return rules
 
     def arp_meter(self, host: dict) -> int:
         """The meter id of a local host's ARP (its index: one switch per domain)."""
-        return host["index"]
+        return host.index
 
     def base_meters(self, dpid: int) -> list[Meter]:
         """The meters a freshly connected switch needs (after wiping what it had)."""
         switch = self.switch_name(dpid)
         return [Meter(self.arp_meter(h), ARP_METER_PPS)
-                for h in sorted(self._local.values(), key=lambda h: h["index"]) if h["switch"] == switch]
+                for h in sorted(self._local.values(), key=lambda h: h.index) if h.switch == switch]
 
     # --- border links ------------------------------------------------------------------
     def _remote_routes(self) -> list[FlowRule]:
@@ -445,23 +438,23 @@ class DomainCore:
         """Rules deleting the node's drop rules (matched by cookie), per dpid."""
         self.banned.discard(node)
         host = self._hosts[node]
-        key = host_key(host["domain"], host["index"])
+        key = host.key
         deletes = [FlowRule(TABLE_ADMISSION, 0, (), make_cookie(kind, key), delete=True)
                    for kind in (RuleKind.BAN_PORT, RuleKind.BAN_SOURCE)]
         return {dpid: list(deletes) for dpid in self._switch_by_dpid}
 
     def _ban_rules(self, switch: str, node: str) -> list[FlowRule]:
         host = self._hosts[node]
-        key = host_key(host["domain"], host["index"])
+        key = host.key
         rules = []
-        if host["domain"] == self.domain and host["switch"] == switch:
-            rules.append(FlowRule(TABLE_ADMISSION, 300, (("in_port", host["port"]),),
+        if host.domain == self.domain and host.switch == switch:
+            rules.append(FlowRule(TABLE_ADMISSION, 300, (("in_port", host.port),),
                                   make_cookie(RuleKind.BAN_PORT, key)))
-        for border in sorted(self._borders, key=lambda b: b["neighbour"]):
-            if border["switch"] == switch:
+        for border in sorted(self._borders, key=lambda b: b.neighbour):
+            if border.switch == switch:
                 rules.append(FlowRule(TABLE_ADMISSION, 300,
-                                      (("in_port", border["port"]), ("eth_type", ETH_TYPE_IPV4),
-                                       ("ipv4_src", host["ip"])),
+                                      (("in_port", border.port), ("eth_type", ETH_TYPE_IPV4),
+                                       ("ipv4_src", host.ip)),
                                       make_cookie(RuleKind.BAN_SOURCE, key)))
         return rules
 
@@ -482,15 +475,15 @@ class DomainCore:
         return []
 
     def _proxy_arp(self, in_port: int, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
-        if packet.arp_op != ARP_REQUEST or packet.arp_spa != host["ip"]:
+        if packet.arp_op != ARP_REQUEST or packet.arp_spa != host.ip:
             return []
         target = self._host_by_ip.get(packet.arp_tpa or "")
-        if target is None or target["ip"] == host["ip"]:
+        if target is None or target.ip == host.ip:
             return []
-        return [ArpReply(in_port, target["mac"], target["ip"], host["mac"], host["ip"])]
+        return [ArpReply(in_port, target.mac, target.ip, host.mac, host.ip)]
 
     def _account_new_flow(self, now: float, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
-        name = host["name"]
+        name = host.name
         self._packet_ins[name] += 1
         key = (packet.ipv4_src, packet.ipv4_dst, packet.ip_proto, packet.tp_src, packet.tp_dst)
         installed_at = self._recent_installs.get(key)
@@ -514,19 +507,19 @@ class DomainCore:
         return [
             FlowRule(
                 TABLE_FLOWS, 100, tuple(match),
-                make_cookie(RuleKind.MICROFLOW, host_key(host["domain"], host["index"])),
+                make_cookie(RuleKind.MICROFLOW, host.key),
                 goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout,
             )
         ]
 
     def _overflow_rule(self, now: float, host: dict) -> list[FlowRule | ArpReply]:
         """The host's overflow rule, sent once per grace period (packet-ins in flight repeat)."""
-        name = host["name"]
+        name = host.name
         if now - self._overflow_sent.get(name, -self.install_grace) < self.install_grace:
             return []
         self._overflow_sent[name] = now
-        return [FlowRule(TABLE_FLOWS, 50, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host["ip"])),
-                         make_cookie(RuleKind.FLOW_OVERFLOW, host_key(host["domain"], host["index"])),
+        return [FlowRule(TABLE_FLOWS, 50, (("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host.ip)),
+                         make_cookie(RuleKind.FLOW_OVERFLOW, host.key),
                          goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout)]
 
     # --- statistics --------------------------------------------------------------------
@@ -562,8 +555,8 @@ class DomainCore:
     def _snapshot(self, now: float, requested_at: float, dpid: int,
                   entries: list[FlowStatsEntry]) -> CountersSnapshot:
         switch = self.switch_name(dpid)
-        by_key = {host_key(h["domain"], h["index"]): h["name"]
-                  for h in self._local.values() if h["switch"] == switch}
+        by_key = {h.key: h.name
+                  for h in self._local.values() if h.switch == switch}
         hosts = {name: HostCounters() for name in by_key.values()}
         destinations: dict[str, set] = {name: set() for name in hosts}
         ports: dict[str, set] = {name: set() for name in hosts}

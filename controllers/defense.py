@@ -11,10 +11,12 @@ the notice, so one detection cuts a node off everywhere.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from common.description import HostSpec
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream
 from controllers.detector import STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
@@ -75,11 +77,11 @@ class Log:
 
 
 class DomainDefense:
-    def __init__(self, domain: int, hosts: list[dict], config: DefenseConfig) -> None:
+    def __init__(self, domain: int, hosts: Sequence[HostSpec], config: DefenseConfig) -> None:
         self.domain = domain
         self.config = config
-        self.local = sorted(h["name"] for h in hosts if h["domain"] == domain)
-        self.key_of = {h["name"]: (h["domain"] << 8) | h["index"] for h in hosts}
+        self.local = sorted(h.name for h in hosts if h.domain == domain)
+        self.key_of = {h.name: h.key for h in hosts}
         self.name_of = {k: n for n, k in self.key_of.items()}
         # The update warm-up is short (a few rounds of the domain's senders): a reference window
         # of at most half of it leaves the other half's scores to calibrate the threshold.

@@ -53,6 +53,9 @@ from controllers.compat import (
     ofproto_v1_3,
     set_ev_cls,
 )
+from common.description import NetworkDescription, load_description
+from common.jsonl import JsonLinesWriter
+from common.keys import inspector_party, peer_controller_keys, read_keys
 from controllers.coordination import LINK_TYPES, MessageError, MessageType, Notice, NoticeChannel
 from controllers.core import ArpReply, DomainCore, FlowRule
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
@@ -60,8 +63,6 @@ from controllers.features import flow_features
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
 from controllers.packets import PacketError, parse_packet_in
 from controllers.reports import ReportChannel
-from common.jsonl import JsonLinesWriter
-from common.keys import inspector_party, peer_controller_keys, read_keys
 
 LOG = logging.getLogger("sdfl.controller")
 EXIT_HANDLER_FAILED = 70
@@ -97,8 +98,7 @@ class DomainController(BaseApp):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        with open(_required_env("SDFL_NETWORK"), encoding="utf-8") as f:
-            description = json.load(f)
+        description = load_description(_required_env("SDFL_NETWORK"))
         watched = tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip())
         self.core = DomainCore(description, int(_required_env("SDFL_DOMAIN")), watched_ports=watched)
         events = _required_env("SDFL_EVENTS")
@@ -144,11 +144,9 @@ class DomainController(BaseApp):
         tmp.replace(self.state_path)
 
     # --- coordination --------------------------------------------------------------------
-    def _start_coordination(self, description: dict, state: dict | None) -> None:
+    def _start_coordination(self, description: NetworkDescription, state: dict | None) -> None:
         domain = self.core.domain
-        entry = next(d for d in description["domains"] if d["id"] == domain)
-        self.peer_controllers = {d["id"]: (d["coordination"]["host"], d["coordination"]["port"])
-                                 for d in description["domains"] if d["id"] != domain}
+        self.peer_controllers = {d.id: d.coordination.address for d in description.domains if d.id != domain}
         self.notice_bytes = {"sent": 0, "received": 0}
         self.channel = None
         if not self.keys:
@@ -158,7 +156,7 @@ class DomainController(BaseApp):
         self.channel = (NoticeChannel.restored(domain, keys, state["channel"]) if state and state["channel"]
                         else NoticeChannel(domain, keys))
         self.coordination = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.coordination.bind((entry["coordination"]["host"], entry["coordination"]["port"]))
+        self.coordination.bind(description.domain(domain).coordination.address)
         hub.spawn(self._receive_loop, self.coordination, self._on_notice)
 
     def _announce(self, notice: Notice) -> None:
@@ -173,10 +171,9 @@ class DomainController(BaseApp):
         self._save_state()  # a restarted controller must never reuse a sequence number
 
     # --- FU-HST --------------------------------------------------------------------------
-    def _start_defense(self, description: dict, config: DefenseConfig, state: dict | None) -> None:
+    def _start_defense(self, description: NetworkDescription, config: DefenseConfig, state: dict | None) -> None:
         domain = self.core.domain
-        entry = next(d for d in description["domains"] if d["id"] == domain)
-        self.defense = (state or {}).get("defense") or DomainDefense(domain, description["hosts"], config)
+        self.defense = (state or {}).get("defense") or DomainDefense(domain, description.hosts, config)
         self.detector_cpu_s = 0.0
         # The last polls' counters per host: flow features are rates over ``flow_span_s``, about
         # one round period, in which every honest host sends its models once (one poll apart,
@@ -189,7 +186,7 @@ class DomainController(BaseApp):
             LOG.warning("domain %s: no key shared with the inspection service: every report is rejected", domain)
         self.reports = ReportChannel(key or b"", seq=0, seen=(state or {}).get("reports_seen", 0))
         self.inspection = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.inspection.bind((entry["inspection"]["host"], entry["inspection"]["port"]))
+        self.inspection.bind(description.domain(domain).inspection.address)
         hub.spawn(self._receive_loop, self.inspection, self._on_report)
 
     def _timed(self, decide, *args) -> list:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.wire import DEFAULT_MAX_PAYLOAD, MAGIC, FrameError, FrameReader, ModelFrame
+from common.description import DescriptionError, NetworkDescription, load_description
 from controllers.packets import PacketError, parse_tcp_segment
 from controllers.reports import InspectionReport, ReportChannel
 
@@ -254,12 +255,13 @@ class InspectionCounts:
 class DomainInspection:
     """One domain's inspection, from mirrored segments to sealed reports (no sockets: tested pure)."""
 
-    def __init__(self, description: dict, domain: int, bounds: FrameBounds, wait_s: float, baseline_rounds: int,
+    def __init__(self, description: NetworkDescription, domain: int, bounds: FrameBounds, wait_s: float,
+                 baseline_rounds: int,
                  channel: ReportChannel, started: float) -> None:
         from controllers.features import UpdateFeatures
 
-        local = [h["name"] for h in description["hosts"] if h["domain"] == domain]
-        self.name_of_ip = {h["ip"]: h["name"] for h in description["hosts"]}
+        local = [h.name for h in description.hosts_in(domain)]
+        self.name_of_ip = {h.ip: h.name for h in description.hosts}
         self.local = set(local)
         self.bounds = bounds
         self.assembler = StreamAssembler()
@@ -317,15 +319,15 @@ class DomainInspection:
         return sealed
 
 
-def run(description: dict, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
+def run(description: NetworkDescription, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
     from common.jsonl import JsonLinesWriter
 
-    entry = next(d for d in description["domains"] if d["id"] == domain)
-    controller = (entry["inspection"]["host"], entry["inspection"]["port"])
+    view = description.domain(domain)
+    controller = view.inspection.address
     log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
-    raw.bind((entry["monitor"]["interface"], 0))
+    raw.bind((view.monitor.interface, 0))
     raw.settimeout(0.2)
     report = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     running = True
@@ -375,10 +377,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="DFL rounds of normal behaviour (round 1 has no measurable update)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    from controllers.features import measured_warmup_rounds
     from common.keys import controller_party, read_keys
+    from controllers.features import measured_warmup_rounds
 
-    description = json.loads(args.network.read_text())
+    try:
+        description = load_description(args.network)
+    except DescriptionError as error:
+        parser.error(str(error))
     try:
         key = read_keys(args.keys)[controller_party(args.domain)]
     except (ValueError, KeyError) as error:

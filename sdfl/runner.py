@@ -31,6 +31,7 @@ from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
+from common.description import load_description
 from common.jsonl import JsonLinesWriter, read_jsonl
 from common.keys import agent_party, key_path, write_run_keys
 from sdfl.liveness import LivenessWatch
@@ -72,7 +73,7 @@ class TrafficAttackers:
         self.out = out
         self.seed = seed
         self.budget_s = budget_s
-        self.hosts = {h["name"]: h for h in json.loads(emulation.description_path.read_text())["hosts"]}
+        self.hosts = {h.name: h for h in load_description(emulation.description_path).hosts}
         self.processes: dict[tuple[str, str], subprocess.Popen] = {}
 
     def start(self, attack: Attack, node: str) -> None:
@@ -266,7 +267,7 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
                            default=0.0) for records_of_domain in by_domain.values())
     agents_cpu = sum(max((r.get("cpu_s", 0.0) for r in records if r["node"] == n), default=0.0) for n in nodes)
     sent = {(r["src_ip"], r["kind"]): r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"}
-    ip_of = {h["name"]: h["ip"] for h in json.loads((out / "network.json").read_text())["hosts"]}
+    ip_of = {h.name: h.ip for h in load_description(out / "network.json").hosts}
     mitigation = []
     for attack in attacks:
         if attack.category != TRAFFIC:

@@ -13,6 +13,7 @@ from agents.agent import run_agent
 from attacks.agent import poisoner_in_process
 from agents.transport import Inbox, Listener, Sender
 from agents.wire import ModelFrame, encode, tag
+from common.description import HostSpec, NetworkDescription
 from common.jsonl import read_jsonl
 from sdfl.scenario import load_scenario
 
@@ -165,7 +166,9 @@ NODES = ["d1h1", "d1h2", "d2h1"]
 
 def run_three_agents(out, overrides, attacks=()):
     """The three NODES as agent threads on their own loopback addresses, all neighbours."""
-    description = {"hosts": [{"name": n, "ip": f"127.0.{i + 1}.1"} for i, n in enumerate(NODES)]}
+    hosts = tuple(HostSpec(n, 1, i + 1, f"127.0.{i + 1}.1", 8, f"02:00:00:00:01:{i + 1:02x}", "d1s1", i + 1)
+                  for i, n in enumerate(NODES))
+    description = NetworkDescription(1, "none", "line", (), (), hosts)
     scenario = load_scenario(None, [f"dfl.port={free_port()}", *overrides])
     config = {"scenario": scenario, "nodes": NODES, "attacks": list(attacks),
               "neighbours": {n: [m for m in NODES if m != n] for n in NODES}}

@@ -16,6 +16,7 @@ from controllers.features import (
     flow_features,
     log_scaled,
 )
+from topologies.layout import make_layout
 
 ZERO = {"packets": 0, "bytes": 0, "reply_packets": 0, "reply_bytes": 0, "flows_total": 0, "distinct_dsts": 0,
         "distinct_dst_ports": 0, "packet_ins": 0, "dropped_packets": 0, "overflow_packets": 0, "arp_packets": 0}
@@ -241,7 +242,7 @@ def test_an_unmistakable_verdict_weighs_more_so_two_of_them_ban():
     assert not any(mild.add("d1h3", 1.0) for _ in range(2))  # two clear but ordinary verdicts: not yet
 
 
-HOSTS = [{"name": f"d{d}h{h}", "domain": d, "index": h} for d in (1, 2) for h in (1, 2, 3, 4)]
+HOSTS = make_layout(2, 4, "line").to_description().hosts
 NORMAL_UPDATE = {"off_consensus": 0.03, "off_norm": 0.05, "off_home": 0.02}
 FLIPPED_UPDATE = {"off_consensus": 0.7, "off_norm": 0.6, "off_home": 0.9}
 

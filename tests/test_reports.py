@@ -8,6 +8,7 @@ import pytest
 from controllers.coordination import MessageError
 from controllers.defense import DefenseConfig, DomainDefense
 from controllers.reports import InspectionReport, ReportChannel
+from topologies.layout import make_layout
 
 KEY = bytes(range(32))
 REPORT = InspectionReport(3, {"d1h1": {"off_consensus": 0.1, "off_norm": 0.0, "off_home": 0.2}},
@@ -50,7 +51,7 @@ def test_a_tagged_report_of_the_wrong_shape_is_rejected(fields, why):
 
 
 def test_two_impossible_frames_ban_their_sender_warm_up_or_not():
-    hosts = [{"name": f"d1h{i}", "domain": 1, "index": i} for i in (1, 2, 3)]
+    hosts = make_layout(1, 3, "line").to_description().hosts
     defense = DomainDefense(1, hosts, DefenseConfig())
     actions = defense.on_round(10.0, 1, {}, {"d1h2": ["round 4000000000 is not a round of this run (1-20)"]})
     assert not defense.banned("d1h2") and [a.record["violation"][:5] for a in actions] == ["round"]

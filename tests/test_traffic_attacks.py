@@ -8,9 +8,10 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from attacks.traffic import DISCARD_PORT, TRAFFIC_KINDS, TrafficSpec, build_packets, send_paced
+from common.description import HostSpec
 
-ATTACKER = {"mac": "02:00:00:00:01:03", "ip": "10.1.0.3", "name": "d1h3"}
-VICTIM = {"mac": "02:00:00:00:02:04", "ip": "10.2.0.4"}
+ATTACKER = HostSpec("d1h3", 1, 3, "10.1.0.3", 8, "02:00:00:00:01:03", "d1s1", 3)
+VICTIM = HostSpec("d2h4", 2, 4, "10.2.0.4", 8, "02:00:00:00:02:04", "d2s1", 4)
 
 
 def spec(kind, **params):
@@ -24,8 +25,8 @@ def test_packets_are_addressed_from_the_attacker_to_the_victim_and_reproducible(
     assert packets and [bytes(p) for p in packets] == [bytes(p) for p in build_packets(spec(kind))]
     for packet in packets:
         parsed = Ether(bytes(packet))  # what goes on the wire parses back
-        assert (parsed[Ether].src, parsed[Ether].dst) == (ATTACKER["mac"], VICTIM["mac"])
-        assert (parsed[IP].src, parsed[IP].dst) == (ATTACKER["ip"], VICTIM["ip"])
+        assert (parsed[Ether].src, parsed[Ether].dst) == (ATTACKER.mac, VICTIM.mac)
+        assert (parsed[IP].src, parsed[IP].dst) == (ATTACKER.ip, VICTIM.ip)
 
 
 def test_syn_flood_is_many_half_open_connections_to_the_agents_port():
@@ -52,9 +53,9 @@ def test_port_scan_probes_each_port_of_its_range_once_per_sweep():
 def test_spoofed_floods_draw_sources_from_10_slash_8_never_the_attackers_own():
     packets = build_packets(spec("syn-flood", spoof=True))
     sources = {p[IP].src for p in packets}
-    assert len(sources) > 200 and ATTACKER["ip"] not in sources
+    assert len(sources) > 200 and ATTACKER.ip not in sources
     assert all(ipaddress.ip_address(s) in ipaddress.ip_network("10.0.0.0/8") for s in sources)
-    assert {p[Ether].src for p in packets} == {ATTACKER["mac"]}  # its own port, its own MAC
+    assert {p[Ether].src for p in packets} == {ATTACKER.mac}  # its own port, its own MAC
 
 
 def test_unknown_kind_is_a_clear_error():
@@ -109,7 +110,7 @@ def test_an_arp_flood_asks_in_the_senders_own_name_for_the_whole_subnet():
     from scapy.layers.l2 import ARP
 
     packets = build_packets(spec("arp-flood"))
-    assert {(p[ARP].op, p[ARP].hwsrc, p[ARP].psrc) for p in packets} == {(1, ATTACKER["mac"], ATTACKER["ip"])}
+    assert {(p[ARP].op, p[ARP].hwsrc, p[ARP].psrc) for p in packets} == {(1, ATTACKER.mac, ATTACKER.ip)}
     assert len({p[ARP].pdst for p in packets}) == 254
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import uuid
 
+from common.description import NetworkDescription
 from topologies.layout import NetworkLayout
 
 
@@ -147,20 +148,20 @@ def start_switches(net, layout: NetworkLayout) -> None:
         switch_class.batchStartup([s for s in switches if type(s) is switch_class])
 
 
-def attach_monitors(description: dict) -> None:
+def attach_monitors(description: NetworkDescription) -> None:
     """Give each domain's edge switch its inspection port: a veth whose switch end is
     ``monitor.port`` and whose other end stays in the root namespace for the inspector."""
-    for domain in description["domains"]:
-        monitor = domain["monitor"]
-        inside, outside = monitor["switch_interface"], monitor["interface"]
+    for domain in description.domains:
+        monitor = domain.monitor
+        inside, outside = monitor.switch_interface, monitor.interface
         commands = [
             ["ip", "link", "add", inside, "type", "veth", "peer", "name", outside],
             ["sysctl", "-qw", f"net.ipv6.conf.{outside}.disable_ipv6=1"],
             ["ethtool", "-K", inside, "tx", "off"],
             ["ip", "link", "set", inside, "up"],
             ["ip", "link", "set", outside, "up"],
-            ["ovs-vsctl", "add-port", monitor["switch"], inside, "--", "set", "Interface", inside,
-             f"ofport_request={monitor['port']}"],
+            ["ovs-vsctl", "add-port", monitor.switch, inside, "--", "set", "Interface", inside,
+             f"ofport_request={monitor.port}"],
         ]
         for command in commands:
             subprocess.run(command, check=True, capture_output=True, text=True)

@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.description import DESCRIPTION_VERSION, BorderLink, HostSpec, NetworkDescription, SwitchSpec
+
 MAX_DOMAINS = 8
 MAX_HOSTS = 16
 BORDER_PORT_BASE = 20
@@ -28,7 +30,6 @@ MONITOR_PORT = 30
 """Edge-switch port of the domain's inspection service (a veth to the root namespace)."""
 DEFAULT_CONTROLLER_PORT_BASE = 6653
 DOMAIN_GRAPHS = ("line", "ring", "mesh")
-DESCRIPTION_VERSION = 1
 
 
 class LayoutError(ValueError):
@@ -91,41 +92,6 @@ def next_hops(edges: list[tuple[int, int]], domains: int, partial: bool = False)
 
 
 @dataclass(frozen=True)
-class HostSpec:
-    name: str
-    domain: int
-    index: int
-    ip: str
-    prefixlen: int
-    mac: str
-    switch: str
-    port: int
-
-
-@dataclass(frozen=True)
-class SwitchSpec:
-    name: str
-    domain: int
-    dpid: int
-
-    @property
-    def dpid_hex(self) -> str:
-        return f"{self.dpid:016x}"
-
-
-@dataclass(frozen=True)
-class BorderLink:
-    """One direction of an inter-domain link as seen from ``domain``."""
-
-    domain: int
-    neighbour: int
-    switch: str
-    port: int
-    peer_switch: str
-    peer_port: int
-
-
-@dataclass(frozen=True)
 class LinkParams:
     """Traffic shaping for a class of links; ``None`` means unshaped."""
 
@@ -185,8 +151,8 @@ class NetworkLayout:
         """Switch-side names of the inspection veths (deleting one deletes its peer)."""
         return sorted(f"d{d}s1-eth{MONITOR_PORT}" for d in range(1, self.domains + 1))
 
-    def to_description(self, datapath: str = "unknown", monitor: bool = False) -> dict:
-        """The JSON-ready description read by controllers and agents.
+    def to_description(self, datapath: str = "unknown", monitor: bool = False) -> NetworkDescription:
+        """The description read by controllers, inspection services and agents.
 
         With ``monitor``, each domain has an inspection port: its edge switch mirrors the
         agents' model traffic to ``monitor.port``, read at ``monitor.interface``.
@@ -227,7 +193,7 @@ class NetworkLayout:
                 domains[-1]["monitor"] = {"switch": f"d{d}s1", "port": MONITOR_PORT,
                                           "switch_interface": f"d{d}s1-eth{MONITOR_PORT}",
                                           "interface": f"d{d}s1-mon"}
-        return {
+        return NetworkDescription.from_json({
             "version": DESCRIPTION_VERSION,
             "datapath": datapath,
             "domain_graph": {"kind": self.domain_graph, "edges": [list(e) for e in self.edges]},
@@ -237,7 +203,7 @@ class NetworkLayout:
             },
             "domains": domains,
             "hosts": [h.__dict__ for h in self.hosts],
-        }
+        })
 
 
 def domain_subnet(domain: int) -> ipaddress.IPv4Network:
@@ -298,10 +264,10 @@ def make_layout(
     )
 
 
-def write_description(description: dict, path: Path) -> Path:
+def write_description(description: NetworkDescription, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(description.to_json(), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
