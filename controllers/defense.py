@@ -11,6 +11,8 @@ the notice, so one detection cuts a node off everywhere.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,10 +50,23 @@ class DefenseConfig:
         one and a half round periods (nodes keep their own pace, a few seconds apart)."""
         defense = scenario["defense"]
         m, _, n = defense["ban_after"].partition("/")
-        return cls(defense["detector"], int(m), int(n), defense["warmup_rounds"],
-                   defense["flow_span_s"], defense["window_size"], defense["n_trees"],
-                   defense["height"], defense["quantile"], defense["margin"], defense["threshold_k"],
-                   defense["ban_duration_s"], scenario["seed"], max(1.5, 1.5 * scenario["dfl"]["round_period_s"]))
+        same = {f.name: defense[f.name] for f in dataclasses.fields(cls) if f.name in defense}
+        return cls(**same, ban_after_m=int(m), ban_after_n=int(n), seed=scenario["seed"],
+                   round_wait_s=max(1.5, 1.5 * scenario["dfl"]["round_period_s"]))
+
+    def to_json(self) -> str:
+        """How it crosses into the controller process (``SDFL_DEFENSE``)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DefenseConfig:
+        """The inverse of :meth:`to_json`; an unknown or missing knob is a ValueError naming it."""
+        fields = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict) or set(fields) != known:
+            unexpected = sorted(set(fields) ^ known) if isinstance(fields, dict) else ["(not an object)"]
+            raise ValueError(f"defense config: unknown or missing knobs {unexpected}")
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import json
 import logging
 import os
 import pickle
@@ -119,7 +118,7 @@ class DomainController(BaseApp):
         self.defense = None
         defense = os.environ.get("SDFL_DEFENSE")
         if defense:
-            self._start_defense(description, DefenseConfig(**json.loads(defense)), state)
+            self._start_defense(description, DefenseConfig.from_json(defense), state)
         self.poller = hub.spawn(self._poll_loop)
 
     # --- persisted state -----------------------------------------------------------------

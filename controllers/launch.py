@@ -5,11 +5,14 @@ Kept apart from the app so the runner can start controllers without importing os
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controllers.defense import DefenseConfig
 
 APP_MODULE = "controllers.domain_app"
 MANAGERS = ("osken-manager", "ryu-manager")
@@ -35,7 +38,7 @@ def controller_command(
     events_path: Path,
     poll_interval: float,
     watched_ports: tuple[int, ...] = (),
-    defense: dict | None = None,
+    defense: DefenseConfig | None = None,
     keys_path: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` for the controller of ``domain``."""
@@ -55,7 +58,7 @@ def controller_command(
         PYTHONUNBUFFERED="1",
     )
     if defense is not None:
-        env["SDFL_DEFENSE"] = json.dumps(defense)
+        env["SDFL_DEFENSE"] = defense.to_json()
     if keys_path is not None:
         env["SDFL_KEYS"] = str(keys_path)
     return argv, env

@@ -18,9 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
-from controllers.launch import controller_command
 from common.jsonl import read_jsonl
 from common.keys import controller_party, inspector_party, key_path
+from controllers.defense import DefenseConfig
+from controllers.launch import controller_command
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -70,8 +71,8 @@ class Emulation:
     watched_ports:
         Destination ports whose bytes the controllers report per host (e.g. the DFL port).
     defense:
-        :class:`controllers.defense.DefenseConfig` fields for FU-HST in every controller
-        (None: controllers forward and count only).
+        The :class:`controllers.defense.DefenseConfig` of FU-HST in every controller (None:
+        controllers forward and count only).
     frame_bounds:
         :class:`controllers.inspector.FrameBounds` of the run's model: what the inspection
         services accept as an honest frame (required with ``defense``).
@@ -79,7 +80,7 @@ class Emulation:
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
-                 watched_ports: tuple[int, ...] = (), defense: dict | None = None, pcap: bool = False,
+                 watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
                  keyed: bool = False, frame_bounds=None) -> None:
         if defense is not None and (frame_bounds is None or not keyed):
             raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
@@ -188,8 +189,8 @@ class Emulation:
                      "--domain", str(domain), "--out", str(self.out_dir.resolve()),
                      "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
                      "--bounds", self.frame_bounds.to_json(),
-                     "--wait", str(self.defense["round_wait_s"]),
-                     "--warmup-rounds", str(self.defense["warmup_rounds"])],
+                     "--wait", str(self.defense.round_wait_s),
+                     "--warmup-rounds", str(self.defense.warmup_rounds)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.inspectors[domain] = proc
             self.record.add_process(proc.pid, f"inspector d{domain}")

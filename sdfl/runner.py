@@ -159,8 +159,7 @@ def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False
     save_partial(0, [])
     bounds = frame_bounds(scenario)
     try:
-        defense = (dataclasses.asdict(DefenseConfig.from_scenario(scenario))
-                   if scenario["defense"]["fuhst"] else None)
+        defense = DefenseConfig.from_scenario(scenario) if scenario["defense"]["fuhst"] else None
         with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
                        watched_ports=(dfl["port"],), defense=defense, pcap=pcap, keyed=True,
                        frame_bounds=bounds) as emulation:

@@ -363,3 +363,13 @@ def test_what_moves_every_peer_at_once_is_no_sign_against_one_of_them():
     alone = detector.observe_batch({0: {"a": 0.95, "b": 0.05}, **{i: normal_point(rng) for i in (1, 2, 3)}},
                                    warming_up=False)
     assert alone[0].anomalous and not any(alone[i].anomalous for i in (1, 2, 3))
+
+
+def test_the_defense_config_crosses_into_the_controller_whole_and_rejects_unknown_knobs():
+    from sdfl.scenario import load_scenario
+
+    config = DefenseConfig.from_scenario(load_scenario(None, ["defense.ban_after=2/5", "defense.margin=0.3", "seed=4"]))
+    assert (config.ban_after_m, config.ban_after_n, config.margin, config.seed) == (2, 5, 0.3, 4)
+    assert DefenseConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match=r"unknown or missing knobs \['margin', 'margn'\]"):
+        DefenseConfig.from_json(config.to_json().replace('"margin"', '"margn"'))

@@ -3,7 +3,6 @@ rules; forged and replayed ones are rejected; a restarted controller keeps the b
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import struct
@@ -65,7 +64,7 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
     impostor = NoticeChannel(1, {2: bytes(32)})  # claims to be domain 1 without its key
     ban = Notice(MessageType.BAN, origin=1, seq=0, round=7,
                  entries=(Evidence((1 << 8) | 2, Stream.UPDATE, 0.93, 2, 3),))
-    defense = dataclasses.asdict(DefenseConfig())
+    defense = DefenseConfig()
     events = tmp_path / "controller-d2.jsonl"
     with Emulation(layout, tmp_path, poll_interval=0.5, watched_ports=(7000,), defense=defense,
                    keyed=True, frame_bounds=frame_bounds(load_scenario(None))) as emulation:
