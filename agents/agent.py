@@ -67,6 +67,7 @@ def run_agent(description: NetworkDescription, config: dict, node_name: str, out
 
     from agents.checkpoint import CheckpointPolicy, LifeLog, load_checkpoint, save_checkpoint
     from agents.node import Honest
+    from agents.round import RoundBody
     from agents.transport import Inbox, Listener, Sender
 
     torch.set_num_threads(1)
@@ -75,7 +76,7 @@ def run_agent(description: NetworkDescription, config: dict, node_name: str, out
     ip_of = {h.name: h.ip for h in description.hosts}
     node = build_node(config, node_name)
     tagged = keys is not None
-    behaviour = behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged)
+    body = RoundBody(node, neighbours, behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged))
     inbox = Inbox(neighbours)
     # No frame may be larger than the model in float64 (the widest dtype the wire carries).
     max_payload = sum(int(np.prod(shape)) for shape in node.shapes) * 8
@@ -99,9 +100,7 @@ def run_agent(description: NetworkDescription, config: dict, node_name: str, out
                 return 0
         for round_ in range(first_round, dfl["rounds"] + 1):
             began = time.monotonic()
-            frame = node.train(round_, behaviour.labels(round_, node.y))
-            behaviour.share(round_, frame, node.reference)
-            data = behaviour.outgoing(round_, frame, node.reference)
+            data = body.publish(round_)
             sending_from = time.time()
             deadline = time.monotonic() + dfl["round_timeout_s"]
             for peer, sender in senders.items():
@@ -117,20 +116,14 @@ def run_agent(description: NetworkDescription, config: dict, node_name: str, out
                    and time.monotonic() < deadline):
                 time.sleep(0.005)
             sent_by = time.time()
-            result = node.aggregate(round_, frames)
             record = {
-                "type": "round", "node": node_name, "round": round_, "time": time.time(),
-                "accuracy": result.accuracy, "loss": result.loss, "train_loss": result.train_loss,
-                "received_from": list(result.accepted_senders),
-                "missing": sorted(set(neighbours) - set(result.accepted_senders)),
+                **body.conclude(round_, frames), "time": time.time(),
                 "bytes_sent": sum(s.bytes_sent for s in senders.values()),
                 "bytes_received": listener.bytes_received,
                 "frame_bytes": len(data) + (TAG_BYTES if keys is not None else 0),
                 "round_time_s": time.monotonic() - began,
                 "cpu_s": time.process_time(),
                 "rejections": list(listener.rejections),
-                # What this node did wrong this round, if anything: the poisoning ground truth.
-                "attack": behaviour.kind(round_),
                 "sending_from": sending_from,
                 "sent_by": sent_by,
             }
@@ -139,7 +132,7 @@ def run_agent(description: NetworkDescription, config: dict, node_name: str, out
                 save_checkpoint(checkpoint_path, round_, node.model_vector)
             results.write(record)
             lives.alive(time.time())
-            LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, result.accuracy,
+            LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, record["accuracy"],
                      len(frames), len(neighbours))
             if round_ < dfl["rounds"]:
                 # A node that waited for its neighbours' frames was ahead of them: it starts its

@@ -1,6 +1,6 @@
 """FU-HST's update stream across seeds, domain counts, attacker fractions and attacks, fast.
 
-Each cell runs a scenario's DFL in one process (:func:`agents.simulation.simulate`): the
+Each cell runs a scenario's DFL in one process (``sdfl simulate``, :mod:`sdfl.simulate`): the
 testbed's own nodes, shards, poisoners and wire frames, and per domain the inspection
 service's round reports (:func:`controllers.inspector.round_report`) feeding the controllers'
 :class:`controllers.defense.DomainDefense`, whose ban notices reach every other domain's
@@ -23,125 +23,29 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.agent import build_node  # noqa: E402
-from agents.model import evaluate  # noqa: E402
-from agents.simulation import simulate  # noqa: E402
-from agents.wire import FrameError, decode  # noqa: E402
-from attacks.agent import poisoner_for  # noqa: E402
-from attacks.plan import attacking_pairs, malicious_nodes, normalize_entry  # noqa: E402
-from attacks.poisoning import CollusionBoard  # noqa: E402
-from common.keys import controller_party, pair_key  # noqa: E402
-from controllers.coordination import NoticeChannel  # noqa: E402
-from controllers.defense import Ban, DefenseConfig, DomainDefense, Send  # noqa: E402
-from controllers.features import measured_warmup_rounds  # noqa: E402
-from controllers.inspector import DomainInspection  # noqa: E402
-from controllers.reports import ReportChannel  # noqa: E402
-from sdfl.runner import frame_bounds, run_plan  # noqa: E402
+from attacks.plan import normalize_entry  # noqa: E402
 from sdfl.scenario import load_scenario  # noqa: E402
-from sdfl.scoring import ban_intervals, score_detection  # noqa: E402
+from sdfl.simulate import simulate_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class SimulatedDefense:
-    """Every domain's inspection and FU-HST over the frames of one simulated run."""
-
-    def __init__(self, scenario: dict, layout, neighbours: dict[str, list[str]]) -> None:
-        config = DefenseConfig.from_scenario(scenario)
-        description = layout.to_description("user", monitor=True)
-        hosts = description.hosts
-        self.neighbours = neighbours
-        self.domain_of = {h.name: h.domain for h in hosts}
-        self.domains = sorted(set(self.domain_of.values()))
-        # A round lasts one second of simulated time: its frames arrive at its number.
-        key = b"inspection-report-key-of-sweep!!"
-        self.inspections = {d: DomainInspection(description, d, frame_bounds(scenario), 0.5,
-                                                measured_warmup_rounds(config.warmup_rounds), ReportChannel(key),
-                                                started=0.0) for d in self.domains}
-        self.report_channels = {d: ReportChannel(key, seq=0) for d in self.domains}
-        self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
-        # Notices travel as in the testbed: numbered, tagged per receiver, checked on arrival.
-        secret = b"detection-sweep"
-        self.channels = {d: NoticeChannel(d, {e: pair_key(secret, controller_party(d), controller_party(e))
-                                              for e in self.domains if e != d}) for d in self.domains}
-        self.bans: list[dict] = []
-        self.notice_bytes = 0
-
-    def __call__(self, round_: int, wire: dict[str, bytes]) -> set[str]:
-        decoded = {}
-        for sender, data in wire.items():
-            try:
-                decoded[sender] = decode(data)
-            except FrameError:
-                continue
-        cut: set[str] = set()
-        for domain in self.domains:
-            inspection = self.inspections[domain]
-            for sender, frame in decoded.items():
-                for receiver in self.neighbours[sender]:
-                    if receiver in wire and domain in (self.domain_of[sender], self.domain_of[receiver]):
-                        inspection.frame(round_, sender, receiver, frame)
-            inspection.log.clear()
-            for sealed in inspection.reports(round_ + 1.0):
-                report = self.report_channels[domain].open(sealed)
-                cut |= self._carry_out(domain, round_, self.defenses[domain].on_round(
-                    round_, report.round, report.features, report.violations))
-        return cut
-
-    def _carry_out(self, domain: int, now: float, actions: list) -> set[str]:
-        cut = set()
-        for action in actions:
-            if isinstance(action, Ban):
-                cut.add(action.node)
-            elif isinstance(action, Send):
-                for other, data in self.channels[domain].outgoing(action.notice).items():
-                    self.notice_bytes += len(data)
-                    notice = self.channels[other].incoming(data)
-                    cut |= self._carry_out(other, now, self.defenses[other].on_notice(now, notice))
-            elif action.record.get("type") == "ban":
-                self.bans.append(action.record)
-        return cut
-
-
 def run_cell(scenario: dict, oracle: bool = False) -> dict:
-    """One simulated run: honest accuracy and detection scored as ``sdfl run`` scores them.
-    ``oracle``: no detector; every attacker is cut off just before its first attack, the best
-    any ban can do (what remains of the gap to the clean run is its lost data)."""
-    layout, names, neighbours, attacks, _faults = run_plan(scenario)
-    dfl = scenario["dfl"]
-    config = {"scenario": scenario, "nodes": names, "attacks": [a.to_record() for a in attacks]}
-    board = CollusionBoard()
-    nodes = {n: build_node(config, n) for n in names}
-    malicious = set(malicious_nodes(attacks))
-    defense = None
-    if oracle:
-        pairs = attacking_pairs(attacks)
-        onset = {node: min(r for n, r in pairs if n == node) for node, _ in pairs}
-        defense = lambda round_, wire: {n for n, first in onset.items() if round_ >= first - 1}  # noqa: E731
-    elif scenario["defense"]["fuhst"]:
-        defense = SimulatedDefense(scenario, layout, neighbours)
+    """One simulated run (``sdfl simulate``): honest accuracy and detection scored as ``sdfl
+    run`` scores them. ``oracle``: no detector; every attacker is cut off just before its first
+    attack, the best any ban can do (what remains of the gap to the clean run is its lost data)."""
     began = time.process_time()
-    simulate(nodes, neighbours, dfl["rounds"],
-             behaviours={n: poisoner_for(config, nodes[n], board, collusion_wait_s=0.0) for n in malicious},
-             watch=defense)
-    node_cpu = time.process_time() - began
-    dataset = nodes[names[0]].dataset
-    honest = [n for n in names if n not in malicious]
-    row = {"honest_accuracy": float(np.mean([evaluate(nodes[n].model, dataset.x_test, dataset.y_test)[0]
-                                             for n in honest])),
-           "malicious": " ".join(sorted(malicious)), "cpu_s": round(node_cpu, 1)}
-    if isinstance(defense, SimulatedDefense):
-        ends = [float(r) for r in range(1, dfl["rounds"] + 1)]  # a round's time is its number
-        detection = score_detection(attacking_pairs(attacks), ban_intervals(defense.bans), ends, names, malicious,
-                                    scenario["defense"]["warmup_rounds"], defense.bans)
+    summary = simulate_run(scenario, progress=lambda line: None, oracle=oracle)
+    row = {"honest_accuracy": summary["dfl"]["honest_accuracy_of_final_models"],
+           "malicious": " ".join(summary["attacks"]["malicious_nodes"]), "cpu_s": round(time.process_time() - began, 1)}
+    if "detection" in summary:
+        detection = summary["detection"]
         row.update({"f1": detection["f1"], "false_ban_rate": detection["false_ban_rate"],
                     "honest_banned": " ".join(detection["honest_nodes_ever_banned"]),
                     "time_to_ban_rounds": detection["time_to_ban_rounds_median"],
-                    "notice_bytes_per_round": defense.notice_bytes / dfl["rounds"]})
+                    "notice_bytes_per_round": summary["overhead"]["interdomain_control_bytes_per_round"]})
     return row
 
 

@@ -85,9 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<time>)")
     run.add_argument("--pcap", action="store_true", help="capture every host's traffic into <out>/pcap/<host>.pcap")
 
+    simulate = commands.add_parser("simulate", help="the same scenario in one process, no network and no root: "
+                                                     "the reference a run is compared with")
+    simulate.add_argument("scenario", nargs="?", type=Path, default=DEFAULT_SCENARIO,
+                          help=f"TOML scenario (default {DEFAULT_SCENARIO.relative_to(REPO)})")
+    simulate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a scenario key (repeatable)")
+    simulate.add_argument("--out", type=Path, default=None, help="result folder (default runs/<name>-sim-<time>)")
+
     sweep = commands.add_parser("sweep", help="run the cross product of a sweep file's axes (resumes)")
     sweep.add_argument("sweep", type=Path, help="TOML sweep file, e.g. scenarios/matrix.toml")
     sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<name>)")
+    sweep.add_argument("--simulate", action="store_true", help="simulate each cell (sdfl simulate) instead of "
+                                                               "running it: no root, no network")
 
     report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
     report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
@@ -221,6 +231,28 @@ def cmd_run(args) -> int:
     return 0 if summary["complete"] else 1
 
 
+def cmd_simulate(args) -> int:
+    from sdfl.report import write_run_report
+    from sdfl.scenario import load_scenario
+    from sdfl.simulate import simulate_run
+
+    scenario = load_scenario(args.scenario, args.overrides)
+    out = args.out or Path("runs") / f"{scenario['name']}-sim-{time.strftime('%Y%m%d-%H%M%S')}"
+    began = time.monotonic()
+    summary = simulate_run(scenario, out, progress=lambda line: print(line, flush=True))
+    print(f"\nsimulated honest accuracy after {scenario['dfl']['rounds']} rounds: "
+          f"{summary['dfl']['honest_accuracy_final']:.3f} in {time.monotonic() - began:.1f} s")
+    if summary["attacks"]["malicious_nodes"]:
+        print(f"attackers (not counted as honest): {', '.join(summary['attacks']['malicious_nodes'])}")
+    if "detection" in summary:
+        detection = summary["detection"]
+        print(f"FU-HST update stream: F1 {detection['f1']:.3f}, false-ban rate {detection['false_ban_rate']:.3f}, "
+              f"{summary['overhead']['interdomain_control_bytes_per_round']:.1f} notice bytes per round; banned: "
+              + (", ".join(f"{b['node']} (round {b['round']})" for b in detection["bans"]) or "nobody"))
+    print(f"results: {out}/summary.json, rounds.csv; report: {write_run_report(out)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from sdfl.report import write_report
 
@@ -234,12 +266,17 @@ def cmd_sweep(args) -> int:
     from sdfl.sweep import load_sweep, run_sweep
 
     cells = load_sweep(args.sweep)
-    become_root(args)
-    prepare_emulation()
-    out = args.out or Path("runs") / f"sweep-{args.sweep.stem}"
+    if args.simulate:
+        from sdfl.simulate import simulate_run as experiment
+    else:
+        become_root(args)
+        prepare_emulation()
+        experiment = run_experiment
+    out = args.out or Path("runs") / f"sweep-{args.sweep.stem}{'-sim' if args.simulate else ''}"
     began = time.monotonic()
+
     def run_cell(scenario: dict, folder: Path) -> dict:
-        summary = run_experiment(scenario, folder, progress=lambda line: None)
+        summary = experiment(scenario, folder, progress=lambda line: None)
         write_report(folder)
         return summary
 
@@ -267,8 +304,8 @@ def cmd_clean(args) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
-            "clean": cmd_clean}
+COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "simulate": cmd_simulate, "sweep": cmd_sweep,
+            "report": cmd_report, "clean": cmd_clean}
 
 
 def _exit_on_signal(signum, frame):

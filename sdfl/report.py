@@ -236,6 +236,10 @@ def markdown(run: Run) -> str:
         saved = f" (killed or stopped after round {partial['rounds_reported']})" if partial else ""
         lines += [f"**Incomplete run**{saved}: some nodes did not finish every round; figures cover what was "
                   "saved.", ""]
+    if summary.get("simulated"):
+        left_out = summary["attacks"].get("not_simulated") or []
+        lines += ["**Simulated** (`sdfl simulate`): one process, no network; the update stream's defense only"
+                  + (f"; not simulated: {', '.join(left_out)}" if left_out else "") + ".", ""]
     scenario = summary["scenario"]
     network = scenario["network"]
     lines += [f"{network['domains']} domains x {network['hosts_per_domain']} hosts, "

@@ -156,7 +156,7 @@ def run_digits(aggregator, attacked, rounds=10):
     board = CollusionBoard()
     poisoners = {n: Poisoner(n, attacks, 12, 10, seed=0, board=board) for n in bad} if attacked else {}
     results = simulate(nodes, neighbours, rounds, behaviours=poisoners)
-    return np.mean([r.accuracy for r in results if r.round == rounds and r.node not in bad])
+    return np.mean([r["accuracy"] for r in results if r["round"] == rounds and r["node"] not in bad])
 
 
 def test_sign_flippers_break_fedavg_but_not_the_median():

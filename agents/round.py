@@ -1,0 +1,38 @@
+"""One node's round, whatever moves its bytes: the agent process (TCP between hosts) and the
+in-memory simulation both run it, so what a round does is written once.
+
+A round is two steps with the transport in between: :meth:`RoundBody.publish` trains on the
+behaviour's labels, lets it tell colluders, and returns the bytes to send; the transport
+delivers them and gathers the neighbours' frames; :meth:`RoundBody.conclude` aggregates them
+with the node's own model, evaluates, and returns the round's record (the transport adds
+what only it knows: bytes, times).
+"""
+
+from __future__ import annotations
+
+from agents.node import Behaviour, DFLNode, Honest
+from agents.wire import ModelFrame
+
+
+class RoundBody:
+    def __init__(self, node: DFLNode, neighbours: list[str], behaviour: Behaviour | None = None) -> None:
+        self.node = node
+        self.neighbours = neighbours
+        self.behaviour = behaviour or Honest()
+
+    def publish(self, round_: int) -> bytes:
+        node, behaviour = self.node, self.behaviour
+        frame = node.train(round_, behaviour.labels(round_, node.y))
+        behaviour.share(round_, frame, node.reference)
+        return behaviour.outgoing(round_, frame, node.reference)
+
+    def conclude(self, round_: int, frames: list[ModelFrame]) -> dict:
+        result = self.node.aggregate(round_, frames)
+        return {
+            "type": "round", "node": self.node.name, "round": round_,
+            "accuracy": result.accuracy, "loss": result.loss, "train_loss": result.train_loss,
+            "received_from": list(result.accepted_senders),
+            "missing": sorted(set(self.neighbours) - set(result.accepted_senders)),
+            # What this node did wrong this round, if anything: the poisoning ground truth.
+            "attack": self.behaviour.kind(round_),
+        }

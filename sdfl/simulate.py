@@ -1,0 +1,155 @@
+"""``sdfl simulate``: a scenario's DFL and its update-stream defense in one process, no root.
+
+The same scenario file as ``sdfl run``, the same nodes, shards, round body
+(:class:`agents.round.RoundBody`), attacks, wire frames and per-domain inspection and FU-HST
+(:class:`controllers.inspector.DomainInspection` feeding :class:`controllers.defense.DomainDefense`,
+notices through the coordination format), and the same result files: ``agent-<node>.jsonl``,
+``rounds.csv``, ``summary.json``, ``report.md``. What it leaves out is the network: no flow
+stream, no traffic attacks, no faults, no timing (a round's time is its number), and a ban cuts
+a node off from the next round on. It is the reference a network run is compared with, and the
+fast loop for a new attack or detector.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from agents.agent import build_node
+from agents.model import evaluate
+from agents.simulation import simulate
+from agents.wire import FrameError, decode
+from attacks.agent import poisoner_for
+from attacks.plan import POISONING, attacking_pairs, malicious_nodes
+from attacks.poisoning import CollusionBoard
+from common.jsonl import JsonLinesWriter
+from common.keys import controller_party, pair_key
+from controllers.coordination import NoticeChannel
+from controllers.defense import Ban, DefenseConfig, DomainDefense, Send
+from controllers.features import measured_warmup_rounds
+from controllers.inspector import DomainInspection
+from controllers.reports import ReportChannel
+from sdfl.results import round_rows, summarize, write_rounds_csv
+from sdfl.runner import frame_bounds, run_plan, write_summary
+from sdfl.scoring import ban_intervals, score_detection
+
+
+class SimulatedDefense:
+    """Every domain's inspection and FU-HST over the frames of one simulated run."""
+
+    def __init__(self, scenario: dict, layout, neighbours: dict[str, list[str]]) -> None:
+        config = DefenseConfig.from_scenario(scenario)
+        description = layout.to_description("user", monitor=True)
+        hosts = description.hosts
+        self.neighbours = neighbours
+        self.domain_of = {h.name: h.domain for h in hosts}
+        self.domains = sorted(set(self.domain_of.values()))
+        # A round lasts one second of simulated time: its frames arrive at its number.
+        key = b"inspection-report-key-of-sweep!!"
+        self.inspections = {d: DomainInspection(description, d, frame_bounds(scenario), 0.5,
+                                                measured_warmup_rounds(config.warmup_rounds), ReportChannel(key),
+                                                started=0.0) for d in self.domains}
+        self.report_channels = {d: ReportChannel(key, seq=0) for d in self.domains}
+        self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
+        # Notices travel as in the testbed: numbered, tagged per receiver, checked on arrival.
+        secret = b"detection-sweep"
+        self.channels = {d: NoticeChannel(d, {e: pair_key(secret, controller_party(d), controller_party(e))
+                                              for e in self.domains if e != d}) for d in self.domains}
+        self.bans: list[dict] = []
+        self.notice_bytes = 0
+
+    def __call__(self, round_: int, wire: dict[str, bytes]) -> set[str]:
+        decoded = {}
+        for sender, data in wire.items():
+            try:
+                decoded[sender] = decode(data)
+            except FrameError:
+                continue
+        cut: set[str] = set()
+        for domain in self.domains:
+            inspection = self.inspections[domain]
+            for sender, frame in decoded.items():
+                for receiver in self.neighbours[sender]:
+                    if receiver in wire and domain in (self.domain_of[sender], self.domain_of[receiver]):
+                        inspection.frame(round_, sender, receiver, frame)
+            inspection.log.clear()
+            for sealed in inspection.reports(round_ + 1.0):
+                report = self.report_channels[domain].open(sealed)
+                cut |= self._carry_out(domain, round_, self.defenses[domain].on_round(
+                    round_, report.round, report.features, report.violations))
+        return cut
+
+    def _carry_out(self, domain: int, now: float, actions: list) -> set[str]:
+        cut = set()
+        for action in actions:
+            if isinstance(action, Ban):
+                cut.add(action.node)
+            elif isinstance(action, Send):
+                for other, data in self.channels[domain].outgoing(action.notice).items():
+                    self.notice_bytes += len(data)
+                    notice = self.channels[other].incoming(data)
+                    cut |= self._carry_out(other, now, self.defenses[other].on_notice(now, notice))
+            elif action.record.get("type") == "ban":
+                self.bans.append(action.record)
+        return cut
+
+
+def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle: bool = False) -> dict:
+    """Simulate ``scenario``; with ``out``, write the run's result files there. Returns the
+    summary (``summary.json``'s content). ``oracle``: no detector; every attacker is cut off
+    just before its first attack, the best any ban can do."""
+    layout, names, neighbours, attacks, faults = run_plan(scenario)
+    dfl = scenario["dfl"]
+    left_out = [a.kind for a in attacks if a.category != POISONING] + [f.kind for f in faults]
+    if left_out:
+        progress(f"not simulated (they need the network): {', '.join(sorted(set(left_out)))}")
+    config = {"scenario": scenario, "nodes": names, "attacks": [a.to_record() for a in attacks if a.category == POISONING]}
+    nodes = {n: build_node(config, n) for n in names}
+    malicious = set(malicious_nodes(attacks))
+    poisoners = {n for a in attacks if a.category == POISONING for n in a.nodes}
+    board = CollusionBoard()
+    defense = None
+    if oracle:
+        pairs = attacking_pairs(attacks)
+        onset = {node: min(r for n, r in pairs if n == node) for node, _ in pairs}
+        defense = lambda round_, wire: {n for n, first in onset.items() if round_ >= first - 1}  # noqa: E731
+    elif scenario["defense"]["fuhst"]:
+        defense = SimulatedDefense(scenario, layout, neighbours)
+    records = simulate(nodes, neighbours, dfl["rounds"],
+                       behaviours={n: poisoner_for(config, nodes[n], board, collusion_wait_s=0.0) for n in poisoners},
+                       watch=defense)
+    for record in records:
+        record["time"] = float(record["round"])
+    rows = round_rows(records)
+    summary = summarize(scenario, rows, names, {}, malicious)
+    summary["simulated"] = True
+    # A node cut off by a ban stops there: the run is complete when every other one finished.
+    summary["dfl"]["cut_off_nodes"] = sorted(set(names) - set(summary["dfl"]["nodes_completed"]))
+    summary["complete"] = True
+    dataset = nodes[names[0]].dataset
+    # Every honest node's last model, one cut off by a false ban included (it stopped there).
+    summary["dfl"]["honest_accuracy_of_final_models"] = float(np.mean(
+        [evaluate(nodes[n].model, dataset.x_test, dataset.y_test)[0] for n in names if n not in malicious]))
+    summary["attacks"] = {"malicious_nodes": sorted(malicious), "malicious_fraction": len(malicious) / len(names),
+                          "plan": [a.to_record() for a in attacks], "not_simulated": sorted(set(left_out))}
+    if isinstance(defense, SimulatedDefense):
+        ends = [float(r) for r in range(1, dfl["rounds"] + 1)]  # a round's time is its number
+        summary["detection"] = score_detection(attacking_pairs(attacks), ban_intervals(defense.bans), ends, names,
+                                               malicious, scenario["defense"]["warmup_rounds"], defense.bans)
+        summary["overhead"] = {"interdomain_control_bytes_total": defense.notice_bytes,
+                               "interdomain_control_bytes_per_round": defense.notice_bytes / dfl["rounds"]}
+    for round_ in range(1, dfl["rounds"] + 1):
+        accuracy = summary["dfl"]["honest_accuracy_by_round"][round_ - 1]
+        if accuracy is not None:
+            progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            with JsonLinesWriter(out / f"agent-{name}.jsonl") as writer:
+                for record in records:
+                    if record["node"] == name:
+                        writer.write(record)
+        write_rounds_csv(rows, out / "rounds.csv")
+        write_summary(out, summary)
+    return summary

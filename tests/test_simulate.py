@@ -1,0 +1,39 @@
+"""``sdfl simulate``: the scenario's federation and its update-stream defense in one process,
+with the result files of a run."""
+
+import csv
+import json
+
+from sdfl.cli import DEFAULT_SCENARIO, main
+from sdfl.scenario import load_scenario
+from sdfl.simulate import simulate_run
+
+
+def test_the_paper_scenario_simulated_learns_and_bans_its_flippers_only(tmp_path):
+    scenario = load_scenario(DEFAULT_SCENARIO, ["dfl.rounds=8"])
+    summary = simulate_run(scenario, tmp_path, progress=lambda line: None)
+    malicious = set(summary["attacks"]["malicious_nodes"])
+    assert len(malicious) == 3 and summary["complete"] and summary["simulated"]
+    assert {b["node"] for b in summary["detection"]["bans"]} == malicious
+    assert summary["detection"]["honest_nodes_ever_banned"] == []
+    assert summary["dfl"]["honest_accuracy_final"] > 0.8
+    assert json.loads((tmp_path / "summary.json").read_text())["dfl"]["honest_accuracy_final"] == \
+        summary["dfl"]["honest_accuracy_final"]
+    with open(tmp_path / "rounds.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["round"] for r in rows} == {str(r) for r in range(1, 9)}
+    assert all(set(r["missing"].split()) <= malicious for r in rows if r["node"] not in malicious)
+
+
+def test_the_command_writes_a_report_and_names_what_it_cannot_simulate(tmp_path, capsys):
+    assert main(["simulate", str(DEFAULT_SCENARIO.parent / "flood.toml"), "--set", "dfl.rounds=6", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "not simulated (they need the network)" in out and "report:" in out
+    assert "**Simulated**" in (tmp_path / "report.md").read_text()
+
+
+def test_the_same_seed_simulates_the_same_run(tmp_path):
+    scenario = load_scenario(DEFAULT_SCENARIO, ["dfl.rounds=6"])
+    first = simulate_run(scenario, progress=lambda line: None)
+    second = simulate_run(scenario, progress=lambda line: None)
+    assert first["dfl"]["honest_accuracy_by_round"] == second["dfl"]["honest_accuracy_by_round"]
