@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks.plan import KINDS, TRAFFIC
 from common.description import HostSpec
 
-TRAFFIC_KINDS = ("syn-flood", "udp-flood", "icmp-flood", "port-scan", "arp-flood", "connect-flood", "crafted")
+TRAFFIC_KINDS = tuple(kind for kind, (category, _fields) in KINDS.items() if category == TRAFFIC)
+"""The plan's traffic kinds (:data:`attacks.plan.KINDS`): one list, the scenario's."""
 SEGMENT_BYTES = 1400
 """Payload per TCP segment of a crafted model frame (within the hosts' 1500-byte MTU)."""
 CRAFTED_COPIES = 4
