@@ -130,108 +130,138 @@ def run_plan(scenario: dict):
 
 
 def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    layout, nodes, neighbours, attacks, faults = run_plan(scenario)
-    dfl = scenario["dfl"]
-    (out / "scenario.json").write_text(json.dumps(scenario, indent=2) + "\n")
-    config_path = out / "dfl.json"
-    config_path.write_text(json.dumps({"scenario": scenario, "nodes": nodes, "neighbours": neighbours,
-                                       "attacks": [a.to_record() for a in attacks]}, indent=2))
-    for stale in [*(out / f"agent-{n}.jsonl" for n in nodes), out / "traffic.jsonl", out / "events.jsonl"]:
-        stale.unlink(missing_ok=True)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a rerun must not resume the last run's agents
-    write_run_keys(out, layout.domains, neighbours)
-    events = EventLog(out / "events.jsonl")
-    events.event("attack_plan", attacks=[a.to_record() for a in attacks], malicious=malicious_nodes(attacks))
-    dead: dict[str, int] = {}
-    attacks_summary = {"malicious_nodes": malicious_nodes(attacks),
-                       "malicious_fraction": len(malicious_nodes(attacks)) / len(nodes),
-                       "plan": [a.to_record() for a in attacks]}
+    """Run ``scenario`` on the emulated network into ``out``; returns its summary."""
+    return Experiment(scenario, out, progress, pcap).run()
 
-    def save_partial(reported: int, records: list[dict]) -> None:
+
+class Experiment:
+    """One ``sdfl run`` in named steps: prepare the run folder, bring the network up, start the
+    agents, follow the rounds (attacks and faults on their schedule), summarize."""
+
+    def __init__(self, scenario: dict, out: Path, progress=print, pcap: bool = False) -> None:
+        self.scenario, self.out, self.progress, self.pcap = scenario, out, progress, pcap
+        self.layout, self.nodes, self.neighbours, self.attacks, self.faults = run_plan(scenario)
+        self.dfl = scenario["dfl"]
+        self.malicious = set(malicious_nodes(self.attacks))
+        self.poisoners = {n for a in self.attacks if a.category == POISONING for n in a.nodes}
+        self.dead: dict[str, int] = {}
+        self.config_path = out / "dfl.json"
+        self.attacks_summary = {"malicious_nodes": malicious_nodes(self.attacks),
+                                "malicious_fraction": len(self.malicious) / len(self.nodes),
+                                "plan": [a.to_record() for a in self.attacks]}
+        self.events: EventLog | None = None
+
+    def run(self) -> dict:
+        self.prepare()
+        bounds = frame_bounds(self.scenario)
+        defense = DefenseConfig.from_scenario(self.scenario) if self.scenario["defense"]["fuhst"] else None
+        try:
+            with Emulation(self.layout, self.out, self.scenario["network"]["datapath"],
+                           self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
+                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds) as emulation:
+                self.events.event("network_up", datapath=emulation.datapath, **emulation.timings)
+                self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
+                              f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
+                              f"{len(self.nodes)} agents, {self.dfl['rounds']} rounds, {self.dfl['aggregator']}")
+                followed = self.follow(emulation, bounds)
+                counters = emulation.fresh_counters(since=time.time())
+                self.events.event("teardown")  # what the controllers send from here on is the network going away
+        finally:
+            self.events.close()
+        return self.summarize(emulation, counters, *followed)
+
+    def prepare(self) -> None:
+        """The run folder: scenario and DFL config, no result of an earlier run, fresh keys."""
+        out = self.out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.json").write_text(json.dumps(self.scenario, indent=2) + "\n")
+        self.config_path.write_text(json.dumps({"scenario": self.scenario, "nodes": self.nodes,
+                                                "neighbours": self.neighbours,
+                                                "attacks": [a.to_record() for a in self.attacks]}, indent=2))
+        for stale in [*(out / f"agent-{n}.jsonl" for n in self.nodes), out / "traffic.jsonl", out / "events.jsonl"]:
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a rerun must not resume the last run's agents
+        write_run_keys(out, self.layout.domains, self.neighbours)
+        self.events = EventLog(out / "events.jsonl")
+        self.events.event("attack_plan", attacks=self.attacks_summary["plan"], malicious=malicious_nodes(self.attacks))
+        self.save_partial(0, [])
+
+    def save_partial(self, reported: int, records: list[dict]) -> None:
         """A summary of the agents' ``records`` so far, marked incomplete: what a killed run leaves."""
-        rows = round_rows(records)
-        summary = summarize(scenario, rows, nodes, dead, set(malicious_nodes(attacks)))
+        summary = summarize(self.scenario, round_rows(records), self.nodes, self.dead, self.malicious)
         summary.update(complete=False, partial={"rounds_reported": reported, "written": time.time()},
-                       attacks=attacks_summary)
+                       attacks=self.attacks_summary)
+        write_summary(self.out, summary)
+
+    def start_agent(self, emulation, node: str) -> subprocess.Popen:
+        program = "attacks.agent" if node in self.poisoners else "agents.agent"  # honest agents hold no attack
+        with open(self.out / f"agent-{node}.log", "ab") as log:
+            proc = emulation.net.get(node).popen(
+                [sys.executable, "-m", program, "--network", str(emulation.description_path),
+                 "--config", str(self.config_path), "--node", node, "--out", str(self.out),
+                 "--keys", str(key_path(self.out, agent_party(node)))],
+                stdout=log, stderr=subprocess.STDOUT)
+        emulation.record.add_process(proc.pid, f"agent {node}")
+        return proc
+
+    def follow(self, emulation, bounds: FrameBounds):
+        """Start the agents and follow them to the end; the sampler, watch and injector's reports."""
+        agents = {node: self.start_agent(emulation, node) for node in self.nodes}
+        self.events.event("agents_started", nodes=self.nodes)
+        attackers = TrafficAttackers(emulation, self.out, self.scenario["seed"],
+                                     budget_s=self.dfl["rounds"] * (self.dfl["round_timeout_s"] + 60),
+                                     shapes=bounds.shapes)
+        injector = FaultInjector(self.faults, emulation, agents, lambda node: self.start_agent(emulation, node),
+                                 self.events)
+        sampler = ResourceSampler(lambda: [(p.pid, p.role) for p in emulation.record.processes])
+        liveness = ServiceWatch(emulation, self.out, self.events, self.progress)
+        try:
+            with sampler:
+                RoundFollower(self, emulation, agents, attackers, injector, liveness).run()
+        finally:
+            attackers.stop_all()
+            injector.undo_all()
+        return sampler, liveness, injector
+
+    def summarize(self, emulation, counters: dict, sampler, liveness, injector) -> dict:
+        out, dfl = self.out, self.dfl
+        rows = round_rows(agent_records(out, self.nodes))
+        write_rounds_csv(rows, out / "rounds.csv")
+        summary = summarize(self.scenario, rows, self.nodes, self.dead, self.malicious)
+        summary["attacks"] = {
+            **self.attacks_summary,
+            "traffic_sent": [r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"],
+        }
+        summary["network"] = network_summary(emulation, counters, dfl["port"])
+        summary["resources"] = sampler.report()
+        summary["stalls"] = liveness.watch.report(time.time())
+        summary["faults"] = injector.report(
+            agent_records(out, self.nodes),
+            {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, self.layout.domains + 1)}, dfl["rounds"],
+            summary["stalls"])
+        if self.scenario["defense"]["fuhst"]:
+            summary.update(defense_summary(self.scenario, out, self.nodes, self.attacks, summary))
+        model_bytes = summary["dfl"]["model_bytes_total"]
+        summary["network"]["dfl_port_bytes_over_model_bytes"] = (
+            summary["network"]["dfl_port_bytes_total"] / model_bytes if model_bytes else None)
         write_summary(out, summary)
+        return summary
 
-    save_partial(0, [])
-    bounds = frame_bounds(scenario)
-    try:
-        defense = DefenseConfig.from_scenario(scenario) if scenario["defense"]["fuhst"] else None
-        with Emulation(layout, out, scenario["network"]["datapath"], scenario["defense"]["poll_interval"],
-                       watched_ports=(dfl["port"],), defense=defense, pcap=pcap, keyed=True,
-                       frame_bounds=bounds) as emulation:
-            events.event("network_up", datapath=emulation.datapath, **emulation.timings)
-            progress(f"network up: {layout.domains} domains x {layout.hosts_per_domain} hosts "
-                     f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
-                     f"{len(nodes)} agents, {dfl['rounds']} rounds, {dfl['aggregator']}")
 
-            poisoners = {n for a in attacks if a.category == POISONING for n in a.nodes}
-
-            def start_agent(node: str) -> subprocess.Popen:
-                program = "attacks.agent" if node in poisoners else "agents.agent"  # honest agents hold no attack
-                with open(out / f"agent-{node}.log", "ab") as log:
-                    proc = emulation.net.get(node).popen(
-                        [sys.executable, "-m", program, "--network", str(emulation.description_path),
-                         "--config", str(config_path), "--node", node, "--out", str(out),
-                         "--keys", str(key_path(out, agent_party(node)))],
-                        stdout=log, stderr=subprocess.STDOUT)
-                emulation.record.add_process(proc.pid, f"agent {node}")
-                return proc
-
-            agents = {node: start_agent(node) for node in nodes}
-            events.event("agents_started", nodes=nodes)
-            attackers = TrafficAttackers(emulation, out, scenario["seed"],
-                                         budget_s=dfl["rounds"] * (dfl["round_timeout_s"] + 60), shapes=bounds.shapes)
-            injector = FaultInjector(faults, emulation, agents, start_agent, events)
-            sampler = ResourceSampler(lambda: [(p.pid, p.role) for p in emulation.record.processes])
-            liveness = ServiceWatch(emulation, out, events, progress)
-            try:
-                with sampler:
-                    _follow(emulation, agents, out, nodes, dfl, dead, events, progress, TrafficTimeline(attacks),
-                            attackers, set(malicious_nodes(attacks)), injector, save_partial, liveness)
-            finally:
-                attackers.stop_all()
-                injector.undo_all()
-            counters = emulation.fresh_counters(since=time.time())
-            events.event("teardown")  # what the controllers send from here on is the network going away
-    finally:
-        events.close()
-    rows = round_rows(agent_records(out, nodes))
-    write_rounds_csv(rows, out / "rounds.csv")
-    summary = summarize(scenario, rows, nodes, dead, set(malicious_nodes(attacks)))
-    summary["attacks"] = {
-        **attacks_summary,
-        "traffic_sent": [r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"],
-    }
-    summary["network"] = {
+def network_summary(emulation, counters: dict, dfl_port: int) -> dict:
+    """What the edge switches counted of the run, per host and in total."""
+    hosts = [(name, c) for record in counters.values() for name, c in record["hosts"].items()]
+    return {
         "datapath": emulation.datapath,
         "bring_up_s": emulation.timings["bring_up_s"],
-        "host_ipv4_bytes_total": sum(c["bytes"] for record in counters.values() for c in record["hosts"].values()),
+        "host_ipv4_bytes_total": sum(c["bytes"] for _, c in hosts),
         # What each host sent, as its edge switch counted it: admitted IPv4 and dropped frames.
-        "host_ipv4_bytes": {name: c["bytes"] for record in counters.values() for name, c in record["hosts"].items()},
-        "host_dropped_bytes": {name: c["dropped_bytes"]
-                               for record in counters.values() for name, c in record["hosts"].items()},
+        "host_ipv4_bytes": {name: c["bytes"] for name, c in hosts},
+        "host_dropped_bytes": {name: c["dropped_bytes"] for name, c in hosts},
         # IPv4 bytes towards the agents' port, from the controllers' flow counters: the model
         # bytes plus IP/TCP headers (about 3.6 % with a 1500-byte MTU) and any retransmissions.
-        "dfl_port_bytes_total": sum(c["watched_port_bytes"].get(str(dfl["port"]), 0)
-                                    for record in counters.values() for c in record["hosts"].values()),
+        "dfl_port_bytes_total": sum(c["watched_port_bytes"].get(str(dfl_port), 0) for _, c in hosts),
     }
-    summary["resources"] = sampler.report()
-    summary["stalls"] = liveness.watch.report(time.time())
-    summary["faults"] = injector.report(
-        agent_records(out, nodes),
-        {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, layout.domains + 1)}, dfl["rounds"],
-        summary["stalls"])
-    if scenario["defense"]["fuhst"]:
-        summary.update(defense_summary(scenario, out, nodes, attacks, summary))
-    model_bytes = summary["dfl"]["model_bytes_total"]
-    summary["network"]["dfl_port_bytes_over_model_bytes"] = (
-        summary["network"]["dfl_port_bytes_total"] / model_bytes if model_bytes else None)
-    write_summary(out, summary)
-    return summary
 
 
 def write_summary(out: Path, summary: dict) -> None:
@@ -328,77 +358,98 @@ class ServiceWatch:
             self.events.event("service_stalled" if state == "stalled" else "service_live", service=service)
 
 
-def _follow(emulation, agents, out, nodes, dfl, dead, events, progress, timeline, attackers, malicious,
-            injector, save_partial, liveness) -> None:
-    """Wait for the agents, printing a line per finished round and naming any that die;
-    log poisoning as the agents report it, run the traffic attacks and the faults on the round
+class RoundFollower:
+    """Waits for the agents, printing a line per finished round and naming any that die; logs
+    poisoning as the agents report it, runs the traffic attacks and the faults on the round
     schedule."""
-    budget = dfl["rounds"] * (dfl["round_timeout_s"] + 60) + 60
-    deadline = time.monotonic() + budget
-    reported = 0
-    poisoned: set[tuple[str, int]] = set()
 
-    def to_round(round_: int) -> None:
-        start, stop, records = timeline.advance(round_, time.time())
+    def __init__(self, experiment: Experiment, emulation, agents: dict, attackers: TrafficAttackers,
+                 injector: FaultInjector, liveness: ServiceWatch) -> None:
+        self.experiment, self.emulation, self.agents = experiment, emulation, agents
+        self.attackers, self.injector, self.liveness = attackers, injector, liveness
+        self.timeline = TrafficTimeline(experiment.attacks)
+        self.events, self.progress, self.dfl = experiment.events, experiment.progress, experiment.dfl
+        self.reported = 0
+        self.poisoned: set[tuple[str, int]] = set()
+
+    def run(self) -> None:
+        budget = self.dfl["rounds"] * (self.dfl["round_timeout_s"] + 60) + 60
+        deadline = time.monotonic() + budget
+        self.to_round(1)
+        while True:
+            self.emulation.raise_if_controller_died()
+            self.liveness.tick()
+            self.injector.tick()
+            self.name_the_dead()
+            records = agent_records(self.experiment.out, self.experiment.nodes)
+            for node in self.injector.follow_rejoins(records):
+                self.events.event("agent_rejoined", node=node)
+                self.progress(f"agent {node} rejoined from its checkpoint")
+            self.log_poisoning(records)
+            self.report_finished_rounds(records)
+            if all(proc.poll() is not None for proc in self.agents.values()) and not self.injector.busy():
+                self.finish()
+                return
+            if time.monotonic() > deadline:
+                stuck = sorted(n for n, p in self.agents.items() if p.poll() is None)
+                self.events.event("timeout", nodes=stuck)
+                raise RuntimeError(f"agents {stuck} did not finish within {budget:.0f} s")
+            time.sleep(0.2)
+
+    def to_round(self, round_: int) -> None:
+        start, stop, records = self.timeline.advance(round_, time.time())
         for record in records:
-            events.event("attack", **record)
+            self.events.event("attack", **record)
         for attack, node in stop:
-            attackers.stop(attack.kind, node)
+            self.attackers.stop(attack.kind, node)
         for attack, node in start:
-            attackers.start(attack, node)
-            progress(f"round {round_}: {node} starts a {attack.kind} towards {attack.params['target']} "
-                     f"at {attack.params['rate_pps']:g} packets/s")
-        for fault in [f for f in injector.pending if f.at_round <= round_]:
-            progress(f"round {round_}: fault {fault.kind} {fault.target} for {fault.duration_s:g} s")
-        injector.reached(round_)
+            self.attackers.start(attack, node)
+            self.progress(f"round {round_}: {node} starts a {attack.kind} towards {attack.params['target']} "
+                          f"at {attack.params['rate_pps']:g} packets/s")
+        for fault in [f for f in self.injector.pending if f.at_round <= round_]:
+            self.progress(f"round {round_}: fault {fault.kind} {fault.target} for {fault.duration_s:g} s")
+        self.injector.reached(round_)
 
-    to_round(1)
-    while True:
-        emulation.raise_if_controller_died()
-        liveness.tick()
-        injector.tick()
-        for node, proc in agents.items():
+    def name_the_dead(self) -> None:
+        dead = self.experiment.dead
+        for node, proc in self.agents.items():
             code = proc.poll()
-            if code not in (None, 0) and node not in dead and not injector.owns_exit(node):
+            if code not in (None, 0) and node not in dead and not self.injector.owns_exit(node):
                 dead[node] = code
-                events.event("agent_died", node=node, exit_code=code)
-                progress(f"agent {node} died (exit code {code}); see {out / f'agent-{node}.log'}")
-        records = agent_records(out, nodes)
-        for node in injector.follow_rejoins(records):
-            events.event("agent_rejoined", node=node)
-            progress(f"agent {node} rejoined from its checkpoint")
+                self.events.event("agent_died", node=node, exit_code=code)
+                self.progress(f"agent {node} died (exit code {code}); see {self.experiment.out / f'agent-{node}.log'}")
+
+    def log_poisoning(self, records: list[dict]) -> None:
         for r in records:
-            if r.get("attack") and (r["node"], r["round"]) not in poisoned:
-                poisoned.add((r["node"], r["round"]))
-                events.event("attack", node=r["node"], kind=r["attack"], category=POISONING, round=r["round"],
-                             start=r["sending_from"], stop=r["sent_by"])
-        while reported < dfl["rounds"]:
-            round_ = reported + 1
+            if r.get("attack") and (r["node"], r["round"]) not in self.poisoned:
+                self.poisoned.add((r["node"], r["round"]))
+                self.events.event("attack", node=r["node"], kind=r["attack"], category=POISONING, round=r["round"],
+                                  start=r["sending_from"], stop=r["sent_by"])
+
+    def report_finished_rounds(self, records: list[dict]) -> None:
+        """A line per round every live agent has finished, in order; the next round's schedule."""
+        rounds = self.dfl["rounds"]
+        while self.reported < rounds:
+            round_ = self.reported + 1
             done = [r for r in records if r["round"] == round_]
             have = {r["node"] for r in done}
-            waiting = [n for n in nodes if n not in have and n not in dead and not injector.owns_exit(n)
-                       and not injector.skipped(n, round_, records)]
-            if waiting:
-                break
-            honest = [r for r in done if r["node"] not in malicious]
+            if [n for n in self.experiment.nodes if n not in have and n not in self.experiment.dead
+                    and not self.injector.owns_exit(n) and not self.injector.skipped(n, round_, records)]:
+                return
+            honest = [r for r in done if r["node"] not in self.experiment.malicious]
             accuracy = sum(r["accuracy"] for r in honest) / max(len(honest), 1)
             slowest = max((r["round_time_s"] for r in done), default=0.0)
             pace = (f"slowest round {slowest:.1f} s" if any(r["received_from"] for r in done)
                     else "no model moved: every node aggregated alone")
-            progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f} over {len(honest)} nodes, {pace}")
-            reported = round_
-            save_partial(reported, records)
-            if round_ < dfl["rounds"]:
-                to_round(round_ + 1)
-        if all(proc.poll() is not None for proc in agents.values()) and not injector.busy():
-            stop, final = timeline.finish(time.time())
-            for record in final:
-                events.event("attack", **record)
-            for attack, node in stop:
-                attackers.stop(attack.kind, node)
-            return
-        if time.monotonic() > deadline:
-            stuck = sorted(n for n, p in agents.items() if p.poll() is None)
-            events.event("timeout", nodes=stuck)
-            raise RuntimeError(f"agents {stuck} did not finish within {budget:.0f} s")
-        time.sleep(0.2)
+            self.progress(f"round {round_}/{rounds}: honest accuracy {accuracy:.3f} over {len(honest)} nodes, {pace}")
+            self.reported = round_
+            self.experiment.save_partial(round_, records)
+            if round_ < rounds:
+                self.to_round(round_ + 1)
+
+    def finish(self) -> None:
+        stop, final = self.timeline.finish(time.time())
+        for record in final:
+            self.events.event("attack", **record)
+        for attack, node in stop:
+            self.attackers.stop(attack.kind, node)
