@@ -21,7 +21,7 @@ import numpy as np
 from common.description import HostSpec
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream
-from controllers.detector import STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
+from controllers.detector import DETECTORS, STRONG_WEIGHT, Evidence
 from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal, measured_warmup_rounds
 
 
@@ -113,11 +113,7 @@ class DomainDefense:
         self.banned_until: dict[str, float] = {}
 
     def _detector(self, keys, window_size: int, salt: int):
-        c = self.config
-        if c.detector == "threshold":
-            return ThresholdStream(keys, k=c.threshold_k)
-        return StreamDetector(keys, quantile=c.quantile, margin=c.margin, n_trees=c.n_trees, height=c.height,
-                              window_size=window_size, seed=c.seed * 7 + salt)
+        return DETECTORS[self.config.detector](keys, window_size, self.config.seed * 7 + salt, self.config)
 
     def banned(self, node: str) -> bool:
         return node in self.banned_until

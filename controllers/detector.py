@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import collections
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from river import anomaly
 
 
 STRONG_SHARE = 0.75
@@ -59,6 +58,8 @@ class StreamDetector:
         self.quantile = quantile
         self.margin = margin
         self.window_size = window_size
+        from river import anomaly  # only where trees are grown: the registry is importable without river
+
         self.model = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size,
                                             limits={k: (0.0, 1.0) for k in self.keys}, seed=seed)
         self.seen = 0
@@ -139,6 +140,25 @@ class ThresholdStream:
                 self.bands[key] = (mean - self.k * std, mean + self.k * std, std)
         score = max(max(low - x[key], x[key] - high, 0.0) / std for key, (low, high, std) in self.bands.items())
         return Verdict(score, self.threshold, score > self.threshold, False, float(score > self.threshold))
+
+
+def half_space_trees(keys, window_size: int, seed: int, knobs) -> StreamDetector:
+    """FU-HST's detector: ``knobs`` (a :class:`controllers.defense.DefenseConfig`) give
+    quantile, margin, n_trees and height."""
+    return StreamDetector(keys, quantile=knobs.quantile, margin=knobs.margin, n_trees=knobs.n_trees,
+                          height=knobs.height, window_size=window_size, seed=seed)
+
+
+def static_threshold(keys, window_size: int, seed: int, knobs) -> ThresholdStream:
+    """The baseline: bands of ``knobs.threshold_k`` std-devs."""
+    return ThresholdStream(keys, k=knobs.threshold_k)
+
+
+DETECTORS: dict[str, Callable] = {"fuhst": half_space_trees, "threshold": static_threshold}
+"""``defense.detector`` -> a factory ``(keys, window_size, seed, knobs)``; a stream detector has
+``observe_batch(batch, warming_up) -> {key: Verdict}`` and a calibrated ``threshold``, never
+learns from what it flags, and pickles (the controller persists it across restarts). A new
+detector is one entry here and one run of ``tests/test_detector_contract.py``."""
 
 
 def _quantile(values: list[float], q: float) -> float:

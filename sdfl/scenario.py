@@ -18,8 +18,9 @@ from typing import Any
 from agents.aggregation import AGGREGATOR_NAMES
 from agents.peers import PEER_GRAPHS
 from attacks.plan import normalize_entry
-from sdfl.faults import normalize_fault
 from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
+from controllers.detector import DETECTORS
+from sdfl.faults import normalize_fault
 
 
 def ban_after_check(value: str) -> str | None:
@@ -53,7 +54,7 @@ SCHEMA: dict[str, Any] = {
     },
     "defense": {
         "fuhst": Field(bool, False, help="FU-HST in every domain's controller: detect, ban, coordinate"),
-        "detector": Field(str, "fuhst", one_of("fuhst", "threshold"),
+        "detector": Field(str, "fuhst", one_of(*DETECTORS),
                           "Half-Space Trees, or the static-threshold baseline"),
         "poll_interval": Field(float, 1.0, positive, "seconds between flow-stats polls"),
         "ban_after": Field(str, "3/4", ban_after_check, "ban after m anomalous of a node's last n observations"),
