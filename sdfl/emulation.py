@@ -78,7 +78,7 @@ class Emulation:
         services accept as an honest frame (required with ``defense``).
     """
 
-    def __init__(self, layout: NetworkLayout, out_dir: Path, datapath: str = "auto",
+    def __init__(self, layout: NetworkLayout, out_dir: Path, *, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
                  keyed: bool = False, frame_bounds=None) -> None:

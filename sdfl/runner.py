@@ -156,8 +156,8 @@ class Experiment:
         bounds = frame_bounds(self.scenario)
         defense = DefenseConfig.from_scenario(self.scenario) if self.scenario["defense"]["fuhst"] else None
         try:
-            with Emulation(self.layout, self.out, self.scenario["network"]["datapath"],
-                           self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
+            with Emulation(self.layout, self.out, datapath=self.scenario["network"]["datapath"],
+                           poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
                            defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds) as emulation:
                 self.events.event("network_up", datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "

@@ -104,18 +104,13 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
     left_out = [a.kind for a in attacks if a.category != POISONING] + [f.kind for f in faults]
     if left_out:
         progress(f"not simulated (they need the network): {', '.join(sorted(set(left_out)))}")
-    config = {"scenario": scenario, "nodes": names, "attacks": [a.to_record() for a in attacks if a.category == POISONING]}
+    config = {"scenario": scenario, "nodes": names,
+              "attacks": [a.to_record() for a in attacks if a.category == POISONING]}
     nodes = {n: build_node(config, n) for n in names}
     malicious = set(malicious_nodes(attacks))
     poisoners = {n for a in attacks if a.category == POISONING for n in a.nodes}
     board = CollusionBoard()
-    defense = None
-    if oracle:
-        pairs = attacking_pairs(attacks)
-        onset = {node: min(r for n, r in pairs if n == node) for node, _ in pairs}
-        defense = lambda round_, wire: {n for n, first in onset.items() if round_ >= first - 1}  # noqa: E731
-    elif scenario["defense"]["fuhst"]:
-        defense = SimulatedDefense(scenario, layout, neighbours)
+    defense = _defense(scenario, layout, neighbours, attacks, oracle)
     records = simulate(nodes, neighbours, dfl["rounds"],
                        behaviours={n: poisoner_for(config, nodes[n], board, collusion_wait_s=0.0) for n in poisoners},
                        watch=defense)
@@ -144,12 +139,26 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
         if accuracy is not None:
             progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f}")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            with JsonLinesWriter(out / f"agent-{name}.jsonl") as writer:
-                for record in records:
-                    if record["node"] == name:
-                        writer.write(record)
-        write_rounds_csv(rows, out / "rounds.csv")
-        write_summary(out, summary)
+        _write_results(out, names, records, rows, summary)
     return summary
+
+
+def _defense(scenario: dict, layout, neighbours: dict, attacks: list, oracle: bool):
+    """What watches the simulated wire: FU-HST's update stream, the oracle, or nothing."""
+    if oracle:
+        pairs = attacking_pairs(attacks)
+        onset = {node: min(r for n, r in pairs if n == node) for node, _ in pairs}
+        return lambda round_, wire: {n for n, first in onset.items() if round_ >= first - 1}
+    return SimulatedDefense(scenario, layout, neighbours) if scenario["defense"]["fuhst"] else None
+
+
+def _write_results(out: Path, names: list[str], records: list[dict], rows: list[dict], summary: dict) -> None:
+    """The result files of a run: agent records, rounds.csv, summary.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with JsonLinesWriter(out / f"agent-{name}.jsonl") as writer:
+            for record in records:
+                if record["node"] == name:
+                    writer.write(record)
+    write_rounds_csv(rows, out / "rounds.csv")
+    write_summary(out, summary)
