@@ -15,7 +15,6 @@ agent or the run dies.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -27,37 +26,33 @@ from typing import TYPE_CHECKING
 from agents.wire import TAG_BYTES, tag
 from common.description import DescriptionError, NetworkDescription, load_description
 from common.jsonl import JsonLinesWriter
+from common.runconfig import RunConfig, RunConfigError
 
 if TYPE_CHECKING:
     from agents.node import Behaviour, DFLNode
 
-    BehaviourFactory = Callable[[dict, DFLNode, Path, bool], Behaviour]
+    BehaviourFactory = Callable[[RunConfig, DFLNode, Path, bool], Behaviour]
     """(run config, the node, the run folder, whether frames are tagged) -> its behaviour."""
 
 LOG = logging.getLogger("sdfl.agent")
 
 
-def node_seed(config: dict, node_name: str) -> int:
-    """The seed of everything random about one node (its training, its attack's noise)."""
-    return config["scenario"]["seed"] * 1000 + config["nodes"].index(node_name)
-
-
-def build_node(config: dict, node_name: str):
+def build_node(config: RunConfig, node_name: str):
     """The node named ``node_name`` of the run ``config`` (dfl.json): its shard of the dataset,
     its aggregator, its seeds."""
     from agents.aggregation import make_aggregator
     from agents.data import load_dataset, partition
     from agents.node import DFLNode, TrainingConfig
 
-    scenario, dfl, nodes = config["scenario"], config["scenario"]["dfl"], config["nodes"]
+    scenario, dfl, nodes = config.scenario, config.dfl, config.nodes
     dataset = load_dataset(dfl["dataset"], dfl["dataset_path"], scenario["seed"], dfl["test_fraction"])
     shards = partition(dataset.y_train, len(nodes), dfl["partition"], dfl["alpha"], scenario["seed"])
     training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"])
     return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
-                   make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=node_seed(config, node_name))
+                   make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=config.node_seed(node_name))
 
 
-def run_agent(description: NetworkDescription, config: dict, node_name: str, out_dir: Path,
+def run_agent(description: NetworkDescription, config: RunConfig, node_name: str, out_dir: Path,
               keys: dict[str, bytes] | None = None, behaviour_for: BehaviourFactory | None = None) -> int:
     """Run the node's rounds; with ``keys`` (neighbour -> shared key) every frame it sends is
     tagged for its receiver and only frames whose tag verifies are accepted. ``behaviour_for``
@@ -71,8 +66,8 @@ def run_agent(description: NetworkDescription, config: dict, node_name: str, out
     from agents.transport import Inbox, Listener, Sender
 
     torch.set_num_threads(1)
-    dfl = config["scenario"]["dfl"]
-    neighbours = config["neighbours"][node_name]
+    dfl = config.dfl
+    neighbours = list(config.neighbours[node_name])
     ip_of = {h.name: h.ip for h in description.hosts}
     node = build_node(config, node_name)
     tagged = keys is not None
@@ -189,8 +184,11 @@ def main(argv: list[str] | None = None, behaviour_for: BehaviourFactory | None =
         description = load_description(args.network)
     except DescriptionError as error:
         parser.error(str(error))
-    config = json.loads(args.config.read_text())
-    if args.node not in config["nodes"]:
+    try:
+        config = RunConfig.from_json(args.config.read_text())
+    except (OSError, RunConfigError) as error:
+        parser.error(f"--config {args.config}: {error}")
+    if args.node not in config.nodes:
         parser.error(f"node {args.node!r} is not a DFL node of this run")
     keys = None
     if args.keys is not None:
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None, behaviour_for: BehaviourFactory | None =
             keys = read_keys(args.keys)
         except ValueError as error:
             parser.error(str(error))
-        missing = sorted(set(config["neighbours"][args.node]) - set(keys))
+        missing = sorted(set(config.neighbours[args.node]) - set(keys))
         if missing:
             parser.error(f"key file {args.keys} has no key for neighbours {missing}")
     return run_agent(description, config, args.node, args.out, keys, behaviour_for)

@@ -9,26 +9,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.agent import exit_now, main, node_seed
+from agents.agent import exit_now, main
 from agents.node import DFLNode
 from attacks.plan import Attack
 from attacks.poisoning import CollusionBoard, DirectoryBoard, Poisoner
+from common.runconfig import RunConfig
 
 
-def poisoner_for(config: dict, node: DFLNode, board: CollusionBoard, collusion_wait_s: float,
+def poisoner_for(config: RunConfig, node: DFLNode, board: CollusionBoard, collusion_wait_s: float,
                  tagged: bool = False) -> Poisoner:
     """The poisoner of ``node`` in the run ``config`` (dfl.json); colluders meet on ``board`` and
     wait for each other at most ``collusion_wait_s``."""
-    return Poisoner(node.name, [Attack.from_record(a) for a in config.get("attacks", [])], len(config["nodes"]),
-                    node.dataset.n_classes, seed=node_seed(config, node.name), board=board,
+    return Poisoner(node.name, [Attack.from_record(a) for a in config.attacks], len(config.nodes),
+                    node.dataset.n_classes, seed=config.node_seed(node.name), board=board,
                     collusion_wait_s=collusion_wait_s, tagged=tagged)
 
 
-def poisoner_in_process(config: dict, node: DFLNode, out_dir: Path, tagged: bool) -> Poisoner:
+def poisoner_in_process(config: RunConfig, node: DFLNode, out_dir: Path, tagged: bool) -> Poisoner:
     """Agent processes collude through files in the run folder (an out-of-band channel), for at
     most half a round deadline."""
     return poisoner_for(config, node, DirectoryBoard(out_dir / "collusion"),
-                        config["scenario"]["dfl"]["round_timeout_s"] / 2, tagged)
+                        config.dfl["round_timeout_s"] / 2, tagged)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from sdfl.faults import FaultInjector, resolve_faults
 from common.description import load_description
 from common.jsonl import JsonLinesWriter, read_jsonl
 from common.keys import agent_party, key_path, write_run_keys
+from common.runconfig import RunConfig
 from sdfl.liveness import LivenessWatch
 from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
@@ -175,9 +176,8 @@ class Experiment:
         out = self.out
         out.mkdir(parents=True, exist_ok=True)
         (out / "scenario.json").write_text(json.dumps(self.scenario, indent=2) + "\n")
-        self.config_path.write_text(json.dumps({"scenario": self.scenario, "nodes": self.nodes,
-                                                "neighbours": self.neighbours,
-                                                "attacks": [a.to_record() for a in self.attacks]}, indent=2))
+        self.config_path.write_text(RunConfig(self.scenario, tuple(self.nodes), self.neighbours,
+                                              tuple(a.to_record() for a in self.attacks)).to_json())
         for stale in [*(out / f"agent-{n}.jsonl" for n in self.nodes), out / "traffic.jsonl", out / "events.jsonl"]:
             stale.unlink(missing_ok=True)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a rerun must not resume the last run's agents

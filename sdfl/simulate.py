@@ -25,6 +25,7 @@ from attacks.plan import POISONING, attacking_pairs, malicious_nodes
 from attacks.poisoning import CollusionBoard
 from common.jsonl import JsonLinesWriter
 from common.keys import controller_party, pair_key
+from common.runconfig import RunConfig
 from controllers.coordination import NoticeChannel
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Send
 from controllers.features import measured_warmup_rounds
@@ -104,8 +105,8 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
     left_out = [a.kind for a in attacks if a.category != POISONING] + [f.kind for f in faults]
     if left_out:
         progress(f"not simulated (they need the network): {', '.join(sorted(set(left_out)))}")
-    config = {"scenario": scenario, "nodes": names,
-              "attacks": [a.to_record() for a in attacks if a.category == POISONING]}
+    config = RunConfig(scenario, tuple(names), {n: tuple(p) for n, p in neighbours.items()},
+                       tuple(a.to_record() for a in attacks if a.category == POISONING))
     nodes = {n: build_node(config, n) for n in names}
     malicious = set(malicious_nodes(attacks))
     poisoners = {n for a in attacks if a.category == POISONING for n in a.nodes}

@@ -15,6 +15,7 @@ from agents.transport import Inbox, Listener, Sender
 from agents.wire import ModelFrame, encode, tag
 from common.description import HostSpec, NetworkDescription
 from common.jsonl import read_jsonl
+from common.runconfig import RunConfig
 from sdfl.scenario import load_scenario
 
 SHAPES = ((4, 3), (3,))
@@ -170,8 +171,8 @@ def run_three_agents(out, overrides, attacks=()):
                   for i, n in enumerate(NODES))
     description = NetworkDescription(1, "none", "line", (), (), hosts)
     scenario = load_scenario(None, [f"dfl.port={free_port()}", *overrides])
-    config = {"scenario": scenario, "nodes": NODES, "attacks": list(attacks),
-              "neighbours": {n: [m for m in NODES if m != n] for n in NODES}}
+    config = RunConfig(scenario, tuple(NODES), {n: tuple(m for m in NODES if m != n) for n in NODES},
+                       tuple(attacks))
     poisoners = {n for a in attacks for n in a["nodes"]}
     threads = [threading.Thread(target=run_agent, args=(description, config, n, out, None,
                                                         poisoner_in_process if n in poisoners else None))
