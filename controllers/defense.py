@@ -118,8 +118,11 @@ class DomainDefense:
     def banned(self, node: str) -> bool:
         return node in self.banned_until
 
-    def on_poll(self, now: float, features: dict[str, dict[str, float]]) -> list:
-        """One poll of the domain's hosts (absolute flow features per host).
+    def on_poll(self, now: float, features: dict[str, dict[str, float]],
+                violations: dict[str, list[str]] | None = None) -> list:
+        """One poll of the domain's hosts (absolute flow features per host), and the floods the
+        switch's meters saw (:func:`controllers.features.flood_violations`): each strong
+        evidence, warm-up or not, so two polls of one ban.
 
         Each host is judged on its excess over its peers in the same poll and over the domain's
         normal level (:func:`controllers.features.excess_over_normal`); that level is the
@@ -133,7 +136,8 @@ class DomainDefense:
             self.normal_flow = {k: float(np.median([f[k] for f in self._warmup_flows])) for k in FLOW_FEATURES} \
                 if self._warmup_flows else {}
         excess = excess_over_normal({n: f for n, f in features.items() if not self.banned(n)}, self.normal_flow)
-        return self._observe(now, Stream.FLOW, {n: excess[n] for n in sorted(busy)}, None)
+        return (self._violations(now, Stream.FLOW, violations, None)
+                + self._observe(now, Stream.FLOW, {n: excess[n] for n in sorted(busy)}, None))
 
     def on_round(self, now: float, round_: int, features: dict[str, dict[str, float]],
                  violations: dict[str, list[str]] | None = None) -> list:
@@ -142,20 +146,25 @@ class DomainDefense:
         run, tensors not of the model's shapes, a name not its own): each such frame is strong
         evidence, warm-up or not, so two of them ban."""
         self.round = max(self.round, round_)
+        return self._violations(now, Stream.UPDATE, violations, round_) + self._observe(now, Stream.UPDATE, features,
+                                                                                         round_)
+
+    def _violations(self, now: float, stream: Stream, violations: dict[str, list[str]] | None,
+                    round_: int | None) -> list:
+        """Each violation of a local node is strong evidence on ``stream``; enough of them ban."""
         actions: list = []
         for node, reasons in sorted((violations or {}).items()):
             if node not in self.local or self.banned(node):
                 continue
             for why in reasons[:self.config.ban_after_n]:
-                ban = self.evidence[Stream.UPDATE].add(node, STRONG_WEIGHT)
-                m, n = self.evidence[Stream.UPDATE].count(node)
-                actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": "update",
+                ban = self.evidence[stream].add(node, STRONG_WEIGHT)
+                m, n = self.evidence[stream].count(node)
+                actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
                                     "round": round_, "violation": why, "evidence": [m, n]}))
                 if ban:
-                    actions += self._ban(now, node, Stream.UPDATE, 1.0, m, n, round_, {"violation": why},
-                                         origin=self.domain)
+                    actions += self._ban(now, node, stream, 1.0, m, n, round_, {"violation": why}, origin=self.domain)
                     break
-        return actions + self._observe(now, Stream.UPDATE, features, round_)
+        return actions
 
     def _observe(self, now: float, stream: Stream, batch: dict[str, dict], round_: int | None) -> list:
         # A banned node's traffic never reaches the detector's idea of normal.

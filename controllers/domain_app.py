@@ -58,7 +58,7 @@ from common.keys import inspector_party, peer_controller_keys, read_keys
 from controllers.coordination import LINK_TYPES, MessageError, MessageType, Notice, NoticeChannel
 from controllers.core import ArpReply, DomainCore, FlowRule
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
-from controllers.features import flow_features
+from controllers.features import flood_violations, flow_features
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
 from controllers.packets import PacketError, parse_packet_in
 from controllers.reports import ReportChannel
@@ -273,14 +273,18 @@ class DomainController(BaseApp):
         self._save_state()  # once a round: what the detector learnt survives a restart
 
     def _defend_with_flows(self, snapshot) -> None:
-        features = {}
+        features, violations = {}, {}
         for name, counters in sorted(snapshot.hosts.items()):
             recent = self._recent_counters[name]
             recent.append((snapshot.requested_at, vars(counters)))
             (since, previous), (now, current) = recent[0], recent[-1]
             if now > since:
                 features[name] = flow_features(previous, current, now - since)
-        self._carry_out(self._timed(self.defense.on_poll, snapshot.time, features))
+            if len(recent) > 1:  # against the poll before: one flooding poll, one violation
+                (before, last), (now, current) = recent[-2], recent[-1]
+                if now > before and (floods := flood_violations(last, current, now - before)):
+                    violations[name] = floods
+        self._carry_out(self._timed(self.defense.on_poll, snapshot.time, features, violations))
         self._carry_out(self._timed(self.defense.expire, snapshot.time))
         self.event_log.write({"type": "defense_stats", "time": snapshot.time, "detector_cpu_s": self.detector_cpu_s,
                               "notice_bytes_sent": self.notice_bytes["sent"],

@@ -78,6 +78,20 @@ def flow_features(previous: dict, current: dict, seconds: float) -> dict[str, fl
     return {key: log_scaled(raw[key], ceiling) for key, ceiling in FLOW_FEATURES.items()}
 
 
+ARP_FLOOD_PPS = 100
+"""ARP a host sends per second that no honest host does: five times what its switch meter lets
+through to the controller (``controllers.core.ARP_METER_PPS``); an honest host sends a handful."""
+
+
+def flood_violations(previous: dict, current: dict, seconds: float) -> list[str]:
+    """What a host sent between two polls that is a flood whatever the trees score: ARP far
+    beyond its meter. An ARP flood moves only one feature (the packet rate), so the trees'
+    score of it sits near their bar; the meter's rate is a fact of the switch, not a learnt
+    normal."""
+    arp_pps = max(0, current["arp_packets"] - previous["arp_packets"]) / seconds
+    return [f"ARP at {arp_pps:.0f} packets/s (meter {ARP_FLOOD_PPS // 5}/s)"] if arp_pps > ARP_FLOOD_PPS else []
+
+
 def excess_over_normal(features: dict[str, dict[str, float]], normal: dict[str, float]) -> dict[str, dict[str, float]]:
     """Each host's features as their excess over the higher of two levels: the domain's median
     host in the same poll and the domain's ``normal`` level (learned in warm-up).

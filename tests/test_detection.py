@@ -373,3 +373,18 @@ def test_the_defense_config_crosses_into_the_controller_whole_and_rejects_unknow
     assert DefenseConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match=r"unknown or missing knobs \['margin', 'margn'\]"):
         DefenseConfig.from_json(config.to_json().replace('"margin"', '"margn"'))
+
+
+def test_an_arp_flood_beyond_the_meter_is_a_violation_and_two_polls_of_it_ban():
+    from controllers.features import ARP_FLOOD_PPS, flood_violations
+
+    assert flood_violations(counters(arp_packets=0), counters(arp_packets=10), 1.0) == []  # an honest handful
+    [why] = flood_violations(counters(arp_packets=0), counters(arp_packets=18_000), 1.0)
+    assert why.startswith("ARP at 18000 packets/s") and ARP_FLOOD_PPS < 18_000
+    defense = DomainDefense(1, HOSTS, DefenseConfig())
+    first = defense.on_poll(1.0, {}, {"d1h4": [why]})  # warm-up or not: the meter's rate is no learnt normal
+    assert not [a for a in first if isinstance(a, Ban)] and not defense.banned("d1h4")
+    second = defense.on_poll(2.0, {}, {"d1h4": [why], "d2h1": [why]})  # d2h1 is not this domain's to judge
+    assert [a.node for a in second if isinstance(a, Ban)] == ["d1h4"]
+    assert any(isinstance(a, Log) and a.record.get("violation") == why and a.record["stream"] == "flow"
+               for a in second)

@@ -37,6 +37,7 @@ nodes = ["d2h3"]
 target = "d3h1"
 start_round = 6
 packets = ["empty-model-frame", "far-round-model-frame"]
+rate_pps = 400  # every frame on the wire before its first violations ban it
 [[attacks]]
 kind = "icmp-flood"
 nodes = ["d3h2"]
