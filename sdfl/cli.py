@@ -46,9 +46,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     commands.add_parser("check", help="what this machine can emulate (root, OVS, datapath, netem, deps)")
+    _add_net(commands)
+    run = _add_scenario_command(commands, "run", "run a DFL experiment from a scenario file (default: the reference)",
+                                "run folder (default runs/<name>-<time>)")
+    run.add_argument("--pcap", action="store_true", help="capture every host's traffic into <out>/pcap/<host>.pcap")
+    _add_scenario_command(commands, "simulate", "the same scenario in one process, no network and no root: "
+                                                "the reference a run is compared with",
+                          "result folder (default runs/<name>-sim-<time>)")
+    sweep = commands.add_parser("sweep", help="run the cross product of a sweep file's axes (resumes)")
+    sweep.add_argument("sweep", type=Path, help="TOML sweep file, e.g. scenarios/matrix.toml")
+    sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<name>)")
+    sweep.add_argument("--simulate", action="store_true", help="simulate each cell (sdfl simulate) instead of "
+                                                               "running it: no root, no network")
+    report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
+    report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
+    clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
+    clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
+    return parser
 
+
+def _add_scenario_command(commands, name: str, help_text: str, out_help: str) -> argparse.ArgumentParser:
+    """A command over a scenario file: ``[SCENARIO] [--set KEY=VALUE ...] [--out DIR]``."""
+    command = commands.add_parser(name, help=help_text)
+    command.add_argument("scenario", nargs="?", type=Path, default=DEFAULT_SCENARIO,
+                         help=f"TOML scenario (default {DEFAULT_SCENARIO.relative_to(REPO)})")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a scenario key, e.g. --set dfl.rounds=5 (repeatable)")
+    command.add_argument("--out", type=Path, default=None, help=out_help)
+    return command
+
+
+def _add_net(commands) -> None:
     net = commands.add_parser("net", help="bring up a multi-domain network with one controller per domain")
     net.add_argument("--domains", type=int, default=3, help="number of SDN domains, 1-8 (default 3)")
     net.add_argument("--hosts", type=int, default=4, help="hosts per domain, 1-16 (default 4)")
@@ -76,35 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="domain d's controller listens on BASE+d (default 6653)")
     net.add_argument("--iperf-seconds", type=positive_float, default=3.0, help="iperf3 duration (default 3)")
     net.add_argument("--out", type=Path, default=None, help="run folder (default runs/net-<time>)")
-
-    run = commands.add_parser("run", help="run a DFL experiment from a scenario file (default: the reference)")
-    run.add_argument("scenario", nargs="?", type=Path, default=DEFAULT_SCENARIO,
-                     help=f"TOML scenario (default {DEFAULT_SCENARIO.relative_to(REPO)})")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a scenario key, e.g. --set dfl.rounds=5 (repeatable)")
-    run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<time>)")
-    run.add_argument("--pcap", action="store_true", help="capture every host's traffic into <out>/pcap/<host>.pcap")
-
-    simulate = commands.add_parser("simulate", help="the same scenario in one process, no network and no root: "
-                                                     "the reference a run is compared with")
-    simulate.add_argument("scenario", nargs="?", type=Path, default=DEFAULT_SCENARIO,
-                          help=f"TOML scenario (default {DEFAULT_SCENARIO.relative_to(REPO)})")
-    simulate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a scenario key (repeatable)")
-    simulate.add_argument("--out", type=Path, default=None, help="result folder (default runs/<name>-sim-<time>)")
-
-    sweep = commands.add_parser("sweep", help="run the cross product of a sweep file's axes (resumes)")
-    sweep.add_argument("sweep", type=Path, help="TOML sweep file, e.g. scenarios/matrix.toml")
-    sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<name>)")
-    sweep.add_argument("--simulate", action="store_true", help="simulate each cell (sdfl simulate) instead of "
-                                                               "running it: no root, no network")
-
-    report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
-    report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
-
-    clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
-    clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
-    return parser
 
 
 def become_root(args) -> None:
