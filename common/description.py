@@ -108,27 +108,42 @@ class NetworkDescription:
     def to_json(self) -> dict:
         return self.source
 
+    def __post_init__(self) -> None:
+        # Indexes built once: the controller looks hosts up on every packet-in and report.
+        object.__setattr__(self, "_domains", {d.id: d for d in self.domains})
+        object.__setattr__(self, "_by_name", {h.name: h for h in self.hosts})
+        object.__setattr__(self, "_by_ip", {h.ip: h for h in self.hosts})
+        object.__setattr__(self, "_by_key", {h.key: h for h in self.hosts})
+        object.__setattr__(self, "_by_port", {(h.switch, h.port): h for h in self.hosts})
+
     def domain(self, domain_id: int) -> DomainView:
-        for view in self.domains:
-            if view.id == domain_id:
-                return view
-        raise DescriptionError(f"domain {domain_id} is not in the network description")
+        try:
+            return self._domains[domain_id]
+        except KeyError:
+            raise DescriptionError(f"domain {domain_id} is not in the network description") from None
 
     def host(self, name: str) -> HostSpec:
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        raise DescriptionError(f"host {name!r} is not in the network description")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise DescriptionError(f"host {name!r} is not in the network description") from None
+
+    def has_host(self, name: str) -> bool:
+        return name in self._by_name
 
     def host_at(self, ip: str) -> HostSpec | None:
         """The host with address ``ip``, or None (a stranger's address)."""
-        return next((h for h in self.hosts if h.ip == ip), None)
+        return self._by_ip.get(ip)
 
     def host_with_key(self, key: int) -> HostSpec | None:
-        return next((h for h in self.hosts if h.key == key), None)
+        return self._by_key.get(key)
+
+    def host_on(self, switch: str, port: int) -> HostSpec | None:
+        """The host plugged into ``port`` of ``switch``, or None (a border or an empty port)."""
+        return self._by_port.get((switch, port))
 
     def hosts_in(self, domain_id: int) -> tuple[HostSpec, ...]:
-        return tuple(h for h in self.hosts if h.domain == domain_id)
+        return self.domain(domain_id).hosts
 
     @classmethod
     def from_json(cls, fields: dict) -> NetworkDescription:

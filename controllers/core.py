@@ -255,11 +255,8 @@ class DomainCore:
         self.install_grace = install_grace
         view = description.domain(domain)
         self._switch_by_dpid = {s.dpid: s.name for s in view.switches}
-        self._hosts = {h.name: h for h in description.hosts}
-        self._host_by_ip = {h.ip: h for h in description.hosts}
-        self._name_by_key = {h.key: n for n, h in self._hosts.items()}
+        self._description = description
         self._local = {h.name: h for h in view.hosts}
-        self._local_at = {(h.switch, h.port): h for h in self._local.values()}
         self._borders = view.borders
         self._monitor = view.monitor
         self._border_port_to = {b.neighbour: b.port for b in self._borders}
@@ -429,7 +426,7 @@ class DomainCore:
         get an honest node banned: what a host sends is attributed by its port, and forged
         source addresses never pass admission.
         """
-        if node not in self._hosts:
+        if not self._description.has_host(node):
             raise ValueError(f"cannot ban {node!r}: not a host of this network")
         self.banned.add(node)
         return {dpid: self._ban_rules(switch, node) for dpid, switch in self._switch_by_dpid.items()}
@@ -437,14 +434,13 @@ class DomainCore:
     def unban(self, node: str) -> dict[int, list[FlowRule]]:
         """Rules deleting the node's drop rules (matched by cookie), per dpid."""
         self.banned.discard(node)
-        host = self._hosts[node]
-        key = host.key
+        key = self._description.host(node).key
         deletes = [FlowRule(TABLE_ADMISSION, 0, (), make_cookie(kind, key), delete=True)
                    for kind in (RuleKind.BAN_PORT, RuleKind.BAN_SOURCE)]
         return {dpid: list(deletes) for dpid in self._switch_by_dpid}
 
     def _ban_rules(self, switch: str, node: str) -> list[FlowRule]:
-        host = self._hosts[node]
+        host = self._description.host(node)
         key = host.key
         rules = []
         if host.domain == self.domain and host.switch == switch:
@@ -464,8 +460,8 @@ class DomainCore:
     ) -> list[FlowRule | ArpReply]:
         """Answer ARP for any known host; install a microflow for a local host's new flow."""
         switch = self.switch_name(dpid)
-        host = self._local_at.get((switch, in_port))
-        if host is None:
+        host = self._description.host_on(switch, in_port) if switch is not None else None
+        if host is None or host.domain != self.domain:
             LOG.debug("packet-in from dpid %s port %s ignored: no local host there", dpid, in_port)
             return []
         if packet.eth_type == ETH_TYPE_ARP:
@@ -477,7 +473,7 @@ class DomainCore:
     def _proxy_arp(self, in_port: int, host: dict, packet: PacketInfo) -> list[FlowRule | ArpReply]:
         if packet.arp_op != ARP_REQUEST or packet.arp_spa != host.ip:
             return []
-        target = self._host_by_ip.get(packet.arp_tpa or "")
+        target = self._description.host_at(packet.arp_tpa or "")
         if target is None or target.ip == host.ip:
             return []
         return [ArpReply(in_port, target.mac, target.ip, host.mac, host.ip)]
@@ -567,7 +563,8 @@ class DomainCore:
             if kind is RuleKind.HOST_WATCHED_PORT:
                 subject, watched = subject & 0xFFFF, subject >> 16
             if kind is RuleKind.BAN_SOURCE:
-                banned = self._name_by_key.get(subject, str(subject))
+                known = self._description.host_with_key(subject)
+                banned = known.name if known else str(subject)
                 banned_transit[banned] = banned_transit.get(banned, 0) + entry.packet_count
                 continue
             if kind in (RuleKind.BORDER_IPV4, RuleKind.BORDER_UNADMITTED):

@@ -13,12 +13,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from common.description import HostSpec
+from common.description import NetworkDescription
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream
 from controllers.detector import DETECTORS, STRONG_WEIGHT, Evidence
@@ -92,12 +91,11 @@ class Log:
 
 
 class DomainDefense:
-    def __init__(self, domain: int, hosts: Sequence[HostSpec], config: DefenseConfig) -> None:
+    def __init__(self, domain: int, description: NetworkDescription, config: DefenseConfig) -> None:
         self.domain = domain
         self.config = config
-        self.local = sorted(h.name for h in hosts if h.domain == domain)
-        self.key_of = {h.name: h.key for h in hosts}
-        self.name_of = {k: n for n, k in self.key_of.items()}
+        self.description = description
+        self.local = sorted(h.name for h in description.hosts_in(domain))
         # The update warm-up is short (a few rounds of the domain's senders): a reference window
         # of at most half of it leaves the other half's scores to calibrate the threshold.
         observed_rounds = measured_warmup_rounds(config.warmup_rounds)
@@ -216,13 +214,14 @@ class DomainDefense:
 
     def _send(self, type_, round_, node, stream, score, m, n) -> Send:
         return Send(Notice(type_, self.domain, 0, round_ or 0,
-                           (NoticeEntry(self.key_of[node], stream, score, round(m), n),)))
+                           (NoticeEntry(self.description.host(node).key, stream, score, round(m), n),)))
 
     def on_notice(self, now: float, notice: Notice) -> list:
         """Another domain's decision about its own node: follow it here."""
         actions: list = []
         for entry in notice.entries:
-            node = self.name_of.get(entry.node_key)
+            host = self.description.host_with_key(entry.node_key)
+            node = host.name if host else None
             if node is None or node in self.local:
                 actions.append(Log({"type": "notice_ignored", "time": now, "origin": notice.origin,
                                     "node_key": entry.node_key, "why": "not a remote host of this network"}))

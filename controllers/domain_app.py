@@ -172,7 +172,7 @@ class DomainController(BaseApp):
     # --- FU-HST --------------------------------------------------------------------------
     def _start_defense(self, description: NetworkDescription, config: DefenseConfig, state: dict | None) -> None:
         domain = self.core.domain
-        self.defense = (state or {}).get("defense") or DomainDefense(domain, description.hosts, config)
+        self.defense = (state or {}).get("defense") or DomainDefense(domain, description, config)
         self.detector_cpu_s = 0.0
         # The last polls' counters per host: flow features are rates over ``flow_span_s``, about
         # one round period, in which every honest host sends its models once (one poll apart,

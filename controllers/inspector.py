@@ -261,7 +261,7 @@ class DomainInspection:
         from controllers.features import UpdateFeatures
 
         local = [h.name for h in description.hosts_in(domain)]
-        self.name_of_ip = {h.ip: h.name for h in description.hosts}
+        self.description = description
         self.local = set(local)
         self.bounds = bounds
         self.assembler = StreamAssembler()
@@ -284,7 +284,8 @@ class DomainInspection:
             return
         if segment is None:
             return
-        sender, receiver = self.name_of_ip.get(segment.src), self.name_of_ip.get(segment.dst)
+        source, target = self.description.host_at(segment.src), self.description.host_at(segment.dst)
+        sender, receiver = (source.name if source else None), (target.name if target else None)
         if sender is None or not (sender in self.local or receiver in self.local):
             return
         key = (segment.src, segment.sport, segment.dst, segment.dport)

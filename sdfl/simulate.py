@@ -52,7 +52,7 @@ class SimulatedDefense:
                                                 measured_warmup_rounds(config.warmup_rounds), ReportChannel(key),
                                                 started=0.0) for d in self.domains}
         self.report_channels = {d: ReportChannel(key, seq=0) for d in self.domains}
-        self.defenses = {d: DomainDefense(d, hosts, config) for d in self.domains}
+        self.defenses = {d: DomainDefense(d, description, config) for d in self.domains}
         # Notices travel as in the testbed: numbered, tagged per receiver, checked on arrival.
         secret = b"detection-sweep"
         self.channels = {d: NoticeChannel(d, {e: pair_key(secret, controller_party(d), controller_party(e))

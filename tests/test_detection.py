@@ -242,7 +242,7 @@ def test_an_unmistakable_verdict_weighs_more_so_two_of_them_ban():
     assert not any(mild.add("d1h3", 1.0) for _ in range(2))  # two clear but ordinary verdicts: not yet
 
 
-HOSTS = make_layout(2, 4, "line").to_description().hosts
+NETWORK = make_layout(2, 4, "line").to_description()
 NORMAL_UPDATE = {"off_consensus": 0.03, "off_norm": 0.05, "off_home": 0.02}
 FLIPPED_UPDATE = {"off_consensus": 0.7, "off_norm": 0.6, "off_home": 0.9}
 
@@ -254,7 +254,7 @@ def jitter(features, rng):
 def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why():
     rng = np.random.default_rng(0)
     config = DefenseConfig(warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
-    defense = DomainDefense(1, HOSTS, config)
+    defense = DomainDefense(1, NETWORK, config)
     for round_ in range(2, 7):  # round 1 is never observed: no update to measure
         assert acting(defense.on_round(round_, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local})) == []
     actions = []
@@ -273,7 +273,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
     # A banned node is no longer observed, so it teaches the detector nothing.
     assert defense.on_round(9, 9, {"d1h3": FLIPPED_UPDATE}) == []  # not even a score
     # The other domain follows the notice without repeating it.
-    remote = DomainDefense(2, HOSTS, config)
+    remote = DomainDefense(2, NETWORK, config)
     followed = remote.on_notice(10.0, notice)
     assert Ban("d1h3") in followed and not any(isinstance(a, Send) for a in followed)
     assert remote.on_notice(11.0, notice) == []  # already banned
@@ -283,7 +283,7 @@ def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why()
 
 
 def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced():
-    defense = DomainDefense(1, HOSTS, DefenseConfig(ban_duration_s=30.0))
+    defense = DomainDefense(1, NETWORK, DefenseConfig(ban_duration_s=30.0))
     defense._ban(100.0, "d1h2", Stream.FLOW, 0.9, 2, 3, 4, {}, origin=1)
     assert defense.expire(120.0) == []
     actions = defense.expire(131.0)
@@ -311,7 +311,7 @@ def acting(actions):
 
 
 def test_every_judged_batch_logs_all_its_scores_for_the_report():
-    defense = DomainDefense(1, HOSTS, DefenseConfig(warmup_rounds=2))
+    defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=2))
     rng = np.random.default_rng(3)
     [log] = defense.on_poll(1.0, flows(rng))
     assert log.record["type"] == "scores" and log.record["stream"] == "flow" and log.record["warming_up"]
@@ -331,7 +331,7 @@ def flows(rng, **overrides):
 
 def test_a_flooder_is_banned_on_its_second_anomalous_poll_and_its_honest_peers_never():
     rng = np.random.default_rng(7)
-    defense = DomainDefense(1, HOSTS, DefenseConfig())
+    defense = DomainDefense(1, NETWORK, DefenseConfig())
     now = 0.0
     for round_ in range(1, 5):  # warm-up: two polls per round, the round's updates after them
         for _ in range(2):
@@ -381,7 +381,7 @@ def test_an_arp_flood_beyond_the_meter_is_a_violation_and_two_polls_of_it_ban():
     assert flood_violations(counters(arp_packets=0), counters(arp_packets=10), 1.0) == []  # an honest handful
     [why] = flood_violations(counters(arp_packets=0), counters(arp_packets=18_000), 1.0)
     assert why.startswith("ARP at 18000 packets/s") and ARP_FLOOD_PPS < 18_000
-    defense = DomainDefense(1, HOSTS, DefenseConfig())
+    defense = DomainDefense(1, NETWORK, DefenseConfig())
     first = defense.on_poll(1.0, {}, {"d1h4": [why]})  # warm-up or not: the meter's rate is no learnt normal
     assert not [a for a in first if isinstance(a, Ban)] and not defense.banned("d1h4")
     second = defense.on_poll(2.0, {}, {"d1h4": [why], "d2h1": [why]})  # d2h1 is not this domain's to judge

@@ -51,8 +51,7 @@ def test_a_tagged_report_of_the_wrong_shape_is_rejected(fields, why):
 
 
 def test_two_impossible_frames_ban_their_sender_warm_up_or_not():
-    hosts = make_layout(1, 3, "line").to_description().hosts
-    defense = DomainDefense(1, hosts, DefenseConfig())
+    defense = DomainDefense(1, make_layout(1, 3, "line").to_description(), DefenseConfig())
     actions = defense.on_round(10.0, 1, {}, {"d1h2": ["round 4000000000 is not a round of this run (1-20)"]})
     assert not defense.banned("d1h2") and [a.record["violation"][:5] for a in actions] == ["round"]
     defense.on_round(11.0, 2, {}, {"d1h2": ["0 tensors of shapes [], not the model's"], "d9h9": ["x"]})
