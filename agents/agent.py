@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from agents.wire import TAG_BYTES, tag
 from common.description import DescriptionError, NetworkDescription, load_description
+from common.events import Event, event
 from common.jsonl import JsonLinesWriter
 from common.runconfig import RunConfig, RunConfigError
 
@@ -112,7 +113,7 @@ def run_agent(description: NetworkDescription, config: RunConfig, node_name: str
                 time.sleep(0.005)
             sent_by = time.time()
             record = {
-                **body.conclude(round_, frames), "time": time.time(),
+                **body.conclude(round_, frames, time.time()),
                 "bytes_sent": sum(s.bytes_sent for s in senders.values()),
                 "bytes_received": listener.bytes_received,
                 "frame_bytes": len(data) + (TAG_BYTES if keys is not None else 0),
@@ -159,8 +160,8 @@ def _rejoin(node, saved, senders, inbox, dfl: dict, results, node_name: str) -> 
     # A round period and a second after the first frame, the neighbours' current round is in.
     joined = inbox.latest_round(deadline, settle_s=dfl["round_period_s"] + 1.0)
     checkpoint_round = saved.round if saved is not None else 0
-    results.write({"type": "rejoined", "node": node_name, "time": time.time(), "checkpoint_round": checkpoint_round,
-                   "round": joined})
+    results.write(event(Event.REJOINED, time.time(), node=node_name, checkpoint_round=checkpoint_round,
+                        round=joined))
     if joined is None:
         LOG.warning("restarted from the round %d checkpoint, but no neighbour sent a frame: nothing to rejoin",
                     checkpoint_round)

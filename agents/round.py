@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from agents.node import Behaviour, DFLNode, Honest
 from agents.wire import ModelFrame
+from common.events import Event, event
 
 
 class RoundBody:
@@ -26,13 +27,14 @@ class RoundBody:
         behaviour.share(round_, frame, node.reference)
         return behaviour.outgoing(round_, frame, node.reference)
 
-    def conclude(self, round_: int, frames: list[ModelFrame]) -> dict:
+    def conclude(self, round_: int, frames: list[ModelFrame], now: float) -> dict:
+        """Aggregate the round's frames; the round's record, stamped ``now``."""
         result = self.node.aggregate(round_, frames)
-        return {
-            "type": "round", "node": self.node.name, "round": round_,
-            "accuracy": result.accuracy, "loss": result.loss, "train_loss": result.train_loss,
-            "received_from": list(result.accepted_senders),
-            "missing": sorted(set(self.neighbours) - set(result.accepted_senders)),
+        return event(
+            Event.ROUND, now, node=self.node.name, round=round_,
+            accuracy=result.accuracy, loss=result.loss, train_loss=result.train_loss,
+            received_from=list(result.accepted_senders),
+            missing=sorted(set(self.neighbours) - set(result.accepted_senders)),
             # What this node did wrong this round, if anything: the poisoning ground truth.
-            "attack": self.behaviour.kind(round_),
-        }
+            attack=self.behaviour.kind(round_),
+        )

@@ -239,11 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             report = send_paced(sock.send, frames, spec.rate_pps, args.duration, stop)
         finally:
             sock.close()
+    from common.events import Event, event
     from common.jsonl import JsonLinesWriter
 
     with JsonLinesWriter(args.report) as out:
-        out.write({"type": "traffic_sent", "kind": spec.kind, "src_ip": spec.src_ip, "dst_ip": spec.dst_ip,
-                   "rate_pps": spec.rate_pps, **vars(report)})
+        out.write(event(Event.TRAFFIC_SENT, time.time(), kind=spec.kind, src_ip=spec.src_ip, dst_ip=spec.dst_ip,
+                        rate_pps=spec.rate_pps, **vars(report)))
     return 0
 
 

@@ -40,22 +40,27 @@ def key_path(out: Path, party: str) -> Path:
     return Path(out) / KEY_DIR / f"{party}.json"
 
 
+def run_keys(secret: bytes, domains: int, neighbours: dict[str, list[str]]) -> dict[str, dict[str, bytes]]:
+    """Every party's keys by peer name: each controller's and inspection service's, each agent's."""
+    keys = {}
+    for domain in range(1, domains + 1):
+        controller, inspector = controller_party(domain), inspector_party(domain)
+        keys[controller] = {**{str(other): pair_key(secret, controller, controller_party(other))
+                               for other in range(1, domains + 1) if other != domain},
+                            inspector: pair_key(secret, controller, inspector)}
+        keys[inspector] = {controller: pair_key(secret, controller, inspector)}
+    for node, peers in neighbours.items():
+        keys[agent_party(node)] = {peer: pair_key(secret, agent_party(node), agent_party(peer)) for peer in peers}
+    return keys
+
+
 def write_run_keys(out: Path, domains: int, neighbours: dict[str, list[str]]) -> None:
     """Every controller's and agent's key file, from a secret that dies with this call."""
-    secret = secrets.token_bytes(32)
     folder = Path(out) / KEY_DIR
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    for domain in range(1, domains + 1):
-        controller, inspector = controller_party(domain), inspector_party(domain)
-        _write(key_path(out, controller),
-               {**{str(other): pair_key(secret, controller, controller_party(other))
-                   for other in range(1, domains + 1) if other != domain},
-                inspector: pair_key(secret, controller, inspector)})
-        _write(key_path(out, inspector), {controller: pair_key(secret, controller, inspector)})
-    for node, peers in neighbours.items():
-        _write(key_path(out, agent_party(node)),
-               {peer: pair_key(secret, agent_party(node), agent_party(peer)) for peer in peers})
+    for party, keys in run_keys(secrets.token_bytes(32), domains, neighbours).items():
+        _write(key_path(out, party), keys)
 
 
 def _write(path: Path, keys: dict[str, bytes]) -> None:

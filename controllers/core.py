@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from common.description import NetworkDescription
+from common.events import Event, event
 from controllers.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP, PacketInfo
 from topologies.layout import next_hops
 
@@ -192,17 +193,16 @@ class CountersSnapshot:
     """Packets the border ban rules stopped, by banned node."""
 
     def to_record(self) -> dict:
-        return {
-            "type": "counters",
-            "time": self.time,
-            "requested_at": self.requested_at,
-            "domain": self.domain,
-            "dpid": self.dpid,
-            "hosts": {name: {**vars(c), "watched_port_bytes": {str(p): b for p, b in c.watched_port_bytes.items()}}
-                      for name, c in sorted(self.hosts.items())},
-            "transit": {str(n): t for n, t in sorted(self.transit.items())},
-            "banned_transit": dict(sorted(self.banned_transit.items())),
-        }
+        return event(
+            Event.COUNTERS, self.time,
+            requested_at=self.requested_at,
+            domain=self.domain,
+            dpid=self.dpid,
+            hosts={name: {**vars(c), "watched_port_bytes": {str(p): b for p, b in c.watched_port_bytes.items()}}
+                   for name, c in sorted(self.hosts.items())},
+            transit={str(n): t for n, t in sorted(self.transit.items())},
+            banned_transit=dict(sorted(self.banned_transit.items())),
+        )
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.description import NetworkDescription
+from common.events import Event, event
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream
 from controllers.detector import DETECTORS, STRONG_WEIGHT, Evidence
@@ -157,8 +158,8 @@ class DomainDefense:
             for why in reasons[:self.config.ban_after_n]:
                 ban = self.evidence[stream].add(node, STRONG_WEIGHT)
                 m, n = self.evidence[stream].count(node)
-                actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
-                                    "round": round_, "violation": why, "evidence": [m, n]}))
+                actions.append(Log(event(Event.VERDICT, now, node=node, stream=stream.name.lower(),
+                                    round=round_, violation=why, evidence=[m, n])))
                 if ban:
                     actions += self._ban(now, node, stream, 1.0, m, n, round_, {"violation": why}, origin=self.domain)
                     break
@@ -177,9 +178,9 @@ class DomainDefense:
             if not verdict.warming_up:
                 actions += self._judge(now, stream, node, batch[node], verdict, round_)
         if verdicts:  # every score, for the report's plots (only flagged ones get a verdict line)
-            actions.append(Log({"type": "scores", "time": now, "stream": stream.name.lower(), "round": round_,
-                                "warming_up": warming_up, "threshold": self.streams[stream].threshold,
-                                "scores": {n: round(v.score, 4) for n, v in verdicts.items()}}))
+            actions.append(Log(event(Event.SCORES, now, stream=stream.name.lower(), round=round_,
+                                warming_up=warming_up, threshold=self.streams[stream].threshold,
+                                scores={n: round(v.score, 4) for n, v in verdicts.items()})))
         return actions
 
     def _judge(self, now: float, stream: Stream, node: str, features: dict, verdict, round_: int | None) -> list:
@@ -192,9 +193,9 @@ class DomainDefense:
         ban = self.evidence[stream].add(node, weight)
         m, n = self.evidence[stream].count(node)
         if verdict.anomalous:
-            actions.append(Log({"type": "verdict", "time": now, "node": node, "stream": stream.name.lower(),
-                                "round": round_, "score": verdict.score, "threshold": verdict.threshold,
-                                "evidence": [m, n], "features": features}))
+            actions.append(Log(event(Event.VERDICT, now, node=node, stream=stream.name.lower(),
+                                round=round_, score=verdict.score, threshold=verdict.threshold,
+                                evidence=[m, n], features=features)))
         if ban:
             actions += self._ban(now, node, stream, verdict.score, m, n, round_, features, origin=self.domain)
         return actions
@@ -204,10 +205,10 @@ class DomainDefense:
         self.banned_until[node] = now + duration if duration > 0 else float("inf")
         for evidence in self.evidence.values():
             evidence.forget(node)
-        actions: list = [Ban(node), Log({"type": "ban", "time": now, "domain": self.domain, "node": node,
-                                         "stream": stream.name.lower(),
-                                         "round": round_, "score": score, "evidence": [m, n],
-                                         "origin": origin, "features": features})]
+        actions: list = [Ban(node), Log(event(Event.BAN, now, domain=self.domain, node=node,
+                                         stream=stream.name.lower(),
+                                         round=round_, score=score, evidence=[m, n],
+                                         origin=origin, features=features))]
         if origin == self.domain:
             actions.append(self._send(MessageType.BAN, round_, node, stream, score, m, n))
         return actions
@@ -223,16 +224,16 @@ class DomainDefense:
             host = self.description.host_with_key(entry.node_key)
             node = host.name if host else None
             if node is None or node in self.local:
-                actions.append(Log({"type": "notice_ignored", "time": now, "origin": notice.origin,
-                                    "node_key": entry.node_key, "why": "not a remote host of this network"}))
+                actions.append(Log(event(Event.NOTICE_IGNORED, now, origin=notice.origin,
+                                    node_key=entry.node_key, why="not a remote host of this network")))
                 continue
             if notice.type is MessageType.BAN and not self.banned(node):
                 actions += self._ban(now, node, entry.stream, entry.score, entry.m, entry.n, notice.round, {},
                                      origin=notice.origin)
             elif notice.type is MessageType.UNBAN and self.banned(node):
                 del self.banned_until[node]
-                actions += [Unban(node), Log({"type": "unban", "time": now, "domain": self.domain, "node": node,
-                                              "origin": notice.origin})]
+                actions += [Unban(node), Log(event(Event.UNBAN, now, domain=self.domain, node=node,
+                                              origin=notice.origin))]
         return actions
 
     def expire(self, now: float) -> list:
@@ -241,7 +242,7 @@ class DomainDefense:
         for node, until in sorted(self.banned_until.items()):
             if until <= now and node in self.local:
                 del self.banned_until[node]
-                actions += [Unban(node), Log({"type": "unban", "time": now, "domain": self.domain, "node": node,
-                                              "origin": self.domain}),
+                actions += [Unban(node), Log(event(Event.UNBAN, now, domain=self.domain, node=node,
+                                              origin=self.domain)),
                             self._send(MessageType.UNBAN, None, node, Stream.FLOW, 0.0, 0, 0)]
         return actions

@@ -34,6 +34,7 @@ import numpy as np
 
 from agents.wire import DEFAULT_MAX_PAYLOAD, MAGIC, FrameError, FrameReader, ModelFrame
 from common.description import DescriptionError, NetworkDescription, load_description
+from common.events import Event, event
 from controllers.packets import PacketError, parse_tcp_segment
 from controllers.reports import InspectionReport, ReportChannel
 
@@ -280,7 +281,7 @@ class DomainInspection:
         except PacketError as error:
             self.counts.unparsed += 1
             if self.counts.unparsed <= MAX_REASONS:
-                self.log.append({"type": "segment_unparsed", "time": now, "bytes": len(data), "why": str(error)})
+                self.log.append(event(Event.SEGMENT_UNPARSED, now, bytes=len(data), why=str(error)))
             return
         if segment is None:
             return
@@ -297,7 +298,7 @@ class DomainInspection:
         why = self.bounds.violation(frame, sender)
         if why is not None:
             self.counts.violations += 1
-            self.log.append({"type": "frame_violation", "time": now, "sender": sender, "why": why})
+            self.log.append(event(Event.FRAME_VIOLATION, now, sender=sender, why=why))
             reasons = self.violations.setdefault(sender, []) if sender in self.local else []
             if len(reasons) < MAX_REASONS:
                 reasons.append(why)
@@ -313,10 +314,10 @@ class DomainInspection:
             report = InspectionReport(round_, round_report(self.collector, self.features, round_), self.violations)
             self.violations = {}
             sealed.append(self.channel.seal(report))
-            self.log.append({"type": "update_features", "time": now, "round": round_, "features": report.features,
-                             "violations": report.violations})
+            self.log.append(event(Event.UPDATE_FEATURES, now, round=round_, features=report.features,
+                             violations=report.violations))
         while self.assembler.rejections:
-            self.log.append({"type": "stream_rejected", "time": now, "why": self.assembler.rejections.pop(0)})
+            self.log.append(event(Event.STREAM_REJECTED, now, why=self.assembler.rejections.pop(0)))
         return sealed
 
 
@@ -339,7 +340,7 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.write({"type": "inspector_started", "time": time.time(), "domain": domain})
+    log.write(event(Event.INSPECTOR_STARTED, time.time(), domain=domain))
     beat = 0.0
     try:
         while running:
@@ -357,8 +358,8 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
             inspection.log.clear()
             if now - beat >= HEARTBEAT_S:
                 beat = now
-                log.write({"type": "heartbeat", "time": now, "round": inspection.collector.current(now),
-                           **vars(inspection.counts)})
+                log.write(event(Event.HEARTBEAT, now, round=inspection.collector.current(now),
+                           **vars(inspection.counts)))
     finally:
         raw.close()
         report.close()

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common.jsonl import read_jsonl
+from common.events import Event, read_events
 from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
 from controllers.launch import controller_command
@@ -268,8 +268,7 @@ class Emulation:
         expected = {s.name for s in self.layout.switches}
         while True:
             self.raise_if_controller_died()
-            ready = {r["switch"] for d in self.controllers for r in read_jsonl(self.events_path(d))
-                     if r.get("type") == "ready"}
+            ready = {r["switch"] for d in self.controllers for r in read_events(self.events_path(d), Event.READY)}
             if expected <= ready:
                 return
             if time.monotonic() > deadline:
@@ -331,7 +330,7 @@ class Emulation:
 
     # --- observation -------------------------------------------------------------------
     def counters(self, domain: int) -> list[dict]:
-        return [r for r in read_jsonl(self.events_path(domain)) if r.get("type") == "counters"]
+        return read_events(self.events_path(domain), Event.COUNTERS)
 
     def fresh_counters(self, since: float, timeout: float | None = None) -> dict[int, dict]:
         """The first counters record of every domain that includes all traffic before ``since``.

@@ -31,7 +31,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from common.jsonl import read_jsonl
+from common.events import Event, of_kind, read_events
 from sdfl.records import vswitchd_pid
 from common.schema import Field, ScenarioError, coerce, positive
 
@@ -167,7 +167,7 @@ class FaultInjector:
             active.ended = time.time()
             self.active.remove(active)
             self.done.append(active)
-            self.events.event("fault_ended", **active.fault.to_record(), **active.details)
+            self.events.event(Event.FAULT_ENDED, **active.fault.to_record(), **active.details)
 
     def follow_rejoins(self, records: list[dict]) -> list[str]:
         """Restarted agents that have now reported a round: they count as live again."""
@@ -204,7 +204,7 @@ class FaultInjector:
         else:
             self.emulation.set_border_link(*fault.link, up=False)
         self.active.append(active)
-        self.events.event("fault", **fault.to_record(), started=now)
+        self.events.event(Event.FAULT, **fault.to_record(), started=now)
 
     def _undo(self, active: _Active) -> None:
         fault = active.fault
@@ -261,15 +261,15 @@ class FaultInjector:
                                            and (s["end"] or float("inf")) >= active.began for s in stalls)
                 entry["survived"] = active.ended is not None and bool(finished)
             elif fault.kind == "kill-controller":
-                restarted = [r for r in controller_records.get(fault.domain, [])
-                             if r.get("type") == "started" and r["time"] > active.began]
+                restarted = [r for r in of_kind(controller_records.get(fault.domain, []), Event.STARTED)
+                             if r["time"] > active.began]
                 entry["banned_before"] = active.details.get("banned_before", [])
                 entry["banned_after_restart"] = restarted[0]["banned"] if restarted else None
                 entry["survived"] = bool(restarted) and set(entry["banned_before"]) <= set(restarted[0]["banned"])
             else:
                 entry["domains_rerouted"] = sorted(
                     d for d, rs in controller_records.items()
-                    if any(r.get("type") == "link_down" and r["time"] >= active.began for r in rs))
+                    if any(r["time"] >= active.began for r in of_kind(rs, Event.LINK_DOWN)))
                 entry["survived"] = (active.ended is not None and bool(finished)
                                      and len(entry["domains_rerouted"]) == len(controller_records))
             out.append(entry)
@@ -278,5 +278,5 @@ class FaultInjector:
 
 def _banned_now(emulation, domain: int) -> list[str]:
     """The domain's bans in force, from its controller's last stats record."""
-    stats = [r for r in read_jsonl(emulation.events_path(domain)) if r.get("type") in ("defense_stats", "started")]
+    stats = read_events(emulation.events_path(domain), Event.DEFENSE_STATS, Event.STARTED)
     return sorted(stats[-1]["banned"]) if stats else []

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.events import Event, of_kind, read_events
 from common.jsonl import read_jsonl
 from sdfl.scoring import round_ends
 
@@ -60,8 +61,7 @@ def load_run(folder: Path) -> Run:
     if (folder / "rounds.csv").is_file():
         with open(folder / "rounds.csv", newline="", encoding="utf-8") as f:
             rows = [{**r, "round": int(r["round"]), "accuracy": float(r["accuracy"])} for r in csv.DictReader(f)]
-    agent_records = [r for path in sorted(folder.glob("agent-*.jsonl")) for r in read_jsonl(path)
-                     if r.get("type") == "round"]
+    agent_records = [r for path in sorted(folder.glob("agent-*.jsonl")) for r in read_events(path, Event.ROUND)]
     rounds = summary["scenario"]["dfl"]["rounds"]
     controller = [r for path in sorted(folder.glob("controller-d*.jsonl")) for r in read_jsonl(path)]
     return Run(folder, summary, rows, round_ends(agent_records, rounds), controller)
@@ -96,11 +96,11 @@ def timeline(run: Run) -> dict[str, dict[str, list[int]]]:
     for attack in run.summary["attacks"].get("plan", []):
         for node in attack["nodes"]:
             nodes.setdefault(node, {"attacking": [], "banned": []})["attacking"] += attack["rounds"]
-    events = sorted((r["time"], r["type"], r["node"]) for r in run.controller if r.get("type") in ("ban", "unban"))
+    events = sorted((r["time"], r["type"], r["node"]) for r in of_kind(run.controller, Event.BAN, Event.UNBAN))
     banned_since: dict[str, int] = {}
     for when, kind, node in events:
         round_ = round_of(run, when)
-        if kind == "ban" and node not in banned_since:
+        if kind == Event.BAN and node not in banned_since:
             banned_since[node] = round_
         elif kind == "unban" and node in banned_since:
             nodes.setdefault(node, {"attacking": [], "banned": []})["banned"] += range(banned_since.pop(node), round_)
@@ -112,7 +112,7 @@ def timeline(run: Run) -> dict[str, dict[str, list[int]]]:
 def score_series(run: Run, stream: str) -> tuple[dict[str, list[tuple[float, float]]], float | None]:
     """Per node, (seconds since the first score, score) of one stream, and the last calibrated
     threshold (None if the stream never finished its warm-up)."""
-    records = [r for r in run.controller if r.get("type") == "scores" and r.get("stream") == stream]
+    records = [r for r in of_kind(run.controller, Event.SCORES) if r["stream"] == stream]
     if not records:
         return {}, None
     start = min(r["time"] for r in records)

@@ -31,6 +31,7 @@ from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
+from common.events import Event, event, of_kind, read_events
 from common.description import load_description
 from common.jsonl import JsonLinesWriter, read_jsonl
 from common.keys import agent_party, key_path, write_run_keys
@@ -46,8 +47,8 @@ from topologies.layout import LinkParams, make_layout
 class EventLog(JsonLinesWriter):
     """``events.jsonl``: one typed, timestamped record per event of the run."""
 
-    def event(self, event_type: str, /, **fields) -> None:
-        self.write({"type": event_type, "time": time.time(), **fields})
+    def event(self, kind: Event, /, **fields) -> None:
+        self.write(event(kind, time.time(), **fields))
 
 
 def layout_for(scenario: dict):
@@ -62,7 +63,7 @@ def layout_for(scenario: dict):
 
 
 def agent_records(out: Path, nodes: list[str]) -> list[dict]:
-    return [r for n in nodes for r in read_jsonl(out / f"agent-{n}.jsonl") if r.get("type") == "round"]
+    return [r for n in nodes for r in read_events(out / f"agent-{n}.jsonl", Event.ROUND)]
 
 
 class TrafficAttackers:
@@ -160,13 +161,13 @@ class Experiment:
             with Emulation(self.layout, self.out, datapath=self.scenario["network"]["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
                            defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds) as emulation:
-                self.events.event("network_up", datapath=emulation.datapath, **emulation.timings)
+                self.events.event(Event.NETWORK_UP, datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
                               f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
                               f"{len(self.nodes)} agents, {self.dfl['rounds']} rounds, {self.dfl['aggregator']}")
                 followed = self.follow(emulation, bounds)
                 counters = emulation.fresh_counters(since=time.time())
-                self.events.event("teardown")  # what the controllers send from here on is the network going away
+                self.events.event(Event.TEARDOWN)  # what the controllers send from here on is the network going away
         finally:
             self.events.close()
         return self.summarize(emulation, counters, *followed)
@@ -183,7 +184,7 @@ class Experiment:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a rerun must not resume the last run's agents
         write_run_keys(out, self.layout.domains, self.neighbours)
         self.events = EventLog(out / "events.jsonl")
-        self.events.event("attack_plan", attacks=self.attacks_summary["plan"], malicious=malicious_nodes(self.attacks))
+        self.events.event(Event.ATTACK_PLAN, attacks=self.attacks_summary["plan"], malicious=malicious_nodes(self.attacks))
         self.save_partial(0, [])
 
     def save_partial(self, reported: int, records: list[dict]) -> None:
@@ -207,7 +208,7 @@ class Experiment:
     def follow(self, emulation, bounds: FrameBounds):
         """Start the agents and follow them to the end; the sampler, watch and injector's reports."""
         agents = {node: self.start_agent(emulation, node) for node in self.nodes}
-        self.events.event("agents_started", nodes=self.nodes)
+        self.events.event(Event.AGENTS_STARTED, nodes=self.nodes)
         attackers = TrafficAttackers(emulation, self.out, self.scenario["seed"],
                                      budget_s=self.dfl["rounds"] * (self.dfl["round_timeout_s"] + 60),
                                      shapes=bounds.shapes)
@@ -230,7 +231,7 @@ class Experiment:
         summary = summarize(self.scenario, rows, self.nodes, self.dead, self.malicious)
         summary["attacks"] = {
             **self.attacks_summary,
-            "traffic_sent": [r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"],
+            "traffic_sent": read_events(out / "traffic.jsonl", Event.TRAFFIC_SENT),
         }
         summary["network"] = network_summary(emulation, counters, dfl["port"])
         summary["resources"] = sampler.report()
@@ -282,20 +283,20 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     malicious = set(malicious_nodes(attacks))
     detection = score_detection(attacking_pairs(attacks), intervals, ends, nodes, malicious,
                                 scenario["defense"]["warmup_rounds"],
-                                [r for r in controller if r.get("type") == "ban"])
-    teardown = min((r["time"] for r in read_jsonl(out / "events.jsonl") if r.get("type") == "teardown"),
+                                of_kind(controller, Event.BAN))
+    teardown = min((r["time"] for r in read_events(out / "events.jsonl", Event.TEARDOWN)),
                    default=float("inf"))
     # Notices sent as the network is dismantled (its border ports go down) are not the run's.
-    sent_notices = [r for r in controller if r.get("type") == "notice_sent" and r["time"] < teardown]
+    sent_notices = [r for r in of_kind(controller, Event.NOTICE_SENT) if r["time"] < teardown]
     control_bytes = sum(r["bytes"] for r in sent_notices)
     control_by_round = [0] * rounds  # a notice counts in the round during which it was sent
     for notice in sent_notices:
         control_by_round[min(bisect.bisect_left(ends, notice["time"]), rounds - 1)] += notice["bytes"]
     # Each controller reports its cumulative detector CPU time; the last report is its total.
-    detector_cpu = sum(max((r["detector_cpu_s"] for r in records_of_domain if r.get("type") == "defense_stats"),
+    detector_cpu = sum(max((r["detector_cpu_s"] for r in of_kind(records_of_domain, Event.DEFENSE_STATS)),
                            default=0.0) for records_of_domain in by_domain.values())
     agents_cpu = sum(max((r.get("cpu_s", 0.0) for r in records if r["node"] == n), default=0.0) for n in nodes)
-    sent = {(r["src_ip"], r["kind"]): r for r in read_jsonl(out / "traffic.jsonl") if r.get("type") == "traffic_sent"}
+    sent = {(r["src_ip"], r["kind"]): r for r in read_events(out / "traffic.jsonl", Event.TRAFFIC_SENT)}
     ip_of = {h.name: h.ip for h in load_description(out / "network.json").hosts}
     mitigation = []
     for attack in attacks:
@@ -355,7 +356,7 @@ class ServiceWatch:
     def _say(self, message: str | None, service: str, state: str) -> None:
         if message:
             self.progress(message)
-            self.events.event("service_stalled" if state == "stalled" else "service_live", service=service)
+            self.events.event(Event.SERVICE_STALLED if state == "stalled" else Event.SERVICE_LIVE, service=service)
 
 
 class RoundFollower:
@@ -383,7 +384,7 @@ class RoundFollower:
             self.name_the_dead()
             records = agent_records(self.experiment.out, self.experiment.nodes)
             for node in self.injector.follow_rejoins(records):
-                self.events.event("agent_rejoined", node=node)
+                self.events.event(Event.AGENT_REJOINED, node=node)
                 self.progress(f"agent {node} rejoined from its checkpoint")
             self.log_poisoning(records)
             self.report_finished_rounds(records)
@@ -392,14 +393,14 @@ class RoundFollower:
                 return
             if time.monotonic() > deadline:
                 stuck = sorted(n for n, p in self.agents.items() if p.poll() is None)
-                self.events.event("timeout", nodes=stuck)
+                self.events.event(Event.TIMEOUT, nodes=stuck)
                 raise RuntimeError(f"agents {stuck} did not finish within {budget:.0f} s")
             time.sleep(0.2)
 
     def to_round(self, round_: int) -> None:
         start, stop, records = self.timeline.advance(round_, time.time())
         for record in records:
-            self.events.event("attack", **record)
+            self.events.event(Event.ATTACK, **record)
         for attack, node in stop:
             self.attackers.stop(attack.kind, node)
         for attack, node in start:
@@ -416,14 +417,14 @@ class RoundFollower:
             code = proc.poll()
             if code not in (None, 0) and node not in dead and not self.injector.owns_exit(node):
                 dead[node] = code
-                self.events.event("agent_died", node=node, exit_code=code)
+                self.events.event(Event.AGENT_DIED, node=node, exit_code=code)
                 self.progress(f"agent {node} died (exit code {code}); see {self.experiment.out / f'agent-{node}.log'}")
 
     def log_poisoning(self, records: list[dict]) -> None:
         for r in records:
             if r.get("attack") and (r["node"], r["round"]) not in self.poisoned:
                 self.poisoned.add((r["node"], r["round"]))
-                self.events.event("attack", node=r["node"], kind=r["attack"], category=POISONING, round=r["round"],
+                self.events.event(Event.ATTACK, node=r["node"], kind=r["attack"], category=POISONING, round=r["round"],
                                   start=r["sending_from"], stop=r["sent_by"])
 
     def report_finished_rounds(self, records: list[dict]) -> None:
@@ -450,6 +451,6 @@ class RoundFollower:
     def finish(self) -> None:
         stop, final = self.timeline.finish(time.time())
         for record in final:
-            self.events.event("attack", **record)
+            self.events.event(Event.ATTACK, **record)
         for attack, node in stop:
             self.attackers.stop(attack.kind, node)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 
+from common.events import Event, of_kind
+
 
 def round_ends(agent_records: list[dict], rounds: int) -> list[float]:
     """Wall-clock end of each round: when its last live node reported it."""
@@ -22,11 +24,11 @@ def round_ends(agent_records: list[dict], rounds: int) -> list[float]:
 
 def ban_intervals(controller_records: list[dict]) -> dict[str, list[tuple[float, float]]]:
     """Per node, the times it was banned anywhere (first domain to ban, until the last unban)."""
-    events = sorted((r["time"], r["type"], r["node"]) for r in controller_records if r.get("type") in ("ban", "unban"))
+    events = sorted((r["time"], r["type"], r["node"]) for r in of_kind(controller_records, Event.BAN, Event.UNBAN))
     intervals: dict[str, list[tuple[float, float]]] = {}
     since: dict[str, float] = {}
     for time_, kind, node in events:
-        if kind == "ban":
+        if kind == Event.BAN:
             since.setdefault(node, time_)
         elif node in since:
             intervals.setdefault(node, []).append((since.pop(node), time_))

@@ -2,9 +2,9 @@
 
 The same scenario file as ``sdfl run``, the same nodes, shards, round body
 (:class:`agents.round.RoundBody`), attacks, wire frames and per-domain inspection and FU-HST
-(:class:`controllers.inspector.DomainInspection` feeding :class:`controllers.defense.DomainDefense`,
-notices through the coordination format), and the same result files: ``agent-<node>.jsonl``,
-``rounds.csv``, ``summary.json``, ``report.md``. What it leaves out is the network: no flow
+(:class:`controllers.inspector.DomainInspection` feeding the controllers' own
+:class:`controllers.domain.DomainLogic`, notices through their authenticated channel), and the
+same result files: ``agent-<node>.jsonl``, ``rounds.csv``, ``summary.json``, ``report.md``. What it leaves out is the network: no flow
 stream, no traffic attacks, no faults, no timing (a round's time is its number), and a ban cuts
 a node off from the next round on. It is the reference a network run is compared with, and the
 fast loop for a new attack or detector.
@@ -23,11 +23,12 @@ from agents.wire import FrameError, decode
 from attacks.agent import poisoner_for
 from attacks.plan import POISONING, attacking_pairs, malicious_nodes
 from attacks.poisoning import CollusionBoard
+from common.events import Event
 from common.jsonl import JsonLinesWriter
-from common.keys import controller_party, pair_key
+from common.keys import controller_party, inspector_party, run_keys
 from common.runconfig import RunConfig
-from controllers.coordination import NoticeChannel
-from controllers.defense import Ban, DefenseConfig, DomainDefense, Send
+from controllers.defense import DefenseConfig
+from controllers.domain import Datagram, DomainLogic, Record
 from controllers.features import measured_warmup_rounds
 from controllers.inspector import DomainInspection
 from controllers.reports import ReportChannel
@@ -37,26 +38,24 @@ from sdfl.scoring import ban_intervals, score_detection
 
 
 class SimulatedDefense:
-    """Every domain's inspection and FU-HST over the frames of one simulated run."""
+    """Every domain's inspection and controller logic over the frames of one simulated run."""
 
     def __init__(self, scenario: dict, layout, neighbours: dict[str, list[str]]) -> None:
         config = DefenseConfig.from_scenario(scenario)
         description = layout.to_description("user", monitor=True)
-        hosts = description.hosts
         self.neighbours = neighbours
-        self.domain_of = {h.name: h.domain for h in hosts}
-        self.domains = sorted(set(self.domain_of.values()))
+        self.domain_of = {h.name: h.domain for h in description.hosts}
+        self.domains = [d.id for d in description.domains]
+        keys = run_keys(b"simulated run: no secret to keep", len(self.domains), {})
         # A round lasts one second of simulated time: its frames arrive at its number.
-        key = b"inspection-report-key-of-sweep!!"
-        self.inspections = {d: DomainInspection(description, d, frame_bounds(scenario), 0.5,
-                                                measured_warmup_rounds(config.warmup_rounds), ReportChannel(key),
-                                                started=0.0) for d in self.domains}
-        self.report_channels = {d: ReportChannel(key, seq=0) for d in self.domains}
-        self.defenses = {d: DomainDefense(d, description, config) for d in self.domains}
-        # Notices travel as in the testbed: numbered, tagged per receiver, checked on arrival.
-        secret = b"detection-sweep"
-        self.channels = {d: NoticeChannel(d, {e: pair_key(secret, controller_party(d), controller_party(e))
-                                              for e in self.domains if e != d}) for d in self.domains}
+        self.inspections = {d: DomainInspection(
+            description, d, frame_bounds(scenario), 0.5, measured_warmup_rounds(config.warmup_rounds),
+            ReportChannel(keys[inspector_party(d)][controller_party(d)]), started=0.0) for d in self.domains}
+        self.logic = {d: DomainLogic(description, d, keys=keys[controller_party(d)], defense=config,
+                                     poll_interval=1.0) for d in self.domains}
+        self.address = {d.id: d.coordination.address for d in description.domains}
+        self.domain_at = {address: d for d, address in self.address.items()}
+        self.inspection = {d.id: d.inspection.address for d in description.domains}
         self.bans: list[dict] = []
         self.notice_bytes = 0
 
@@ -67,7 +66,6 @@ class SimulatedDefense:
                 decoded[sender] = decode(data)
             except FrameError:
                 continue
-        cut: set[str] = set()
         for domain in self.domains:
             inspection = self.inspections[domain]
             for sender, frame in decoded.items():
@@ -76,24 +74,19 @@ class SimulatedDefense:
                         inspection.frame(round_, sender, receiver, frame)
             inspection.log.clear()
             for sealed in inspection.reports(round_ + 1.0):
-                report = self.report_channels[domain].open(sealed)
-                cut |= self._carry_out(domain, round_, self.defenses[domain].on_round(
-                    round_, report.round, report.features, report.violations))
-        return cut
+                now = float(round_)
+                self._carry_out(now, domain, self.logic[domain].report(now, sealed, self.inspection[domain]))
+        return set().union(*(logic.banned for logic in self.logic.values()))
 
-    def _carry_out(self, domain: int, now: float, actions: list) -> set[str]:
-        cut = set()
-        for action in actions:
-            if isinstance(action, Ban):
-                cut.add(action.node)
-            elif isinstance(action, Send):
-                for other, data in self.channels[domain].outgoing(action.notice).items():
-                    self.notice_bytes += len(data)
-                    notice = self.channels[other].incoming(data)
-                    cut |= self._carry_out(other, now, self.defenses[other].on_notice(now, notice))
-            elif action.record.get("type") == "ban":
-                self.bans.append(action.record)
-        return cut
+    def _carry_out(self, now: float, domain: int, effects: list) -> None:
+        """Deliver notices to their domains at once; keep the ban records; no switch to program."""
+        for effect in effects:
+            if isinstance(effect, Datagram):
+                self.notice_bytes += len(effect.data)
+                receiver = self.domain_at[effect.address]
+                self._carry_out(now, receiver, self.logic[receiver].notice(now, effect.data, self.address[domain]))
+            elif isinstance(effect, Record) and effect.record["type"] == Event.BAN:
+                self.bans.append(effect.record)
 
 
 def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle: bool = False) -> dict:
@@ -115,8 +108,6 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
     records = simulate(nodes, neighbours, dfl["rounds"],
                        behaviours={n: poisoner_for(config, nodes[n], board, collusion_wait_s=0.0) for n in poisoners},
                        watch=defense)
-    for record in records:
-        record["time"] = float(record["round"])
     rows = round_rows(records)
     summary = summarize(scenario, rows, names, {}, malicious)
     summary["simulated"] = True

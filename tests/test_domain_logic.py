@@ -1,0 +1,110 @@
+"""The domain logic behind the controller app, driven as the app and the simulation drive it."""
+
+import pickle
+
+from common.keys import controller_party, inspector_party, run_keys
+from controllers.core import ArpReply, FlowRule, RuleKind
+from controllers.defense import DefenseConfig
+from controllers.domain import Datagram, DomainLogic, Persist, Record, StatsRequest, ToSwitch
+from controllers.reports import InspectionReport, ReportChannel
+from topologies.layout import make_layout
+
+LAYOUT = make_layout(2, 3, "line")
+NETWORK = LAYOUT.to_description("user", monitor=True)
+KEYS = run_keys(b"test secret", 2, {})
+IMPOSSIBLE = ["round 4000000000 is not a round of this run (1-20)"]
+
+
+def logic(domain, state=None, keys=KEYS):
+    return DomainLogic(NETWORK, domain, keys=keys.get(controller_party(domain), {}), defense=DefenseConfig(),
+                       poll_interval=1.0, state=state)
+
+
+def sealer(domain):
+    return ReportChannel(KEYS[inspector_party(domain)][controller_party(domain)], seq=0)
+
+
+def records(effects, kind):
+    return [e.record for e in effects if isinstance(e, Record) and e.record["type"] == kind]
+
+
+def ban_by_reports(d1, seal):
+    """Two rounds of impossible frames from d1h2: the strong evidence that bans at once."""
+    address = NETWORK.domain(1).inspection.address
+    d1.report(10.0, seal.seal(InspectionReport(1, {}, {"d1h2": IMPOSSIBLE})), address)
+    return d1.report(11.0, seal.seal(InspectionReport(2, {}, {"d1h2": IMPOSSIBLE})), address)
+
+
+def test_a_ban_programs_every_switch_tells_every_domain_and_persists():
+    d1 = logic(1)
+    effects = ban_by_reports(d1, sealer(1))
+    drops = [e for e in effects if isinstance(e, ToSwitch) and isinstance(e.message, FlowRule)]
+    assert {e.message.kind for e in drops} >= {RuleKind.BAN_PORT} and d1.banned == {"d1h2"}
+    assert [e.address for e in effects if isinstance(e, Datagram)] == [NETWORK.domain(2).coordination.address]
+    assert records(effects, "ban")[0]["node"] == "d1h2" and isinstance(effects[-1], Persist)
+
+
+def test_the_other_domain_follows_the_notice_and_rejects_its_replay():
+    d1, d2 = logic(1), logic(2)
+    notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))
+    sender = NETWORK.domain(1).coordination.address
+    followed = d2.notice(12.0, notice.data, sender)
+    assert d2.banned == {"d1h2"} and records(followed, "ban")
+    assert not any(isinstance(e, Datagram) for e in followed)  # a followed ban is not announced again
+    assert records(d2.notice(13.0, notice.data, sender), "notice_rejected")
+
+
+def test_a_restarted_domain_keeps_its_bans_and_its_replay_protection():
+    d1, d2 = logic(1), logic(2)
+    notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))
+    persisted = [e for e in d2.notice(12.0, notice.data, ("10.0.0.1", 1)) if isinstance(e, Persist)][-1]
+    restarted = logic(2, state=pickle.loads(pickle.dumps(persisted.state)))
+    assert restarted.banned == {"d1h2"} and restarted.started(14.0, 1)[0].record["banned"] == ["d1h2"]
+    assert records(restarted.notice(14.0, notice.data, ("10.0.0.1", 1)), "notice_rejected")
+    assert any(isinstance(e.message, FlowRule) and e.message.kind is RuleKind.BAN_SOURCE
+               for e in restarted.switch_connected(NETWORK.domain(2).switches[0].dpid))
+
+
+def test_forged_reports_and_garbage_packet_ins_are_counted_not_obeyed():
+    d1 = logic(1)
+    address = NETWORK.domain(1).inspection.address
+    forged = ReportChannel(b"not the key", seq=0).seal(InspectionReport(1, {}, {"d1h1": IMPOSSIBLE}))
+    for _ in range(2):
+        assert records(d1.report(1.0, forged, address), "report_rejected")
+    dpid = NETWORK.domain(1).switches[0].dpid
+    assert records(d1.packet_in(1.0, dpid, 1, 1, b"\x00" * 5), "packet_in_unparsed")
+    assert d1.banned == set() and d1.rejected == {"report_rejected": 2, "packet_in_unparsed": 1}
+    assert d1.heartbeat(2.0, 1)[0].record["rejected"] == {"report_rejected": 2, "packet_in_unparsed": 1}
+
+
+def test_without_keys_nothing_is_accepted_and_nothing_announced():
+    lonely = logic(1, keys={})
+    assert lonely.channel is None
+    assert records(lonely.notice(1.0, b"x" * 60, ("10.0.0.9", 9)), "notice_rejected")
+    assert records(lonely.report(1.0, b"x" * 60, ("10.0.0.9", 9)), "report_rejected")
+
+
+def test_a_switch_gets_meters_then_rules_and_is_polled_when_due():
+    d1 = logic(1)
+    dpid = NETWORK.domain(1).switches[0].dpid
+    effects = d1.switch_connected(dpid)
+    assert isinstance(effects[0].message, tuple) and all(isinstance(e.message, FlowRule) for e in effects[1:])
+    assert not d1.owns(0xDEAD)
+    assert d1.poll(5.0, [dpid]) == [StatsRequest(dpid)]
+    d1.stats_requested(5.0, dpid, 7)
+    assert d1.poll(5.5, [dpid]) == []  # an answer is pending
+
+
+def test_proxy_arp_answers_for_a_known_host_only():
+    from scapy.layers.l2 import ARP, Ether
+
+    d1 = logic(1)
+    asker, target = LAYOUT.host("d1h1"), LAYOUT.host("d2h2")
+    dpid = NETWORK.domain(1).switches[0].dpid
+    frame = bytes(Ether(src=asker.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=asker.mac, psrc=asker.ip,
+                                                                     pdst=target.ip))
+    replies = d1.packet_in(1.0, dpid, asker.port, 0, frame)
+    assert [type(e.message) for e in replies] == [ArpReply] and replies[0].message.mac == target.mac
+    stranger = bytes(Ether(src=asker.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=asker.mac, psrc=asker.ip,
+                                                                       pdst="10.9.9.9"))
+    assert d1.packet_in(1.0, dpid, asker.port, 0, stranger) == []
