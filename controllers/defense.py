@@ -35,11 +35,8 @@ class DefenseConfig:
     warmup_rounds: int = 4
     flow_span_s: float = 2.0
     window_size: int = 8
-    n_trees: int = 50
-    height: int = 6
-    quantile: float = 1.0
-    margin: float = 0.15
-    threshold_k: float = 4.0
+    knobs: dict = dataclasses.field(default_factory=dict)
+    """The detector's own knobs (:attr:`controllers.detector.DetectorKind.knobs`); defaults if absent."""
     ban_duration_s: float = 0.0
     seed: int = 0
     round_wait_s: float = 3.0
@@ -51,7 +48,8 @@ class DefenseConfig:
         defense = scenario["defense"]
         m, _, n = defense["ban_after"].partition("/")
         same = {f.name: defense[f.name] for f in dataclasses.fields(cls) if f.name in defense}
-        return cls(**same, ban_after_m=int(m), ban_after_n=int(n), seed=scenario["seed"],
+        knobs = {name: defense[name] for name in DETECTORS[defense["detector"]].knobs}
+        return cls(**same, knobs=knobs, ban_after_m=int(m), ban_after_n=int(n), seed=scenario["seed"],
                    round_wait_s=max(1.5, 1.5 * scenario["dfl"]["round_period_s"]))
 
     def to_json(self) -> str:
@@ -66,6 +64,12 @@ class DefenseConfig:
         if not isinstance(fields, dict) or set(fields) != known:
             unexpected = sorted(set(fields) ^ known) if isinstance(fields, dict) else ["(not an object)"]
             raise ValueError(f"defense config: unknown or missing knobs {unexpected}")
+        kind = DETECTORS.get(fields["detector"])
+        if kind is None:
+            raise ValueError(f"defense config: unknown detector {fields['detector']!r}")
+        strangers = sorted(set(fields["knobs"]) - set(kind.knobs)) if isinstance(fields["knobs"], dict) else ["?"]
+        if strangers:
+            raise ValueError(f"defense config: {kind.name} has no knobs {strangers}")
         return cls(**fields)
 
 
@@ -112,7 +116,7 @@ class DomainDefense:
         self.banned_until: dict[str, float] = {}
 
     def _detector(self, keys, window_size: int, salt: int):
-        return DETECTORS[self.config.detector](keys, window_size, self.config.seed * 7 + salt, self.config)
+        return DETECTORS[self.config.detector].build(keys, window_size, self.config.seed * 7 + salt, self.config.knobs)
 
     def banned(self, node: str) -> bool:
         return node in self.banned_until

@@ -17,6 +17,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.schema import Field, between, non_negative, positive
+
 
 STRONG_SHARE = 0.75
 """A verdict whose score covers this share of the way from its bar to the highest score (1) is
@@ -142,23 +144,40 @@ class ThresholdStream:
         return Verdict(score, self.threshold, score > self.threshold, False, float(score > self.threshold))
 
 
-def half_space_trees(keys, window_size: int, seed: int, knobs) -> StreamDetector:
-    """FU-HST's detector: ``knobs`` (a :class:`controllers.defense.DefenseConfig`) give
-    quantile, margin, n_trees and height."""
-    return StreamDetector(keys, quantile=knobs.quantile, margin=knobs.margin, n_trees=knobs.n_trees,
-                          height=knobs.height, window_size=window_size, seed=seed)
+@dataclass(frozen=True)
+class DetectorKind:
+    """A registered stream detector: its ``[defense]`` knobs (defaults, checks, help) and
+    ``make(keys, window_size, seed, knobs)``, ``knobs`` a dict holding a value for each."""
+
+    name: str
+    help: str
+    knobs: dict[str, Field]
+    make: Callable
+
+    def build(self, keys, window_size: int, seed: int, knobs: dict):
+        """A detector for one stream; a knob not given takes its default."""
+        values = {name: knobs.get(name, spec.default) for name, spec in self.knobs.items()}
+        return self.make(keys, window_size, seed, values)
 
 
-def static_threshold(keys, window_size: int, seed: int, knobs) -> ThresholdStream:
-    """The baseline: bands of ``knobs.threshold_k`` std-devs."""
-    return ThresholdStream(keys, k=knobs.threshold_k)
-
-
-DETECTORS: dict[str, Callable] = {"fuhst": half_space_trees, "threshold": static_threshold}
-"""``defense.detector`` -> a factory ``(keys, window_size, seed, knobs)``; a stream detector has
-``observe_batch(batch, warming_up) -> {key: Verdict}`` and a calibrated ``threshold``, never
-learns from what it flags, and pickles (the controller persists it across restarts). A new
-detector is one entry here and one run of ``tests/test_detector_contract.py``."""
+DETECTORS: dict[str, DetectorKind] = {kind.name: kind for kind in (
+    DetectorKind(
+        "fuhst", "streaming Half-Space Trees, threshold calibrated on the warm-up",
+        knobs={"n_trees": Field(int, 50, positive), "height": Field(int, 6, positive),
+               "quantile": Field(float, 1.0, between(0.5, 1.0), "of the warm-up scores, for the threshold"),
+               "margin": Field(float, 0.15, non_negative, "added to that quantile")},
+        make=lambda keys, window_size, seed, k: StreamDetector(
+            keys, quantile=k["quantile"], margin=k["margin"], n_trees=k["n_trees"], height=k["height"],
+            window_size=window_size, seed=seed)),
+    DetectorKind(
+        "threshold", "the static baseline: bands around the warm-up mean",
+        knobs={"threshold_k": Field(float, 4.0, positive, "baseline: std-devs around the warm-up mean")},
+        make=lambda keys, window_size, seed, k: ThresholdStream(keys, k=k["threshold_k"])),
+)}
+"""``defense.detector`` -> its kind. A stream detector has ``observe_batch(batch, warming_up) ->
+{key: Verdict}`` and a calibrated ``threshold``, never learns from what it flags, and pickles
+(the controller persists it across restarts). A new detector is one entry here (its knobs join
+the scenario's ``[defense]`` table) and one run of ``tests/test_detector_contract.py``."""
 
 
 def _quantile(values: list[float], q: float) -> float:

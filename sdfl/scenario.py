@@ -55,7 +55,7 @@ SCHEMA: dict[str, Any] = {
     "defense": {
         "fuhst": Field(bool, False, help="FU-HST in every domain's controller: detect, ban, coordinate"),
         "detector": Field(str, "fuhst", one_of(*DETECTORS),
-                          "Half-Space Trees, or the static-threshold baseline"),
+                          "; ".join(f"{kind.name}: {kind.help}" for kind in DETECTORS.values())),
         "poll_interval": Field(float, 1.0, positive, "seconds between flow-stats polls"),
         "ban_after": Field(str, "3/4", ban_after_check, "ban after m anomalous of a node's last n observations"),
         "ban_duration_s": Field(float, 0.0, non_negative, "0 = for the rest of the run; else probation after"),
@@ -64,11 +64,8 @@ SCHEMA: dict[str, Any] = {
         "flow_span_s": Field(float, 2.0, positive,
                              "flow features are rates over this span (about one round period)"),
         "window_size": Field(int, 8, positive, "HST reference window (observations)"),
-        "n_trees": Field(int, 50, positive),
-        "height": Field(int, 6, positive),
-        "quantile": Field(float, 1.0, between(0.5, 1.0), "of the warm-up scores, for the threshold"),
-        "margin": Field(float, 0.15, non_negative, "added to that quantile"),
-        "threshold_k": Field(float, 4.0, positive, "baseline: std-devs around the warm-up mean"),
+        # and every registered detector's own knobs:
+        **{name: knob for kind in DETECTORS.values() for name, knob in kind.knobs.items()},
     },
     "dfl": {
         "rounds": Field(int, 20, between(1, 10_000)),

@@ -369,9 +369,11 @@ def test_the_defense_config_crosses_into_the_controller_whole_and_rejects_unknow
     from sdfl.scenario import load_scenario
 
     config = DefenseConfig.from_scenario(load_scenario(None, ["defense.ban_after=2/5", "defense.margin=0.3", "seed=4"]))
-    assert (config.ban_after_m, config.ban_after_n, config.margin, config.seed) == (2, 5, 0.3, 4)
+    assert (config.ban_after_m, config.ban_after_n, config.knobs["margin"], config.seed) == (2, 5, 0.3, 4)
     assert DefenseConfig.from_json(config.to_json()) == config
-    with pytest.raises(ValueError, match=r"unknown or missing knobs \['margin', 'margn'\]"):
+    with pytest.raises(ValueError, match=r"unknown or missing knobs \['sed', 'seed'\]"):
+        DefenseConfig.from_json(config.to_json().replace('"seed"', '"sed"'))
+    with pytest.raises(ValueError, match=r"fuhst has no knobs \['margn'\]"):
         DefenseConfig.from_json(config.to_json().replace('"margin"', '"margn"'))
 
 

@@ -23,7 +23,7 @@ OUTLIER = {k: 0.95 for k in KEYS}
 
 
 def warmed(name, rng):
-    detector = DETECTORS[name](KEYS, 8, 3, DefenseConfig())
+    detector = DETECTORS[name].build(KEYS, 8, 3, {})
     for _ in range(40):
         detector.observe_batch({"n": normal(rng)}, warming_up=True)
     return detector
@@ -68,3 +68,20 @@ def test_the_scenario_offers_exactly_the_registered_detectors():
         assert load_scenario(None, [f"defense.detector={name}"])["defense"]["detector"] == name
     with pytest.raises(ScenarioError, match="must be one of fuhst, threshold"):
         load_scenario(None, ["defense.detector=isolation-forest"])
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_its_knobs_are_the_scenarios_and_reach_the_controller(name):
+    """Each knob is a ``[defense]`` key with its default, carried whole into the controller."""
+    from sdfl.scenario import load_scenario
+
+    kind = DETECTORS[name]
+    doubled = {knob: spec.default * 2 for knob, spec in kind.knobs.items() if spec.kind in (int, float)}
+    changed = {k: v for k, v in doubled.items() if kind.knobs[k].check is None or kind.knobs[k].check(v) is None}
+    assert changed or not doubled
+    scenario = load_scenario(None, [f"defense.detector={name}", *(f"defense.{k}={v}" for k, v in changed.items())])
+    config = DefenseConfig.from_scenario(scenario)
+    assert config.knobs == {**{k: spec.default for k, spec in kind.knobs.items()}, **changed}
+    assert DefenseConfig.from_json(config.to_json()) == config
+    kind.build(KEYS, 8, 3, config.knobs)  # every knob is one its factory takes
+
