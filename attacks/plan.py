@@ -18,14 +18,13 @@ the first packet.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive, strings
-
-POISONING = "poisoning"
-TRAFFIC = "traffic"
+from attacks.kinds import POISONING, TRAFFIC, Attack, AttackKind
+from attacks.poisoning import POISONING_KINDS
+from attacks.traffic import TRAFFIC_KINDS
+from common.schema import Field, ScenarioError, between, coerce, non_negative, positive, strings
 
 COMMON: dict[str, Field] = {
     "kind": Field(str, "", help="what the attacker does (see KINDS)"),
@@ -37,57 +36,9 @@ COMMON: dict[str, Field] = {
     "every": Field(int, 1, positive, "attack every n-th round of the window (intermittent)"),
 }
 
-_FLOOD = {
-    "target": Field(str, "", help="victim host (empty: a seeded honest node, in another domain if any)"),
-    "rate_pps": Field(float, 0.0, non_negative, "packets per second (0 = the kind's default)"),
-    "low_rate": Field(bool, False, help="the low-rate variant: the default rate divided by 100"),
-    "spoof": Field(bool, False, help="random source addresses in 10.0.0.0/8"),
-}
-
-KINDS: dict[str, tuple[str, dict[str, Field]]] = {
-    "sign-flip": (POISONING, {"scale": Field(float, 1.0, positive, "send -scale x the honest update")}),
-    "gaussian": (POISONING, {"sigma": Field(float, 0.5, positive, "std of the noise added to the update")}),
-    "alie": (POISONING, {"z": Field(float, 0.0, non_negative,
-                                    "std-devs below the colluders' mean (0 = from n and f, as in the paper)")}),
-    "ipm": (POISONING, {"epsilon": Field(float, 0.5, positive, "send -epsilon x the colluders' mean update")}),
-    "label-flip": (POISONING, {}),
-    "garbage": (POISONING, {"mode": Field(str, "inf", one_of("nan", "inf", "huge", "bytes"),
-                                          "non-finite values, 1e30s, or random bytes")}),
-    "syn-flood": (TRAFFIC, {**_FLOOD, "dst_port": Field(int, 0, between(0, 65535),
-                                                        "TCP port flooded (0 = the agents' port)")}),
-    "udp-flood": (TRAFFIC, {**_FLOOD, "payload_bytes": Field(int, 1200, between(0, 1472))}),
-    "icmp-flood": (TRAFFIC, {**_FLOOD, "payload_bytes": Field(int, 1000, between(0, 1472)),
-                             "icmp_type": Field(int, 8, one_of(0, 8),
-                                                "8: echo requests; 0: echo replies no one asked for")}),
-    "arp-flood": (TRAFFIC, {"target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"],
-                            "low_rate": _FLOOD["low_rate"]}),
-    "connect-flood": (TRAFFIC, {"target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"],
-                                "low_rate": _FLOOD["low_rate"],
-                                "dst_port": Field(int, 0, between(0, 65535), "TCP port (0 = the agents' port)")}),
-    "crafted": (TRAFFIC, {"target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"],
-                          "low_rate": _FLOOD["low_rate"],
-                          "packets": Field(list, [], strings, "crafted packets to send in turn (see CRAFTED)"),
-                          "dst_port": Field(int, 0, between(0, 65535),
-                                            "TCP port of the crafted model frames (0 = the agents' port)")}),
-    "port-scan": (TRAFFIC, {
-        "target": _FLOOD["target"], "rate_pps": _FLOOD["rate_pps"], "low_rate": _FLOOD["low_rate"],
-        "first_port": Field(int, 1, between(1, 65535)), "last_port": Field(int, 1024, between(1, 65535)),
-    }),
-}
-
-DEFAULT_RATE_PPS = {"syn-flood": 5000.0, "udp-flood": 8000.0, "icmp-flood": 5000.0, "port-scan": 300.0,
-                    "arp-flood": 20000.0, "connect-flood": 40.0, "crafted": 20.0}
-CRAFTED = ("tcp-zero-length-option", "vxlan", "tcp-179", "tcp-6653", "vlan-100", "vlan-0", "empty-model-frame",
-           "far-round-model-frame")
-"""Single packets that hung, crashed or fooled a domain's defense once (issue 15): a SYN with a
-zero-length TCP option, 8 bytes to VXLAN's port, payloads to BGP's and OpenFlow's ports,
-802.1Q-tagged IPv4, a model frame with no tensors (to an address no host has) and one claiming
-round 4,000,000,000."""
+KINDS: dict[str, AttackKind] = {kind.name: kind for kind in (*POISONING_KINDS, *TRAFFIC_KINDS)}
+"""Every attack kind by name: the scenario's choices."""
 LOW_RATE_DIVISOR = 100.0
-
-
-def category(kind: str) -> str:
-    return KINDS[kind][0]
 
 
 def normalize_entry(entry: dict, where: str) -> dict:
@@ -97,7 +48,7 @@ def normalize_entry(entry: dict, where: str) -> dict:
     kind = entry.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise ScenarioError(f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    fields = {**COMMON, **KINDS[kind][1]}
+    fields = {**COMMON, **KINDS[kind].fields}
     resolved = {}
     for key, value in entry.items():
         if key not in fields:
@@ -110,36 +61,9 @@ def normalize_entry(entry: dict, where: str) -> dict:
     if resolved["stop_round"] and resolved["stop_round"] < resolved["start_round"]:
         raise ScenarioError(f"{where}: stop_round {resolved['stop_round']} is before start_round "
                             f"{resolved['start_round']}")
-    if kind == "port-scan" and resolved["last_port"] < resolved["first_port"]:
-        raise ScenarioError(f"{where}: last_port is below first_port")
-    if kind == "crafted":
-        unknown = [p for p in resolved["packets"] if p not in CRAFTED]
-        if unknown or not resolved["packets"]:
-            raise ScenarioError(f"{where}.packets must list some of {', '.join(CRAFTED)}"
-                                + (f"; unknown: {unknown[0]!r}" if unknown else ""))
+    if KINDS[kind].check is not None:
+        KINDS[kind].check(resolved, where)
     return resolved
-
-
-@dataclass(frozen=True)
-class Attack:
-    """A resolved attack: these nodes do ``kind`` with ``params`` in ``rounds``."""
-
-    kind: str
-    nodes: tuple[str, ...]
-    rounds: tuple[int, ...]
-    params: dict = field(default_factory=dict)
-
-    @property
-    def category(self) -> str:
-        return category(self.kind)
-
-    def to_record(self) -> dict:
-        return {"kind": self.kind, "category": self.category, "nodes": list(self.nodes),
-                "rounds": list(self.rounds), "params": dict(self.params)}
-
-    @classmethod
-    def from_record(cls, record: dict) -> Attack:
-        return cls(record["kind"], tuple(record["nodes"]), tuple(record["rounds"]), dict(record["params"]))
 
 
 def active_rounds(start: int, stop: int, every: int, rounds: int) -> tuple[int, ...]:
@@ -200,11 +124,12 @@ def resolve_attacks(entries: list[dict], nodes: list[str], domain_of: dict[str, 
         if not window:
             raise ScenarioError(f"{where}: start_round {entry['start_round']} is after the last round {rounds}")
         params = {k: v for k, v in entry.items() if k not in COMMON}
-        if category(entry["kind"]) == TRAFFIC:
-            params = _traffic_params(entry["kind"], params, chosen, nodes, domain_of, malicious | set(chosen),
+        kind = KINDS[entry["kind"]]
+        if kind.category == TRAFFIC:
+            params = _traffic_params(kind, params, chosen, nodes, domain_of, malicious | set(chosen),
                                      dfl_port, rng, where)
         malicious.update(chosen)
-        attacks.append(Attack(entry["kind"], tuple(chosen), window, params))
+        attacks.append(Attack(kind.name, kind.category, tuple(chosen), window, params))
     _check_one_poisoning_per_round(attacks)
     return attacks
 
@@ -222,9 +147,9 @@ def _traffic_params(kind, params, attackers, nodes, domain_of, malicious, dfl_po
         if not pool:
             raise ScenarioError(f"{where}: no honest node is left to be the target")
         params["target"] = str(rng.choice(sorted(pool)))
-    rate = params["rate_pps"] or DEFAULT_RATE_PPS[kind]
+    rate = params["rate_pps"] or kind.default_rate_pps
     params["rate_pps"] = rate / LOW_RATE_DIVISOR if params["low_rate"] and not params["rate_pps"] else rate
-    if kind in ("syn-flood", "connect-flood", "crafted") and not params["dst_port"]:
+    if kind.to_agents_port and not params["dst_port"]:
         params["dst_port"] = dfl_port
     return params
 

@@ -2,7 +2,8 @@
 
 The attacks act on the round's *update*, the trained model minus the model the node started the
 round with, and send ``start + poisoned update``; the node keeps its honest model for itself.
-The rules are pure numpy functions; :class:`Poisoner` applies the one scheduled for the round.
+The rules are pure numpy functions, each kind one entry of :data:`POISONING_KINDS` (its keys and
+hooks); :class:`Poisoner` applies the one scheduled for the round.
 
 ALIE and IPM need the honest updates of the colluding attackers (the same ``[[attacks]]``
 entry): they meet on a :class:`CollusionBoard`, an out-of-band channel the defenders cannot see.
@@ -19,7 +20,8 @@ import numpy as np
 from scipy.stats import norm
 
 from agents.wire import ModelFrame, encode
-from attacks.plan import POISONING, Attack
+from attacks.kinds import POISONING, Attack, PoisonContext, PoisoningKind
+from common.schema import Field, non_negative, one_of, positive
 
 HUGE = 1e30
 
@@ -116,6 +118,37 @@ class DirectoryBoard(CollusionBoard):
             return None
 
 
+def _alie(context: PoisonContext) -> np.ndarray:
+    z = context.params["z"] or alie_z(context.n_nodes, context.n_attackers)
+    return context.reference + alie(context.colluders, z)
+
+
+def _garbage(context: PoisonContext) -> np.ndarray | bytes:
+    if context.params["mode"] == "bytes":
+        return context.rng.bytes(context.frame_bytes)
+    return garbage_vector(context.update.size, context.params["mode"])
+
+
+POISONING_KINDS = (
+    PoisoningKind("sign-flip", fields={"scale": Field(float, 1.0, positive, "send -scale x the honest update")},
+                  poison=lambda c: c.reference + sign_flip(c.update, c.params["scale"]),
+                  help="the honest update reversed"),
+    PoisoningKind("gaussian", fields={"sigma": Field(float, 0.5, positive, "std of the noise added to the update")},
+                  poison=lambda c: c.reference + gaussian_noise(c.update, c.params["sigma"], c.rng),
+                  help="the honest update plus Gaussian noise"),
+    PoisoningKind("alie", colludes=True, poison=_alie, help="a little is enough (Baruch et al.)",
+                  fields={"z": Field(float, 0.0, non_negative,
+                                     "std-devs below the colluders' mean (0 = from n and f, as in the paper)")}),
+    PoisoningKind("ipm", colludes=True, help="inner-product manipulation (Xie et al.)",
+                  fields={"epsilon": Field(float, 0.5, positive, "send -epsilon x the colluders' mean update")},
+                  poison=lambda c: c.reference + inner_product_manipulation(c.colluders, c.params["epsilon"])),
+    PoisoningKind("label-flip", labels=flip_labels, help="trains on labels c -> n_classes - 1 - c"),
+    PoisoningKind("garbage", poison=_garbage, help="a model no honest node could send",
+                  fields={"mode": Field(str, "inf", one_of("nan", "inf", "huge", "bytes"),
+                                        "non-finite values, 1e30s, or random bytes")}),
+)
+
+
 class Poisoner:
     """The poisoning behaviour of one node (an :class:`agents.node.Behaviour`): which attack it
     runs in which round, and how; in a round without one its frames pass through unchanged."""
@@ -130,45 +163,41 @@ class Poisoner:
         self.board = board or CollusionBoard()
         self.collusion_wait_s = collusion_wait_s
         self._by_round = {r: a for a in attacks if a.category == POISONING and node in a.nodes for r in a.rounds}
+        self._kinds = {k.name: k for k in POISONING_KINDS}
+
+    def _scheduled(self, round_: int) -> tuple[Attack | None, PoisoningKind | None]:
+        attack = self._by_round.get(round_)
+        return (attack, self._kinds[attack.kind]) if attack else (None, None)
 
     def kind(self, round_: int) -> str | None:
         attack = self._by_round.get(round_)
         return attack.kind if attack else None
 
     def labels(self, round_: int, labels: np.ndarray) -> np.ndarray:
-        """The labels the node trains on this round (flipped under label flipping)."""
-        return flip_labels(labels, self.n_classes) if self.kind(round_) == "label-flip" else labels
+        """The labels the node trains on this round."""
+        _attack, kind = self._scheduled(round_)
+        return kind.labels(labels, self.n_classes) if kind and kind.labels else labels
 
     def share(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> None:
         """Post the honest update for colluders (before anyone computes a poisoned one)."""
-        attack = self._by_round.get(round_)
-        if attack is not None and attack.kind in ("alie", "ipm"):
+        _attack, kind = self._scheduled(round_)
+        if kind is not None and kind.colludes:
             self.board.post(round_, self.node, flat(frame) - reference)
 
     def outgoing(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> bytes:
         """The bytes this node sends for ``frame``, its honest trained model this round."""
-        attack = self._by_round.get(round_)
-        if attack is None or attack.kind == "label-flip":
-            return encode(frame, tagged=self.tagged)
-        rng = np.random.default_rng([self.seed, round_, 0x5EED])
-        if attack.kind == "garbage" and attack.params["mode"] == "bytes":
-            return rng.bytes(len(encode(frame, tagged=self.tagged)))
+        attack, kind = self._scheduled(round_)
+        honest = encode(frame, tagged=self.tagged)
+        if kind is None or kind.poison is None:
+            return honest
         update = flat(frame) - reference
-        if attack.kind == "sign-flip":
-            sent = reference + sign_flip(update, attack.params["scale"])
-        elif attack.kind == "gaussian":
-            sent = reference + gaussian_noise(update, attack.params["sigma"], rng)
-        elif attack.kind in ("alie", "ipm"):
-            shared = self.board.gather(round_, attack.nodes, time.monotonic() + self.collusion_wait_s)
-            updates = np.stack(shared or [update])
-            if attack.kind == "alie":
-                z = attack.params["z"] or alie_z(self.n_nodes, len(attack.nodes))
-                sent = reference + alie(updates, z)
-            else:
-                sent = reference + inner_product_manipulation(updates, attack.params["epsilon"])
-        elif attack.kind == "garbage":
-            sent = garbage_vector(update.size, attack.params["mode"])
-        else:
-            raise ValueError(f"{attack.kind!r} is not a model-poisoning attack")
+        colluders = [update]
+        if kind.colludes:
+            colluders = self.board.gather(round_, attack.nodes, time.monotonic() + self.collusion_wait_s) or colluders
+        rng = np.random.default_rng([self.seed, round_, 0x5EED])
+        sent = kind.poison(PoisonContext(reference, update, attack.params, rng, np.stack(colluders), self.n_nodes,
+                                         len(attack.nodes), len(honest)))
+        if isinstance(sent, bytes):
+            return sent
         return encode(ModelFrame(frame.sender, frame.round, frame.samples, split_like(sent, frame.shapes)),
                       tagged=self.tagged)

@@ -14,7 +14,6 @@ scan from the moment the network reached the round until it left it.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import json
 import shutil
 import signal
@@ -75,16 +74,16 @@ class TrafficAttackers:
         self.out = out
         self.seed = seed
         self.budget_s = budget_s
-        self.hosts = {h.name: h for h in load_description(emulation.description_path).hosts}
+        self.description = load_description(emulation.description_path)
         self.processes: dict[tuple[str, str], subprocess.Popen] = {}
 
     def start(self, attack: Attack, node: str) -> None:
-        spec = TrafficSpec.from_attack(attack.kind, attack.params, self.hosts[node],
-                                       self.hosts[attack.params["target"]], self.seed, self.shapes)
+        spec = TrafficSpec.from_attack(attack.kind, attack.params, self.description.host(node),
+                                       self.description.host(attack.params["target"]), self.seed, self.shapes)
         with open(self.out / f"attack-{node}.log", "ab") as log:
             proc = self.emulation.net.get(node).popen(
                 [sys.executable, "-m", "attacks.traffic", "--iface", f"{node}-eth0",
-                 "--spec", json.dumps(dataclasses.asdict(spec)), "--duration", str(self.budget_s),
+                 "--spec", spec.to_json(), "--duration", str(self.budget_s),
                  "--report", str(self.out / "traffic.jsonl")],
                 stdout=log, stderr=subprocess.STDOUT)
         self.emulation.record.add_process(proc.pid, f"attack {attack.kind} {node}")

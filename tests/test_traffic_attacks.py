@@ -7,6 +7,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from attacks.plan import KINDS
 from attacks.traffic import DISCARD_PORT, TRAFFIC_KINDS, TrafficSpec, build_packets, send_paced
 from common.description import HostSpec
 
@@ -15,11 +16,14 @@ VICTIM = HostSpec("d2h4", 2, 4, "10.2.0.4", 8, "02:00:00:00:02:04", "d2s1", 4)
 
 
 def spec(kind, **params):
-    params = {"rate_pps": 100.0, "dst_port": 7000, "payload_bytes": 600, **params}
-    return TrafficSpec.from_attack(kind, params, ATTACKER, VICTIM, seed=3)
+    """The kind's defaults, a modest rate, the agents' port and 600-byte payloads where it has them."""
+    own = {name: field.default for name, field in KINDS[kind].fields.items()}
+    own.update({k: v for k, v in {"dst_port": 7000, "payload_bytes": 600}.items() if k in own})
+    return TrafficSpec.from_attack(kind, {**own, "rate_pps": 100.0, **params}, ATTACKER, VICTIM, seed=3)
 
 
-@pytest.mark.parametrize("kind", [k for k in TRAFFIC_KINDS if k not in ("arp-flood", "connect-flood", "crafted")])
+@pytest.mark.parametrize("kind", [k.name for k in TRAFFIC_KINDS
+                                  if not k.connects and k.name not in ("arp-flood", "crafted")])
 def test_packets_are_addressed_from_the_attacker_to_the_victim_and_reproducible(kind):
     packets = build_packets(spec(kind))
     assert packets and [bytes(p) for p in packets] == [bytes(p) for p in build_packets(spec(kind))]
@@ -118,7 +122,7 @@ def test_crafted_packets_are_the_ones_that_once_broke_the_defense():
     from scapy.layers.l2 import Dot1Q
 
     from agents.wire import FrameReader
-    from attacks.plan import CRAFTED
+    from attacks.traffic import CRAFTED
 
     shapes = ((4, 3), (4,))
     packets = {name: build_packets(TrafficSpec.from_attack("crafted", {"rate_pps": 5.0, "packets": [name], "dst_port": 7000}, ATTACKER,
