@@ -150,28 +150,44 @@ class WFAgg:
 
 
 # --- registry -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AggregatorKind:
+    """A rule of the registry: ``make(f)`` the aggregator tolerating ``f`` Byzantine inputs
+    (``robust``: it does; the contract suite holds it to that)."""
+
+    name: str
+    make: Callable[[int], Aggregator]
+    robust: bool = True
+    help: str = ""
+
+
+AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
+    AggregatorKind("fedavg", lambda f: lambda own, others: weighted_mean(
+        _stack(own, others), [own.samples, *(c.samples for c in others)]), robust=False,
+        help="the mean weighted by samples"),
+    AggregatorKind("median", lambda f: lambda own, others: coordinate_median(_stack(own, others)),
+                   help="the coordinate-wise median"),
+    AggregatorKind("trimmed-mean", lambda f: lambda own, others: trimmed_mean(_stack(own, others), f),
+                   help="the mean of each coordinate without its f highest and f lowest"),
+    AggregatorKind("krum", lambda f: lambda own, others: multi_krum(_stack(own, others), f, m=1),
+                   help="the input closest to its n - f - 2 nearest"),
+    AggregatorKind("multi-krum", lambda f: lambda own, others: multi_krum(_stack(own, others), f),
+                   help="the mean of the n - f best Krum scores"),
+    AggregatorKind("geomed", lambda f: lambda own, others: geometric_median(_stack(own, others)),
+                   help="the geometric median (Weiszfeld)"),
+    AggregatorKind("centered-clipping", lambda f: lambda own, others: centered_clipping(
+        _stack(own, others), own.vector), help="clipped steps around the node's own model"),
+    AggregatorKind("wfagg", WFAgg, help="WFAgg: distance, similarity and temporal filters"),
+)}
+"""A new rule is one entry here and one run of ``tests/test_aggregation.py``."""
+AGGREGATOR_NAMES = tuple(AGGREGATORS)
+ROBUST_AGGREGATORS = tuple(name for name, kind in AGGREGATORS.items() if kind.robust)
+
+
 def make_aggregator(name: str, f: int = 1) -> Aggregator:
-    """The rule called ``name`` (see :data:`AGGREGATOR_NAMES`), tolerating ``f`` Byzantine inputs."""
+    """The rule called ``name``, tolerating ``f`` Byzantine inputs."""
     if f < 0:
         raise ValueError(f"f must be >= 0, got {f}")
-    rules: dict[str, Aggregator] = {
-        "fedavg": lambda own, others: weighted_mean(
-            _stack(own, others), [own.samples, *(c.samples for c in others)]),
-        "median": lambda own, others: coordinate_median(_stack(own, others)),
-        "trimmed-mean": lambda own, others: trimmed_mean(_stack(own, others), f),
-        "krum": lambda own, others: multi_krum(_stack(own, others), f, m=1),
-        "multi-krum": lambda own, others: multi_krum(_stack(own, others), f),
-        "geomed": lambda own, others: geometric_median(_stack(own, others)),
-        "centered-clipping": lambda own, others: centered_clipping(
-            _stack(own, others), own.vector),
-    }
-    if name == "wfagg":
-        return WFAgg(f)
-    if name not in rules:
+    if name not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATOR_NAMES)}")
-    return rules[name]
-
-
-AGGREGATOR_NAMES = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum", "geomed",
-                    "centered-clipping", "wfagg")
-ROBUST_AGGREGATORS = tuple(n for n in AGGREGATOR_NAMES if n != "fedavg")
+    return AGGREGATORS[name].make(f)
