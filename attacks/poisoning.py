@@ -53,6 +53,12 @@ def inner_product_manipulation(colluder_updates: np.ndarray, epsilon: float) -> 
     return -epsilon * colluder_updates.mean(axis=0)
 
 
+def mimic(colluder_updates: np.ndarray) -> np.ndarray:
+    """Every colluder sends the same honest update, the first colluder's: one node's data counts
+    as many times as there are colluders (Karimireddy, He & Jaggi), and nothing looks odd."""
+    return colluder_updates[0]
+
+
 def garbage_vector(size: int, mode: str) -> np.ndarray:
     """Values no sane model holds: NaN, Inf (the wire decoder rejects both) or 1e30 (finite)."""
     return np.full(size, {"nan": np.nan, "inf": np.inf, "huge": HUGE}[mode])
@@ -142,6 +148,8 @@ POISONING_KINDS = (
     PoisoningKind("ipm", colludes=True, help="inner-product manipulation (Xie et al.)",
                   fields={"epsilon": Field(float, 0.5, positive, "send -epsilon x the colluders' mean update")},
                   poison=lambda c: c.reference + inner_product_manipulation(c.colluders, c.params["epsilon"])),
+    PoisoningKind("mimic", colludes=True, poison=lambda c: c.reference + mimic(c.colluders),
+                  help="all colluders send one colluder's honest update (Karimireddy et al.)"),
     PoisoningKind("label-flip", labels=flip_labels, help="trains on labels c -> n_classes - 1 - c"),
     PoisoningKind("garbage", poison=_garbage, help="a model no honest node could send",
                   fields={"mode": Field(str, "inf", one_of("nan", "inf", "huge", "bytes"),

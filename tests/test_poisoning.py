@@ -83,6 +83,13 @@ def test_ipm_sends_minus_epsilon_times_the_colluders_mean_update():
         assert float(np.dot(flat(decode(data)) - reference, mean)) < 0
 
 
+def test_mimic_colluders_all_send_the_first_colluders_honest_update():
+    reference, frames, sent = poisoned("mimic")
+    target = flat(frames[COLLUDERS[0]]) - reference
+    for data in sent.values():
+        np.testing.assert_allclose(flat(decode(data)) - reference, target, atol=1e-6)
+
+
 def test_gaussian_noise_has_the_asked_spread_and_depends_on_the_seed():
     reference, frames, sent = poisoned("gaussian", sigma=0.5)
     noise = flat(decode(sent["d1h1"])) - flat(frames["d1h1"])
