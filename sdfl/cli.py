@@ -149,7 +149,6 @@ def cmd_check(args) -> int:
 
 def cmd_net(args) -> int:
     from sdfl.emulation import Emulation
-    from sdfl.probes import iperf3, ping_all
     from topologies.layout import LinkParams, make_layout
 
     layout = make_layout(
@@ -159,31 +158,17 @@ def cmd_net(args) -> int:
         border_link=LinkParams(bw_mbit=args.border_bw or None, delay_ms=args.border_delay,
                                loss_pct=args.border_loss),
     )
-    tests = set(args.test)
-    if "all" in tests:
-        tests = {"pingall", "iperf"}
     become_root(args)
     prepare_emulation()
     out = args.out or Path("runs") / f"net-{time.strftime('%Y%m%d-%H%M%S')}"
     summary: dict = {"network": {"domains": args.domains, "hosts_per_domain": args.hosts,
                                  "domain_graph": args.domain_graph}}
-    ok = True
     with Emulation(layout, out, datapath=args.datapath, poll_interval=args.poll_interval) as emulation:
         summary["network"]["datapath"] = emulation.datapath
         summary["timings"] = dict(emulation.timings)
         print(f"network up: {args.domains} domains x {args.hosts} hosts, {args.domain_graph} graph, "
               f"{emulation.datapath} datapath, {emulation.timings['bring_up_s']:.1f} s")
-        if "pingall" in tests:
-            result = ping_all(emulation.net)
-            summary["pingall"] = {"sent": result.sent, "received": result.received,
-                                  "dropped_pct": result.dropped_pct}
-            ok &= result.received == result.sent
-            print(f"pingall: {result.dropped_pct:.0f}% dropped ({result.received}/{result.sent} received)")
-        if "iperf" in tests:
-            client = emulation.net.get(layout.hosts_in(1)[0].name)
-            server = emulation.net.get(layout.hosts_in(layout.domains)[-1].name)
-            summary["iperf"] = iperf3(client, server, args.iperf_seconds)
-            print(f"iperf3 {client.name} -> {server.name}: {summary['iperf']['mbit_s']:.1f} Mbit/s")
+        ok = _probe_network(emulation, layout, args, summary)
         if args.cli:
             from mininet.cli import CLI
 
@@ -200,6 +185,25 @@ def cmd_net(args) -> int:
     (out / "net_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nresults: {out / 'net_summary.json'}")
     return 0 if ok else 1
+
+
+def _probe_network(emulation, layout, args, summary: dict) -> bool:
+    """``sdfl net --test``'s probes, into ``summary``; False if a ping was lost."""
+    from sdfl.probes import iperf3, ping_all
+
+    tests = {"pingall", "iperf"} if "all" in args.test else set(args.test)
+    ok = True
+    if "pingall" in tests:
+        result = ping_all(emulation.net)
+        summary["pingall"] = {"sent": result.sent, "received": result.received, "dropped_pct": result.dropped_pct}
+        ok = result.received == result.sent
+        print(f"pingall: {result.dropped_pct:.0f}% dropped ({result.received}/{result.sent} received)")
+    if "iperf" in tests:
+        client = emulation.net.get(layout.hosts_in(1)[0].name)
+        server = emulation.net.get(layout.hosts_in(layout.domains)[-1].name)
+        summary["iperf"] = iperf3(client, server, args.iperf_seconds)
+        print(f"iperf3 {client.name} -> {server.name}: {summary['iperf']['mbit_s']:.1f} Mbit/s")
+    return ok
 
 
 def cmd_run(args) -> int:

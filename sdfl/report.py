@@ -229,8 +229,20 @@ def _fmt(value, digits: int = 3) -> str:
 def markdown(run: Run) -> str:
     """The report's text: headline figures, the bans and why, and the plots."""
     summary = run.summary
-    dfl, detection, overhead = summary["dfl"], summary.get("detection"), summary.get("overhead", {})
-    lines = [f"# Run report: {run.folder.name}", ""]
+    lines = [f"# Run report: {run.folder.name}", "", *_caveats(summary), *_headline(run)]
+    if summary.get("detection") is not None:
+        lines += _bans(summary["detection"])
+    lines += _faults_and_stalls(summary) + _resources(summary.get("resources")) + ["", "## Plots", ""]
+    for name, title in (("accuracy", "Accuracy per round"), ("timeline", "Detection timeline"),
+                        ("control", "Inter-domain control bytes per round"), ("scores", "Anomaly scores")):
+        if (run.folder / PLOTS[name]).is_file():
+            lines += [f"### {title}", "", f"![{title}]({PLOTS[name]})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _caveats(summary: dict) -> list[str]:
+    """What a reader must know before the figures: an incomplete or a simulated run."""
+    lines = []
     if not summary.get("complete", True):
         partial = summary.get("partial")
         saved = f" (killed or stopped after round {partial['rounds_reported']})" if partial else ""
@@ -240,15 +252,21 @@ def markdown(run: Run) -> str:
         left_out = summary["attacks"].get("not_simulated") or []
         lines += ["**Simulated** (`sdfl simulate`): one process, no network; the update stream's defense only"
                   + (f"; not simulated: {', '.join(left_out)}" if left_out else "") + ".", ""]
+    return lines
+
+
+def _headline(run: Run) -> list[str]:
+    summary = run.summary
+    dfl, detection, overhead = summary["dfl"], summary.get("detection"), summary.get("overhead", {})
     scenario = summary["scenario"]
     network = scenario["network"]
-    lines += [f"{network['domains']} domains x {network['hosts_per_domain']} hosts, "
-              f"{scenario['dfl']['rounds']} rounds, aggregator `{scenario['dfl']['aggregator']}`, "
-              f"seed {scenario['seed']}; attackers: {', '.join(run.malicious) or 'none'}.", "",
-              "| figure | value |", "|---|---|",
-              f"| honest accuracy, final round | {_fmt(dfl['honest_accuracy_final'])} |",
-              f"| median round time (s) | {_fmt(dfl['round_time_s_median'], 2)} |",
-              f"| model bytes sent | {dfl['model_bytes_total']:,} |"]
+    lines = [f"{network['domains']} domains x {network['hosts_per_domain']} hosts, "
+             f"{scenario['dfl']['rounds']} rounds, aggregator `{scenario['dfl']['aggregator']}`, "
+             f"seed {scenario['seed']}; attackers: {', '.join(run.malicious) or 'none'}.", "",
+             "| figure | value |", "|---|---|",
+             f"| honest accuracy, final round | {_fmt(dfl['honest_accuracy_final'])} |",
+             f"| median round time (s) | {_fmt(dfl['round_time_s_median'], 2)} |",
+             f"| model bytes sent | {dfl['model_bytes_total']:,} |"]
     if detection is not None:
         traffic = summary.get("traffic", {})
         control_per_round = overhead.get("interdomain_control_bytes_per_round")
@@ -260,37 +278,42 @@ def markdown(run: Run) -> str:
                   f"| inter-domain control bytes per round | {_fmt(control_per_round, 1)} |",
                   f"| detector CPU / agents' CPU | {_fmt(overhead.get('detector_cpu_fraction'), 4)} |",
                   f"| flood/scan time to mitigate (s, median) | {_fmt(traffic.get('time_to_mitigate_s_median'), 2)} |"]
-        lines += ["", "## Bans", ""]
-        if detection["bans"]:
-            lines += ["| node | domain | round | why |", "|---|---|---|---|"]
-            lines += [f"| {b['node']} | {b['domain']} | {b['round']} | {b['reason']} |" for b in detection["bans"]]
-        else:
-            lines.append("Nobody was banned.")
+    return lines
+
+
+def _bans(detection: dict) -> list[str]:
+    lines = ["", "## Bans", ""]
+    if not detection["bans"]:
+        return lines + ["Nobody was banned."]
+    return lines + ["| node | domain | round | why |", "|---|---|---|---|"] + [
+        f"| {b['node']} | {b['domain']} | {b['round']} | {b['reason']} |" for b in detection["bans"]]
+
+
+def _faults_and_stalls(summary: dict) -> list[str]:
+    lines = []
     if summary.get("faults"):
         lines += ["", "## Faults", "", "| fault | target | round | duration (s) | survived | what happened |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {f['kind']} | {f['target']} | {f['at_round']} | {f['duration_s']:g} | "
                   f"{'yes' if f['survived'] else '**no**'} | {_fault_note(f)} |" for f in summary["faults"]]
-    if summary.get("stalls") or summary.get("dfl", {}).get("rounds_without_frames"):
+    silent = summary.get("dfl", {}).get("rounds_without_frames")
+    if summary.get("stalls") or silent:
         lines += ["", "## Stalls", ""]
         lines += [f"- {s['service']} gave no sign of life for {s['seconds']:.1f} s"
                   f"{' (still stalled at the end)' if s['still_stalled'] else ''}" for s in summary.get("stalls", [])]
-        silent = summary["dfl"].get("rounds_without_frames")
         if silent:
             lines.append(f"- rounds in which no model moved: {', '.join(map(str, silent))}")
-    resources = summary.get("resources")
-    if resources:
-        cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in resources["cpu_s_by_role"].items())
-        lines += ["", "## Resources", "",
-                  f"Peak memory of the run's processes {resources['peak_pss_mb_total']:,.0f} MB (PSS) "
-                  f"(machine: {resources['machine_peak_used_mb']:,.0f} of {resources['machine_memory_mb']:,.0f} MB "
-                  f"in use at peak, {resources['cpu_cores']} cores); CPU seconds by role: {cpu}."]
-    lines += ["", "## Plots", ""]
-    for name, title in (("accuracy", "Accuracy per round"), ("timeline", "Detection timeline"),
-                        ("control", "Inter-domain control bytes per round"), ("scores", "Anomaly scores")):
-        if (run.folder / PLOTS[name]).is_file():
-            lines += [f"### {title}", "", f"![{title}]({PLOTS[name]})", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
+
+
+def _resources(resources: dict | None) -> list[str]:
+    if not resources:
+        return []
+    cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in resources["cpu_s_by_role"].items())
+    return ["", "## Resources", "",
+            f"Peak memory of the run's processes {resources['peak_pss_mb_total']:,.0f} MB (PSS) "
+            f"(machine: {resources['machine_peak_used_mb']:,.0f} of {resources['machine_memory_mb']:,.0f} MB "
+            f"in use at peak, {resources['cpu_cores']} cores); CPU seconds by role: {cpu}."]
 
 
 def _fault_note(fault: dict) -> str:

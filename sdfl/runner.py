@@ -217,7 +217,8 @@ class Experiment:
         liveness = ServiceWatch(emulation, self.out, self.events, self.progress)
         try:
             with sampler:
-                RoundFollower(self, emulation, agents, attackers, injector, liveness).run()
+                RoundFollower(self, emulation, agents=agents, attackers=attackers, injector=injector,
+                              liveness=liveness).run()
         finally:
             attackers.stop_all()
             injector.undo_all()
@@ -280,9 +281,8 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     intervals = ban_intervals(controller)
     ends = round_ends(records, rounds)
     malicious = set(malicious_nodes(attacks))
-    detection = score_detection(attacking_pairs(attacks), intervals, ends, nodes, malicious,
-                                scenario["defense"]["warmup_rounds"],
-                                of_kind(controller, Event.BAN))
+    detection = score_detection(attacking_pairs(attacks), controller, ends, nodes, malicious,
+                                warmup_rounds=scenario["defense"]["warmup_rounds"])
     teardown = min((r["time"] for r in read_events(out / "events.jsonl", Event.TEARDOWN)),
                    default=float("inf"))
     # Notices sent as the network is dismantled (its border ports go down) are not the run's.
@@ -363,7 +363,7 @@ class RoundFollower:
     poisoning as the agents report it, runs the traffic attacks and the faults on the round
     schedule."""
 
-    def __init__(self, experiment: Experiment, emulation, agents: dict, attackers: TrafficAttackers,
+    def __init__(self, experiment: Experiment, emulation, *, agents: dict, attackers: TrafficAttackers,
                  injector: FaultInjector, liveness: ServiceWatch) -> None:
         self.experiment, self.emulation, self.agents = experiment, emulation, agents
         self.attackers, self.injector, self.liveness = attackers, injector, liveness

@@ -44,21 +44,37 @@ def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return f1, precision, recall
 
 
-def score_detection(truth: dict[tuple[str, int], list[str]], intervals: dict[str, list[tuple[float, float]]],
-                    ends: list[float], nodes: list[str], malicious: set[str], warmup_rounds: int,
-                    ban_records: list[dict]) -> dict:
-    rounds = len(ends)
-    starts = [float("-inf"), *ends[:-1]]
+class BanTimeline:
+    """When each node was banned, against the rounds' spans."""
 
-    def banned_in(node: str, round_: int) -> bool:
-        start, end = starts[round_ - 1], ends[round_ - 1]
-        return any(a <= end and b >= start for a, b in intervals.get(node, ()))
+    def __init__(self, controller_records: list[dict], ends: list[float]) -> None:
+        self.intervals = ban_intervals(controller_records)
+        self.ends = ends
+        self.starts = [float("-inf"), *ends[:-1]]
+        self.first_ban = {node: min(a for a, _ in spans) for node, spans in self.intervals.items()}
 
-    scored = range(warmup_rounds + 1, rounds + 1)
+    def banned_in(self, node: str, round_: int) -> bool:
+        start, end = self.starts[round_ - 1], self.ends[round_ - 1]
+        return any(a <= end and b >= start for a, b in self.intervals.get(node, ()))
+
+    def ban_round(self, node: str) -> int | None:
+        """The round in which the node was first banned, or None."""
+        if node not in self.first_ban:
+            return None
+        return next((r for r in range(1, len(self.ends) + 1) if self.first_ban[node] <= self.ends[r - 1]),
+                    len(self.ends))
+
+
+def score_detection(truth: dict[tuple[str, int], list[str]], controller_records: list[dict], ends: list[float],
+                    nodes: list[str], malicious: set[str], *, warmup_rounds: int) -> dict:
+    """Detection figures of a run: ``truth`` the attacking (node, round) pairs, ``controller_records``
+    the controllers' ban and unban records, ``ends`` each round's end."""
+    timeline = BanTimeline(controller_records, ends)
+    scored = range(warmup_rounds + 1, len(ends) + 1)
     tp = fp = fn = honest_pairs = honest_banned = 0
     for node in nodes:
         for round_ in scored:
-            positive, attacking = banned_in(node, round_), (node, round_) in truth
+            positive, attacking = timeline.banned_in(node, round_), (node, round_) in truth
             tp += positive and attacking
             fp += positive and not attacking
             fn += attacking and not positive
@@ -66,37 +82,35 @@ def score_detection(truth: dict[tuple[str, int], list[str]], intervals: dict[str
                 honest_pairs += 1
                 honest_banned += positive
     f1, precision, recall = _f1(tp, fp, fn)
-    first_ban = {node: min(a for a, _ in spans) for node, spans in intervals.items()}
+    per_kind, delays = _by_kind(truth, timeline, scored)
+    return {
+        "f1": f1, "precision": precision, "recall": recall,
+        "false_ban_rate": honest_banned / honest_pairs if honest_pairs else 0.0,
+        "honest_nodes_ever_banned": sorted(n for n in timeline.first_ban if n not in malicious),
+        "time_to_ban_rounds_median": statistics.median(delays) if delays else None,
+        "scored_rounds": [scored.start, scored.stop - 1] if len(scored) else [],
+        "bans": [{"node": r["node"], "domain": r.get("domain"), "round": timeline.ban_round(r["node"]),
+                  "time": r["time"],
+                  "reason": f"{r['stream']} stream, score {r['score']:.3f}, "
+                            f"evidence {r['evidence'][0]} in {r['evidence'][1]} verdicts"}
+                 for r in sorted(of_kind(controller_records, Event.BAN), key=lambda r: r["time"])
+                 if r.get("origin") == r.get("domain")],
+        "by_kind": per_kind,
+    }
 
-    def ban_round(node: str) -> int | None:
-        if node not in first_ban:
-            return None
-        return next((r for r in range(1, rounds + 1) if first_ban[node] <= ends[r - 1]), rounds)
 
-    delays = []
+def _by_kind(truth: dict, timeline: BanTimeline, scored: range) -> tuple[dict, list[int]]:
+    """Per attack kind: its attackers, those banned, its recall and its time to ban; and every delay."""
+    delays: list[int] = []
     per_kind: dict[str, dict] = {}
     for kind in sorted({k for kinds in truth.values() for k in kinds}):
         pairs = [(n, r) for (n, r), kinds in truth.items() if kind in kinds and r in scored]
         attackers = sorted({n for n, _ in pairs})
-        caught = [n for n in attackers if ban_round(n) is not None]
-        kind_delays = []
-        for node in caught:
-            onset = min(r for n, r in pairs if n == node)
-            kind_delays.append(max(0, ban_round(node) - onset))
+        caught = [n for n in attackers if timeline.ban_round(n) is not None]
+        kind_delays = [max(0, timeline.ban_round(node) - min(r for n, r in pairs if n == node)) for node in caught]
         delays += kind_delays
-        k_tp = sum(banned_in(n, r) for n, r in pairs)
+        k_tp = sum(timeline.banned_in(n, r) for n, r in pairs)
         per_kind[kind] = {"attackers": attackers, "attackers_banned": caught,
                           "recall": k_tp / len(pairs) if pairs else None,
                           "time_to_ban_rounds_median": statistics.median(kind_delays) if kind_delays else None}
-    return {
-        "f1": f1, "precision": precision, "recall": recall,
-        "false_ban_rate": honest_banned / honest_pairs if honest_pairs else 0.0,
-        "honest_nodes_ever_banned": sorted(n for n in first_ban if n not in malicious),
-        "time_to_ban_rounds_median": statistics.median(delays) if delays else None,
-        "scored_rounds": [scored.start, scored.stop - 1] if len(scored) else [],
-        "bans": [{"node": r["node"], "domain": r.get("domain"), "round": ban_round(r["node"]), "time": r["time"],
-                  "reason": f"{r['stream']} stream, score {r['score']:.3f}, "
-                            f"evidence {r['evidence'][0]} in {r['evidence'][1]} verdicts"}
-                 for r in sorted(ban_records, key=lambda r: r["time"]) if r.get("origin") == r.get("domain")],
-        "by_kind": per_kind,
-    }
+    return per_kind, delays

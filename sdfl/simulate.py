@@ -34,7 +34,7 @@ from controllers.inspector import DomainInspection
 from controllers.reports import ReportChannel
 from sdfl.results import round_rows, summarize, write_rounds_csv
 from sdfl.runner import frame_bounds, run_plan, write_summary
-from sdfl.scoring import ban_intervals, score_detection
+from sdfl.scoring import score_detection
 
 
 class SimulatedDefense:
@@ -122,8 +122,8 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
                           "plan": [a.to_record() for a in attacks], "not_simulated": sorted(set(left_out))}
     if isinstance(defense, SimulatedDefense):
         ends = [float(r) for r in range(1, dfl["rounds"] + 1)]  # a round's time is its number
-        summary["detection"] = score_detection(attacking_pairs(attacks), ban_intervals(defense.bans), ends, names,
-                                               malicious, scenario["defense"]["warmup_rounds"], defense.bans)
+        summary["detection"] = score_detection(attacking_pairs(attacks), defense.bans, ends, names, malicious,
+                                               warmup_rounds=scenario["defense"]["warmup_rounds"])
         summary["overhead"] = {"interdomain_control_bytes_total": defense.notice_bytes,
                                "interdomain_control_bytes_per_round": defense.notice_bytes / dfl["rounds"]}
     for round_ in range(1, dfl["rounds"] + 1):

@@ -93,7 +93,7 @@ def test_detection_is_scored_over_node_rounds_after_the_warm_up():
     intervals = ban_intervals(records)
     assert intervals == {"a": [(35.0, float("inf"))], "c": [(50.0, 53.0)]}
     truth = {("a", r): ["sign-flip"] for r in range(3, 7)}
-    score = score_detection(truth, intervals, ends, nodes, {"a"}, 2, [r for r in records if r["type"] == "ban"])
+    score = score_detection(truth, records, ends, nodes, {"a"}, warmup_rounds=2)
     # a attacks rounds 3-6, banned from round 4 on: 3 TP, 1 FN; c banned in rounds 5 and 6: 2 FP.
     assert (score["precision"], score["recall"]) == (0.6, 0.75)
     assert score["false_ban_rate"] == 2 / 8 and score["honest_nodes_ever_banned"] == ["c"]
