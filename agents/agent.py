@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agents.wire import TAG_BYTES, tag
 from common.description import DescriptionError, NetworkDescription, load_description
 from common.events import Event, event
 from common.jsonl import JsonLinesWriter
@@ -58,109 +57,79 @@ def run_agent(description: NetworkDescription, config: RunConfig, node_name: str
     """Run the node's rounds; with ``keys`` (neighbour -> shared key) every frame it sends is
     tagged for its receiver and only frames whose tag verifies are accepted. ``behaviour_for``
     makes what the node does with its rounds (default: :class:`agents.node.Honest`)."""
-    import numpy as np
     import torch
 
-    from agents.checkpoint import CheckpointPolicy, LifeLog, load_checkpoint, save_checkpoint
+    from agents.checkpoint import CheckpointPolicy, LifeLog, load_checkpoint
     from agents.node import Honest
     from agents.round import RoundBody
-    from agents.transport import Inbox, Listener, Sender
+    from agents.transport import TcpTransport
 
     torch.set_num_threads(1)
     dfl = config.dfl
     neighbours = list(config.neighbours[node_name])
-    ip_of = {h.name: h.ip for h in description.hosts}
     node = build_node(config, node_name)
     tagged = keys is not None
     body = RoundBody(node, neighbours, behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged))
-    inbox = Inbox(neighbours)
-    # No frame may be larger than the model in float64 (the widest dtype the wire carries).
-    max_payload = sum(int(np.prod(shape)) for shape in node.shapes) * 8
-    listener = Listener((ip_of[node_name], dfl["port"]), inbox, max_payload, node.shapes,
-                        idle_timeout=dfl["round_timeout_s"], names_by_ip={ip: n for n, ip in ip_of.items()},
-                        keys=keys, frame_timeout=dfl["round_timeout_s"])
-    senders = {peer: Sender(peer, (ip_of[peer], dfl["port"]), connect_timeout=2.0, source_ip=ip_of[node_name])
-               for peer in neighbours}
+    transport = TcpTransport(node_name, {h.name: (h.ip, dfl["port"]) for h in description.hosts}, neighbours,
+                             shapes=node.shapes, round_timeout_s=dfl["round_timeout_s"], keys=keys)
     results = JsonLinesWriter(out_dir / f"agent-{node_name}.jsonl")
     checkpoint_path = out_dir / "checkpoints" / f"{node_name}.npz"
     lives = LifeLog(out_dir / "checkpoints" / f"{node_name}.lives.json")
     lives.begin(time.time())
-    born = time.monotonic()
     policy = CheckpointPolicy(dfl["checkpoint_every"], dfl["checkpoint_adaptive"], lives.uptimes())
     try:
         first_round = 1
         if len(lives.lives) > 1:  # restarted: this run's agent lived before
-            first_round = _rejoin(node, load_checkpoint(checkpoint_path), senders, inbox, dfl, results, node_name)
-            if first_round is None:
-                lives.end()
-                return 0
-        for round_ in range(first_round, dfl["rounds"] + 1):
-            began = time.monotonic()
-            data = body.publish(round_)
-            sending_from = time.time()
-            deadline = time.monotonic() + dfl["round_timeout_s"]
-            for peer, sender in senders.items():
-                if inbox.worth_sending(peer, round_):
-                    sender.send(tag(data, keys[peer]) if keys is not None else data, deadline)
-            collecting_from = time.monotonic()
-            frames = inbox.collect(round_, deadline, cut_off=lambda peer: senders[peer].cut_off())
-            waited = time.monotonic() - collecting_from
-            # The round ends when this node's model was delivered to every neighbour (or given up).
-            # (A neighbour absent or cut off never acknowledges: waiting for delivery to it would
-            # cost every round a deadline.)
-            while (not all(s.idle() or s.cut_off() for p, s in senders.items() if p not in inbox.absent)
-                   and time.monotonic() < deadline):
-                time.sleep(0.005)
-            sent_by = time.time()
-            record = {
-                **body.conclude(round_, frames, time.time()),
-                "bytes_sent": sum(s.bytes_sent for s in senders.values()),
-                "bytes_received": listener.bytes_received,
-                "frame_bytes": len(data) + (TAG_BYTES if keys is not None else 0),
-                "round_time_s": time.monotonic() - began,
-                "cpu_s": time.process_time(),
-                "rejections": list(listener.rejections),
-                "sending_from": sending_from,
-                "sent_by": sent_by,
-            }
-            record["checkpointed"] = policy.due(time.monotonic() - born, record["round_time_s"])
-            if record["checkpointed"]:
-                save_checkpoint(checkpoint_path, round_, node.model_vector)
-            results.write(record)
-            lives.alive(time.time())
-            LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, record["accuracy"],
-                     len(frames), len(neighbours))
-            if round_ < dfl["rounds"]:
-                # A node that waited for its neighbours' frames was ahead of them: it starts its
-                # next round that much later, so their phases meet instead of it paying the lag
-                # again every round (after a round deadline, nodes come out of it seconds apart).
-                time.sleep(max(0.0, began + waited + dfl["round_period_s"] - time.monotonic()))
+            first_round = _rejoin(node, load_checkpoint(checkpoint_path), transport, dfl, results)
+        if first_round is not None:
+            _run_rounds(body, transport, range(first_round, dfl["rounds"] + 1), dfl, results,
+                        checkpoint=(checkpoint_path, policy, lives))
         lives.end()
     finally:
-        closing_by = time.monotonic() + 2.0  # one wait for all: not 2 s per stuck sender in turn
-        for sender in senders.values():
-            sender.close(closing_by)
-        listener.close()
+        transport.close()
         results.close()
     return 0
 
 
-def _rejoin(node, saved, senders, inbox, dfl: dict, results, node_name: str) -> int | None:
-    """A restarted agent: continue from its checkpoint (or the initial model, if it died before
-    its first) in the round its neighbours are in.
+def _run_rounds(body, transport, rounds: range, dfl: dict, results, checkpoint) -> None:
+    """The node's rounds over TCP: publish, exchange, conclude, checkpoint, keep the pace."""
+    from agents.checkpoint import save_checkpoint
 
-    It connects to every neighbour (their listeners then expect it again from their next round)
-    and joins the highest round they send it frames for (see :meth:`Inbox.latest_round`); None
-    if none does within two round deadlines (the run is over)."""
+    checkpoint_path, policy, lives = checkpoint
+    born = time.monotonic()
+    for round_ in rounds:
+        began = time.monotonic()
+        data = body.publish(round_)
+        sending_from = time.time()
+        transport.send(round_, data)
+        frames = transport.collect(round_)
+        record = {**body.conclude(round_, frames, time.time()), **transport.counters(),
+                  "round_time_s": time.monotonic() - began, "cpu_s": time.process_time(),
+                  "sending_from": sending_from, "sent_by": time.time()}
+        record["checkpointed"] = policy.due(time.monotonic() - born, record["round_time_s"])
+        if record["checkpointed"]:
+            save_checkpoint(checkpoint_path, round_, body.node.model_vector)
+        results.write(record)
+        lives.alive(time.time())
+        LOG.info("round %d: accuracy %.3f from %d/%d neighbours", round_, record["accuracy"],
+                 len(frames), len(body.neighbours))
+        if round_ < rounds.stop - 1:
+            # A node that waited for its neighbours' frames was ahead of them: it starts its next
+            # round that much later, so their phases meet instead of it paying the lag again every
+            # round (after a round deadline, nodes come out of it seconds apart).
+            time.sleep(max(0.0, began + transport.waited_s + dfl["round_period_s"] - time.monotonic()))
+
+
+def _rejoin(node, saved, transport, dfl: dict, results) -> int | None:
+    """A restarted agent: continue from its checkpoint (or the initial model, if it died before
+    its first) in the round its neighbours are in (see :meth:`agents.transport.Inbox.latest_round`);
+    None if no neighbour sends it frames within two round deadlines (the run is over)."""
     if saved is not None:
         node.restore(saved.model)
-    deadline = time.monotonic() + 2 * dfl["round_timeout_s"]
-    for sender in senders.values():
-        sender.greet(deadline)
     # A round period and a second after the first frame, the neighbours' current round is in.
-    joined = inbox.latest_round(deadline, settle_s=dfl["round_period_s"] + 1.0)
+    joined = transport.rejoin(settle_s=dfl["round_period_s"] + 1.0)
     checkpoint_round = saved.round if saved is not None else 0
-    results.write(event(Event.REJOINED, time.time(), node=node_name, checkpoint_round=checkpoint_round,
+    results.write(event(Event.REJOINED, time.time(), node=node.name, checkpoint_round=checkpoint_round,
                         round=joined))
     if joined is None:
         LOG.warning("restarted from the round %d checkpoint, but no neighbour sent a frame: nothing to rejoin",

@@ -1,8 +1,8 @@
 """All nodes in one process, models passed in memory through the real wire format.
 
 The fast path for trying a rule, an attack or a detector without root (``sdfl simulate``): the
-same round body as the agent process (:class:`agents.round.RoundBody`), the same frames, no
-network.
+same round body as the agent process (:class:`agents.round.RoundBody`), the same frames, over an
+in-memory :class:`agents.transport.Transport` instead of TCP.
 """
 
 from __future__ import annotations
@@ -12,7 +12,47 @@ from collections.abc import Callable, Iterable
 
 from agents.node import Behaviour, DFLNode
 from agents.round import RoundBody
-from agents.wire import FrameError, decode
+from agents.wire import FrameError, ModelFrame, decode
+
+
+class MemoryWire:
+    """The simulation's network: each round's frames by sender, and the bytes each node moved."""
+
+    def __init__(self, nodes) -> None:
+        self.frames: dict[str, bytes] = {}
+        self.sent = {name: 0 for name in nodes}
+        self.received = {name: 0 for name in nodes}
+
+
+class MemoryTransport:
+    """A node's :class:`agents.transport.Transport` over a :class:`MemoryWire`: what it sends is
+    on the wire at once; it collects its neighbours' frames of the round, through the decoder."""
+
+    def __init__(self, name: str, neighbours: list[str], wire: MemoryWire, shapes) -> None:
+        self.name, self.neighbours, self.wire, self.shapes = name, neighbours, wire, shapes
+        self.frame_bytes = 0
+
+    def send(self, round_: int, data: bytes) -> None:
+        self.wire.frames[self.name] = data
+        self.frame_bytes = len(data)
+
+    def collect(self, round_: int) -> list[ModelFrame]:
+        frames = []
+        for peer in self.neighbours:
+            data = self.wire.frames.get(peer)
+            if data is None:
+                continue
+            self.wire.sent[peer] += len(data)
+            self.wire.received[self.name] += len(data)
+            try:
+                frames.append(decode(data, expected_shapes=self.shapes))
+            except FrameError:
+                continue  # dropped, as a real agent drops it
+        return frames
+
+    def counters(self) -> dict:
+        return {"frame_bytes": self.frame_bytes, "bytes_sent": self.wire.sent[self.name],
+                "bytes_received": self.wire.received[self.name]}
 
 
 def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds: int,
@@ -28,34 +68,24 @@ def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds
     only a network knows), so the same results and report follow from them.
     """
     bodies = {name: RoundBody(node, neighbours[name], (behaviours or {}).get(name)) for name, node in nodes.items()}
-    sent = {name: 0 for name in nodes}
-    received = {name: 0 for name in nodes}
+    wire = MemoryWire(nodes)
+    transports = {name: MemoryTransport(name, neighbours[name], wire, node.shapes) for name, node in nodes.items()}
     cut_off: set[str] = set()
     records = []
     for round_ in range(1, rounds + 1):
         live = sorted(name for name in nodes if name not in down and name not in cut_off)
-        began = {}
-        wire = {}
-        for name in live:
-            began[name] = time.process_time()
-            wire[name] = bodies[name].publish(round_)
+        wire.frames.clear()
+        trained_s = {}
+        for name in live:  # every node sends before any collects: the round is lock-step
+            began = time.process_time()
+            transports[name].send(round_, bodies[name].publish(round_))
+            trained_s[name] = time.process_time() - began
+        concluded = []
         for name in live:
             aggregating = time.process_time()
-            inbox = []
-            for peer in neighbours[name]:
-                if peer in wire:
-                    sent[peer] += len(wire[peer])
-                    received[name] += len(wire[peer])
-                    try:
-                        inbox.append(decode(wire[peer], expected_shapes=nodes[name].shapes))
-                    except FrameError:
-                        continue
-            record = bodies[name].conclude(round_, inbox, now=float(round_))  # a round's time is its number
-            trained_s = aggregating - began[name]
-            records.append({**record, "frame_bytes": len(wire[name]),
-                            "round_time_s": trained_s + time.process_time() - aggregating})
-        for record in records[-len(live):]:
-            record.update(bytes_sent=sent[record["node"]], bytes_received=received[record["node"]])
+            record = bodies[name].conclude(round_, transports[name].collect(round_), now=float(round_))
+            concluded.append({**record, "round_time_s": trained_s[name] + time.process_time() - aggregating})
+        records += [{**record, **transports[record["node"]].counters()} for record in concluded]
         if watch is not None:
-            cut_off.update(watch(round_, wire))
+            cut_off.update(watch(round_, dict(wire.frames)))
     return records

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import queue
 import select
 import socket
@@ -20,8 +21,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Protocol
 
-from agents.wire import FrameError, FrameReader, ModelFrame
+from agents.wire import TAG_BYTES, FrameError, FrameReader, ModelFrame, tag
 
 LOG = logging.getLogger(__name__)
 RECV_CHUNK = 1 << 16
@@ -400,3 +402,74 @@ class Sender:
         die with the (daemon) thread rather than hold the agent's exit."""
         self._queue.put(None)
         self._thread.join(timeout=max(0.0, (deadline or time.monotonic() + 2.0) - time.monotonic()))
+
+
+class Transport(Protocol):
+    """What moves a round's bytes between a node and its neighbours: :meth:`send` this node's
+    frame, then :meth:`collect` the neighbours' (TCP here, memory in :mod:`agents.simulation`)."""
+
+    def send(self, round_: int, data: bytes) -> None: ...
+
+    def collect(self, round_: int) -> list[ModelFrame]: ...
+
+    def counters(self) -> dict: ...
+
+
+class TcpTransport:
+    """The agent process's transport: a listener on its own address, a sender per neighbour,
+    frames tagged per receiver when ``keys`` (neighbour -> shared key) are given."""
+
+    def __init__(self, name: str, addresses: dict[str, tuple[str, int]], neighbours: list[str],
+                 *, shapes, round_timeout_s: float, keys: dict[str, bytes] | None = None) -> None:
+        self.keys = keys
+        self.round_timeout_s = round_timeout_s
+        self.inbox = Inbox(neighbours)
+        # No frame may be larger than the model in float64 (the widest dtype the wire carries).
+        max_payload = sum(int(math.prod(shape)) for shape in shapes) * 8
+        self.listener = Listener(addresses[name], self.inbox, max_payload, shapes, idle_timeout=round_timeout_s,
+                                 names_by_ip={address[0]: n for n, address in addresses.items()}, keys=keys,
+                                 frame_timeout=round_timeout_s)
+        self.senders = {peer: Sender(peer, addresses[peer], connect_timeout=2.0, source_ip=addresses[name][0])
+                        for peer in neighbours}
+        self.deadline = 0.0
+        self.waited_s = 0.0
+        self.frame_bytes = 0
+
+    def send(self, round_: int, data: bytes) -> None:
+        self.deadline = time.monotonic() + self.round_timeout_s
+        self.frame_bytes = len(data) + (TAG_BYTES if self.keys is not None else 0)
+        for peer, sender in self.senders.items():
+            if self.inbox.worth_sending(peer, round_):
+                sender.send(tag(data, self.keys[peer]) if self.keys is not None else data, self.deadline)
+
+    def collect(self, round_: int) -> list[ModelFrame]:
+        """The neighbours' frames of the round; returns once this node's frame was delivered to
+        every neighbour too (or given up)."""
+        collecting_from = time.monotonic()
+        frames = self.inbox.collect(round_, self.deadline, cut_off=lambda peer: self.senders[peer].cut_off())
+        self.waited_s = time.monotonic() - collecting_from
+        # A neighbour absent or cut off never acknowledges: waiting for delivery to it would cost
+        # every round a deadline.
+        while (not all(s.idle() or s.cut_off() for p, s in self.senders.items() if p not in self.inbox.absent)
+               and time.monotonic() < self.deadline):
+            time.sleep(0.005)
+        return frames
+
+    def counters(self) -> dict:
+        return {"bytes_sent": sum(s.bytes_sent for s in self.senders.values()),
+                "bytes_received": self.listener.bytes_received, "frame_bytes": self.frame_bytes,
+                "rejections": list(self.listener.rejections)}
+
+    def rejoin(self, settle_s: float) -> int | None:
+        """A restarted node: greet every neighbour (their listeners then expect it again) and
+        return the highest round they send it frames for, or None within two round deadlines."""
+        deadline = time.monotonic() + 2 * self.round_timeout_s
+        for sender in self.senders.values():
+            sender.greet(deadline)
+        return self.inbox.latest_round(deadline, settle_s=settle_s)
+
+    def close(self) -> None:
+        closing_by = time.monotonic() + 2.0  # one wait for all: not 2 s per stuck sender in turn
+        for sender in self.senders.values():
+            sender.close(closing_by)
+        self.listener.close()
