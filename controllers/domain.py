@@ -8,9 +8,9 @@ calls here and carries out what comes back, as FAUCET's ``faucet.py`` does over 
 ``sdfl simulate`` and the detection benchmark drive the same object without a network.
 
 Effects: :class:`ToSwitch` (a rule, meter or ARP reply for one switch), :class:`StatsRequest`,
-:class:`Datagram` (a notice to another domain's controller), :class:`Record` (a line of the
-controller's event file) and :class:`Persist` (the state to write before anything else happens).
-Time is always passed in.
+:class:`Datagram` (a notice to another domain's controller), :class:`controllers.defense.Log` (a
+line of the controller's event file, as the defense's own) and :class:`Persist` (the state to
+write before anything else happens). Time is always passed in.
 """
 
 from __future__ import annotations
@@ -54,11 +54,6 @@ class StatsRequest:
 class Datagram:
     address: tuple[str, int]
     data: bytes
-
-
-@dataclass(frozen=True)
-class Record:
-    record: dict
 
 
 @dataclass(frozen=True)
@@ -124,7 +119,7 @@ class DomainLogic:
         return Persist(self.state())
 
     def started(self, now: float, pid: int) -> list:
-        return [Record(event(Event.STARTED, now, domain=self.domain, pid=pid, poll_interval=self.poll_interval,
+        return [Log(event(Event.STARTED, now, domain=self.domain, pid=pid, poll_interval=self.poll_interval,
                              restored=self.restored, banned=sorted(self.core.banned),
                              down_links=sorted(self.core.down_links)))]
 
@@ -132,7 +127,7 @@ class DomainLogic:
         """Count what failed its parser, its tag or its claim; log the first few of each kind."""
         self.rejected[kind] += 1
         if self.rejected[kind] <= LOGGED_REJECTIONS:
-            return [Record(event(kind, now, **record))]
+            return [Log(event(kind, now, **record))]
         return []
 
     # --- switches ------------------------------------------------------------------------
@@ -145,10 +140,10 @@ class DomainLogic:
                 + [ToSwitch(dpid, r) for r in self.core.base_rules(dpid)])
 
     def switch_ready(self, now: float, dpid: int) -> list:
-        return [Record(event(Event.READY, now, domain=self.domain, dpid=dpid, switch=self.core.switch_name(dpid)))]
+        return [Log(event(Event.READY, now, domain=self.domain, dpid=dpid, switch=self.core.switch_name(dpid)))]
 
     def switch_gone(self, now: float, dpid: int) -> list:
-        return [Record(event(Event.SWITCH_DISCONNECTED, now, dpid=dpid))]
+        return [Log(event(Event.SWITCH_DISCONNECTED, now, dpid=dpid))]
 
     def port_status(self, now: float, dpid: int, port: int, up: bool) -> list:
         """A port of ours went up or down: a border one is routed around and announced."""
@@ -178,7 +173,7 @@ class DomainLogic:
         changes = self.core.set_link(a, b, up)
         if not changes:
             return []
-        return self._install(changes) + [Record(event(Event.LINK_UP if up else Event.LINK_DOWN, now,
+        return self._install(changes) + [Log(event(Event.LINK_UP if up else Event.LINK_DOWN, now,
                                                       link=sorted((a, b)), origin=origin))]
 
     # --- flow statistics -----------------------------------------------------------------
@@ -189,14 +184,14 @@ class DomainLogic:
         self.core.stats_request_sent(now, dpid, xid)
 
     def heartbeat(self, now: float, switches: int) -> list:
-        return [Record(event(Event.HEARTBEAT, now, switches=switches, stats_timeouts=self.core.stats_timeouts,
+        return [Log(event(Event.HEARTBEAT, now, switches=switches, stats_timeouts=self.core.stats_timeouts,
                              rejected=dict(self.rejected)))]
 
     def flow_stats(self, now: float, dpid: int, xid: int, entries: list, more: bool) -> list:
         snapshot = self.core.on_flow_stats_part(now, dpid, xid, entries, more)
         if snapshot is None:
             return []
-        effects = [Record(snapshot.to_record())]
+        effects = [Log(snapshot.to_record())]
         if self.defense is not None:
             effects += self._defend_with_flows(snapshot)
         return effects
@@ -216,7 +211,7 @@ class DomainLogic:
         effects = self._carry_out(snapshot.time, self._timed(self.defense.on_poll, snapshot.time, features,
                                                              violations))
         effects += self._carry_out(snapshot.time, self._timed(self.defense.expire, snapshot.time))
-        return effects + [Record(event(Event.DEFENSE_STATS, snapshot.time, detector_cpu_s=self.detector_cpu_s,
+        return effects + [Log(event(Event.DEFENSE_STATS, snapshot.time, detector_cpu_s=self.detector_cpu_s,
                                        notice_bytes_sent=self.notice_bytes["sent"],
                                        notice_bytes_received=self.notice_bytes["received"],
                                        banned=sorted(self.defense.banned_until)))]
@@ -238,7 +233,7 @@ class DomainLogic:
             elif isinstance(action, Send):
                 effects += self._announce(now, action.notice)
             elif isinstance(action, Log):
-                effects.append(Record(action.record))
+                effects.append(Log(action.record))
         if any(isinstance(a, (Ban, Unban)) for a in actions):
             effects.append(self._persist())
         return effects
@@ -251,7 +246,7 @@ class DomainLogic:
         for domain, data in self.channel.outgoing(notice).items():
             self.notice_bytes["sent"] += len(data)
             effects += [Datagram(self.peer_controllers[domain], data),
-                        Record(event(Event.NOTICE_SENT, now, to=domain, kind=notice.type.name.lower(),
+                        Log(event(Event.NOTICE_SENT, now, to=domain, kind=notice.type.name.lower(),
                                      bytes=len(data)))]
         return effects + [self._persist()]  # a restarted controller must never reuse a sequence number
 
@@ -265,9 +260,9 @@ class DomainLogic:
             notice = self.channel.incoming(data)
         except MessageError as error:
             LOG.warning("domain %s: rejected a notice from %s: %s", self.domain, address, error)
-            return [Record(event(Event.NOTICE_REJECTED, now, **{"from": list(address)}, bytes=len(data),
+            return [Log(event(Event.NOTICE_REJECTED, now, **{"from": list(address)}, bytes=len(data),
                                  why=str(error)))]
-        effects = [Record(event(Event.NOTICE_RECEIVED, now, origin=notice.origin, kind=notice.type.name.lower(),
+        effects = [Log(event(Event.NOTICE_RECEIVED, now, origin=notice.origin, kind=notice.type.name.lower(),
                                 bytes=len(data)))]
         if notice.type in LINK_TYPES:
             for a, b in notice.links:

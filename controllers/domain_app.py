@@ -57,8 +57,8 @@ from common.events import Event, event
 from common.jsonl import JsonLinesWriter
 from common.keys import read_keys
 from controllers.core import ArpReply, FlowRule
-from controllers.defense import DefenseConfig
-from controllers.domain import Datagram, DomainLogic, Persist, Record, StatsRequest, ToSwitch
+from controllers.defense import DefenseConfig, Log
+from controllers.domain import Datagram, DomainLogic, Persist, StatsRequest, ToSwitch
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
 
 LOG = logging.getLogger("sdfl.controller")
@@ -150,7 +150,7 @@ class DomainController(BaseApp):
                 datapath = connection or self.datapaths.get(effect.dpid)
                 if datapath is not None:
                     self._send(datapath, effect.message)
-            elif isinstance(effect, Record):
+            elif isinstance(effect, Log):
                 self.event_log.write(effect.record)
             elif isinstance(effect, Datagram):
                 self.sockets["coordination"].sendto(effect.data, effect.address)

@@ -27,8 +27,8 @@ from common.events import Event
 from common.jsonl import JsonLinesWriter
 from common.keys import controller_party, inspector_party, run_keys
 from common.runconfig import RunConfig
-from controllers.defense import DefenseConfig
-from controllers.domain import Datagram, DomainLogic, Record
+from controllers.defense import DefenseConfig, Log
+from controllers.domain import Datagram, DomainLogic
 from controllers.features import measured_warmup_rounds
 from controllers.inspector import DomainInspection
 from controllers.reports import ReportChannel
@@ -85,7 +85,7 @@ class SimulatedDefense:
                 self.notice_bytes += len(effect.data)
                 receiver = self.domain_at[effect.address]
                 self._carry_out(now, receiver, self.logic[receiver].notice(now, effect.data, self.address[domain]))
-            elif isinstance(effect, Record) and effect.record["type"] == Event.BAN:
+            elif isinstance(effect, Log) and effect.record["type"] == Event.BAN:
                 self.bans.append(effect.record)
 
 

@@ -4,8 +4,8 @@ import pickle
 
 from common.keys import controller_party, inspector_party, run_keys
 from controllers.core import ArpReply, FlowRule, RuleKind
-from controllers.defense import DefenseConfig
-from controllers.domain import Datagram, DomainLogic, Persist, Record, StatsRequest, ToSwitch
+from controllers.defense import DefenseConfig, Log
+from controllers.domain import Datagram, DomainLogic, Persist, StatsRequest, ToSwitch
 from controllers.reports import InspectionReport, ReportChannel
 from topologies.layout import make_layout
 
@@ -25,7 +25,7 @@ def sealer(domain):
 
 
 def records(effects, kind):
-    return [e.record for e in effects if isinstance(e, Record) and e.record["type"] == kind]
+    return [e.record for e in effects if isinstance(e, Log) and e.record["type"] == kind]
 
 
 def ban_by_reports(d1, seal):
