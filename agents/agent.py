@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.barrier import announce_ready, wait_for_start
 from common.description import DescriptionError, NetworkDescription, load_description
 from common.events import Event, event
 from common.jsonl import JsonLinesWriter
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     """(run config, the node, the run folder, whether frames are tagged) -> its behaviour."""
 
 LOG = logging.getLogger("sdfl.agent")
+BARRIER_TIMEOUT_S = 600.0
+"""An agent whose runner has not released the start barrier by then gives up (the runner is gone)."""
 
 
 def build_node(config: RunConfig, node_name: str):
@@ -53,10 +56,12 @@ def build_node(config: RunConfig, node_name: str):
 
 
 def run_agent(description: NetworkDescription, config: RunConfig, node_name: str, out_dir: Path,
-              keys: dict[str, bytes] | None = None, behaviour_for: BehaviourFactory | None = None) -> int:
+              keys: dict[str, bytes] | None = None, behaviour_for: BehaviourFactory | None = None, *,
+              barrier: bool = False) -> int:
     """Run the node's rounds; with ``keys`` (neighbour -> shared key) every frame it sends is
     tagged for its receiver and only frames whose tag verifies are accepted. ``behaviour_for``
-    makes what the node does with its rounds (default: :class:`agents.node.Honest`)."""
+    makes what the node does with its rounds (default: :class:`agents.node.Honest`). With
+    ``barrier``, round 1 waits for the run's start barrier (:mod:`common.barrier`)."""
     import torch
 
     from agents.checkpoint import CheckpointPolicy, LifeLog, load_checkpoint
@@ -81,6 +86,8 @@ def run_agent(description: NetworkDescription, config: RunConfig, node_name: str
         first_round = 1
         if len(lives.lives) > 1:  # restarted: this run's agent lived before
             first_round = _rejoin(node, load_checkpoint(checkpoint_path), transport, dfl, results)
+        elif barrier:
+            first_round = _wait_for_everyone(out_dir, node_name)
         if first_round is not None:
             _run_rounds(body, transport, range(first_round, dfl["rounds"] + 1), dfl, results,
                         checkpoint=(checkpoint_path, policy, lives))
@@ -120,6 +127,16 @@ def _run_rounds(body, transport, rounds: range, dfl: dict, results, checkpoint) 
             time.sleep(max(0.0, began + transport.waited_s + dfl["round_period_s"] - time.monotonic()))
 
 
+def _wait_for_everyone(out_dir: Path, node_name: str) -> int:
+    """Ready (shard, model, listener): say so, and begin round 1 when the runner says all are."""
+    announce_ready(out_dir, node_name)
+    at = wait_for_start(out_dir, BARRIER_TIMEOUT_S)
+    if at is None:
+        raise RuntimeError(f"no start from the runner within {BARRIER_TIMEOUT_S:.0f} s: is it gone?")
+    time.sleep(max(0.0, at - time.time()))
+    return 1
+
+
 def _rejoin(node, saved, transport, dfl: dict, results) -> int | None:
     """A restarted agent: continue from its checkpoint (or the initial model, if it died before
     its first) in the round its neighbours are in (see :meth:`agents.transport.Inbox.latest_round`);
@@ -148,6 +165,8 @@ def main(argv: list[str] | None = None, behaviour_for: BehaviourFactory | None =
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--keys", type=Path, help="this node's key file (common.keys); without it frames are not "
                                                    "authenticated")
+    parser.add_argument("--barrier", action="store_true",
+                        help="begin round 1 when the runner releases the start barrier (OUT/start.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
     try:
@@ -171,7 +190,7 @@ def main(argv: list[str] | None = None, behaviour_for: BehaviourFactory | None =
         missing = sorted(set(config.neighbours[args.node]) - set(keys))
         if missing:
             parser.error(f"key file {args.keys} has no key for neighbours {missing}")
-    return run_agent(description, config, args.node, args.out, keys, behaviour_for)
+    return run_agent(description, config, args.node, args.out, keys, behaviour_for, barrier=args.barrier)
 
 
 def exit_now(code: int) -> None:

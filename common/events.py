@@ -65,6 +65,7 @@ class Event(str, Enum):
     NETWORK_UP = "network_up", ("datapath",)
     ATTACK_PLAN = "attack_plan", ("attacks", "malicious")
     AGENTS_STARTED = "agents_started", ("nodes",)
+    AGENTS_READY = "agents_ready", ("nodes", "absent", "seconds")
     ATTACK = "attack", ("node", "kind", "category")
     AGENT_DIED = "agent_died", ("node", "exit_code")
     AGENT_REJOINED = "agent_rejoined", ("node",)
