@@ -71,3 +71,14 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
     loss = float(nn.functional.cross_entropy(logits, labels))
     accuracy = float((logits.argmax(dim=1) == labels).float().mean())
     return accuracy, loss
+
+
+def warm_up() -> None:
+    """Train and evaluate a throwaway model once: torch pays its lazy first-use costs (kernel
+    dispatch tables, allocator pools, about 100 MB) here, so processes forked after this share
+    them instead of each paying its own (see :mod:`sdfl.launcher`)."""
+    x = np.zeros((8, 4), dtype=np.float32)
+    y = np.arange(8) % 2
+    model = make_mlp(4, 2, hidden=4)
+    train_local(model, x, y, epochs=1, batch_size=4, lr=0.1, seed=0)
+    evaluate(model, x, y)

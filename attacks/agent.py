@@ -32,5 +32,10 @@ def poisoner_in_process(config: RunConfig, node: DFLNode, out_dir: Path, tagged:
                         config.dfl["round_timeout_s"] / 2, tagged)
 
 
+def byzantine_main(argv: list[str] | None = None) -> int:
+    """``python -m attacks.agent``: the agent's command line, with a poisoner's hooks."""
+    return main(argv, behaviour_for=poisoner_in_process, prog="attacks.agent")
+
+
 if __name__ == "__main__":
-    exit_now(main(behaviour_for=poisoner_in_process, prog="attacks.agent"))
+    exit_now(byzantine_main())

@@ -31,16 +31,25 @@ from controllers.inspector import FrameBounds
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
 from common.events import Event, event, of_kind, read_events
+from common.barrier import READY_DIR, START_FILE, ready_nodes, release
 from common.description import load_description
 from common.jsonl import JsonLinesWriter, read_jsonl
 from common.keys import agent_party, key_path, write_run_keys
 from common.runconfig import RunConfig
+from sdfl.launcher import AgentLauncher, LaunchedAgent
 from sdfl.liveness import LivenessWatch
 from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
 from sdfl.results import round_rows, summarize, write_rounds_csv
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 from topologies.layout import LinkParams, make_layout
+
+
+BARRIER_BASE_S, BARRIER_PER_AGENT_S = 60.0, 3.0
+"""How long the start barrier waits for the agents to be ready: importing torch takes seconds
+each, tens of seconds with dozens starting together on two cores."""
+START_MARGIN_S = 0.5
+"""Round 1 begins this long after the barrier is released: every agent has read it by then."""
 
 
 class EventLog(JsonLinesWriter):
@@ -147,6 +156,7 @@ class Experiment:
         self.poisoners = {n for a in self.attacks if a.category == POISONING for n in a.nodes}
         self.dead: dict[str, int] = {}
         self.config_path = out / "dfl.json"
+        self.ready_s: float | None = None
         self.attacks_summary = {"malicious_nodes": malicious_nodes(self.attacks),
                                 "malicious_fraction": len(self.malicious) / len(self.nodes),
                                 "plan": [a.to_record() for a in self.attacks]}
@@ -178,9 +188,11 @@ class Experiment:
         (out / "scenario.json").write_text(json.dumps(self.scenario, indent=2) + "\n")
         self.config_path.write_text(RunConfig(self.scenario, tuple(self.nodes), self.neighbours,
                                               tuple(a.to_record() for a in self.attacks)).to_json())
-        for stale in [*(out / f"agent-{n}.jsonl" for n in self.nodes), out / "traffic.jsonl", out / "events.jsonl"]:
+        for stale in [*(out / f"agent-{n}.jsonl" for n in self.nodes), out / "traffic.jsonl", out / "events.jsonl",
+                      out / START_FILE]:
             stale.unlink(missing_ok=True)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a rerun must not resume the last run's agents
+        shutil.rmtree(out / READY_DIR, ignore_errors=True)
         write_run_keys(out, self.layout.domains, self.neighbours)
         self.events = EventLog(out / "events.jsonl")
         self.events.event(Event.ATTACK_PLAN, attacks=self.attacks_summary["plan"], malicious=malicious_nodes(self.attacks))
@@ -193,21 +205,53 @@ class Experiment:
                        attacks=self.attacks_summary)
         write_summary(self.out, summary)
 
-    def start_agent(self, emulation, node: str) -> subprocess.Popen:
+    def start_agent(self, emulation, node: str) -> LaunchedAgent:
+        """Fork the node's agent into its Mininet host (:mod:`sdfl.launcher`)."""
         program = "attacks.agent" if node in self.poisoners else "agents.agent"  # honest agents hold no attack
-        with open(self.out / f"agent-{node}.log", "ab") as log:
-            proc = emulation.net.get(node).popen(
-                [sys.executable, "-m", program, "--network", str(emulation.description_path),
-                 "--config", str(self.config_path), "--node", node, "--out", str(self.out),
-                 "--keys", str(key_path(self.out, agent_party(node)))],
-                stdout=log, stderr=subprocess.STDOUT)
-        emulation.record.add_process(proc.pid, f"agent {node}")
-        return proc
+        agent = self.launcher.start(
+            node, emulation.net.get(node).pid, program,
+            ["--network", str(emulation.description_path), "--config", str(self.config_path), "--node", node,
+             "--out", str(self.out), "--keys", str(key_path(self.out, agent_party(node))), "--barrier"],
+            self.out / f"agent-{node}.log")
+        emulation.record.add_process(agent.pid, f"agent {node}")
+        return agent
+
+    def release_start(self, emulation, agents: dict) -> None:
+        """The start barrier (:mod:`common.barrier`): round 1 begins for all together once every
+        agent is ready or has exited; one neither within the limit is stopped, and counts as dead."""
+        began = time.monotonic()
+        limit_s = BARRIER_BASE_S + BARRIER_PER_AGENT_S * len(agents)
+        while True:
+            emulation.raise_if_controller_died()
+            ready = ready_nodes(self.out)
+            waiting = [n for n, proc in agents.items() if n not in ready and proc.poll() is None]
+            if not waiting:
+                break
+            if time.monotonic() - began > limit_s:
+                self.progress(f"agents {', '.join(waiting)} not ready after {limit_s:.0f} s: stopped")
+                for node in waiting:
+                    agents[node].kill()
+                break
+            time.sleep(0.1)
+        absent = sorted(set(agents) - ready)
+        release(self.out, time.time() + START_MARGIN_S, absent)
+        self.ready_s = time.monotonic() - began
+        self.events.event(Event.AGENTS_READY, nodes=sorted(ready), absent=absent, seconds=self.ready_s)
+        self.progress(f"{len(ready)}/{len(agents)} agents ready in {self.ready_s:.1f} s: round 1 begins for all")
 
     def follow(self, emulation, bounds: FrameBounds):
         """Start the agents and follow them to the end; the sampler, watch and injector's reports."""
+        self.launcher = AgentLauncher(self.out / "launcher.log")
+        emulation.record.add_process(self.launcher.process.pid, "agent launcher")
+        try:
+            return self._follow_agents(emulation, bounds)
+        finally:
+            self.launcher.close()
+
+    def _follow_agents(self, emulation, bounds: FrameBounds):
         agents = {node: self.start_agent(emulation, node) for node in self.nodes}
         self.events.event(Event.AGENTS_STARTED, nodes=self.nodes)
+        self.release_start(emulation, agents)
         attackers = TrafficAttackers(emulation, self.out, self.scenario["seed"],
                                      budget_s=self.dfl["rounds"] * (self.dfl["round_timeout_s"] + 60),
                                      shapes=bounds.shapes)
@@ -234,6 +278,7 @@ class Experiment:
             "traffic_sent": read_events(out / "traffic.jsonl", Event.TRAFFIC_SENT),
         }
         summary["network"] = network_summary(emulation, counters, dfl["port"])
+        summary["network"]["agents_ready_s"] = self.ready_s  # from their start to the barrier
         summary["resources"] = sampler.report()
         summary["stalls"] = liveness.watch.report(time.time())
         summary["faults"] = injector.report(

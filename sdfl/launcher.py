@@ -1,0 +1,246 @@
+"""One process that pays the agents' imports once and forks every agent of a run (a zygote).
+
+An agent that imports torch, numpy and scikit-learn itself costs about 270 MB and seconds of CPU;
+forked from a process that imported them, it shares those pages with every other agent (copy on
+write) and starts at once. Each child is still its own process in its own Mininet host: it starts
+a session of its own, enters the host's network namespace (``setns`` on ``/proc/<pid>/ns/net``,
+through libc: Python 3.11 has no ``os.setns``) before it opens a socket, writes its output to its
+own log, and runs the same ``main`` as ``python -m agents.agent`` or ``python -m attacks.agent``,
+which stay the entry points for real hosts.
+
+The launcher is single-threaded (forking a threaded process copies its locks mid-use). Protocol,
+JSON lines: the runner writes ``{"node", "netns_pid", "program", "argv", "log"}`` on its stdin; it
+answers ``{"started": node, "pid": pid}`` or ``{"refused": node, "why": ...}``, and, when a child
+ends, ``{"exited": node, "pid": pid, "code": code}`` (negative: killed by that signal). When its
+stdin closes (the runner is done or gone) it kills the children left and exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+PROGRAMS = ("agents.agent", "attacks.agent")
+
+
+def enter_network_namespace(pid: int) -> None:
+    """Move this process into the network namespace of process ``pid`` (a Mininet host's shell)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"setns into the network namespace of pid {pid}: {os.strerror(error)}")
+    finally:
+        os.close(fd)
+
+
+def _programs() -> dict:
+    """Every program's ``main(argv)``, imported before the first fork, with what they load."""
+    import importlib
+
+    import torch
+
+    from agents import agent
+    from agents.model import warm_up
+    from attacks import agent as byzantine
+
+    importlib.import_module("sklearn.datasets")  # the digits loader, shared by every child
+    torch.set_num_threads(1)
+    warm_up()
+    return {"agents.agent": agent.main, "attacks.agent": byzantine.byzantine_main}
+
+
+def _child(request: dict, program) -> int:
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    enter_network_namespace(request["netns_pid"])
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.closerange(3, 1 << 16)  # nothing of the launcher's: its pipes belong to the runner
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    return program(request["argv"])
+
+
+def _answer(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def serve() -> int:
+    programs = _programs()
+    # What is imported now stays shared: the collector never walks (so never writes) those
+    # objects again, and a page only a write would copy stays one page for all the children.
+    gc.freeze()
+    children: dict[int, str] = {}
+    buffer = b""
+    stdin = sys.stdin.fileno()
+    open_ = True
+    while open_ or children:
+        readable, _, _ = select.select([stdin] if open_ else [], [], [], 0.1)
+        if readable:
+            chunk = os.read(stdin, 1 << 16)
+            if not chunk:
+                open_ = False
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                _launch(line, programs, children)
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            node = children.pop(pid, None)
+            if node is not None:
+                _answer({"exited": node, "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+    return 0
+
+
+def _launch(line: bytes, programs: dict, children: dict[int, str]) -> None:
+    try:
+        request = json.loads(line)
+    except ValueError as error:
+        _answer({"refused": None, "why": f"not JSON: {error}"})
+        return
+    node = request.get("node") if isinstance(request, dict) else None
+    if not isinstance(node, str) or request.get("program") not in programs or not isinstance(
+            request.get("netns_pid"), int) or not isinstance(request.get("argv"), list):
+        _answer({"refused": node, "why": f"not a launch request: {line[:200]!r}"})
+        return
+    program = programs[request["program"]]
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            code = _child(request, program)
+        except SystemExit as error:  # argparse's errors, as the standalone program exits
+            code = error.code if isinstance(error.code, int) else int(error.code is not None)
+        except BaseException:  # the child's last word goes to its log
+            traceback.print_exc()
+        finally:
+            import logging
+
+            logging.shutdown()
+            os._exit(code if isinstance(code, int) else 1)
+    children[pid] = node
+    _answer({"started": node, "pid": pid})
+
+
+class LaunchedAgent:
+    """A forked agent as the runner handles it: the part of ``subprocess.Popen`` it uses."""
+
+    def __init__(self, node: str, pid: int) -> None:
+        self.node, self.pid = node, pid
+        self.returncode: int | None = None
+        self._ended = threading.Event()
+
+    def _exited(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"agent {self.node}", timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class AgentLauncher:
+    """The runner's end: starts the launcher process and asks it for agents."""
+
+    def __init__(self, log: Path, start_timeout_s: float = 120.0) -> None:
+        self.log = open(log, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "sdfl.launcher"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
+        self.start_timeout_s = start_timeout_s
+        self.agents: dict[int, LaunchedAgent] = {}
+        self._replies: dict[str, dict] = {}
+        self._lock = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self._lock:
+                if "exited" in message:
+                    self.agents[message["pid"]]._exited(message["code"])
+                elif "started" in message:
+                    agent = self.agents[message["pid"]] = LaunchedAgent(message["started"], message["pid"])
+                    self._replies[agent.node] = agent
+                else:
+                    self._replies[str(message["refused"])] = RuntimeError(message["why"])
+                self._lock.notify_all()
+        with self._lock:  # the launcher is gone: so are its children
+            for agent in self.agents.values():
+                if agent.returncode is None:
+                    agent._exited(-signal.SIGKILL)
+            self._lock.notify_all()
+
+    def start(self, node: str, netns_pid: int, program: str, argv: list[str], log: Path) -> LaunchedAgent:
+        """Fork the agent ``node`` into the network namespace of ``netns_pid``."""
+        if program not in PROGRAMS:
+            raise ValueError(f"the launcher runs {', '.join(PROGRAMS)}, not {program!r}")
+        request = {"node": node, "netns_pid": netns_pid, "program": program, "argv": argv, "log": str(log)}
+        with self._lock:
+            self._replies.pop(node, None)
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+            deadline = time.monotonic() + self.start_timeout_s
+            while node not in self._replies:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the agent launcher did not start {node}; see {self.log.name}")
+                self._lock.wait(0.1)
+            reply = self._replies.pop(node)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        """No more agents: the launcher kills those left and exits."""
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(5)
+        self.log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

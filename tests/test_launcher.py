@@ -1,0 +1,44 @@
+"""The agent launcher: forks agents that share its imports, each into a network namespace."""
+
+import os
+import signal
+
+import pytest
+
+from sdfl.launcher import AgentLauncher
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="entering a network namespace needs root")
+
+
+def test_a_forked_agent_runs_the_agent_program_and_its_exit_code_comes_back(tmp_path):
+    launcher = AgentLauncher(tmp_path / "launcher.log")
+    try:
+        agent = launcher.start("d1h1", os.getpid(), "agents.agent", ["--node", "d1h1"], tmp_path / "agent.log")
+        assert agent.wait(60) == 2  # argparse: the required options are missing
+        assert "the following arguments are required: --network" in (tmp_path / "agent.log").read_text()
+        byzantine = launcher.start("d1h2", os.getpid(), "attacks.agent", ["--help"], tmp_path / "byz.log")
+        assert byzantine.wait(60) == 0 and "usage: attacks.agent" in (tmp_path / "byz.log").read_text()
+    finally:
+        launcher.close()
+
+
+def test_a_killed_agent_reports_its_signal_and_closing_the_launcher_ends_the_rest(tmp_path):
+    launcher = AgentLauncher(tmp_path / "launcher.log")
+    sleeper = launcher.start("d1h3", os.getpid(), "agents.agent",
+                             ["--network", "/dev/stdin", "--config", "x", "--node", "d1h3", "--out", str(tmp_path)],
+                             tmp_path / "a.log")
+    other = launcher.start("d1h4", os.getpid(), "agents.agent", ["--node", "x"], tmp_path / "b.log")
+    assert other.wait(60) == 2
+    sleeper.kill()
+    assert sleeper.wait(60) in (-signal.SIGKILL, 2)
+    launcher.close()
+    assert launcher.process.returncode == 0
+
+
+def test_a_request_for_an_unknown_program_is_refused(tmp_path):
+    launcher = AgentLauncher(tmp_path / "launcher.log")
+    try:
+        with pytest.raises(ValueError, match="not 'rm'"):
+            launcher.start("d1h1", os.getpid(), "rm", [], tmp_path / "x.log")
+    finally:
+        launcher.close()
