@@ -290,6 +290,7 @@ class Sender:
         self._socket: socket.socket | None = None
         self._error = 0  # the socket's pending error once seen (reading it clears it)
         self._refused = False  # its host answered "nobody listens here": the agent is gone
+        self._connecting_since: float | None = None  # when the current (re)connect began
         self._thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
         self._thread.start()
 
@@ -315,14 +316,24 @@ class Sender:
         frame is now not coming), or its host refuses our connection after it had taken frames
         (its agent died). Before a first delivery nothing is judged (a neighbour still starting
         refuses connections)."""
+        return self.why_cut_off(after_s) is not None
+
+    def why_cut_off(self, after_s: float = UNREACHABLE_AFTER_S) -> str | None:
+        """Why :meth:`cut_off` holds, or None: the round record names it per neighbour."""
         if self._refused:
-            return True
-        since, sock = self._sending_since, self._socket
+            return "refused: its agent is gone"
+        since, sock, connecting = self._sending_since, self._socket, self._connecting_since
+        if sock is None and connecting is not None and self.bytes_sent > 0 and \
+                time.monotonic() - connecting > after_s:
+            # It took frames before, and now no SYN of ours is answered: banned (its edge drops
+            # everything) after its listener closed our connection, or its host is gone.
+            return f"unreachable: reconnecting for {time.monotonic() - connecting:.1f} s"
         if since is None or sock is None:
-            return False
+            return None
         if self._delivered():
-            return self._silent(sock)
-        return time.monotonic() - since > after_s
+            return "keep-alive unanswered" if self._silent(sock) else None
+        waiting = time.monotonic() - since
+        return f"unacknowledged for {waiting:.1f} s" if waiting > after_s else None
 
     def _silent(self, sock: socket.socket) -> bool:
         try:
@@ -345,6 +356,7 @@ class Sender:
 
     def _connect(self, deadline: float) -> socket.socket | None:
         delay = 0.05
+        self._connecting_since = time.monotonic()
         while time.monotonic() < deadline:
             try:
                 sock = socket.create_connection(self.address, timeout=self.connect_timeout,
@@ -356,6 +368,7 @@ class Sender:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
                 self._error = 0
                 self._refused = False
+                self._connecting_since = None
                 return sock
             except ConnectionRefusedError:
                 self._refused = self.bytes_sent > 0  # before its first frame it may be starting
@@ -456,9 +469,10 @@ class TcpTransport:
         return frames
 
     def counters(self) -> dict:
+        cut_off = {peer: why for peer, sender in sorted(self.senders.items()) if (why := sender.why_cut_off())}
         return {"bytes_sent": sum(s.bytes_sent for s in self.senders.values()),
                 "bytes_received": self.listener.bytes_received, "frame_bytes": self.frame_bytes,
-                "rejections": list(self.listener.rejections)}
+                "rejections": list(self.listener.rejections), "cut_off": cut_off}
 
     def rejoin(self, settle_s: float) -> int | None:
         """A restarted node: greet every neighbour (their listeners then expect it again) and

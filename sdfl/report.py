@@ -277,6 +277,8 @@ def _headline(run: Run) -> list[str]:
                   f"| time to ban (rounds, median) | {_fmt(detection['time_to_ban_rounds_median'])} |",
                   f"| inter-domain control bytes per round | {_fmt(control_per_round, 1)} |",
                   f"| detector CPU / agents' CPU | {_fmt(overhead.get('detector_cpu_fraction'), 4)} |",
+                  f"| defense CPU (inspection + detector) / agents' CPU | "
+                  f"{_fmt(overhead.get('defense_cpu_fraction'), 4)} |",
                   f"| flood/scan time to mitigate (s, median) | {_fmt(traffic.get('time_to_mitigate_s_median'), 2)} |"]
     return lines
 

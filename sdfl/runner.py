@@ -38,6 +38,7 @@ from common.keys import agent_party, key_path, write_run_keys
 from common.runconfig import RunConfig
 from sdfl.launcher import AgentLauncher, LaunchedAgent
 from sdfl.liveness import LivenessWatch
+from sdfl.pace import pace as progress_pace
 from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
 from sdfl.results import round_rows, summarize, write_rounds_csv
@@ -340,6 +341,7 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     detector_cpu = sum(max((r["detector_cpu_s"] for r in of_kind(records_of_domain, Event.DEFENSE_STATS)),
                            default=0.0) for records_of_domain in by_domain.values())
     agents_cpu = sum(max((r.get("cpu_s", 0.0) for r in records if r["node"] == n), default=0.0) for n in nodes)
+    inspection_cpu = summary.get("resources", {}).get("cpu_s_by_role", {}).get("inspector", 0.0)
     sent = {(r["src_ip"], r["kind"]): r for r in read_events(out / "traffic.jsonl", Event.TRAFFIC_SENT)}
     ip_of = {h.name: h.ip for h in load_description(out / "network.json").hosts}
     mitigation = []
@@ -360,6 +362,9 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
             "detector_cpu_s": detector_cpu,
             "agents_cpu_s": agents_cpu,
             "detector_cpu_fraction": detector_cpu / agents_cpu if agents_cpu else None,
+            # What the update stream costs whole: the inspection services' CPU beside the trees'.
+            "inspection_cpu_s": inspection_cpu,
+            "defense_cpu_fraction": (detector_cpu + inspection_cpu) / agents_cpu if agents_cpu else None,
             "control_vs_dfl_bytes_fraction": control_bytes / model_bytes if model_bytes else None,
         },
         "traffic": {"time_to_mitigate_s": mitigation,
@@ -416,6 +421,7 @@ class RoundFollower:
         self.events, self.progress, self.dfl = experiment.events, experiment.progress, experiment.dfl
         self.reported = 0
         self.poisoned: set[tuple[str, int]] = set()
+        self.began = time.monotonic()
 
     def run(self) -> None:
         budget = self.dfl["rounds"] * (self.dfl["round_timeout_s"] + 60) + 60
@@ -486,7 +492,8 @@ class RoundFollower:
             slowest = max((r["round_time_s"] for r in done), default=0.0)
             pace = (f"slowest round {slowest:.1f} s" if any(r["received_from"] for r in done)
                     else "no model moved: every node aggregated alone")
-            self.progress(f"round {round_}/{rounds}: honest accuracy {accuracy:.3f} over {len(honest)} nodes, {pace}")
+            self.progress(f"round {round_}/{rounds}: honest accuracy {accuracy:.3f} over {len(honest)} nodes, {pace} "
+                          f"({progress_pace(round_, rounds, time.monotonic() - self.began)})")
             self.reported = round_
             self.experiment.save_partial(round_, records)
             if round_ < rounds:

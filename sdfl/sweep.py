@@ -33,10 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdfl.pace import pace
 from sdfl.scenario import ScenarioError, load_scenario, read_toml
 
 METRICS = ("complete", "honest_accuracy", "f1", "precision", "recall", "false_ban_rate", "honest_nodes_ever_banned",
-           "control_bytes_per_round", "detector_cpu_fraction", "time_to_mitigate_s", "wall_s", "error")
+           "control_bytes_per_round", "detector_cpu_fraction", "defense_cpu_fraction", "time_to_mitigate_s", "wall_s",
+           "error")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def cell_row(cell: Cell, summary: dict | None, wall_s: float | None, error: str 
             "honest_nodes_ever_banned": " ".join(detection.get("honest_nodes_ever_banned", [])),
             "control_bytes_per_round": overhead.get("interdomain_control_bytes_per_round", ""),
             "detector_cpu_fraction": overhead.get("detector_cpu_fraction", ""),
+            "defense_cpu_fraction": overhead.get("defense_cpu_fraction", ""),
             "time_to_mitigate_s": traffic.get("time_to_mitigate_s_median") or "",
             "wall_s": "" if wall_s is None else round(wall_s, 1), "error": error}
 
@@ -117,6 +120,8 @@ def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
     with its error and the sweep goes on (Ctrl-C stops it: the next sweep resumes)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    to_run = [cell for cell in cells if finished(out / "runs" / cell.name) is None]
+    began, ran = time.monotonic(), 0
     for index, cell in enumerate(cells, start=1):
         folder = out / "runs" / cell.name
         summary = finished(folder)
@@ -126,8 +131,9 @@ def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
             progress(f"[{index}/{len(cells)}] {cell.name}: done before, not run again")
             rows.append(cell_row(cell, summary, wall))
             continue
-        progress(f"[{index}/{len(cells)}] {cell.name}")
-        began = time.monotonic()
+        progress(f"[{index}/{len(cells)}] {cell.name} ({ran} of {len(to_run)} to run done: "
+                 f"{pace(ran, len(to_run), time.monotonic() - began)})")
+        cell_began = time.monotonic()
         try:
             summary = run(cell.scenario, folder)
             error = "" if summary.get("complete") else "incomplete: some agents did not finish"
@@ -136,7 +142,8 @@ def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "sweep_error.txt").write_text(traceback.format_exc())
             progress(f"    failed: {error} (traceback: {folder / 'sweep_error.txt'})")
-        wall = time.monotonic() - began
+        wall = time.monotonic() - cell_began
+        ran += 1
         if summary is not None:
             wall_path.write_text(json.dumps({"labels": dict(cell.labels), "wall_s": wall}) + "\n")
         rows.append(cell_row(cell, summary, wall, error))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-OUR_PROCESSES = (b"controllers.domain_app", b"controllers.inspector", b"agents.agent", b"attacks.agent", b"attacks.traffic", b"mininet:")
+OUR_PROCESSES = (b"controllers.domain_app", b"controllers.inspector", b"agents.agent", b"attacks.agent",
+                 b"attacks.traffic", b"sdfl.launcher", b"mininet:")
+"""Command lines of the testbed's processes (forked agents carry their launcher's)."""
 
 
 def testbed_processes() -> list[int]:

@@ -66,14 +66,13 @@ def test_pcap_captures_every_hosts_model_traffic_readably_and_the_run_writes_its
 
 
 def agent_pid(node: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"agents.agent" in cmdline and node.encode() in cmdline:
-                return int(entry.name)
+    """The live agent process of ``node``, as the running run's record names it."""
+    from sdfl.records import load_records
+
+    for record in load_records():
+        for process in record.processes:
+            if process.role == f"agent {node}" and process.alive():
+                return process.pid
     return None
 
 
@@ -132,7 +131,7 @@ def test_kill_9_of_a_run_leaves_readable_partial_results_clean_repairs_the_machi
             proc.wait()
     cleaned = subprocess.run([sys.executable, "-m", "sdfl", "clean"], capture_output=True, text=True, timeout=120)
     assert cleaned.returncode == 0, cleaned.stderr
-    assert "agent d1h1" in cleaned.stdout  # the agents were the run's and are gone with it
+    assert "removed runs:" in cleaned.stdout  # the killed run's record: what it had made is gone with it
     time.sleep(0.5)
     assert leftovers() == NOTHING_LEFT
     summary = json.loads((out / "summary.json").read_text())
