@@ -15,6 +15,7 @@ agent or the run dies.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -40,16 +41,31 @@ BARRIER_TIMEOUT_S = 600.0
 """An agent whose runner has not released the start barrier by then gives up (the runner is gone)."""
 
 
+@functools.lru_cache(maxsize=2)
+def _federation_data(dataset: str, path: str, seed: int, test_fraction: float, nodes: int, kind: str,
+                     alpha: float):
+    from agents.data import load_dataset, partition
+
+    data = load_dataset(dataset, path, seed, test_fraction)
+    return data, partition(data.y_train, nodes, kind, alpha, seed)
+
+
+def federation_data(config: RunConfig):
+    """The run's dataset and every node's shard, the same for every agent of the run: computed
+    once per process (the agent launcher computes it before it forks the agents)."""
+    dfl = config.dfl
+    return _federation_data(dfl["dataset"], dfl["dataset_path"], config.scenario["seed"], dfl["test_fraction"],
+                            len(config.nodes), dfl["partition"], dfl["alpha"])
+
+
 def build_node(config: RunConfig, node_name: str):
     """The node named ``node_name`` of the run ``config`` (dfl.json): its shard of the dataset,
     its aggregator, its seeds."""
     from agents.aggregation import make_aggregator
-    from agents.data import load_dataset, partition
     from agents.node import DFLNode, TrainingConfig
 
     scenario, dfl, nodes = config.scenario, config.dfl, config.nodes
-    dataset = load_dataset(dfl["dataset"], dfl["dataset_path"], scenario["seed"], dfl["test_fraction"])
-    shards = partition(dataset.y_train, len(nodes), dfl["partition"], dfl["alpha"], scenario["seed"])
+    dataset, shards = federation_data(config)
     training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"])
     return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
                    make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=config.node_seed(node_name))

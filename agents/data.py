@@ -104,7 +104,9 @@ def partition_dirichlet(labels: np.ndarray, nodes: int, alpha: float, rng: np.ra
     """Non-IID shards: each class is spread over the nodes in Dirichlet(``alpha``) proportions.
 
     Small ``alpha`` gives each node few classes. Draws again until every node holds at least
-    ``min_size`` samples, so no node is left without data.
+    ``min_size`` samples, so no node is left without data. A federation larger than the data
+    supports at this ``alpha`` (no such draw in ``max_tries``: 96 nodes share the 1,437 training
+    digits) gets ``min_size`` random samples per node first and the rest spread by Dirichlet.
     """
     if alpha <= 0:
         raise ValueError(f"Dirichlet alpha must be > 0, got {alpha}")
@@ -120,7 +122,15 @@ def partition_dirichlet(labels: np.ndarray, nodes: int, alpha: float, rng: np.ra
                 shards[node].extend(part.tolist())
         if min(len(s) for s in shards) >= min_size:
             return [np.sort(np.asarray(s, dtype=np.int64)) for s in shards]
-    raise ValueError(f"no Dirichlet({alpha}) split gave every node {min_size} samples; raise alpha")
+    order = rng.permutation(len(labels))
+    floor, rest = order[:min_size * nodes].reshape(nodes, min_size), order[min_size * nodes:]
+    shards = [list(part) for part in floor]
+    for cls in classes:
+        members = rest[labels[rest] == cls]
+        cuts = (np.cumsum(rng.dirichlet(np.full(nodes, alpha))) * len(members)).astype(int)[:-1]
+        for node, part in enumerate(np.split(members, cuts)):
+            shards[node].extend(part.tolist())
+    return [np.sort(np.asarray(s, dtype=np.int64)) for s in shards]
 
 
 def partition(labels: np.ndarray, nodes: int, kind: str, alpha: float, seed: int) -> list[np.ndarray]:

@@ -333,7 +333,15 @@ class Sender:
         if self._delivered():
             return "keep-alive unanswered" if self._silent(sock) else None
         waiting = time.monotonic() - since
-        return f"unacknowledged for {waiting:.1f} s" if waiting > after_s else None
+        if waiting <= after_s:
+            return None
+        # Slow is not gone: a peer whose kernel acknowledged part of what is in flight lately
+        # (a congested datapath) is waited for; one that acknowledged nothing, or shut its
+        # window, is not.
+        silent_s = _seconds_since_last_ack(sock)
+        if silent_s is not None and silent_s <= after_s:
+            return None
+        return f"no acknowledgement for {min(waiting, silent_s or waiting):.1f} s"
 
     def _silent(self, sock: socket.socket) -> bool:
         try:
@@ -415,6 +423,23 @@ class Sender:
         die with the (daemon) thread rather than hold the agent's exit."""
         self._queue.put(None)
         self._thread.join(timeout=max(0.0, (deadline or time.monotonic() + 2.0) - time.monotonic()))
+
+
+_TCP_INFO = struct.Struct("8B13I")
+"""The head of Linux's ``struct tcp_info``: eight u8 fields, then u32 fields from ``tcpi_rto``
+to ``tcpi_last_ack_recv`` (index 4: ``tcpi_unacked``, 12: ms since the last ACK came in)."""
+
+
+def _seconds_since_last_ack(sock: socket.socket) -> float | None:
+    """How long the peer has acknowledged nothing of what is in flight; None when nothing is in
+    flight (what waits is unsent: the peer's window is shut, it stopped reading, which a
+    Byzantine receiver could do every round) or the kernel does not say."""
+    try:
+        info = _TCP_INFO.unpack_from(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size))
+    except (OSError, struct.error):
+        return None
+    unacked, last_ack_ms = info[8 + 4], info[8 + 12]
+    return last_ack_ms / 1000.0 if unacked else None
 
 
 class Transport(Protocol):

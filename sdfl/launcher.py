@@ -46,8 +46,9 @@ def enter_network_namespace(pid: int) -> None:
         os.close(fd)
 
 
-def _programs() -> dict:
-    """Every program's ``main(argv)``, imported before the first fork, with what they load."""
+def _programs(config: Path | None) -> dict:
+    """Every program's ``main(argv)``, imported before the first fork, with what they load (and
+    the run's dataset and shards, when ``config`` names its dfl.json)."""
     import importlib
 
     import torch
@@ -59,6 +60,10 @@ def _programs() -> dict:
     importlib.import_module("sklearn.datasets")  # the digits loader, shared by every child
     torch.set_num_threads(1)
     warm_up()
+    if config is not None:
+        from common.runconfig import RunConfig
+
+        agent.federation_data(RunConfig.from_json(config.read_text()))
     return {"agents.agent": agent.main, "attacks.agent": byzantine.byzantine_main}
 
 
@@ -83,8 +88,8 @@ def _answer(message: dict) -> None:
     sys.stdout.flush()
 
 
-def serve() -> int:
-    programs = _programs()
+def serve(config: Path | None = None) -> int:
+    programs = _programs(config)
     # What is imported now stays shared: the collector never walks (so never writes) those
     # objects again, and a page only a write would copy stays one page for all the children.
     gc.freeze()
@@ -181,9 +186,10 @@ class LaunchedAgent:
 class AgentLauncher:
     """The runner's end: starts the launcher process and asks it for agents."""
 
-    def __init__(self, log: Path, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, log: Path, config: Path | None = None, start_timeout_s: float = 120.0) -> None:
         self.log = open(log, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "sdfl.launcher"], stdin=subprocess.PIPE,
+        command = [sys.executable, "-m", "sdfl.launcher", *([str(config)] if config else [])]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
         self.start_timeout_s = start_timeout_s
         self.agents: dict[int, LaunchedAgent] = {}
@@ -243,4 +249,4 @@ class AgentLauncher:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(serve(Path(sys.argv[1]) if len(sys.argv) > 1 else None))

@@ -242,7 +242,7 @@ class Experiment:
 
     def follow(self, emulation, bounds: FrameBounds):
         """Start the agents and follow them to the end; the sampler, watch and injector's reports."""
-        self.launcher = AgentLauncher(self.out / "launcher.log")
+        self.launcher = AgentLauncher(self.out / "launcher.log", self.config_path)
         emulation.record.add_process(self.launcher.process.pid, "agent launcher")
         try:
             return self._follow_agents(emulation, bounds)

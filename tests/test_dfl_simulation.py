@@ -108,3 +108,11 @@ def test_unsw_nb15_loader_reads_a_fixture(tmp_path):
         load_unsw_nb15_csv(bad, seed=0)
     with pytest.raises(ValueError, match="no such file"):
         load_unsw_nb15_csv(tmp_path / "absent.csv", seed=0)
+
+
+def test_a_federation_larger_than_dirichlet_draws_support_still_gives_every_node_its_floor():
+    labels = load_digits_dataset(0, 0.2).y_train
+    shards = partition(labels, 96, "dirichlet", 0.5, seed=0)
+    assert min(len(s) for s in shards) >= 10 and sorted(np.concatenate(shards)) == list(range(len(labels)))
+    sizes = [len(np.unique(labels[s])) for s in shards]
+    assert np.median(sizes) < 10  # still non-IID: most nodes lack some classes
