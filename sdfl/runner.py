@@ -217,10 +217,10 @@ class Experiment:
         emulation.record.add_process(agent.pid, f"agent {node}")
         return agent
 
-    def release_start(self, emulation, agents: dict) -> None:
+    def release_start(self, emulation, agents: dict, began: float) -> None:
         """The start barrier (:mod:`common.barrier`): round 1 begins for all together once every
-        agent is ready or has exited; one neither within the limit is stopped, and counts as dead."""
-        began = time.monotonic()
+        agent started at ``began`` (monotonic) is ready or has exited; one neither within the
+        limit is stopped, and counts as dead."""
         limit_s = BARRIER_BASE_S + BARRIER_PER_AGENT_S * len(agents)
         while True:
             emulation.raise_if_controller_died()
@@ -250,9 +250,10 @@ class Experiment:
             self.launcher.close()
 
     def _follow_agents(self, emulation, bounds: FrameBounds):
+        began = time.monotonic()
         agents = {node: self.start_agent(emulation, node) for node in self.nodes}
         self.events.event(Event.AGENTS_STARTED, nodes=self.nodes)
-        self.release_start(emulation, agents)
+        self.release_start(emulation, agents, began)
         attackers = TrafficAttackers(emulation, self.out, self.scenario["seed"],
                                      budget_s=self.dfl["rounds"] * (self.dfl["round_timeout_s"] + 60),
                                      shapes=bounds.shapes)
