@@ -1,8 +1,9 @@
-"""How the testbed's costs grow with the network: real runs from 2x3 to 6x8 hosts (root, OVS).
+"""How the testbed's costs grow with the network: real runs from 2x3 to 8x12 hosts (root, OVS).
 
 For each size, one ``sdfl run`` of paper.toml's setting (25 % sign flippers, FU-HST on) with
-short rounds, and from its summary: network bring-up time, median round time, detector CPU
-time per round and inter-domain control bytes per round. Each cost is fitted as
+short rounds, and from its summary: bring-up (the network, then the agents launched and ready),
+median round time, peak memory per agent, the defense's CPU per round (inspection and
+detector) and inter-domain control bytes per round. Each cost is fitted as
 ``a * nodes^b`` (least squares in log-log); the exponent ``b`` is the growth (1 = linear).
 Sizes whose median round hits the round deadline (the machine out of cores) are plotted, not
 fitted. ``--refit`` fits and plots again from a saved ``scaling.csv`` without running.
@@ -25,8 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROOT = Path(__file__).resolve().parent.parent
-COSTS = {"bring_up_s": "network bring-up (s)", "round_time_s": "median round time (s)",
-         "detector_cpu_s_per_round": "detector CPU per round (s)",
+COSTS = {"bring_up_s": "bring-up: network and agents (s)", "round_time_s": "median round time (s)",
+         "agent_pss_mb": "peak memory per agent (PSS, MB)",
+         "defense_cpu_s_per_round": "defense CPU per round (s)",
          "control_bytes_per_round": "inter-domain control bytes per round"}
 
 
@@ -57,9 +59,13 @@ def measure(domains: int, hosts: int, rounds: int, out: Path) -> dict:
     began = time.monotonic()
     summary = run_experiment(scenario, out / f"{domains}x{hosts}", progress=lambda line: None)
     overhead = summary.get("overhead", {})
+    agents_pss = summary.get("resources", {}).get("peak_pss_mb_by_role", {}).get("agent", 0.0)
     return {"domains": domains, "hosts_per_domain": hosts, "nodes": domains * hosts,
-            "bring_up_s": summary["network"]["bring_up_s"], "round_time_s": summary["dfl"]["round_time_s_median"],
-            "detector_cpu_s_per_round": overhead.get("detector_cpu_s", 0.0) / rounds,
+            "bring_up_s": summary["network"]["bring_up_s"] + (summary["network"].get("agents_ready_s") or 0.0),
+            "round_time_s": summary["dfl"]["round_time_s_median"],
+            "agent_pss_mb": agents_pss / (domains * hosts),
+            "defense_cpu_s_per_round": (overhead.get("detector_cpu_s", 0.0) + overhead.get("inspection_cpu_s", 0.0))
+            / rounds,
             "control_bytes_per_round": overhead.get("interdomain_control_bytes_per_round", 0.0),
             "honest_accuracy": summary["dfl"]["honest_accuracy_final"], "complete": summary["complete"],
             "wall_s": round(time.monotonic() - began, 1)}
@@ -72,7 +78,8 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     nodes = [r["nodes"] for r in rows]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    axes.flat[-1].axis("off")
     for ax, (key, label) in zip(axes.flat, COSTS.items()):
         ax.plot(nodes, [r[key] for r in rows], "o", label="measured")
         if fits.get(key):
@@ -92,7 +99,7 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=size, nargs="+", default=[size(s) for s in ("2x3", "3x4", "4x6", "5x6", "6x8")])
+    parser.add_argument("--sizes", type=size, nargs="+", default=[size(s) for s in ("2x3", "3x4", "4x6", "6x8", "8x12")])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "scaling")
     parser.add_argument("--refit", action="store_true",
