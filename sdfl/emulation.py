@@ -81,11 +81,12 @@ class Emulation:
     def __init__(self, layout: NetworkLayout, out_dir: Path, *, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
-                 keyed: bool = False, frame_bounds=None) -> None:
+                 keyed: bool = False, frame_bounds=None, progress=lambda line: None) -> None:
         if defense is not None and (frame_bounds is None or not keyed):
             raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
                              "against the model and tag their reports with the run's keys")
         self.frame_bounds = frame_bounds
+        self.progress = progress  # a line per bring-up stage, with the time so far
         self.layout = layout
         self.keyed = keyed  # controllers get their key files (common.keys, written by the runner)
         self.pcap = pcap
@@ -165,12 +166,16 @@ class Emulation:
         self.record.save()
         self._start_controllers()
         self.timings["controllers_listening_s"] = time.monotonic() - began
+        self.progress(f"bring-up: {len(self.controllers)} controllers listening "
+                      f"({self.timings['controllers_listening_s']:.1f} s)")
         self.net = build_network(self.layout, self.datapath)
         # Every Mininet node has a shell, remote controllers included; net.stop() leaves
         # those of RemoteController nodes running, so the record's teardown stops them all.
         for node in (*self.net.hosts, *self.net.switches, *self.net.controllers):
             self.record.add_process(node.pid, f"mininet shell {node.name}")
         start_switches(self.net, self.layout)
+        self.progress(f"bring-up: {len(self.net.hosts)} hosts and {len(self.net.switches)} switches built "
+                      f"({time.monotonic() - began:.1f} s)")
         if inspection:
             attach_monitors(description)
             self._start_inspectors()

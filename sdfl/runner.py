@@ -170,7 +170,8 @@ class Experiment:
         try:
             with Emulation(self.layout, self.out, datapath=self.scenario["network"]["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
-                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds) as emulation:
+                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds,
+                           progress=self.progress) as emulation:
                 self.events.event(Event.NETWORK_UP, datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
                               f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
