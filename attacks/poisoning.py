@@ -156,6 +156,8 @@ POISONING_KINDS = (
                                         "non-finite values, 1e30s, or random bytes")}),
 )
 
+_BY_NAME = {kind.name: kind for kind in POISONING_KINDS}
+
 
 class Poisoner:
     """The poisoning behaviour of one node (an :class:`agents.node.Behaviour`): which attack it
@@ -171,11 +173,10 @@ class Poisoner:
         self.board = board or CollusionBoard()
         self.collusion_wait_s = collusion_wait_s
         self._by_round = {r: a for a in attacks if a.category == POISONING and node in a.nodes for r in a.rounds}
-        self._kinds = {k.name: k for k in POISONING_KINDS}
 
     def _scheduled(self, round_: int) -> tuple[Attack | None, PoisoningKind | None]:
         attack = self._by_round.get(round_)
-        return (attack, self._kinds[attack.kind]) if attack else (None, None)
+        return (attack, _BY_NAME[attack.kind]) if attack else (None, None)
 
     def kind(self, round_: int) -> str | None:
         attack = self._by_round.get(round_)

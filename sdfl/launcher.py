@@ -179,9 +179,6 @@ class LaunchedAgent:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
 
 class AgentLauncher:
     """The runner's end: starts the launcher process and asks it for agents."""

@@ -15,6 +15,7 @@ from attacks.plan import KINDS, normalize_entry, resolve_attacks
 from attacks.poisoning import CollusionBoard, Poisoner, split_like
 from attacks.traffic import TrafficSpec, build_packets
 from common.description import HostSpec
+from common.schema import ScenarioError
 
 SHAPES = ((4, 3), (4,), (2, 4), (2,))
 SIZE = sum(int(np.prod(s)) for s in SHAPES)
@@ -43,7 +44,7 @@ def test_the_entry_resolves_from_defaults_and_says_what_it_is(kind):
     assert len(attack.nodes) == 3 and attack.rounds == (2, 3, 4, 5)
     assert resolved(kind) == [attack]  # the same seed, the same attackers
     assert set(attack.params) == set(KINDS[kind].fields)
-    with pytest.raises(Exception, match="unknown key 'no_such_key'"):
+    with pytest.raises(ScenarioError, match="unknown key 'no_such_key'"):
         normalize_entry({"kind": kind, "fraction": 0.25, "no_such_key": 1}, "attacks.0")
 
 

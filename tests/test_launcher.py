@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -23,16 +24,20 @@ def test_a_forked_agent_runs_the_agent_program_and_its_exit_code_comes_back(tmp_
 
 
 def test_a_killed_agent_reports_its_signal_and_closing_the_launcher_ends_the_rest(tmp_path):
+    fifo = tmp_path / "network.json"
+    os.mkfifo(fifo)  # reading the description blocks until someone writes: an agent that waits
+    blocked = ["--network", str(fifo), "--config", "x", "--node", "d1h3", "--out", str(tmp_path)]
     launcher = AgentLauncher(tmp_path / "launcher.log")
-    sleeper = launcher.start("d1h3", os.getpid(), "agents.agent",
-                             ["--network", "/dev/stdin", "--config", "x", "--node", "d1h3", "--out", str(tmp_path)],
-                             tmp_path / "a.log")
-    other = launcher.start("d1h4", os.getpid(), "agents.agent", ["--node", "x"], tmp_path / "b.log")
-    assert other.wait(60) == 2
-    sleeper.kill()
-    assert sleeper.wait(60) in (-signal.SIGKILL, 2)
+    killed = launcher.start("d1h3", os.getpid(), "agents.agent", blocked, tmp_path / "a.log")
+    left = launcher.start("d1h4", os.getpid(), "agents.agent", blocked, tmp_path / "b.log")
+    time.sleep(0.5)
+    assert killed.poll() is None and left.poll() is None
+    killed.kill()
+    assert killed.wait(30) == -signal.SIGKILL
     launcher.close()
-    assert launcher.process.returncode == 0
+    assert launcher.process.returncode == 0 and left.wait(5) == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.kill(left.pid, 0)
 
 
 def test_a_request_for_an_unknown_program_is_refused(tmp_path):
