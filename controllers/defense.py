@@ -104,9 +104,12 @@ class DomainDefense:
         # The update warm-up is short (a few rounds of the domain's senders): a reference window
         # of at most half of it leaves the other half's scores to calibrate the threshold.
         observed_rounds = measured_warmup_rounds(config.warmup_rounds)
-        self.streams = {Stream.FLOW: self._detector(FLOW_FEATURES, config.window_size, 1),
+        # Bars: a flow verdict is strong evidence alone (a host's own traffic is nobody's echo),
+        # so the flow bar lies above every warm-up poll; update verdicts weigh by strength, each
+        # host's against its own usual score (controllers.detector.StreamDetector._calibrate).
+        self.streams = {Stream.FLOW: self._detector(FLOW_FEATURES, config.window_size, 1, per_host=False),
                         Stream.UPDATE: self._detector(UPDATE_FEATURES, min(config.window_size, max(
-                            2, len(self.local) * observed_rounds // 2)), 2)}
+                            2, len(self.local) * observed_rounds // 2)), 2, per_host=True)}
         # The last DFL round the domain has seen updates of: both streams learn until the
         # warm-up rounds are over (the flow stream's polls have no round of their own).
         self.round = 0
@@ -115,8 +118,9 @@ class DomainDefense:
         self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
         self.banned_until: dict[str, float] = {}
 
-    def _detector(self, keys, window_size: int, salt: int):
-        return DETECTORS[self.config.detector].build(keys, window_size, self.config.seed * 7 + salt, self.config.knobs)
+    def _detector(self, keys, window_size: int, salt: int, per_host: bool):
+        return DETECTORS[self.config.detector].build(keys, window_size, self.config.seed * 7 + salt,
+                                                     self.config.knobs, per_host)
 
     def banned(self, node: str) -> bool:
         return node in self.banned_until

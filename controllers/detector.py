@@ -17,6 +17,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from common.schema import Field, between, non_negative, positive
 
 
@@ -25,6 +27,9 @@ STRONG_SHARE = 0.75
 unmistakable: an attack's onset scores so, the echoes it causes in honest peers' updates do not
 (measured in benchmarks/detection_sweep.py). A share, not a fixed excess: scores are bounded, and
 a domain whose warm-up calibrated a high bar would otherwise never see one."""
+MAX_BAR = 0.95
+"""No calibrated bar lies above this: an update that scores more is anomalous, however odd its
+sender's warm-up was."""
 STRONG_WEIGHT = 1.5
 """What an unmistakable verdict weighs as evidence: two of them make ``ban_after`` 3."""
 
@@ -47,15 +52,18 @@ class StreamDetector:
     ----------
     keys:
         The feature names, all in [0, 1].
-    quantile, margin:
-        Threshold = the warm-up scores' ``quantile`` plus ``margin``. HST scores 0 until its
-        first window is full, so only later warm-up scores calibrate it, and the warm-up goes
-        on past the caller's end until at least ``min_calibration`` such scores exist.
+    quantile, margin, per_host:
+        Threshold = the warm-up scores' ``quantile`` plus ``margin``, pooled over every
+        observation, or with ``per_host`` per batch key (:meth:`_calibrate`). HST scores 0
+        until its first window is full, so only later warm-up scores calibrate it, and the
+        warm-up goes on past the caller's end until at least ``min_calibration`` such scores exist.
     """
 
     def __init__(self, keys, quantile: float = 0.99, margin: float = 0.05, n_trees: int = 25,
-                 height: int = 8, window_size: int = 20, seed: int = 0, min_calibration: int = 4) -> None:
+                 height: int = 8, window_size: int = 20, seed: int = 0, min_calibration: int = 4,
+                 per_host: bool = False) -> None:
         self.keys = tuple(keys)
+        self.per_host = per_host
         self.min_calibration = min_calibration
         self.quantile = quantile
         self.margin = margin
@@ -66,8 +74,9 @@ class StreamDetector:
                                             limits={k: (0.0, 1.0) for k in self.keys}, seed=seed)
         self.seen = 0
         self.learned = 0
-        self._warmup_scores: list[float] = []
+        self._warmup_scores: dict = {}  # per key (a host), its warm-up scores
         self.threshold: float | None = None
+        self._own_bar: dict = {}
 
     def observe(self, features: dict[str, float], warming_up: bool) -> Verdict:
         """One observation with no peers to compare it with."""
@@ -81,19 +90,21 @@ class StreamDetector:
         any one of them."""
         points = {key: {k: float(f[k]) for k in self.keys} for key, f in batch.items()}
         scores = {key: float(self.model.score_one(x)) for key, x in points.items()}
-        if self.threshold is None and (warming_up or len(self._warmup_scores) < self.min_calibration):
+        calibrating = sum(map(len, self._warmup_scores.values()))
+        if self.threshold is None and (warming_up or calibrating < self.min_calibration):
             for key, x in points.items():
                 self.seen += 1
                 if self.seen > self.window_size:
-                    self._warmup_scores.append(scores[key])
+                    self._warmup_scores.setdefault(key, []).append(scores[key])
                 self._learn(x)
             return {key: Verdict(score, None, False, True) for key, score in scores.items()}
         if self.threshold is None:
-            self.threshold = _quantile(self._warmup_scores, self.quantile) + self.margin
+            self._calibrate()
         verdicts = {}
         for key, x in points.items():
             others = [s for other, s in scores.items() if other != key]
-            bar = max(self.threshold, statistics.median(others) + self.margin) if others else self.threshold
+            bar = max(self._own_bar.get(key, self.threshold),
+                      statistics.median(others) + self.margin if others else 0.0)
             # A score just over the bar is weak evidence: it takes a full margin above for a whole
             # verdict, so the mild echoes of an attack in honest peers' updates add up slowly; an
             # unmistakable one (STRONG_SHARE) weighs STRONG_WEIGHT, so two such rounds ban.
@@ -105,6 +116,24 @@ class StreamDetector:
             if not verdicts[key].anomalous:
                 self._learn(x)
         return verdicts
+
+    def _calibrate(self) -> None:
+        """Bars from the warm-up. Pooled: one bar, every warm-up score's ``quantile`` plus
+        ``margin``. Per host: a host's usual score is the ``quantile`` of its own warm-up scores;
+        the domain's bar (``threshold``) is the median host's usual score plus ``margin``, and a
+        host whose usual score was higher (an honest node with an odd shard scores high every
+        round) is judged against its own plus ``margin``. So one odd node neither blinds the
+        domain to everyone else's attacks (a pooled maximum did, 96-node runs in README) nor is
+        banned for being itself; with a median ``quantile``, one odd warm-up round buys an
+        attacker no cover. No bar exceeds :data:`MAX_BAR`: a score is at most 1."""
+        if not self.per_host:
+            pooled = [score for scores in self._warmup_scores.values() for score in scores]
+            self.threshold = min(MAX_BAR, float(np.quantile(pooled, self.quantile)) + self.margin)
+            return
+        own = {key: float(np.quantile(values, self.quantile)) + self.margin
+               for key, values in self._warmup_scores.items()}
+        self.threshold = min(MAX_BAR, statistics.median(own.values()))
+        self._own_bar = {key: min(MAX_BAR, max(bar, self.threshold)) for key, bar in own.items()}
 
     def _learn(self, x: dict[str, float]) -> None:
         self.model.learn_one(x)
@@ -147,44 +176,40 @@ class ThresholdStream:
 @dataclass(frozen=True)
 class DetectorKind:
     """A registered stream detector: its ``[defense]`` knobs (defaults, checks, help) and
-    ``make(keys, window_size, seed, knobs)``, ``knobs`` a dict holding a value for each."""
+    ``make(keys, window_size, seed, knobs, per_host)``, ``knobs`` a dict holding a value for
+    each, ``per_host`` whether bars are calibrated per host (:meth:`StreamDetector._calibrate`)."""
 
     name: str
     help: str
     knobs: dict[str, Field]
     make: Callable
 
-    def build(self, keys, window_size: int, seed: int, knobs: dict):
+    def build(self, keys, window_size: int, seed: int, knobs: dict, per_host: bool = False):
         """A detector for one stream; a knob not given takes its default."""
         values = {name: knobs.get(name, spec.default) for name, spec in self.knobs.items()}
-        return self.make(keys, window_size, seed, values)
+        return self.make(keys, window_size, seed, values, per_host)
 
 
 DETECTORS: dict[str, DetectorKind] = {kind.name: kind for kind in (
     DetectorKind(
         "fuhst", "streaming Half-Space Trees, threshold calibrated on the warm-up",
         knobs={"n_trees": Field(int, 50, positive), "height": Field(int, 6, positive),
-               "quantile": Field(float, 1.0, between(0.5, 1.0), "of the warm-up scores, for the threshold"),
+               "quantile": Field(float, 0.5, between(0.0, 1.0),
+                                 "of each host's warm-up update scores: its usual score (flow bars lie "
+                                 "above every warm-up poll)"),
                "margin": Field(float, 0.15, non_negative, "added to that quantile")},
-        make=lambda keys, window_size, seed, k: StreamDetector(
-            keys, quantile=k["quantile"], margin=k["margin"], n_trees=k["n_trees"], height=k["height"],
-            window_size=window_size, seed=seed)),
+        make=lambda keys, window_size, seed, k, per_host: StreamDetector(
+            keys, quantile=k["quantile"] if per_host else 1.0, margin=k["margin"], n_trees=k["n_trees"],
+            height=k["height"], window_size=window_size, seed=seed, per_host=per_host)),
     DetectorKind(
         "threshold", "the static baseline: bands around the warm-up mean",
         knobs={"threshold_k": Field(float, 4.0, positive, "baseline: std-devs around the warm-up mean")},
-        make=lambda keys, window_size, seed, k: ThresholdStream(keys, k=k["threshold_k"])),
+        make=lambda keys, window_size, seed, k, per_host: ThresholdStream(keys, k=k["threshold_k"])),
 )}
 """``defense.detector`` -> its kind. A stream detector has ``observe_batch(batch, warming_up) ->
 {key: Verdict}`` and a calibrated ``threshold``, never learns from what it flags, and pickles
 (the controller persists it across restarts). A new detector is one entry here (its knobs join
 the scenario's ``[defense]`` table) and one run of ``tests/test_detector_contract.py``."""
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

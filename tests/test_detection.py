@@ -6,7 +6,7 @@ import pytest
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
-from controllers.detector import STRONG_SHARE, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
+from controllers.detector import MAX_BAR, STRONG_SHARE, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import (
     FLOW_FEATURES,
     UPDATE_FEATURES,
@@ -390,3 +390,35 @@ def test_an_arp_flood_beyond_the_meter_is_a_violation_and_two_polls_of_it_ban():
     assert [a.node for a in second if isinstance(a, Ban)] == ["d1h4"]
     assert any(isinstance(a, Log) and a.record.get("violation") == why and a.record["stream"] == "flow"
                for a in second)
+
+
+def warmed_up_domain(odd_level: float):
+    """A domain of five hosts whose warm-up saw four usual ones near the corner and one odd
+    honest host scoring high every round (its shard is unlike the others')."""
+    rng = np.random.default_rng(7)
+    detector = StreamDetector(("a", "b"), window_size=10, seed=3, quantile=0.5, per_host=True)
+
+    def batch(odd):
+        points = {f"h{i}": {"a": 0.05 * rng.random(), "b": 0.05 * rng.random()} for i in range(4)}
+        points["odd"] = {"a": odd, "b": odd}
+        return points
+    for _ in range(12):
+        detector.observe_batch(batch(odd_level), warming_up=True)
+    return detector, batch
+
+
+def test_one_odd_host_in_the_warm_up_neither_blinds_the_domain_nor_is_banned_for_being_itself():
+    detector, batch = warmed_up_domain(odd_level=0.9)
+    usual = detector.observe_batch(batch(0.9), warming_up=False)
+    assert not any(v.anomalous for v in usual.values())  # the odd host at its usual level passes
+    attacked = batch(0.9)
+    attacked["h0"] = {"a": 0.9, "b": 0.9}  # a usual host turning to where only the odd one went
+    verdicts = detector.observe_batch(attacked, warming_up=False)
+    assert verdicts["h0"].anomalous and not verdicts["odd"].anomalous
+    assert verdicts["h0"].threshold < verdicts["odd"].threshold
+
+
+def test_no_bar_is_calibrated_out_of_a_scores_reach():
+    detector, batch = warmed_up_domain(odd_level=1.0)
+    verdicts = detector.observe_batch(batch(1.0), warming_up=False)
+    assert max(v.threshold for v in verdicts.values()) <= MAX_BAR < 1.0
