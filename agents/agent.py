@@ -66,7 +66,8 @@ def build_node(config: RunConfig, node_name: str):
 
     scenario, dfl, nodes = config.scenario, config.dfl, config.nodes
     dataset, shards = federation_data(config)
-    training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"])
+    training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"],
+                              dfl["min_local_steps"])
     return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
                    make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=config.node_seed(node_name))
 

@@ -7,6 +7,7 @@ arrived before the deadline, aggregate, evaluate on the shared held-out set.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +28,14 @@ class TrainingConfig:
     lr: float = 0.1
     hidden: int = 64
     model_seed: int = 0
+    min_local_steps: int = 0
+
+    def epochs_for(self, samples: int) -> int:
+        """Local epochs for a shard of ``samples``: ``local_epochs``, or more where a small shard
+        would take fewer than ``min_local_steps`` minibatch steps (96 nodes' shards of the digits
+        hold 15 samples: one batch an epoch, and two steps a round barely learn)."""
+        batches = max(1, math.ceil(samples / self.batch_size))
+        return max(self.local_epochs, math.ceil(self.min_local_steps / batches))
 
 
 @dataclass
@@ -112,7 +121,7 @@ class DFLNode:
         ``trained - reference`` is the round's update."""
         self.reference = get_flat(self.model)
         self.train_loss = train_local(self.model, self.x, self.y if labels is None else labels,
-                                      self.config.local_epochs, self.config.batch_size, self.config.lr,
+                                      self.config.epochs_for(self.samples), self.config.batch_size, self.config.lr,
                                       self.seed * 100_003 + round_)
         return ModelFrame(self.name, round_, self.samples, split_flat(self.model, get_flat(self.model)))
 

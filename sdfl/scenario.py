@@ -79,6 +79,8 @@ SCHEMA: dict[str, Any] = {
         "peers": Field(str, "domain-full+border", one_of(*PEER_GRAPHS)),
         "peers_k": Field(int, 3, positive, "partners drawn per node for random-k"),
         "local_epochs": Field(int, 2, positive),
+        "min_local_steps": Field(int, 0, non_negative,
+                                 "a node whose shard gives fewer minibatch steps a round runs more epochs"),
         "batch_size": Field(int, 16, positive),
         "lr": Field(float, 0.1, positive),
         "hidden": Field(int, 64, positive, "MLP hidden units"),

@@ -116,3 +116,11 @@ def test_a_federation_larger_than_dirichlet_draws_support_still_gives_every_node
     assert min(len(s) for s in shards) >= 10 and sorted(np.concatenate(shards)) == list(range(len(labels)))
     sizes = [len(np.unique(labels[s])) for s in shards]
     assert np.median(sizes) < 10  # still non-IID: most nodes lack some classes
+
+
+def test_a_small_shard_runs_more_epochs_to_take_the_minimum_local_steps():
+    config = TrainingConfig(local_epochs=2, batch_size=16, min_local_steps=16)
+    assert config.epochs_for(15) == 16  # one batch an epoch: 16 epochs
+    assert config.epochs_for(120) == 2  # 8 batches an epoch: the 2 epochs already take 16 steps
+    assert config.epochs_for(40) == 6  # 3 batches: 6 epochs reach 18 >= 16
+    assert TrainingConfig(local_epochs=2).epochs_for(15) == 2  # no minimum: epochs as configured
