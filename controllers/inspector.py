@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import select
 import signal
 import socket
 import sys
@@ -321,6 +322,26 @@ class DomainInspection:
         return sealed
 
 
+BURST = 256
+"""Mirrored frames read per wake-up before the round bookkeeping runs: a round's models arrive
+as one burst, and checking completion once per burst rather than once per frame is most of the
+service's CPU saved."""
+
+
+def read_burst(raw: socket.socket, wait_s: float) -> list[bytes]:
+    """Wait up to ``wait_s`` for a frame on the non-blocking ``raw``, then take what else is
+    queued, up to :data:`BURST`."""
+    if not select.select([raw], [], [], wait_s)[0]:
+        return []
+    burst: list[bytes] = []
+    while len(burst) < BURST:
+        try:
+            burst.append(raw.recv(65535))
+        except BlockingIOError:
+            break
+    return burst
+
+
 def run(description: NetworkDescription, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
     from common.jsonl import JsonLinesWriter
 
@@ -330,7 +351,7 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
     raw.bind((view.monitor.interface, 0))
-    raw.settimeout(0.2)
+    raw.setblocking(False)
     report = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     running = True
 
@@ -344,12 +365,8 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
     beat = 0.0
     try:
         while running:
-            try:
-                data = raw.recv(65535)
-            except TimeoutError:
-                data = None
             now = time.time()
-            if data is not None:
+            for data in read_burst(raw, 0.2):
                 inspection.segment(now, data)
             for sealed in inspection.reports(now):
                 report.sendto(sealed, controller)

@@ -1,10 +1,13 @@
 """The inspection service's pure parts, and scoring a defense against the ground truth."""
 
+import socket
+import time
+
 import numpy as np
 
 from agents.wire import ModelFrame, encode
 from controllers.features import fedavg_references
-from controllers.inspector import ROUND_LEAD, RoundCollector, StreamAssembler
+from controllers.inspector import BURST, ROUND_LEAD, RoundCollector, StreamAssembler, read_burst
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 
 SHAPES = ((3, 2), (2,))
@@ -154,3 +157,17 @@ def test_hostile_frames_are_evidence_against_their_sender_and_never_stop_the_ins
     assert [why.split()[0] for why in report.violations["d1h3"]] == ["0", "round", "names", "claims"]
     assert inspection.counts.unparsed == 1 and inspection.counts.violations == 4
     assert inspection.collector.done_up_to == 1  # the honest round went through
+
+
+def test_a_wake_up_reads_the_queued_burst_at_once_and_no_more_than_a_burst():
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer:
+        reader.setblocking(False)
+        assert read_burst(reader, 0.05) == []  # nothing queued: the wait times out
+        for i in range(BURST + 3):
+            writer.send(b"frame %d" % i)
+        first = read_burst(reader, 0.05)
+        assert len(first) == BURST and first[0] == b"frame 0"
+        started = time.monotonic()
+        assert read_burst(reader, 5.0) == [b"frame %d" % i for i in range(BURST, BURST + 3)]
+        assert time.monotonic() - started < 5.0  # the queue's end ends the burst, not the wait
