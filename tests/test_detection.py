@@ -292,16 +292,20 @@ def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced()
     assert send.notice.type is MessageType.UNBAN
 
 
-def test_flow_excess_is_over_both_the_peers_and_the_normal_level_and_never_below():
-    normal = {"packet_rate": 0.3, "byte_rate": 0.5}
-    polled = {"h1": {"packet_rate": 0.9, "byte_rate": 0.5}, "h2": {"packet_rate": 0.4, "byte_rate": 0.6},
-              "h3": {"packet_rate": 0.4, "byte_rate": 0.1}}
+def test_flow_excess_is_a_factor_over_both_the_peers_and_the_normal_level_and_never_below():
+    def scaled(packets, bytes_):
+        return {"packet_rate": log_scaled(packets, FLOW_FEATURES["packet_rate"]),
+                "byte_rate": log_scaled(bytes_, FLOW_FEATURES["byte_rate"])}
+
+    normal = scaled(30, 1e4)
+    polled = {"h1": scaled(1000, 1e4), "h2": scaled(100, 1e5), "h3": scaled(100, 1e2)}
     excess = excess_over_normal(polled, normal)
-    assert excess["h1"]["packet_rate"] == pytest.approx(0.5)  # over the peers' median (0.4)
-    assert excess["h2"]["byte_rate"] == pytest.approx(0.1)  # over the normal level (0.5 > median)
+    assert excess["h1"]["packet_rate"] == pytest.approx(0.5, abs=0.01)  # 10 x the peers' median (100/s)
+    assert excess["h2"]["byte_rate"] == pytest.approx(0.5, abs=0.01)  # 10 x the normal level (above the median)
     assert excess["h3"] == {"packet_rate": 0.0, "byte_rate": 0.0}  # quieter than normal: nothing
-    lone = excess_over_normal({"h1": {"packet_rate": 0.25, "byte_rate": 0.45},
-                               "h2": {"packet_rate": 0.0, "byte_rate": 0.0}}, normal)
+    flood = excess_over_normal({**polled, "h4": scaled(1e6, 1e9)}, normal)["h4"]
+    assert flood == {"packet_rate": 1.0, "byte_rate": 1.0}  # beyond EXCESS_CEILING x: all the excess there is
+    lone = excess_over_normal({"h1": scaled(20, 5e3), "h2": scaled(0, 0)}, normal)
     assert lone["h1"] == {"packet_rate": 0.0, "byte_rate": 0.0}  # talking while peers are silent
 
 
