@@ -30,6 +30,10 @@ FLOW_FEATURES = {
     "overflow_rate": 1e5,
 }
 UPDATE_FEATURES = ("off_consensus", "off_norm", "off_home")
+HONEST_ALONE = {"packet_rate": 10.0, "new_flow_rate": 10.0, "packet_in_rate": 10.0}
+"""Per-second rates an honest host reaches alone: an agent reconnecting to a dead neighbour
+(backing off from 50 ms to 1 s) opened 2 flows and caused 8 packet-ins a second in
+``scenarios/faults.toml``, against a level of about none, when its peers were quiet."""
 EXCESS_CEILING = 100.0  # a flow feature this many times its domain's level is all the excess there is
 USUAL_SIZE_BAND = 2.0  # an honest node's update size relative to the median drifts this much either way over a run
 
@@ -106,12 +110,14 @@ def excess_over_normal(features: dict[str, dict[str, float]], normal: dict[str, 
     An excess is a factor over the level, on a log scale where :data:`EXCESS_CEILING` times
     the level maps to 1.0, whatever the feature's own ceiling: on the absolute scale a flood
     40 times its peers' rate moved a feature by 0.2 only, which Half-Space Trees' uniform
-    splits scored barely above their bar (a CI run missed a 2,000 packet/s flood).
+    splits scored barely above their bar (a CI run missed a 2,000 packet/s flood). No level is
+    below :data:`HONEST_ALONE`, what an honest host does on its own whatever its peers do.
     """
     if not features:
         return {}
     keys = list(next(iter(features.values())))
-    level = {k: max(float(np.median([f[k] for f in features.values()])), normal.get(k, 0.0)) for k in keys}
+    level = {k: max(float(np.median([f[k] for f in features.values()])), normal.get(k, 0.0),
+                    log_scaled(HONEST_ALONE.get(k, 0.0), FLOW_FEATURES[k])) for k in keys}
     stretch = {k: math.log1p(FLOW_FEATURES[k]) / math.log(EXCESS_CEILING) for k in keys}
     return {node: {k: min(1.0, max(0.0, f[k] - level[k]) * stretch[k]) for k in keys} for node, f in features.items()}
 

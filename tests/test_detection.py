@@ -307,6 +307,10 @@ def test_flow_excess_is_a_factor_over_both_the_peers_and_the_normal_level_and_ne
     assert flood == {"packet_rate": 1.0, "byte_rate": 1.0}  # beyond EXCESS_CEILING x: all the excess there is
     lone = excess_over_normal({"h1": scaled(20, 5e3), "h2": scaled(0, 0)}, normal)
     assert lone["h1"] == {"packet_rate": 0.0, "byte_rate": 0.0}  # talking while peers are silent
+    quiet = {"packet_in_rate": 0.0}
+    retrying = excess_over_normal({"h1": {"packet_in_rate": log_scaled(8, FLOW_FEATURES["packet_in_rate"])},
+                                   "h2": quiet, "h3": quiet}, quiet)
+    assert retrying["h1"]["packet_in_rate"] == 0.0  # reconnecting to a dead peer: what honest hosts do alone
 
 
 def acting(actions):
