@@ -1,8 +1,8 @@
 """The one place that chooses between Ryu and its maintained fork os-ken.
 
-Both expose the same API under different package names. The app must use the framework of the
-manager that loaded it (``ryu-manager`` or ``osken-manager``), so an already imported framework
-wins; otherwise os-ken is preferred because Ryu does not import on Python >= 3.10.
+Both expose the same API under different package names. The app must use the framework that
+loaded it (:mod:`controllers.manager` imports the chosen one first), so an already imported
+framework wins; otherwise os-ken is preferred because Ryu does not import on Python >= 3.10.
 """
 
 import importlib
@@ -35,5 +35,4 @@ CONFIG_DISPATCHER = handler.CONFIG_DISPATCHER
 MAIN_DISPATCHER = handler.MAIN_DISPATCHER
 set_ev_cls = handler.set_ev_cls
 
-MANAGER = {"os_ken": "osken-manager", "ryu": "ryu-manager"}[FRAMEWORK]
 BaseApp = getattr(app_manager, "OSKenApp", None) or app_manager.RyuApp

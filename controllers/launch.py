@@ -1,36 +1,115 @@
-"""How to start one domain's controller process (command line and environment only).
+"""How to start one domain's controller process: which framework, which interpreter, which
+command line and environment.
 
-Kept apart from the app so the runner can start controllers without importing os-ken.
+Kept apart from the app so the runner can start controllers without importing a framework:
+the controller may run in an interpreter of its own (Ryu 4.34 imports only on Python <= 3.9,
+the testbed needs 3.10+), which is probed here once, before anything starts.
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import os
-import shutil
+import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from controllers.defense import DefenseConfig
 
+REPO = Path(__file__).resolve().parents[1]
 APP_MODULE = "controllers.domain_app"
-MANAGERS = ("osken-manager", "ryu-manager")
 
 
-def find_manager() -> str:
-    """The os-ken (preferred) or Ryu manager next to this interpreter, else on PATH."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    for name in MANAGERS:
-        found = shutil.which(name, path=search)
-        if found:
-            return found
-    raise FileNotFoundError(
-        "no osken-manager or ryu-manager found: run scripts/install.sh (installs os-ken<4)"
-    )
+class ControllerUnavailable(RuntimeError):
+    """The chosen framework cannot start here: the message names the fix."""
+
+
+class Framework(enum.Enum):
+    """The Ryu API's two implementations. Each runs where its own venv put it: os-ken in the
+    testbed's (``.venv``), Ryu in ``.venv-ryu`` (``scripts/install.sh --ryu``)."""
+
+    OS_KEN = "os-ken"
+    RYU = "ryu"
+
+    @property
+    def module(self) -> str:
+        return {"os-ken": "os_ken", "ryu": "ryu"}[self.value]
+
+    @property
+    def default_python(self) -> Path:
+        if self is Framework.RYU:
+            return REPO / ".venv-ryu" / "bin" / "python"
+        return Path(sys.executable)
+
+    @property
+    def install_hint(self) -> str:
+        return "bash scripts/install.sh --ryu" if self is Framework.RYU else "bash scripts/install.sh"
+
+
+FRAMEWORK_NAMES = tuple(f.value for f in Framework)
+OS_KEN_4_PYTHON = REPO / ".venv-osken4" / "bin" / "python"
+"""os-ken 4 on Python 3.12 (``scripts/install.sh --os-ken-4``): the line for Python 3.12+ machines."""
+
+# Run by the controller's interpreter: what the process will load, before it is started.
+_PROBE = """
+import importlib, json, platform, sys
+module = importlib.import_module(sys.argv[1])
+from importlib import metadata
+version = metadata.version({"os_ken": "os-ken", "ryu": "ryu"}[sys.argv[1]])
+import numpy, river, controllers.domain_app
+print(json.dumps({"version": version, "python_version": platform.python_version(),
+                  "eventlet": metadata.version("eventlet")}))
+"""
+
+
+@dataclass(frozen=True)
+class ControllerRuntime:
+    """A framework found working in an interpreter: what a run records of its controllers."""
+
+    framework: Framework
+    python: str
+    version: str
+    python_version: str
+    eventlet: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "framework": self.framework.value}
+
+    @classmethod
+    def probe(cls, framework: Framework | str, python: str | Path | None = None) -> ControllerRuntime:
+        """Import the framework, numpy, river and the app in ``python`` (default: the
+        framework's own venv); a clear error naming the fix where that fails."""
+        framework = Framework(framework)
+        python = Path(python) if python else framework.default_python
+        if not os.access(python, os.X_OK):
+            raise ControllerUnavailable(f"{framework.value}: no interpreter at {python}: run {framework.install_hint}")
+        try:
+            done = subprocess.run([str(python), "-c", _PROBE, framework.module], capture_output=True, text=True,
+                                  timeout=60, env=controller_environment({}), cwd=REPO)
+        except subprocess.TimeoutExpired as error:
+            raise ControllerUnavailable(f"{framework.value}: {python} took over 60 s to import it") from error
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ControllerUnavailable(f"{framework.value} does not import in {python}: {last}; "
+                                        f"run {framework.install_hint}")
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        return cls(framework, str(python), found["version"], found["python_version"], found["eventlet"])
+
+
+def controller_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The controller's environment: the repository importable from any interpreter."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
 
 
 def controller_command(
+    runtime: ControllerRuntime,
     domain: int,
     listen_host: str,
     listen_port: int,
@@ -41,15 +120,14 @@ def controller_command(
     defense: DefenseConfig | None = None,
     keys_path: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """``(argv, env)`` for the controller of ``domain``."""
+    """``(argv, env)`` for the controller of ``domain`` (:mod:`controllers.manager`)."""
     argv = [
-        find_manager(),
+        runtime.python, "-m", "controllers.manager", runtime.framework.module,
         "--ofp-listen-host", listen_host,
         "--ofp-tcp-listen-port", str(listen_port),
         APP_MODULE,
     ]
-    env = dict(os.environ)
-    env.update(
+    env = dict(
         SDFL_NETWORK=str(description_path),
         SDFL_DOMAIN=str(domain),
         SDFL_EVENTS=str(events_path),
@@ -61,4 +139,4 @@ def controller_command(
         env["SDFL_DEFENSE"] = defense.to_json()
     if keys_path is not None:
         env["SDFL_KEYS"] = str(keys_path)
-    return argv, env
+    return argv, controller_environment(env)

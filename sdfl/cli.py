@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from controllers.launch import FRAMEWORK_NAMES
+
 TEST_CHOICES = ("pingall", "iperf", "all")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIO = REPO / "scenarios" / "paper.toml"
@@ -101,6 +103,10 @@ def _add_net(commands) -> None:
                      help="OVS datapath (default auto: kernel where the module exists)")
     net.add_argument("--poll-interval", type=positive_float, default=1.0,
                      help="controller flow-stats poll interval in s (default 1)")
+    net.add_argument("--controller", choices=FRAMEWORK_NAMES, default="os-ken",
+                     help="the controllers' framework (default os-ken; ryu needs scripts/install.sh --ryu)")
+    net.add_argument("--controller-python", type=Path, default=None, metavar="PYTHON",
+                     help="the controllers' interpreter (default: the framework's venv)")
     net.add_argument("--controller-port-base", type=int, default=6653,
                      help="domain d's controller listens on BASE+d (default 6653)")
     net.add_argument("--iperf-seconds", type=positive_float, default=3.0, help="iperf3 duration (default 3)")
@@ -148,6 +154,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_net(args) -> int:
+    from controllers.launch import ControllerRuntime
     from sdfl.emulation import Emulation
     from topologies.layout import LinkParams, make_layout
 
@@ -161,13 +168,16 @@ def cmd_net(args) -> int:
     become_root(args)
     prepare_emulation()
     out = args.out or Path("runs") / f"net-{time.strftime('%Y%m%d-%H%M%S')}"
+    controller = ControllerRuntime.probe(args.controller, args.controller_python)
     summary: dict = {"network": {"domains": args.domains, "hosts_per_domain": args.hosts,
-                                 "domain_graph": args.domain_graph}}
-    with Emulation(layout, out, datapath=args.datapath, poll_interval=args.poll_interval) as emulation:
+                                 "domain_graph": args.domain_graph, "controller": controller.to_dict()}}
+    with Emulation(layout, out, datapath=args.datapath, poll_interval=args.poll_interval,
+                   controller=controller) as emulation:
         summary["network"]["datapath"] = emulation.datapath
         summary["timings"] = dict(emulation.timings)
         print(f"network up: {args.domains} domains x {args.hosts} hosts, {args.domain_graph} graph, "
-              f"{emulation.datapath} datapath, {emulation.timings['bring_up_s']:.1f} s")
+              f"{emulation.datapath} datapath, {emulation.timings['bring_up_s']:.1f} s; controllers "
+              f"{controller.framework.value} {controller.version} on Python {controller.python_version}")
         ok = _probe_network(emulation, layout, args, summary)
         if args.cli:
             from mininet.cli import CLI

@@ -21,7 +21,7 @@ from pathlib import Path
 from common.events import Event, read_events
 from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
-from controllers.launch import controller_command
+from controllers.launch import ControllerRuntime, Framework, controller_command
 from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -76,16 +76,21 @@ class Emulation:
     frame_bounds:
         :class:`controllers.inspector.FrameBounds` of the run's model: what the inspection
         services accept as an honest frame (required with ``defense``).
+    controller:
+        The :class:`controllers.launch.ControllerRuntime` the controllers run on (None: os-ken
+        in this interpreter, probed at start).
     """
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, *, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
-                 keyed: bool = False, frame_bounds=None, progress=lambda line: None) -> None:
+                 keyed: bool = False, frame_bounds=None, controller: ControllerRuntime | None = None,
+                 progress=lambda line: None) -> None:
         if defense is not None and (frame_bounds is None or not keyed):
             raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
                              "against the model and tag their reports with the run's keys")
         self.frame_bounds = frame_bounds
+        self.controller = controller
         self.progress = progress  # a line per bring-up stage, with the time so far
         self.layout = layout
         self.keyed = keyed  # controllers get their key files (common.keys, written by the runner)
@@ -142,6 +147,8 @@ class Emulation:
                 "'/usr/share/openvswitch/scripts/ovs-ctl start --system-id=random' "
                 "(scripts/install.sh does this)"
             )
+        if self.controller is None:
+            self.controller = ControllerRuntime.probe(Framework.OS_KEN)
         for domain in range(1, self.layout.domains + 1):
             port = self.layout.controller_port(domain)
             if port_listening(self.layout.controller_host, port):
@@ -220,7 +227,7 @@ class Emulation:
 
     def _launch_controller(self, domain: int) -> None:
         argv, env = controller_command(
-            domain, self.layout.controller_host, self.layout.controller_port(domain),
+            self.controller, domain, self.layout.controller_host, self.layout.controller_port(domain),
             self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
             self.watched_ports, self.defense,
             key_path(self.out_dir, controller_party(domain)).resolve() if self.keyed else None,

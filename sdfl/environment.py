@@ -35,19 +35,29 @@ def check_python_dependencies() -> list[Check]:
         found = importlib.util.find_spec(module) is not None
         checks.append(Check(f"python: {module}", OK if found else FAIL,
                             "importable" if found else "missing", "" if found else INSTALL_HINT))
-    framework = next((m for m in ("os_ken", "ryu") if importlib.util.find_spec(m)), None)
-    checks.append(Check("python: os-ken or Ryu", OK if framework else FAIL,
-                        framework or "missing", "" if framework else INSTALL_HINT))
     return checks
 
 
-def check_controller_manager() -> Check:
-    from controllers.launch import find_manager
+def check_controller_frameworks() -> list[Check]:
+    """Each framework in its own interpreter: installed? imports (with numpy, river, the app)?
+    which version? os-ken is the default and needed; Ryu is the alternative, when installed."""
+    from controllers.launch import OS_KEN_4_PYTHON, ControllerRuntime, ControllerUnavailable, Framework
 
-    try:
-        return Check("controller manager", OK, find_manager())
-    except FileNotFoundError as error:
-        return Check("controller manager", FAIL, "missing", str(error))
+    checks = []
+    choices = [(framework, None, framework.install_hint) for framework in Framework]
+    if OS_KEN_4_PYTHON.exists():
+        choices.append((Framework.OS_KEN, OS_KEN_4_PYTHON, "bash scripts/install.sh --os-ken-4"))
+    for framework, python, hint in choices:
+        name = f"controller: {framework.value}" + (f" ({python.parent.parent.name})" if python else "")
+        try:
+            runtime = ControllerRuntime.probe(framework, python)
+        except ControllerUnavailable as error:
+            status = FAIL if (framework, python) == (Framework.OS_KEN, None) else WARN
+            checks.append(Check(name, status, str(error), hint))
+            continue
+        checks.append(Check(name, OK, f"{runtime.version} on Python {runtime.python_version}, "
+                                      f"eventlet {runtime.eventlet} ({runtime.python})"))
+    return checks
 
 
 def check_tools() -> list[Check]:
@@ -85,5 +95,5 @@ def check_ovs() -> list[Check]:
 
 
 def run_checks() -> list[Check]:
-    return [check_root(), *check_python_dependencies(), check_controller_manager(),
+    return [check_root(), *check_python_dependencies(), *check_controller_frameworks(),
             *check_tools(), *check_ovs()]

@@ -267,6 +267,10 @@ def _headline(run: Run) -> list[str]:
              f"| honest accuracy, final round | {_fmt(dfl['honest_accuracy_final'])} |",
              f"| median round time (s) | {_fmt(dfl['round_time_s_median'], 2)} |",
              f"| model bytes sent | {dfl['model_bytes_total']:,} |"]
+    controller = summary.get("network", {}).get("controller")
+    if controller:
+        lines.append(f"| controllers | {controller['framework']} {controller['version']}, Python "
+                     f"{controller['python_version']}, eventlet {controller['eventlet']} |")
     if detection is not None:
         traffic = summary.get("traffic", {})
         control_per_round = overhead.get("interdomain_control_bytes_per_round")

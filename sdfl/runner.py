@@ -28,6 +28,7 @@ from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_
 from attacks.traffic import TrafficSpec
 from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
+from controllers.launch import ControllerRuntime
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
 from common.events import Event, event, of_kind, read_events
@@ -167,10 +168,14 @@ class Experiment:
         self.prepare()
         bounds = frame_bounds(self.scenario)
         defense = DefenseConfig.from_scenario(self.scenario) if self.scenario["defense"]["fuhst"] else None
+        net = self.scenario["network"]
+        controller = ControllerRuntime.probe(net["controller"], net["controller_python"] or None)
+        self.progress(f"controllers: {controller.framework.value} {controller.version} on Python "
+                      f"{controller.python_version} ({controller.python})")
         try:
-            with Emulation(self.layout, self.out, datapath=self.scenario["network"]["datapath"],
+            with Emulation(self.layout, self.out, datapath=net["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
-                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds,
+                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds, controller=controller,
                            progress=self.progress) as emulation:
                 self.events.event(Event.NETWORK_UP, datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
@@ -302,6 +307,7 @@ def network_summary(emulation, counters: dict, dfl_port: int) -> dict:
     hosts = [(name, c) for record in counters.values() for name, c in record["hosts"].items()]
     return {
         "datapath": emulation.datapath,
+        "controller": emulation.controller.to_dict(),  # framework, version, interpreter
         "bring_up_s": emulation.timings["bring_up_s"],
         "host_ipv4_bytes_total": sum(c["bytes"] for _, c in hosts),
         # What each host sent, as its edge switch counted it: admitted IPv4 and dropped frames.

@@ -20,6 +20,7 @@ from agents.peers import PEER_GRAPHS
 from attacks.plan import normalize_entry
 from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
 from controllers.detector import DETECTORS
+from controllers.launch import FRAMEWORK_NAMES
 from sdfl.faults import normalize_fault
 
 
@@ -51,6 +52,10 @@ SCHEMA: dict[str, Any] = {
         "border_delay_ms": Field(float, 0.0, non_negative, "needs netem"),
         "border_loss_pct": Field(float, 0.0, between(0.0, 100.0), "needs netem"),
         "datapath": Field(str, "auto", one_of("auto", "kernel", "user")),
+        "controller": Field(str, "os-ken", one_of(*FRAMEWORK_NAMES),
+                            "the controllers' Ryu-API framework: os-ken (the testbed's venv) or ryu "
+                            "(.venv-ryu, from scripts/install.sh --ryu)"),
+        "controller_python": Field(str, "", help="the controllers' interpreter (default: the framework's venv)"),
     },
     "defense": {
         "fuhst": Field(bool, False, help="FU-HST in every domain's controller: detect, ban, coordinate"),
