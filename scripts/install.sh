@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 / Ubuntu 22.04-24.04 machine for sdfl-testbed. Idempotent: a second
 # run installs nothing and changes nothing. Re-runs itself with sudo when not root.
+#
+#   --ryu       also .venv-ryu: Ryu 4.34 on Python 3.9, for network.controller = "ryu"
+#   --os-ken-4  also .venv-osken4: os-ken 4.x on Python 3.12, for network.controller_python
+# (pins and why: controllers/requirements.txt)
 set -euo pipefail
+
+controller_venvs=()
+for arg in "$@"; do
+  case "$arg" in
+    --ryu) controller_venvs+=("ryu:3.9 3.8:.venv-ryu") ;;
+    --os-ken-4) controller_venvs+=("os_ken:3.12 3.13:.venv-osken4") ;;
+    *) echo "install.sh: unknown option '$arg' (known: --ryu, --os-ken-4)" >&2; exit 2 ;;
+  esac
+done
 
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install.sh: needs root (no sudo found)" >&2; exit 1; }
@@ -59,8 +72,54 @@ else
   say "pip: up to date"
 fi
 
-# 5. A sudo user keeps ownership of the files created in their checkout.
+# 5. Controller venvs: a Python of a version asked for, from PATH, pyenv or the system (apt
+# where it has one: Ubuntu 20.04's python3.9, or the deadsnakes PPA's), with the framework,
+# numpy, river and this repository on its path.
+find_python() {  # the first working python$V with venv, for V in the versions given
+  local version candidate
+  for version in "$@"; do
+    for candidate in "$(command -v "python$version" || true)" \
+        "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$version".*/bin/"python$version" \
+        /usr/bin/"python$version" /usr/local/bin/"python$version"; do
+      [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "import ensurepip, venv" 2>/dev/null \
+        && { echo "$candidate"; return 0; }
+    done
+  done
+  for version in "$@"; do
+    if apt-cache policy "python$version-venv" 2>/dev/null | grep -q "Candidate: [0-9]"; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "python$version" "python$version-venv" >/dev/null && { echo "/usr/bin/python$version"; return 0; }
+    fi
+  done
+  return 1
+}
+for spec in ${controller_venvs[@]+"${controller_venvs[@]}"}; do
+  IFS=: read -r module versions venv <<<"$spec"
+  stamp="$venv/.sdfl-requirements.sha256"
+  wanted=$(sha256sum controllers/requirements.txt | cut -d" " -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && "$venv/bin/python" -c "import $module, numpy, river" 2>/dev/null; then
+    say "$venv: up to date"
+    continue
+  fi
+  # shellcheck disable=SC2086  # the versions are words
+  python=$(find_python $versions) || {
+    echo "install.sh: $venv needs Python ${versions// / or } with venv; none found (PATH, pyenv, /usr/bin, apt)." >&2
+    echo "  Ubuntu 22.04/24.04: add-apt-repository ppa:deadsnakes/ppa, then run this again" >&2
+    echo "  anywhere: pyenv install ${versions%% *}" >&2
+    exit 1
+  }
+  say "$venv: $module on $python"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "setuptools<80"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r controllers/requirements.txt
+  "$venv/bin/python" -c "import site, sys; open(site.getsitepackages()[0] + '/sdfl-testbed.pth', 'w').write(sys.argv[1] + '\\n')" "$repo"
+  "$venv/bin/python" -c "import $module, controllers.domain_app" 2>/dev/null \
+    || { echo "install.sh: $venv cannot import the controller app" >&2; exit 1; }
+  echo "$wanted" > "$stamp"
+done
+
+# 6. A sudo user keeps ownership of the files created in their checkout.
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
-  chown -R "$SUDO_USER": .venv ./*.egg-info 2>/dev/null || true
+  chown -R "$SUDO_USER": .venv .venv-ryu .venv-osken4 ./*.egg-info 2>/dev/null || true
 fi
 say "done: .venv/bin/sdfl check"
