@@ -60,6 +60,25 @@ def _missing_for_mininet() -> str | None:
     return None
 
 
+CONTROLLERS = {"os-ken": ("os-ken", None), "ryu": ("ryu", None), "os-ken-4": ("os-ken", "osken4")}
+"""Each controller framework and interpreter CI runs the controller tests under (README)."""
+
+
+@pytest.fixture
+def controller(request):
+    """The :class:`controllers.launch.ControllerRuntime` named by the test's ``controller``
+    parameter (default os-ken); one that is not installed skips, and fails under CI=true."""
+    from controllers.launch import OS_KEN_4_PYTHON, ControllerRuntime, ControllerUnavailable
+
+    framework, venv = CONTROLLERS[getattr(request, "param", "os-ken")]
+    try:
+        return ControllerRuntime.probe(framework, OS_KEN_4_PYTHON if venv else None)
+    except ControllerUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"controller test cannot run under CI=true: {error}")
+        pytest.skip(str(error))
+
+
 @pytest.fixture(autouse=True)
 def _mininet_tier(request):
     if request.node.get_closest_marker("mininet") is None:

@@ -55,8 +55,9 @@ def _impersonate_switch(address, dpid: int) -> None:
                     return
 
 
+@pytest.mark.parametrize("controller", ["os-ken", "ryu", "os-ken-4"], indirect=True)
 def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does_not_and_a_restart_keeps_it(
-        tmp_path):
+        tmp_path, controller):
     layout = make_layout(2, 2, "line")
     write_run_keys(tmp_path, layout.domains, {})
     keys_of_d1 = peer_controller_keys(read_keys(key_path(tmp_path, controller_party(1))))
@@ -67,7 +68,7 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
     defense = DefenseConfig()
     events = tmp_path / "controller-d2.jsonl"
     with Emulation(layout, tmp_path, poll_interval=0.5, watched_ports=(7000,), defense=defense,
-                   keyed=True, frame_bounds=frame_bounds(load_scenario(None))) as emulation:
+                   keyed=True, frame_bounds=frame_bounds(load_scenario(None)), controller=controller) as emulation:
         net = emulation.net
         assert ping(net.get("d1h2"), layout.host("d2h1").ip).received == 3  # before: reachable
         description = json.loads(emulation.description_path.read_text())

@@ -1,4 +1,4 @@
-"""The real stack: Mininet + OVS + one os-ken controller process per domain."""
+"""The real stack: Mininet + OVS + one controller process per domain (os-ken, or Ryu where named)."""
 
 from __future__ import annotations
 
@@ -26,13 +26,18 @@ def sdfl(*args, **kwargs):
                           timeout=kwargs.pop("timeout", 300), **kwargs)
 
 
-@pytest.mark.parametrize("domains, hosts, graph", [(3, 3, "ring"), (4, 2, "mesh"), (3, 2, "line")])
-def test_pingall_reaches_every_host_across_domains(tmp_path, domains, hosts, graph):
+@pytest.mark.parametrize("domains, hosts, graph, controller", [
+    (3, 3, "ring", "os-ken"), (3, 3, "ring", "ryu"), (3, 3, "ring", "os-ken-4"),
+    (4, 2, "mesh", "os-ken"), (3, 2, "line", "os-ken")], indirect=["controller"])
+def test_pingall_reaches_every_host_across_domains(tmp_path, domains, hosts, graph, controller):
     layout = make_layout(domains, hosts, graph)
-    with Emulation(layout, tmp_path) as emulation:
+    with Emulation(layout, tmp_path, controller=controller) as emulation:
         result = ping_all(emulation.net)
         assert (result.sent, result.received) == (domains * hosts * (domains * hosts - 1),) * 2
         assert emulation.dead_controllers() == {}
+    for domain in range(1, domains + 1):  # each controller ran on the framework asked for, and only it
+        log = emulation.log_path(domain).read_text()
+        assert f"instantiating app {controller.framework.module}.controller.ofp_handler" in log
 
 
 def test_counters_attribute_traffic_to_its_source_host_only(tmp_path):
