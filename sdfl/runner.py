@@ -172,11 +172,14 @@ class Experiment:
         controller = ControllerRuntime.probe(net["controller"], net["controller_python"] or None)
         self.progress(f"controllers: {controller.framework.value} {controller.version} on Python "
                       f"{controller.python_version} ({controller.python})")
+        # The launcher imports torch and loads the data set while the network comes up.
+        self.launcher = AgentLauncher(self.out / "launcher.log", self.config_path)
         try:
             with Emulation(self.layout, self.out, datapath=net["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
                            defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds, controller=controller,
                            progress=self.progress) as emulation:
+                emulation.record.add_process(self.launcher.process.pid, "agent launcher")
                 self.events.event(Event.NETWORK_UP, datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
                               f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
@@ -185,6 +188,7 @@ class Experiment:
                 counters = emulation.fresh_counters(since=time.time())
                 self.events.event(Event.TEARDOWN)  # what the controllers send from here on is the network going away
         finally:
+            self.launcher.close()
             self.events.close()
         return self.summarize(emulation, counters, *followed)
 
@@ -248,14 +252,6 @@ class Experiment:
 
     def follow(self, emulation, bounds: FrameBounds):
         """Start the agents and follow them to the end; the sampler, watch and injector's reports."""
-        self.launcher = AgentLauncher(self.out / "launcher.log", self.config_path)
-        emulation.record.add_process(self.launcher.process.pid, "agent launcher")
-        try:
-            return self._follow_agents(emulation, bounds)
-        finally:
-            self.launcher.close()
-
-    def _follow_agents(self, emulation, bounds: FrameBounds):
         began = time.monotonic()
         agents = {node: self.start_agent(emulation, node) for node in self.nodes}
         self.events.event(Event.AGENTS_STARTED, nodes=self.nodes)
