@@ -66,14 +66,30 @@ def multi_krum(x: np.ndarray, f: int, m: int | None = None) -> np.ndarray:
     return x[chosen].mean(axis=0)
 
 
-def geometric_median(x: np.ndarray, tolerance: float = 1e-7, max_iterations: int = 200) -> np.ndarray:
-    """Weiszfeld's iteration for the point minimising the sum of Euclidean distances."""
+def geometric_median(x: np.ndarray, tolerance: float = 1e-9, max_iterations: int = 500) -> np.ndarray:
+    """The point minimising the sum of Euclidean distances to the inputs: Weiszfeld's iteration
+    with Vardi and Zhang's step at an input (PNAS 2000). Plain Weiszfeld stops dead on any input
+    it lands on (its weight is infinite) although the minimiser lies elsewhere, and the
+    coordinate-wise median it starts from is often an input: for [[0, 0], [1, 0], [0, 1]] it
+    returned [0, 0] instead of the Fermat point (0.2113, 0.2113)."""
     estimate = np.median(x, axis=0)
+    scale = max(1.0, float(np.abs(x).max()))
     for _ in range(max_iterations):
-        distances = np.maximum(np.linalg.norm(x - estimate, axis=1), 1e-12)
-        weights = 1.0 / distances
-        updated = weights @ x / weights.sum()
-        if np.linalg.norm(updated - estimate) <= tolerance * max(1.0, np.linalg.norm(estimate)):
+        distances = np.linalg.norm(x - estimate, axis=1)
+        at = distances <= 1e-12 * scale  # inputs the estimate sits on
+        weights = 1.0 / distances[~at]
+        if not len(weights):  # every input is here
+            return estimate
+        pull = weights @ (x[~at] - estimate)  # minus the gradient of the others' distances
+        weiszfeld = weights @ x[~at] / weights.sum()
+        # On inputs of multiplicity m the estimate is optimal unless the pull exceeds m; else a
+        # step towards the Weiszfeld point, shortened by m over the pull.
+        coincident, strength = int(at.sum()), float(np.linalg.norm(pull))
+        if coincident and strength <= coincident:
+            return estimate
+        share = min(1.0, coincident / strength) if strength > 0 else 0.0
+        updated = (1.0 - share) * weiszfeld + share * estimate
+        if np.linalg.norm(updated - estimate) <= tolerance * scale:
             return updated
         estimate = updated
     return estimate
@@ -159,6 +175,8 @@ class AggregatorKind:
     make: Callable[[int], Aggregator]
     robust: bool = True
     help: str = ""
+    min_inputs: Callable[[int], int] = lambda f: 1
+    """The fewest inputs (the node's own model included) its guarantee holds with, given ``f``."""
 
 
 AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
@@ -169,10 +187,12 @@ AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
                    help="the coordinate-wise median"),
     AggregatorKind("trimmed-mean", lambda f: lambda own, others: trimmed_mean(_stack(own, others), f),
                    help="the mean of each coordinate without its f highest and f lowest"),
+    # Krum's guarantee needs n > 2f + 2 (Blanchard et al. 2017): with fewer, f colluders
+    # placed together are one another's nearest neighbours and score best.
     AggregatorKind("krum", lambda f: lambda own, others: multi_krum(_stack(own, others), f, m=1),
-                   help="the input closest to its n - f - 2 nearest"),
+                   help="the input closest to its n - f - 2 nearest", min_inputs=lambda f: 2 * f + 3),
     AggregatorKind("multi-krum", lambda f: lambda own, others: multi_krum(_stack(own, others), f),
-                   help="the mean of the n - f best Krum scores"),
+                   help="the mean of the n - f best Krum scores", min_inputs=lambda f: 2 * f + 3),
     AggregatorKind("geomed", lambda f: lambda own, others: geometric_median(_stack(own, others)),
                    help="the geometric median (Weiszfeld)"),
     AggregatorKind("centered-clipping", lambda f: lambda own, others: centered_clipping(
@@ -182,6 +202,13 @@ AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
 """A new rule is one entry here and one run of ``tests/test_aggregation.py``."""
 AGGREGATOR_NAMES = tuple(AGGREGATORS)
 ROBUST_AGGREGATORS = tuple(name for name, kind in AGGREGATORS.items() if kind.robust)
+
+
+def short_neighbourhoods(name: str, f: int, neighbours: dict[str, Sequence[str]]) -> dict[str, int]:
+    """The nodes whose inputs (own model and neighbours') are fewer than rule ``name`` needs
+    against ``f`` Byzantine ones, with how many they have."""
+    need = AGGREGATORS[name].min_inputs(f)
+    return {node: len(peers) + 1 for node, peers in neighbours.items() if len(peers) + 1 < need}
 
 
 def make_aggregator(name: str, f: int = 1) -> Aggregator:

@@ -12,6 +12,7 @@ from agents.aggregation import (
     geometric_median,
     make_aggregator,
     multi_krum,
+    short_neighbourhoods,
     trimmed_mean,
 )
 
@@ -91,6 +92,34 @@ def test_trimmed_mean_and_krum_pick_what_their_definitions_say():
 def test_geometric_median_of_a_symmetric_cloud_is_its_center():
     points = np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1], [0, 0]])
     np.testing.assert_allclose(geometric_median(points), [0, 0], atol=1e-6)
+
+
+def total_distance(x, point):
+    return float(np.linalg.norm(x - point, axis=1).sum())
+
+
+@pytest.mark.parametrize("points, expected", [
+    ([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.5 - 0.5 / np.sqrt(3)] * 2),  # the Fermat point; the start is an input
+    ([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]], [0.0, 0.0]),  # a majority on one input: that input
+])
+def test_geometric_median_is_the_minimiser_even_when_it_starts_on_an_input(points, expected):
+    x = np.array(points)
+    np.testing.assert_allclose(geometric_median(x), expected, atol=1e-6)
+
+
+def test_no_step_from_the_geometric_median_lowers_the_summed_distance():
+    x = np.random.default_rng(4).normal(size=(9, 20))
+    x[3] = np.median(x, axis=0)  # an input where the iteration starts
+    best = geometric_median(x)
+    steps = np.random.default_rng(5).normal(size=(200, 20)) * 1e-3
+    assert min(total_distance(x, best + step) for step in steps) >= total_distance(x, best) - 1e-9
+
+
+def test_krum_names_the_neighbourhoods_too_small_for_its_f():
+    neighbours = {"a": ["b", "c", "d", "e"], "b": ["a", "c"], "c": ["a", "b", "d", "e", "f", "g"]}
+    assert short_neighbourhoods("krum", 1, neighbours) == {"b": 3}  # needs n > 2f + 2 = 4 inputs
+    assert short_neighbourhoods("multi-krum", 2, neighbours) == {"a": 5, "b": 3}
+    assert short_neighbourhoods("median", 2, neighbours) == {}  # the others clamp f to what n allows
 
 
 def test_centered_clipping_moves_at_most_tau_per_iteration():
