@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.aggregation import AGGREGATORS, short_neighbourhoods
 from agents.peers import peer_graph
 from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
 from attacks.traffic import TrafficSpec
@@ -37,6 +38,7 @@ from common.description import load_description
 from common.jsonl import JsonLinesWriter, read_jsonl
 from common.keys import agent_party, key_path, write_run_keys
 from common.runconfig import RunConfig
+from common.schema import ScenarioError
 from sdfl.launcher import AgentLauncher, LaunchedAgent
 from sdfl.liveness import LivenessWatch
 from sdfl.pace import pace as progress_pace
@@ -135,6 +137,15 @@ def run_plan(scenario: dict):
     nodes = [h.name for h in layout.hosts]
     domain_of = {h.name: h.domain for h in layout.hosts}
     neighbours = peer_graph(dfl["peers"], nodes, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
+    short = short_neighbourhoods(dfl["aggregator"], dfl["byzantine_f"], neighbours)
+    if short:
+        fewest = min(short, key=short.get)
+        need = AGGREGATORS[dfl["aggregator"]].min_inputs(dfl["byzantine_f"])
+        raise ScenarioError(
+            f"dfl.aggregator = {dfl['aggregator']!r} with dfl.byzantine_f = {dfl['byzantine_f']} needs "
+            f"{need} inputs at every node (its own model and its neighbours'); "
+            f"{len(short)} of {len(nodes)} nodes have fewer under dfl.peers = {dfl['peers']!r} ({fewest}: {short[fewest]}): "
+            "lower dfl.byzantine_f or choose denser peers")
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
     faults = resolve_faults(scenario["faults"], nodes, layout.domains, sorted(tuple(sorted(e)) for e in layout.edges),
                             dfl["rounds"])

@@ -60,3 +60,12 @@ def test_overrides_take_toml_literals_and_bare_words(tmp_path):
         load_scenario(None, ["dfl.rounds"])
     with pytest.raises(ScenarioError, match="no such scenario file"):
         load_scenario(tmp_path / "absent.toml")
+
+
+def test_krum_with_too_few_inputs_per_node_is_refused_before_anything_runs():
+    from sdfl.runner import run_plan
+
+    paper = SCENARIOS / "paper.toml"  # five neighbours each: 6 inputs
+    with pytest.raises(ScenarioError, match=r"'krum' with dfl.byzantine_f = 2 needs 7 inputs .* \(d\dh\d+: 6\)"):
+        run_plan(load_scenario(paper, overrides=["dfl.aggregator=krum", "dfl.byzantine_f=2"]))
+    run_plan(load_scenario(paper, overrides=["dfl.aggregator=krum", "dfl.byzantine_f=1"]))  # 6 > 2f + 2
