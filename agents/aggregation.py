@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.weights import capped_sample_weights
+
 
 @dataclass(frozen=True)
 class Contribution:
@@ -181,8 +183,8 @@ class AggregatorKind:
 
 AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
     AggregatorKind("fedavg", lambda f: lambda own, others: weighted_mean(
-        _stack(own, others), [own.samples, *(c.samples for c in others)]), robust=False,
-        help="the mean weighted by samples"),
+        _stack(own, others), capped_sample_weights([own.samples, *(c.samples for c in others)])), robust=False,
+        help="the mean weighted by declared samples, each capped at twice the median"),
     AggregatorKind("median", lambda f: lambda own, others: coordinate_median(_stack(own, others)),
                    help="the coordinate-wise median"),
     AggregatorKind("trimmed-mean", lambda f: lambda own, others: trimmed_mean(_stack(own, others), f),

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from common.weights import capped_sample_weights
+
 FLOW_FEATURES = {
     # key: ceiling of the log scale (the value that maps to 1.0)
     "packet_rate": 1e5,
@@ -223,11 +225,12 @@ def consensus_step(current: dict[str, np.ndarray], previous: dict[str, np.ndarra
 def fedavg_references(previous: dict[str, tuple[np.ndarray, int]], received: dict[str, set[str]],
                       nodes: list[str]) -> dict[str, np.ndarray]:
     """Where each node's next round starts under FedAvg: the sample-weighted mean of its own
-    previous model and the previous models it received (``previous``: sender -> (model, samples))."""
+    previous model and the previous models it received (``previous``: sender -> (model, samples)),
+    the declared counts capped as the agents cap them (:mod:`common.weights`)."""
     references = {}
     for node in nodes:
         inputs = [previous[n] for n in sorted({node} | received.get(node, set())) if n in previous]
         if node in previous and inputs:
-            weights = np.array([w for _, w in inputs], dtype=np.float64)
+            weights = capped_sample_weights([w for _, w in inputs])
             references[node] = weights @ np.stack([m for m, _ in inputs]) / weights.sum()
     return references

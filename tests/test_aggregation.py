@@ -146,3 +146,18 @@ def test_unknown_rule_and_negative_f_are_clear_errors():
         make_aggregator("mean")
     with pytest.raises(ValueError, match="f must be >= 0"):
         make_aggregator("krum", f=-1)
+
+
+def test_no_declared_sample_count_dominates_fedavg_and_the_inspection_reference_agrees():
+    from controllers.features import fedavg_references
+
+    own = Contribution("me", np.zeros(DIM), samples=40)
+    honest = [Contribution(f"h{i}", np.full(DIM, 1.0), samples=30 + 10 * i) for i in range(4)]
+    liar = Contribution("liar", np.full(DIM, 1000.0), samples=10**9)
+    out = make_aggregator("fedavg")(own, honest + [liar])
+    weights = np.array([40, 30, 40, 50, 60, 2 * 45])  # the liar at twice the median (45)
+    assert out[0] == pytest.approx(weights[1:5].sum() / weights.sum() + 1000 * weights[5] / weights.sum())
+    assert out[0] < 300  # uncapped it was 999.99: the liar took the average over
+    previous = {c.sender: (c.vector, c.samples) for c in [own, *honest, liar]}
+    reference = fedavg_references(previous, {"me": {c.sender for c in honest + [liar]}}, ["me"])["me"]
+    np.testing.assert_allclose(reference, out)

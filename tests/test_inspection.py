@@ -77,7 +77,8 @@ def test_fedavg_references_are_where_each_node_starts_its_next_round():
     previous = {"a": (np.zeros(2), 10), "b": (np.ones(2), 30), "c": (np.full(2, 5.0), 10)}
     references = fedavg_references(previous, {"a": {"b"}, "b": {"a", "c"}}, ["a", "b", "d"])
     np.testing.assert_allclose(references["a"], [0.75, 0.75])  # (0 x 10 + 1 x 30) / 40
-    np.testing.assert_allclose(references["b"], [1.6, 1.6])  # (0 x 10 + 1 x 30 + 5 x 10) / 50
+    # b's 30 is capped at twice the median count of its inputs (10), as its own FedAvg caps it:
+    np.testing.assert_allclose(references["b"], [1.75, 1.75])  # (0 x 10 + 1 x 20 + 5 x 10) / 40
     assert "d" not in references  # sent nothing last round: no starting point known
 
 
