@@ -55,12 +55,14 @@ class AttackKind:
 class PoisoningKind(AttackKind):
     """A model poisoning. Its hooks, each optional: ``labels(labels, n_classes)`` the labels the
     node trains on; ``colludes`` its attackers share their honest updates out of band first;
-    ``poison(context)`` the flat model it sends instead of its own, or raw bytes instead of a frame."""
+    ``poison(context)`` the flat model it sends instead of its own, or raw bytes instead of a frame;
+    ``declares(samples, params, n_nodes)`` the sample count its frames claim instead of its own."""
 
     category: str = POISONING
     labels: Callable[[np.ndarray, int], np.ndarray] | None = None
     colludes: bool = False
     poison: Callable[[PoisonContext], np.ndarray | bytes] | None = None
+    declares: Callable[[int, dict, int], int] | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,52 @@ def mimic(colluder_updates: np.ndarray) -> np.ndarray:
     return colluder_updates[0]
 
 
+PERTURBATIONS = ("unit", "sign", "std")
+
+
+def perturbation(colluder_updates: np.ndarray, kind: str) -> np.ndarray:
+    """Shejwalkar and Houmansadr's directions away from the benign mean: the inverse unit mean,
+    the inverse sign of the mean, or the inverse per-coordinate std."""
+    mean = colluder_updates.mean(axis=0)
+    if kind == "unit":
+        return -mean / max(float(np.linalg.norm(mean)), 1e-12)
+    if kind == "sign":
+        return -np.sign(mean)
+    return -colluder_updates.std(axis=0)
+
+
+def min_max(colluder_updates: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Min-Max (NDSS 2021): ``mean + gamma * direction`` with the largest gamma that keeps it no
+    farther from any benign update than the two farthest benign updates are from each other.
+    Each distance is convex in gamma, so that gamma is the smallest of the per-update roots of
+    ``|mean - u_i + gamma p|^2 = D^2``: exact where the paper searches."""
+    x = colluder_updates
+    mean = x.mean(axis=0)
+    spread = max(float(np.linalg.norm(a - b)) for a in x for b in x)
+    pp = float(direction @ direction)
+    if pp == 0 or spread == 0:
+        return mean
+    gammas = []
+    for offset in mean - x:
+        ap = float(offset @ direction)
+        gammas.append((-ap + math.sqrt(max(0.0, ap * ap - pp * (float(offset @ offset) - spread ** 2)))) / pp)
+    return mean + min(gammas) * direction
+
+
+def min_sum(colluder_updates: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Min-Sum (NDSS 2021): the largest gamma whose summed squared distance to the benign updates
+    stays within the largest such sum of any benign update. The offsets from the mean sum to
+    zero, so the bound solves in closed form: ``n |p|^2 gamma^2 <= S - sum |mean - u_i|^2``."""
+    x = colluder_updates
+    mean = x.mean(axis=0)
+    squared = np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
+    room = float(squared.sum(axis=1).max()) - float(np.square(mean - x).sum())
+    pp = float(direction @ direction)
+    if pp == 0 or room <= 0:
+        return mean
+    return mean + math.sqrt(room / (len(x) * pp)) * direction
+
+
 def garbage_vector(size: int, mode: str) -> np.ndarray:
     """Values no sane model holds: NaN, Inf (the wire decoder rejects both) or 1e30 (finite)."""
     return np.full(size, {"nan": np.nan, "inf": np.inf, "huge": HUGE}[mode])
@@ -148,6 +194,23 @@ POISONING_KINDS = (
     PoisoningKind("ipm", colludes=True, help="inner-product manipulation (Xie et al.)",
                   fields={"epsilon": Field(float, 0.5, positive, "send -epsilon x the colluders' mean update")},
                   poison=lambda c: c.reference + inner_product_manipulation(c.colluders, c.params["epsilon"])),
+    PoisoningKind("min-max", colludes=True, help="as far from the benign mean as the benign spread allows, "
+                  "no farther from any benign update (Shejwalkar & Houmansadr)",
+                  fields={"perturbation": Field(str, "std", one_of(*PERTURBATIONS),
+                                                "direction: inverse unit mean, inverse sign, inverse std")},
+                  poison=lambda c: c.reference + min_max(c.colluders, perturbation(c.colluders, c.params["perturbation"]))),
+    PoisoningKind("min-sum", colludes=True, help="as far as the benign updates' summed squared distances "
+                  "allow (Shejwalkar & Houmansadr)",
+                  fields={"perturbation": Field(str, "std", one_of(*PERTURBATIONS),
+                                                "direction: inverse unit mean, inverse sign, inverse std")},
+                  poison=lambda c: c.reference + min_sum(c.colluders, perturbation(c.colluders, c.params["perturbation"]))),
+    PoisoningKind("sample-inflation", help="a reversed update declaring many times its samples, "
+                  "to take over weighted averages",
+                  fields={"factor": Field(float, 0.0, non_negative,
+                                          "declare this many times its samples (0 = as many as all nodes hold)"),
+                          "scale": Field(float, 1.0, positive, "send -scale x the honest update")},
+                  poison=lambda c: c.reference + sign_flip(c.update, c.params["scale"]),
+                  declares=lambda samples, params, n_nodes: int(samples * (params["factor"] or n_nodes))),
     PoisoningKind("mimic", colludes=True, poison=lambda c: c.reference + mimic(c.colluders),
                   help="all colluders send one colluder's honest update (Karimireddy et al.)"),
     PoisoningKind("label-flip", labels=flip_labels, help="trains on labels c -> n_classes - 1 - c"),
@@ -208,5 +271,6 @@ class Poisoner:
                                          len(attack.nodes), len(honest)))
         if isinstance(sent, bytes):
             return sent
-        return encode(ModelFrame(frame.sender, frame.round, frame.samples, split_like(sent, frame.shapes)),
+        declared = kind.declares(frame.samples, attack.params, self.n_nodes) if kind.declares else frame.samples
+        return encode(ModelFrame(frame.sender, frame.round, declared, split_like(sent, frame.shapes)),
                       tagged=self.tagged)

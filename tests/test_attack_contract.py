@@ -48,6 +48,10 @@ def test_the_entry_resolves_from_defaults_and_says_what_it_is(kind):
         normalize_entry({"kind": kind, "fraction": 0.25, "no_such_key": 1}, "attacks.0")
 
 
+def attack_params(kind):
+    return resolved(kind)[0].params
+
+
 def _round_one(kind, seed):
     """What each attacker sends in round 2, after sharing its honest update with colluders."""
     [attack] = resolved(kind)
@@ -77,7 +81,8 @@ def test_a_poisoning_keeps_the_frame_or_is_refused_by_the_wire_and_repeats_under
         except FrameError:
             changed = True  # what the wire refuses no honest aggregate ever sees
             continue
-        assert frame.shapes == SHAPES and (frame.sender, frame.round, frame.samples) == (node, 2, 50)
+        declared = KINDS[kind].declares(50, attack_params(kind), len(NODES)) if KINDS[kind].declares else 50
+        assert frame.shapes == SHAPES and (frame.sender, frame.round, frame.samples) == (node, 2, declared)
         changed |= not all(np.array_equal(a, b) for a, b in zip(frame.tensors, frames[node].tensors))
         # Outside its rounds the node sends its honest frame, unchanged.
         assert [t.tobytes() for t in decode(outside[node]).tensors] == [t.tobytes() for t in frames[node].tensors]

@@ -11,6 +11,7 @@ from agents.simulation import simulate
 from agents.wire import FrameError, ModelFrame, decode
 from attacks.plan import KINDS, POISONING, Attack, malicious_nodes, normalize_entry, resolve_attacks
 from attacks.poisoning import (
+    PERTURBATIONS,
     CollusionBoard,
     DirectoryBoard,
     Poisoner,
@@ -18,6 +19,9 @@ from attacks.poisoning import (
     alie_z,
     flat,
     flip_labels,
+    min_max,
+    min_sum,
+    perturbation,
     split_like,
 )
 
@@ -88,6 +92,40 @@ def test_mimic_colluders_all_send_the_first_colluders_honest_update():
     target = flat(frames[COLLUDERS[0]]) - reference
     for data in sent.values():
         np.testing.assert_allclose(flat(decode(data)) - reference, target, atol=1e-6)
+
+
+@pytest.mark.parametrize("direction", PERTURBATIONS)
+def test_min_max_goes_as_far_as_the_benign_spread_allows_and_no_farther(direction):
+    x = np.random.default_rng(3).normal(0.2, 0.05, size=(5, SIZE))
+    sent = min_max(x, perturbation(x, direction))
+    spread = max(np.linalg.norm(a - b) for a in x for b in x)
+    farthest = max(np.linalg.norm(sent - u) for u in x)
+    assert farthest == pytest.approx(spread)  # on the bound: the most damage the spread hides
+    assert np.linalg.norm(sent - x.mean(axis=0)) > 0.5 * spread  # and well away from the mean
+
+
+@pytest.mark.parametrize("direction", PERTURBATIONS)
+def test_min_sum_keeps_its_summed_squared_distance_within_the_benign_maximum(direction):
+    x = np.random.default_rng(4).normal(0.2, 0.05, size=(5, SIZE))
+    sent = min_sum(x, perturbation(x, direction))
+    benign = max(sum(np.sum((u - v) ** 2) for v in x) for u in x)
+    assert sum(np.sum((sent - u) ** 2) for u in x) == pytest.approx(benign)
+    assert not np.allclose(sent, x.mean(axis=0))
+
+
+def test_min_max_and_min_sum_of_one_colluder_send_its_honest_update():
+    x = np.random.default_rng(5).normal(size=(1, SIZE))  # no spread to hide in
+    np.testing.assert_allclose(min_max(x, perturbation(x, "unit")), x[0])
+    np.testing.assert_allclose(min_sum(x, perturbation(x, "unit")), x[0])
+
+
+def test_sample_inflation_reverses_its_update_and_declares_every_nodes_samples():
+    reference, frames, sent = poisoned("sample-inflation")
+    for node, data in sent.items():
+        frame = decode(data)
+        assert frame.samples == 50 * 12  # as if it held all 12 nodes' data
+        np.testing.assert_allclose(flat(frame) - reference, -(flat(frames[node]) - reference), atol=1e-6)
+    assert decode(poisoned("sample-inflation", factor=3.0)[2][COLLUDERS[0]]).samples == 150
 
 
 def test_gaussian_noise_has_the_asked_spread_and_depends_on_the_seed():
