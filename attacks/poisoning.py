@@ -105,6 +105,38 @@ def min_sum(colluder_updates: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return mean + math.sqrt(room / (len(x) * pp)) * direction
 
 
+def fang_trimmed_mean(colluder_updates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fang et al.'s attack on the trimmed mean and the median (USENIX Security 2020, partial
+    knowledge): per coordinate, against the benign direction (the sign of the colluders' mean),
+    a value drawn 3 to 4 of their standard deviations beyond their mean."""
+    mean, std = colluder_updates.mean(axis=0), colluder_updates.std(axis=0)
+    direction = np.where(mean > 0, 1.0, -1.0)
+    return mean - direction * std * rng.uniform(3.0, 4.0, size=mean.shape)
+
+
+def fang_krum(colluder_updates: np.ndarray, f: int, smallest: float = 1e-5) -> np.ndarray:
+    """Fang et al.'s attack on Krum (partial knowledge): ``-lambda x sign(benign mean)``, sent
+    by every colluder, with the largest lambda (halved from the paper's upper bound) for which
+    Krum over the colluders' honest updates plus ``f`` copies of it picks a copy."""
+    from agents.aggregation import krum_scores
+
+    x = colluder_updates
+    n, d = len(x) + f, x.shape[1]
+    direction = np.sign(x.mean(axis=0))
+    distances = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    nearest = min(len(x) - 1, max(1, n - f - 2))  # the benign neighbours Krum sums over
+    closest = np.sort(distances, axis=1)[:, 1:nearest + 1].sum(axis=1).min() if nearest else 0.0
+    scale = (closest / (max(1, n - 2 * f - 1) * math.sqrt(d))  # the paper's upper bound
+             + float(np.linalg.norm(x, axis=1).max()) / math.sqrt(d))
+    while scale > smallest:
+        crafted = -scale * direction
+        candidates = np.vstack([np.tile(crafted, (f, 1)), x])
+        if int(np.argmin(krum_scores(candidates, f))) < f:
+            return crafted
+        scale /= 2
+    return -smallest * direction
+
+
 def garbage_vector(size: int, mode: str) -> np.ndarray:
     """Values no sane model holds: NaN, Inf (the wire decoder rejects both) or 1e30 (finite)."""
     return np.full(size, {"nan": np.nan, "inf": np.inf, "huge": HUGE}[mode])
@@ -204,6 +236,12 @@ POISONING_KINDS = (
                   fields={"perturbation": Field(str, "std", one_of(*PERTURBATIONS),
                                                 "direction: inverse unit mean, inverse sign, inverse std")},
                   poison=lambda c: c.reference + min_sum(c.colluders, perturbation(c.colluders, c.params["perturbation"]))),
+    PoisoningKind("fang-trmean", colludes=True, help="per coordinate, 3-4 benign std-devs against the benign "
+                  "direction (Fang et al., against the trimmed mean and the median)",
+                  poison=lambda c: c.reference + fang_trimmed_mean(c.colluders, c.rng)),
+    PoisoningKind("fang-krum", colludes=True, help="every colluder sends -lambda x sign(benign mean), the "
+                  "largest lambda Krum still picks (Fang et al.)",
+                  poison=lambda c: c.reference + fang_krum(c.colluders, c.n_attackers)),
     PoisoningKind("sample-inflation", help="a reversed update declaring many times its samples, "
                   "to take over weighted averages",
                   fields={"factor": Field(float, 0.0, non_negative,

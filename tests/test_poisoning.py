@@ -17,6 +17,8 @@ from attacks.poisoning import (
     Poisoner,
     alie,
     alie_z,
+    fang_krum,
+    fang_trimmed_mean,
     flat,
     flip_labels,
     min_max,
@@ -117,6 +119,24 @@ def test_min_max_and_min_sum_of_one_colluder_send_its_honest_update():
     x = np.random.default_rng(5).normal(size=(1, SIZE))  # no spread to hide in
     np.testing.assert_allclose(min_max(x, perturbation(x, "unit")), x[0])
     np.testing.assert_allclose(min_sum(x, perturbation(x, "unit")), x[0])
+
+
+def test_fang_trimmed_mean_sits_three_to_four_std_devs_against_the_benign_direction():
+    x = np.random.default_rng(6).normal(0.0, 0.05, size=(4, SIZE))
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    sent = fang_trimmed_mean(x, np.random.default_rng(0))
+    beyond = (sent - mean) * -np.where(mean > 0, 1.0, -1.0) / std  # std-devs against the direction
+    assert beyond.min() >= 3.0 - 1e-9 and beyond.max() <= 4.0 + 1e-9
+
+
+def test_fang_krum_sends_a_reversed_sign_vector_that_krum_picks():
+    from agents.aggregation import krum_scores
+
+    x = np.random.default_rng(7).normal(0.1, 0.05, size=(3, SIZE))
+    sent = fang_krum(x, f=3)
+    scale = np.abs(sent).max()
+    np.testing.assert_allclose(sent, -scale * np.sign(x.mean(axis=0)))
+    assert int(np.argmin(krum_scores(np.vstack([np.tile(sent, (3, 1)), x]), 3))) < 3  # Krum picks a copy
 
 
 def test_sample_inflation_reverses_its_update_and_declares_every_nodes_samples():
