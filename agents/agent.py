@@ -69,7 +69,8 @@ def build_node(config: RunConfig, node_name: str):
     training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"],
                               dfl["min_local_steps"])
     return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
-                   make_aggregator(dfl["aggregator"], dfl["byzantine_f"]), training, seed=config.node_seed(node_name))
+                   make_aggregator(dfl["aggregator"], dfl["byzantine_f"], dfl["pre_aggregation"], dfl["bucket_size"],
+                                   seed=config.node_seed(node_name)), training, seed=config.node_seed(node_name))
 
 
 def run_agent(description: NetworkDescription, config: RunConfig, node_name: str, out_dir: Path,

@@ -115,6 +115,62 @@ def centered_clipping(x: np.ndarray, center: np.ndarray, tau: float | None = Non
     return estimate
 
 
+# --- pre-aggregation: steps that transform the inputs before any rule --------------------
+def nearest_neighbour_mixing(x: np.ndarray, f: int) -> np.ndarray:
+    """NNM (Allouah et al., AISTATS 2023): each input replaced by the mean of its ``n - f``
+    nearest inputs, itself included, so each mixed input has at most ``f`` outliers' share."""
+    keep = max(1, len(x) - min(f, len(x) - 1))
+    squared = np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
+    nearest = np.argsort(squared, axis=1, kind="stable")[:, :keep]
+    return x[nearest].mean(axis=1)
+
+
+def bucketing(x: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Bucketing (Karimireddy, He & Jaggi, ICLR 2022): the inputs shuffled into buckets of
+    ``size``, each bucket averaged; (bucket means, which bucket each input went to)."""
+    order = rng.permutation(len(x))
+    bucket_of = np.empty(len(x), dtype=int)
+    bucket_of[order] = np.arange(len(x)) // size
+    means = np.stack([x[bucket_of == b].mean(axis=0) for b in range(bucket_of.max() + 1)])
+    return means, bucket_of
+
+
+def adaptive_robust_clipping(x: np.ndarray, f: int, center: np.ndarray) -> np.ndarray:
+    """ARC (Allouah et al., 2024): the ``k = floor(2 (f / n) (n - f))`` inputs farthest from
+    ``center`` (the node's own model: clipping applies to updates) clipped to the distance of
+    the next farthest; the rest unchanged."""
+    n = len(x)
+    clipped = int(2 * min(f, n) / n * (n - min(f, n)))
+    if clipped == 0:
+        return x
+    offsets = x - center
+    norms = np.linalg.norm(offsets, axis=1)
+    radius = float(np.sort(norms)[::-1][min(clipped, n - 1)])
+    return center + offsets * np.minimum(1.0, radius / np.maximum(norms, 1e-12))[:, None]
+
+
+def _pre_aggregated(step: str, f: int, bucket_size: int, rng: np.random.Generator, own: Contribution,
+                    others: Sequence[Contribution]) -> list[Contribution]:
+    """The received models after ``step``; the node's own model is never changed (it is the
+    centre of the clipping rules, and nobody's attack), only a reference for mixing and clipping."""
+    if not others:
+        return []
+    x = _stack(own, others)
+    if step == "nnm":
+        mixed = nearest_neighbour_mixing(x, f)[1:]
+    elif step == "arc":
+        mixed = adaptive_robust_clipping(x, f, x[0])[1:]
+    else:  # bucketing: a bucket declares what its members declared, capped as FedAvg caps them
+        means, bucket_of = bucketing(x[1:], bucket_size, rng)
+        weights = capped_sample_weights([own.samples, *(c.samples for c in others)])[1:]
+        return [Contribution(f"bucket-{b}", means[b], max(1, int(round(weights[bucket_of == b].sum()))))
+                for b in range(len(means))]
+    return [Contribution(c.sender, v, c.samples) for c, v in zip(others, mixed)]
+
+
+PRE_AGGREGATIONS = ("none", "nnm", "bucketing", "arc")
+
+
 # --- WFAgg-style filtering --------------------------------------------------------------
 def _robust_upper(values: np.ndarray, k: float) -> float:
     median = float(np.median(values))
@@ -206,17 +262,33 @@ AGGREGATOR_NAMES = tuple(AGGREGATORS)
 ROBUST_AGGREGATORS = tuple(name for name, kind in AGGREGATORS.items() if kind.robust)
 
 
-def short_neighbourhoods(name: str, f: int, neighbours: dict[str, Sequence[str]]) -> dict[str, int]:
-    """The nodes whose inputs (own model and neighbours') are fewer than rule ``name`` needs
-    against ``f`` Byzantine ones, with how many they have."""
+def short_neighbourhoods(name: str, f: int, neighbours: dict[str, Sequence[str]], pre: str = "none",
+                         bucket_size: int = 2) -> dict[str, int]:
+    """The nodes whose inputs to rule ``name`` (own model and neighbours', or their buckets) are
+    fewer than it needs against ``f`` Byzantine ones, with how many they have."""
     need = AGGREGATORS[name].min_inputs(f)
-    return {node: len(peers) + 1 for node, peers in neighbours.items() if len(peers) + 1 < need}
+    inputs = {node: 1 + (-(-len(peers) // bucket_size) if pre == "bucketing" else len(peers))
+              for node, peers in neighbours.items()}
+    return {node: n for node, n in inputs.items() if n < need}
 
 
-def make_aggregator(name: str, f: int = 1) -> Aggregator:
-    """The rule called ``name``, tolerating ``f`` Byzantine inputs."""
+def make_aggregator(name: str, f: int = 1, pre: str = "none", bucket_size: int = 2, seed: int = 0) -> Aggregator:
+    """The rule called ``name``, tolerating ``f`` Byzantine inputs, after the pre-aggregation
+    step ``pre`` (buckets drawn from ``seed``: one node's aggregator, the same every run)."""
     if f < 0:
         raise ValueError(f"f must be >= 0, got {f}")
     if name not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATOR_NAMES)}")
-    return AGGREGATORS[name].make(f)
+    if pre not in PRE_AGGREGATIONS:
+        raise ValueError(f"unknown pre-aggregation {pre!r}; choose one of {', '.join(PRE_AGGREGATIONS)}")
+    if bucket_size < 1:
+        raise ValueError(f"bucket_size must be >= 1, got {bucket_size}")
+    rule = AGGREGATORS[name].make(f)
+    if pre == "none":
+        return rule
+    rng = np.random.default_rng([seed, 0xB0C7])
+
+    def pre_aggregated(own: Contribution, others: Sequence[Contribution]) -> np.ndarray:
+        return rule(own, _pre_aggregated(pre, f, bucket_size, rng, own, others))
+
+    return pre_aggregated

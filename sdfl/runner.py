@@ -137,13 +137,14 @@ def run_plan(scenario: dict):
     nodes = [h.name for h in layout.hosts]
     domain_of = {h.name: h.domain for h in layout.hosts}
     neighbours = peer_graph(dfl["peers"], nodes, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
-    short = short_neighbourhoods(dfl["aggregator"], dfl["byzantine_f"], neighbours)
+    short = short_neighbourhoods(dfl["aggregator"], dfl["byzantine_f"], neighbours, dfl["pre_aggregation"],
+                                 dfl["bucket_size"])
     if short:
         fewest = min(short, key=short.get)
         need = AGGREGATORS[dfl["aggregator"]].min_inputs(dfl["byzantine_f"])
         raise ScenarioError(
             f"dfl.aggregator = {dfl['aggregator']!r} with dfl.byzantine_f = {dfl['byzantine_f']} needs "
-            f"{need} inputs at every node (its own model and its neighbours'); "
+            f"{need} inputs at every node (its own model and its neighbours', or their buckets); "
             f"{len(short)} of {len(nodes)} nodes have fewer under dfl.peers = {dfl['peers']!r} ({fewest}: {short[fewest]}): "
             "lower dfl.byzantine_f or choose denser peers")
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])

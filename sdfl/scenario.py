@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.aggregation import AGGREGATOR_NAMES
+from agents.aggregation import AGGREGATOR_NAMES, PRE_AGGREGATIONS
 from agents.peers import PEER_GRAPHS
 from attacks.plan import normalize_entry
 from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
@@ -81,6 +81,10 @@ SCHEMA: dict[str, Any] = {
         "alpha": Field(float, 0.5, positive, "Dirichlet concentration"),
         "aggregator": Field(str, "fedavg", one_of(*AGGREGATOR_NAMES)),
         "byzantine_f": Field(int, 1, non_negative, "Byzantine inputs the robust rules tolerate"),
+        "pre_aggregation": Field(str, "none", one_of(*PRE_AGGREGATIONS),
+                                 "a step on the received models before the rule: nnm (nearest-neighbour "
+                                 "mixing), bucketing, arc (adaptive robust clipping)"),
+        "bucket_size": Field(int, 2, positive, "received models per bucket (pre_aggregation = bucketing)"),
         "peers": Field(str, "domain-full+border", one_of(*PEER_GRAPHS)),
         "peers_k": Field(int, 3, positive, "partners drawn per node for random-k"),
         "local_epochs": Field(int, 2, positive),

@@ -5,13 +5,17 @@ import pytest
 
 from agents.aggregation import (
     AGGREGATOR_NAMES,
+    PRE_AGGREGATIONS,
     ROBUST_AGGREGATORS,
     Contribution,
     WFAgg,
+    adaptive_robust_clipping,
+    bucketing,
     centered_clipping,
     geometric_median,
     make_aggregator,
     multi_krum,
+    nearest_neighbour_mixing,
     short_neighbourhoods,
     trimmed_mean,
 )
@@ -26,50 +30,80 @@ def honest_inputs(n, seed=0, spread=0.1):
                     for i in range(n)]
 
 
-@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
-def test_shape_is_preserved_and_output_is_finite(name):
+RULES = [(name, pre) for name in AGGREGATOR_NAMES for pre in PRE_AGGREGATIONS]
+"""Every rule alone and after every pre-aggregation step: one contract for all."""
+
+
+def rule(name, pre, f):
+    return make_aggregator(name, f=f, pre=pre, seed=3)
+
+
+@pytest.mark.parametrize("name, pre", RULES)
+def test_shape_is_preserved_and_output_is_finite(name, pre):
     _, inputs = honest_inputs(7)
-    out = make_aggregator(name, f=2)(inputs[0], inputs[1:])
+    out = rule(name, pre, 2)(inputs[0], inputs[1:])
     assert out.shape == (DIM,) and np.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
-def test_deterministic(name):
+@pytest.mark.parametrize("name, pre", RULES)
+def test_deterministic(name, pre):
     _, inputs = honest_inputs(7)
-    a = make_aggregator(name, f=2)(inputs[0], inputs[1:])
-    b = make_aggregator(name, f=2)(inputs[0], inputs[1:])
+    a = rule(name, pre, 2)(inputs[0], inputs[1:])
+    b = rule(name, pre, 2)(inputs[0], inputs[1:])
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
-def test_agreement_is_a_fixed_point(name):
+@pytest.mark.parametrize("name, pre", RULES)
+def test_agreement_is_a_fixed_point(name, pre):
     v = np.linspace(-1, 1, DIM)
     inputs = [Contribution(f"n{i}", v.copy()) for i in range(5)]
-    np.testing.assert_allclose(make_aggregator(name, f=1)(inputs[0], inputs[1:]), v, atol=1e-9)
+    np.testing.assert_allclose(rule(name, pre, 1)(inputs[0], inputs[1:]), v, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", AGGREGATOR_NAMES)
-def test_alone_a_node_keeps_its_model(name):
+@pytest.mark.parametrize("name, pre", RULES)
+def test_alone_a_node_keeps_its_model(name, pre):
     _, inputs = honest_inputs(1)
-    np.testing.assert_allclose(make_aggregator(name, f=1)(inputs[0], []), inputs[0].vector)
+    np.testing.assert_allclose(rule(name, pre, 1)(inputs[0], []), inputs[0].vector)
 
 
-@pytest.mark.parametrize("name", [n for n in AGGREGATOR_NAMES if n not in ("wfagg", "centered-clipping")])
-def test_order_of_the_others_does_not_matter(name):
+@pytest.mark.parametrize("name, pre", [(n, p) for n, p in RULES  # bucketing shuffles on purpose
+                                       if n not in ("wfagg", "centered-clipping") and p != "bucketing"])
+def test_order_of_the_others_does_not_matter(name, pre):
     _, inputs = honest_inputs(6)
-    a = make_aggregator(name, f=1)(inputs[0], inputs[1:])
-    b = make_aggregator(name, f=1)(inputs[0], inputs[1:][::-1])
+    a = rule(name, pre, 1)(inputs[0], inputs[1:])
+    b = rule(name, pre, 1)(inputs[0], inputs[1:][::-1])
     np.testing.assert_allclose(a, b, atol=1e-9)
 
 
-@pytest.mark.parametrize("f", [1, 2, 3])
-@pytest.mark.parametrize("name", ROBUST_AGGREGATORS)
-def test_robust_rules_stay_bounded_under_f_huge_byzantine_inputs(name, f):
+@pytest.mark.parametrize("name, pre, f", [  # buckets of 2 need f < n / 4 (Karimireddy et al.): f <= 2 of 10
+    (n, p, f) for n, p in RULES if n in ROBUST_AGGREGATORS for f in (1, 2, 3) if not (p == "bucketing" and f == 3)])
+def test_robust_rules_stay_bounded_under_f_huge_byzantine_inputs(name, pre, f):
     center, honest = honest_inputs(10 - f)
     byzantine = [Contribution(f"b{i}", np.full(DIM, 1e6) * (-1) ** i, samples=1000) for i in range(f)]
-    out = make_aggregator(name, f=f)(honest[0], honest[1:] + byzantine)
+    out = rule(name, pre, f)(honest[0], honest[1:] + byzantine)
     honest_radius = max(np.linalg.norm(c.vector - center) for c in honest)
-    assert np.linalg.norm(out - center) <= 2 * honest_radius, name
+    assert np.linalg.norm(out - center) <= 2 * honest_radius, (name, pre)
+
+
+def test_nnm_mixes_each_input_with_its_n_minus_f_nearest():
+    x = np.array([[0.0], [1.0], [2.0], [100.0]])
+    np.testing.assert_allclose(nearest_neighbour_mixing(x, f=1)[:, 0], [1.0, 1.0, 1.0, 103 / 3])
+
+
+def test_bucketing_averages_shuffled_buckets_of_the_asked_size():
+    x = np.arange(6, dtype=float)[:, None]
+    means, bucket_of = bucketing(x, 2, np.random.default_rng(0))
+    assert len(means) == 3 and sorted(np.bincount(bucket_of)) == [2, 2, 2]
+    for b, mean in enumerate(means):
+        assert mean[0] == pytest.approx(x[bucket_of == b, 0].mean())
+
+
+def test_arc_clips_the_k_farthest_to_the_next_farthest_distance():
+    center = np.zeros(2)
+    x = np.array([[1.0, 0], [0, 2.0], [3.0, 0], [0, 40.0], [50.0, 0]])  # n = 5, f = 1: k = floor(2 x 4 / 5) = 1
+    out = adaptive_robust_clipping(x, 1, center)
+    np.testing.assert_allclose(out[:4], x[:4])  # within the radius: unchanged
+    np.testing.assert_allclose(out[4], [40.0, 0])  # the farthest, clipped to the next farthest's 40
 
 
 def test_fedavg_is_not_robust_and_weights_by_samples():
