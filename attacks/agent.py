@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from agents.agent import exit_now, main
 from agents.node import DFLNode
 from attacks.plan import Attack
@@ -22,7 +24,21 @@ def poisoner_for(config: RunConfig, node: DFLNode, board: CollusionBoard, collus
     wait for each other at most ``collusion_wait_s``."""
     return Poisoner(node.name, [Attack.from_record(a) for a in config.attacks], len(config.nodes),
                     node.dataset.n_classes, seed=config.node_seed(node.name), board=board,
-                    collusion_wait_s=collusion_wait_s, tagged=tagged)
+                    collusion_wait_s=collusion_wait_s, tagged=tagged, rule=stacked_rule(config.dfl))
+
+
+def stacked_rule(dfl: dict):
+    """The honest nodes' aggregation (rule, pre-aggregation, f) as a function of stacked updates,
+    the first as the node's own: what an ``optimal`` attacker knows of the defense."""
+    from agents.aggregation import Contribution, make_aggregator
+
+    rule = make_aggregator(dfl["aggregator"], dfl["byzantine_f"], dfl["pre_aggregation"], dfl["bucket_size"])
+
+    def aggregate(updates: np.ndarray) -> np.ndarray:
+        own, *others = (Contribution(f"u{i}", u) for i, u in enumerate(updates))
+        return rule(own, others)
+
+    return aggregate
 
 
 def poisoner_in_process(config: RunConfig, node: DFLNode, out_dir: Path, tagged: bool) -> Poisoner:

@@ -37,6 +37,9 @@ class PoisonContext:
     """The entry's attackers: the ``f`` of an attack tuned to a rule's tolerance."""
     frame_bytes: int
     """The size of the honest frame on the wire."""
+    rule: Callable[[np.ndarray], np.ndarray] | None = None
+    """The honest nodes' aggregation rule over stacked updates (the first as the node's own):
+    what an attack tuned against the defense (``optimal``) maximises its damage against."""
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,23 @@ def fang_krum(colluder_updates: np.ndarray, f: int, smallest: float = 1e-5) -> n
     return -smallest * direction
 
 
+SEARCHED_SCALES = np.geomspace(0.05, 50.0, 31)
+"""The scales an ``optimal`` attack tries (ByzFL's approach: a line search over the attack's own
+parameter): z for ALIE, epsilon for IPM."""
+
+
+def most_damaging(colluder_updates: np.ndarray, attack_for, rule, f: int) -> np.ndarray:
+    """The attack vector, among ``attack_for(scale)`` for the searched scales, that moves the
+    honest rule's aggregate of the colluders' honest updates plus ``f`` copies of it farthest
+    from their mean: the attack tuned against the rule the honest nodes run."""
+    benign = colluder_updates.mean(axis=0)
+
+    def damage(vector: np.ndarray) -> float:
+        return float(np.linalg.norm(rule(np.vstack([colluder_updates, np.tile(vector, (f, 1))])) - benign))
+
+    return max((attack_for(scale) for scale in SEARCHED_SCALES), key=damage)
+
+
 def garbage_vector(size: int, mode: str) -> np.ndarray:
     """Values no sane model holds: NaN, Inf (the wire decoder rejects both) or 1e30 (finite)."""
     return np.full(size, {"nan": np.nan, "inf": np.inf, "huge": HUGE}[mode])
@@ -203,8 +220,22 @@ class DirectoryBoard(CollusionBoard):
 
 
 def _alie(context: PoisonContext) -> np.ndarray:
+    if context.params["optimal"] and context.rule is not None:
+        return context.reference + most_damaging(context.colluders, lambda z: alie(context.colluders, z),
+                                                 context.rule, context.n_attackers)
     z = context.params["z"] or alie_z(context.n_nodes, context.n_attackers)
     return context.reference + alie(context.colluders, z)
+
+
+def _ipm(context: PoisonContext) -> np.ndarray:
+    if context.params["optimal"] and context.rule is not None:
+        return context.reference + most_damaging(
+            context.colluders, lambda epsilon: inner_product_manipulation(context.colluders, epsilon),
+            context.rule, context.n_attackers)
+    return context.reference + inner_product_manipulation(context.colluders, context.params["epsilon"])
+
+
+OPTIMAL = Field(bool, False, help="scale chosen by a line search for the most damage against the honest nodes' rule")
 
 
 def _garbage(context: PoisonContext) -> np.ndarray | bytes:
@@ -222,10 +253,11 @@ POISONING_KINDS = (
                   help="the honest update plus Gaussian noise"),
     PoisoningKind("alie", colludes=True, poison=_alie, help="a little is enough (Baruch et al.)",
                   fields={"z": Field(float, 0.0, non_negative,
-                                     "std-devs below the colluders' mean (0 = from n and f, as in the paper)")}),
-    PoisoningKind("ipm", colludes=True, help="inner-product manipulation (Xie et al.)",
-                  fields={"epsilon": Field(float, 0.5, positive, "send -epsilon x the colluders' mean update")},
-                  poison=lambda c: c.reference + inner_product_manipulation(c.colluders, c.params["epsilon"])),
+                                     "std-devs below the colluders' mean (0 = from n and f, as in the paper)"),
+                          "optimal": OPTIMAL}),
+    PoisoningKind("ipm", colludes=True, help="inner-product manipulation (Xie et al.)", poison=_ipm,
+                  fields={"epsilon": Field(float, 0.5, positive, "send -epsilon x the colluders' mean update"),
+                          "optimal": OPTIMAL}),
     PoisoningKind("min-max", colludes=True, help="as far from the benign mean as the benign spread allows, "
                   "no farther from any benign update (Shejwalkar & Houmansadr)",
                   fields={"perturbation": Field(str, "std", one_of(*PERTURBATIONS),
@@ -265,8 +297,10 @@ class Poisoner:
     runs in which round, and how; in a round without one its frames pass through unchanged."""
 
     def __init__(self, node: str, attacks: list[Attack], n_nodes: int, n_classes: int, seed: int,
-                 board: CollusionBoard | None = None, collusion_wait_s: float = 10.0, tagged: bool = False) -> None:
+                 board: CollusionBoard | None = None, collusion_wait_s: float = 10.0, tagged: bool = False,
+                 rule=None) -> None:
         self.node = node
+        self.rule = rule  # the honest nodes' rule over stacked updates, for attacks tuned against it
         self.tagged = tagged  # frames announce a tag (the agent appends one per neighbour)
         self.n_nodes = n_nodes
         self.n_classes = n_classes
@@ -306,7 +340,7 @@ class Poisoner:
             colluders = self.board.gather(round_, attack.nodes, time.monotonic() + self.collusion_wait_s) or colluders
         rng = np.random.default_rng([self.seed, round_, 0x5EED])
         sent = kind.poison(PoisonContext(reference, update, attack.params, rng, np.stack(colluders), self.n_nodes,
-                                         len(attack.nodes), len(honest)))
+                                         len(attack.nodes), len(honest), self.rule))
         if isinstance(sent, bytes):
             return sent
         declared = kind.declares(frame.samples, attack.params, self.n_nodes) if kind.declares else frame.samples

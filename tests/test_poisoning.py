@@ -12,6 +12,7 @@ from agents.wire import FrameError, ModelFrame, decode
 from attacks.plan import KINDS, POISONING, Attack, malicious_nodes, normalize_entry, resolve_attacks
 from attacks.poisoning import (
     PERTURBATIONS,
+    SEARCHED_SCALES,
     CollusionBoard,
     DirectoryBoard,
     Poisoner,
@@ -23,6 +24,7 @@ from attacks.poisoning import (
     flip_labels,
     min_max,
     min_sum,
+    most_damaging,
     perturbation,
     split_like,
 )
@@ -137,6 +139,24 @@ def test_fang_krum_sends_a_reversed_sign_vector_that_krum_picks():
     scale = np.abs(sent).max()
     np.testing.assert_allclose(sent, -scale * np.sign(x.mean(axis=0)))
     assert int(np.argmin(krum_scores(np.vstack([np.tile(sent, (3, 1)), x]), 3))) < 3  # Krum picks a copy
+
+
+@pytest.mark.parametrize("kind", ["alie", "ipm"])
+def test_an_optimal_attack_does_the_most_damage_its_search_finds_against_the_honest_rule(kind):
+    from attacks.agent import stacked_rule
+    from sdfl.scenario import load_scenario
+
+    rule = stacked_rule({**load_scenario()["dfl"], "aggregator": "trimmed-mean", "byzantine_f": 3})
+    x = np.random.default_rng(8).normal(0.1, 0.05, size=(3, SIZE))
+    attack_for = (lambda z: alie(x, z)) if kind == "alie" else (lambda e: -e * x.mean(axis=0))
+    sent = most_damaging(x, attack_for, rule, f=3)
+
+    def damage(v):
+        return np.linalg.norm(rule(np.vstack([x, np.tile(v, (3, 1))])) - x.mean(axis=0))
+
+    assert all(damage(sent) >= damage(attack_for(scale)) for scale in SEARCHED_SCALES)
+    default = attack_for(alie_z(12, 3) if kind == "alie" else 0.5)
+    assert damage(sent) > damage(default)  # tuned, it hurts more than the paper's fixed scale
 
 
 def test_sample_inflation_reverses_its_update_and_declares_every_nodes_samples():
