@@ -70,7 +70,9 @@ def controller(request):
     parameter (default os-ken); one that is not installed skips, and fails under CI=true."""
     from controllers.launch import OS_KEN_4_PYTHON, ControllerRuntime, ControllerUnavailable
 
-    framework, venv = CONTROLLERS[getattr(request, "param", "os-ken")]
+    name = getattr(request, "param", "os-ken")
+    request.node.user_properties.append(("controller", name))
+    framework, venv = CONTROLLERS[name]
     try:
         return ControllerRuntime.probe(framework, OS_KEN_4_PYTHON if venv else None)
     except ControllerUnavailable as error:
@@ -97,3 +99,17 @@ def _mininet_tier(request):
 
         records.clean(include_live=True)
     assert left == NOTHING_LEFT, "this test left the machine dirty"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each controller framework's tests, named with their outcome: what CI shows of them."""
+    lines = []
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            controller = dict(getattr(report, "user_properties", ())).get("controller")
+            if controller and (report.when == "call" or outcome != "passed"):
+                lines.append(f"{controller:9s} {outcome.upper():7s} {report.nodeid}")
+    if lines:
+        terminalreporter.section("controller tests by framework")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
