@@ -69,8 +69,11 @@ def _programs(config: Path | None) -> dict:
 
 def _child(request: dict, program) -> int:
     os.setsid()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    # As the interpreter starts a standalone agent: a send to a peer that hung up is an
+    # exception the transport handles, not a signal that kills the agent (SIG_DFL did, at 8 x 16).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     enter_network_namespace(request["netns_pid"])
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)

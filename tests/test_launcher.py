@@ -47,3 +47,24 @@ def test_a_request_for_an_unknown_program_is_refused(tmp_path):
             launcher.start("d1h1", os.getpid(), "rm", [], tmp_path / "x.log")
     finally:
         launcher.close()
+
+
+def ignored_signals(pid: int) -> int:
+    line = next(x for x in open(f"/proc/{pid}/status") if x.startswith("SigIgn:"))
+    return int(line.split()[1], 16)
+
+
+def test_a_forked_agent_ignores_sigpipe_as_a_standalone_interpreter_does(tmp_path):
+    fifo = tmp_path / "network.json"
+    os.mkfifo(fifo)  # the agent blocks reading it: alive to be looked at
+    launcher = AgentLauncher(tmp_path / "launcher.log")
+    try:
+        agent = launcher.start("d1h5", os.getpid(), "agents.agent",
+                               ["--network", str(fifo), "--config", "x", "--node", "d1h5", "--out", str(tmp_path)],
+                               tmp_path / "a.log")
+        time.sleep(0.5)
+        pipe = 1 << (signal.SIGPIPE - 1)
+        # a send to a peer that hung up must raise in the transport, not kill the agent
+        assert ignored_signals(agent.pid) & pipe and ignored_signals(os.getpid()) & pipe
+    finally:
+        launcher.close()
