@@ -57,7 +57,7 @@ OS_KEN_4_PYTHON = REPO / ".venv-osken4" / "bin" / "python"
 # Run by the controller's interpreter: what the process will load, before it is started.
 _PROBE = """
 import importlib, json, platform, sys
-module = importlib.import_module(sys.argv[1])
+importlib.import_module(sys.argv[1])  # first: the app must load this framework (controllers.compat)
 from importlib import metadata
 version = metadata.version({"os_ken": "os-ken", "ryu": "ryu"}[sys.argv[1]])
 import numpy, river, controllers.domain_app
