@@ -324,8 +324,8 @@ class DomainInspection:
 
 BURST = 256
 """Mirrored frames read per wake-up before the round bookkeeping runs: a round's models arrive
-as one burst, and checking completion once per burst rather than once per frame is most of the
-service's CPU saved."""
+as one burst, and completion is checked once per burst rather than once per frame (at 3 x 4 the
+service's CPU did not measurably drop with it: one ``recv`` per packet remains the cost)."""
 
 
 def read_burst(raw: socket.socket, wait_s: float) -> list[bytes]:
