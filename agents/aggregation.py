@@ -51,10 +51,15 @@ def trimmed_mean(x: np.ndarray, f: int) -> np.ndarray:
     return ordered[trim:len(x) - trim].mean(axis=0)
 
 
+def pairwise_squared_distances(x: np.ndarray) -> np.ndarray:
+    """``[i, j]``: the squared Euclidean distance between rows ``i`` and ``j`` of ``x``."""
+    return np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
+
+
 def krum_scores(x: np.ndarray, f: int) -> np.ndarray:
     """Sum of squared distances from each input to its ``n - f - 2`` nearest others."""
     n = len(x)
-    squared = np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
+    squared = pairwise_squared_distances(x)
     neighbours = max(1, min(n - 1, n - f - 2))
     closest = np.sort(squared + np.diag(np.full(n, np.inf)), axis=1)[:, :neighbours]
     return closest.sum(axis=1)
@@ -120,8 +125,7 @@ def nearest_neighbour_mixing(x: np.ndarray, f: int) -> np.ndarray:
     """NNM (Allouah et al., AISTATS 2023): each input replaced by the mean of its ``n - f``
     nearest inputs, itself included, so each mixed input has at most ``f`` outliers' share."""
     keep = max(1, len(x) - min(f, len(x) - 1))
-    squared = np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
-    nearest = np.argsort(squared, axis=1, kind="stable")[:, :keep]
+    nearest = np.argsort(pairwise_squared_distances(x), axis=1, kind="stable")[:, :keep]
     return x[nearest].mean(axis=1)
 
 
@@ -263,13 +267,13 @@ ROBUST_AGGREGATORS = tuple(name for name, kind in AGGREGATORS.items() if kind.ro
 
 
 def short_neighbourhoods(name: str, f: int, neighbours: dict[str, Sequence[str]], pre: str = "none",
-                         bucket_size: int = 2) -> dict[str, int]:
-    """The nodes whose inputs to rule ``name`` (own model and neighbours', or their buckets) are
-    fewer than it needs against ``f`` Byzantine ones, with how many they have."""
+                         bucket_size: int = 2) -> tuple[int, dict[str, int]]:
+    """How many inputs rule ``name`` needs against ``f`` Byzantine ones, and the nodes whose
+    inputs (own model and neighbours', or their buckets) are fewer, with how many they have."""
     need = AGGREGATORS[name].min_inputs(f)
     inputs = {node: 1 + (-(-len(peers) // bucket_size) if pre == "bucketing" else len(peers))
               for node, peers in neighbours.items()}
-    return {node: n for node, n in inputs.items() if n < need}
+    return need, {node: n for node, n in inputs.items() if n < need}
 
 
 def make_aggregator(name: str, f: int = 1, pre: str = "none", bucket_size: int = 2, seed: int = 0) -> Aggregator:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
+from agents.aggregation import krum_scores, pairwise_squared_distances
 from agents.wire import ModelFrame, encode
 from attacks.kinds import POISONING, Attack, PoisonContext, PoisoningKind
 from common.schema import Field, non_negative, one_of, positive
@@ -80,7 +81,7 @@ def min_max(colluder_updates: np.ndarray, direction: np.ndarray) -> np.ndarray:
     ``|mean - u_i + gamma p|^2 = D^2``: exact where the paper searches."""
     x = colluder_updates
     mean = x.mean(axis=0)
-    spread = max(float(np.linalg.norm(a - b)) for a in x for b in x)
+    spread = math.sqrt(float(pairwise_squared_distances(x).max()))
     pp = float(direction @ direction)
     if pp == 0 or spread == 0:
         return mean
@@ -97,8 +98,7 @@ def min_sum(colluder_updates: np.ndarray, direction: np.ndarray) -> np.ndarray:
     zero, so the bound solves in closed form: ``n |p|^2 gamma^2 <= S - sum |mean - u_i|^2``."""
     x = colluder_updates
     mean = x.mean(axis=0)
-    squared = np.square(x[:, None, :] - x[None, :, :]).sum(axis=2)
-    room = float(squared.sum(axis=1).max()) - float(np.square(mean - x).sum())
+    room = float(pairwise_squared_distances(x).sum(axis=1).max()) - float(np.square(mean - x).sum())
     pp = float(direction @ direction)
     if pp == 0 or room <= 0:
         return mean
@@ -118,12 +118,10 @@ def fang_krum(colluder_updates: np.ndarray, f: int, smallest: float = 1e-5) -> n
     """Fang et al.'s attack on Krum (partial knowledge): ``-lambda x sign(benign mean)``, sent
     by every colluder, with the largest lambda (halved from the paper's upper bound) for which
     Krum over the colluders' honest updates plus ``f`` copies of it picks a copy."""
-    from agents.aggregation import krum_scores
-
     x = colluder_updates
     n, d = len(x) + f, x.shape[1]
     direction = np.sign(x.mean(axis=0))
-    distances = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    distances = np.sqrt(pairwise_squared_distances(x))
     nearest = min(len(x) - 1, max(1, n - f - 2))  # the benign neighbours Krum sums over
     closest = np.sort(distances, axis=1)[:, 1:nearest + 1].sum(axis=1).min() if nearest else 0.0
     scale = (closest / (max(1, n - 2 * f - 1) * math.sqrt(d))  # the paper's upper bound
@@ -220,7 +218,7 @@ class DirectoryBoard(CollusionBoard):
 
 
 def _alie(context: PoisonContext) -> np.ndarray:
-    if context.params["optimal"] and context.rule is not None:
+    if context.params["optimal"]:
         return context.reference + most_damaging(context.colluders, lambda z: alie(context.colluders, z),
                                                  context.rule, context.n_attackers)
     z = context.params["z"] or alie_z(context.n_nodes, context.n_attackers)
@@ -228,7 +226,7 @@ def _alie(context: PoisonContext) -> np.ndarray:
 
 
 def _ipm(context: PoisonContext) -> np.ndarray:
-    if context.params["optimal"] and context.rule is not None:
+    if context.params["optimal"]:
         return context.reference + most_damaging(
             context.colluders, lambda epsilon: inner_product_manipulation(context.colluders, epsilon),
             context.rule, context.n_attackers)
@@ -301,6 +299,8 @@ class Poisoner:
                  rule=None) -> None:
         self.node = node
         self.rule = rule  # the honest nodes' rule over stacked updates, for attacks tuned against it
+        if rule is None and any(a.params.get("optimal") for a in attacks if node in a.nodes):
+            raise ValueError(f"{node}: an optimal attack needs the honest nodes' rule to tune against")
         self.tagged = tagged  # frames announce a tag (the agent appends one per neighbour)
         self.n_nodes = n_nodes
         self.n_classes = n_classes

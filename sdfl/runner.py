@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.aggregation import AGGREGATORS, short_neighbourhoods
+from agents.aggregation import short_neighbourhoods
 from agents.peers import peer_graph
 from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
 from attacks.traffic import TrafficSpec
@@ -137,11 +137,10 @@ def run_plan(scenario: dict):
     nodes = [h.name for h in layout.hosts]
     domain_of = {h.name: h.domain for h in layout.hosts}
     neighbours = peer_graph(dfl["peers"], nodes, domain_of, list(layout.edges), scenario["seed"], dfl["peers_k"])
-    short = short_neighbourhoods(dfl["aggregator"], dfl["byzantine_f"], neighbours, dfl["pre_aggregation"],
-                                 dfl["bucket_size"])
+    need, short = short_neighbourhoods(dfl["aggregator"], dfl["byzantine_f"], neighbours, dfl["pre_aggregation"],
+                                       dfl["bucket_size"])
     if short:
         fewest = min(short, key=short.get)
-        need = AGGREGATORS[dfl["aggregator"]].min_inputs(dfl["byzantine_f"])
         raise ScenarioError(
             f"dfl.aggregator = {dfl['aggregator']!r} with dfl.byzantine_f = {dfl['byzantine_f']} needs "
             f"{need} inputs at every node (its own model and its neighbours', or their buckets); "

@@ -151,9 +151,9 @@ def test_no_step_from_the_geometric_median_lowers_the_summed_distance():
 
 def test_krum_names_the_neighbourhoods_too_small_for_its_f():
     neighbours = {"a": ["b", "c", "d", "e"], "b": ["a", "c"], "c": ["a", "b", "d", "e", "f", "g"]}
-    assert short_neighbourhoods("krum", 1, neighbours) == {"b": 3}  # needs n > 2f + 2 = 4 inputs
-    assert short_neighbourhoods("multi-krum", 2, neighbours) == {"a": 5, "b": 3}
-    assert short_neighbourhoods("median", 2, neighbours) == {}  # the others clamp f to what n allows
+    assert short_neighbourhoods("krum", 1, neighbours) == (5, {"b": 3})  # needs n > 2f + 2 = 4 inputs
+    assert short_neighbourhoods("multi-krum", 2, neighbours) == (7, {"a": 5, "b": 3})
+    assert short_neighbourhoods("median", 2, neighbours) == (1, {})  # the others clamp f to what n allows
 
 
 def test_centered_clipping_moves_at_most_tau_per_iteration():
