@@ -180,12 +180,13 @@ class Experiment:
         bounds = frame_bounds(self.scenario)
         defense = DefenseConfig.from_scenario(self.scenario) if self.scenario["defense"]["fuhst"] else None
         net = self.scenario["network"]
-        controller = ControllerRuntime.probe(net["controller"], net["controller_python"] or None)
-        self.progress(f"controllers: {controller.framework.value} {controller.version} on Python "
-                      f"{controller.python_version} ({controller.python})")
-        # The launcher imports torch and loads the data set while the network comes up.
+        # The launcher imports torch and loads the data set while the controllers' interpreter
+        # is probed and the network comes up.
         self.launcher = AgentLauncher(self.out / "launcher.log", self.config_path)
         try:
+            controller = ControllerRuntime.probe(net["controller"], net["controller_python"] or None)
+            self.progress(f"controllers: {controller.framework.value} {controller.version} on Python "
+                          f"{controller.python_version} ({controller.python})")
             with Emulation(self.layout, self.out, datapath=net["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
                            defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds, controller=controller,
