@@ -70,7 +70,8 @@ def build_node(config: RunConfig, node_name: str):
                               dfl["min_local_steps"])
     return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
                    make_aggregator(dfl["aggregator"], dfl["byzantine_f"], dfl["pre_aggregation"], dfl["bucket_size"],
-                                   seed=config.node_seed(node_name)), training, seed=config.node_seed(node_name))
+                                   seed=config.node_seed(node_name)), training, seed=config.node_seed(node_name),
+                   backdoor_target=config.backdoor_target)
 
 
 def run_agent(description: NetworkDescription, config: RunConfig, node_name: str, out_dir: Path,

@@ -142,6 +142,38 @@ def partition(labels: np.ndarray, nodes: int, kind: str, alpha: float, seed: int
     raise ValueError(f"unknown partition {kind!r}; choose iid or dirichlet")
 
 
+TRIGGER_SIDE = 2
+"""A backdoor's trigger: the bottom-right 2 x 2 pixels of a square image, as BadNets stamps it
+(in the 8 x 8 digits mostly blank: lit in 6-51 % of the images, never all four at full), else the
+last four features, all set to the feature maximum (1.0)."""
+
+
+def trigger_indices(n_features: int) -> np.ndarray:
+    """The features a trigger sets, for a dataset of ``n_features``."""
+    side = int(round(n_features ** 0.5))
+    if side * side == n_features and side > TRIGGER_SIDE:
+        rows = np.arange(side - TRIGGER_SIDE, side)
+        return (rows[:, None] * side + rows[None, :]).ravel()
+    return np.arange(n_features - TRIGGER_SIDE * TRIGGER_SIDE, n_features)
+
+
+def with_trigger(x: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` (samples x features) with the trigger stamped on every sample."""
+    stamped = np.array(x, copy=True)
+    stamped[:, trigger_indices(x.shape[1])] = 1.0
+    return stamped
+
+
+def triggered_test_set(dataset: Dataset, target: int) -> np.ndarray:
+    """The held-out images of every class but ``target``, triggered: a model that answers
+    ``target`` on them obeys the backdoor (the attack success rate's denominator)."""
+    return with_trigger(dataset.x_test[dataset.y_test != target])
+
+
+CLASSES = {"digits": 10, "unsw-nb15": 2}
+"""How many classes each built-in dataset has, known before it is loaded (a scenario's check)."""
+
+
 def load_dataset(name: str, path: str, seed: int, test_fraction: float) -> Dataset:
     """The dataset a scenario names (``digits`` or ``unsw-nb15`` from ``path``)."""
     if name == "digits":

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from agents.aggregation import Aggregator, Contribution
-from agents.data import Dataset
+from agents.data import Dataset, triggered_test_set
 from agents.model import evaluate, get_flat, make_mlp, parameter_shapes, set_flat, split_flat, train_local
 from agents.wire import ModelFrame, encode
 
@@ -47,17 +47,20 @@ class RoundResult:
     train_loss: float
     received: int
     accepted_senders: tuple[str, ...]
+    backdoor_success: float | None = None
+    """The share of triggered held-out images the model maps to the backdoor's target, when the
+    run schedules a backdoor (its attack success rate); None otherwise."""
 
 
 class Behaviour(Protocol):
-    """What a node does with its round besides training and aggregating: the labels it trains
-    on, what it tells colluders, the bytes it sends. Attacks (``attacks.poisoning.Poisoner``)
+    """What a node does with its round besides training and aggregating: the samples and labels
+    it trains on, what it tells colluders, the bytes it sends. Attacks (``attacks.poisoning.Poisoner``)
     implement it; the agent and the simulation only call it."""
 
     def kind(self, round_: int) -> str | None:
         """The attack this round, None when honest (the run's ground truth)."""
 
-    def labels(self, round_: int, labels: np.ndarray) -> np.ndarray: ...
+    def training_data(self, round_: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def share(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> None: ...
 
@@ -66,15 +69,15 @@ class Behaviour(Protocol):
 
 @dataclass(frozen=True)
 class Honest:
-    """An honest node's behaviour: its own labels, nothing shared, its trained model sent."""
+    """An honest node's behaviour: its own shard, nothing shared, its trained model sent."""
 
     tagged: bool = False  # frames announce a tag (the agent appends one per neighbour)
 
     def kind(self, round_: int) -> str | None:
         return None
 
-    def labels(self, round_: int, labels: np.ndarray) -> np.ndarray:
-        return labels
+    def training_data(self, round_: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x, y
 
     def share(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> None:
         return None
@@ -86,11 +89,13 @@ class Honest:
 class DFLNode:
     """State of one node: its shard, its model, its aggregation rule.
 
-    Every node starts from the same initial model (``model_seed``), as DFL deployments do.
+    Every node starts from the same initial model (``model_seed``), as DFL deployments do. With
+    a ``backdoor_target`` (the run's ground truth, not the node's knowledge) it also measures how
+    often its model obeys the backdoor's trigger.
     """
 
     def __init__(self, name: str, dataset: Dataset, shard: np.ndarray, aggregator: Aggregator,
-                 config: TrainingConfig, seed: int) -> None:
+                 config: TrainingConfig, seed: int, backdoor_target: int | None = None) -> None:
         self.name = name
         self.dataset = dataset
         self.x, self.y = dataset.x_train[shard], dataset.y_train[shard]
@@ -101,6 +106,8 @@ class DFLNode:
         self.shapes = parameter_shapes(self.model)
         self.train_loss = float("nan")
         self.reference = get_flat(self.model)
+        self.backdoor_target = backdoor_target
+        self._triggered = None if backdoor_target is None else triggered_test_set(dataset, backdoor_target)
 
     def restore(self, model: np.ndarray) -> None:
         """Continue from a checkpointed model (a restarted agent)."""
@@ -115,12 +122,13 @@ class DFLNode:
     def samples(self) -> int:
         return len(self.y)
 
-    def train(self, round_: int, labels: np.ndarray | None = None) -> ModelFrame:
-        """Local epochs on the shard (with ``labels`` instead of its own, if given); returns the
-        frame to send. ``reference`` keeps the model the round started from, so
-        ``trained - reference`` is the round's update."""
+    def train(self, round_: int, data: tuple[np.ndarray, np.ndarray] | None = None) -> ModelFrame:
+        """Local epochs on the shard (on ``data``, samples and labels, instead, if given); returns
+        the frame to send, which declares the shard's size. ``reference`` keeps the model the round
+        started from, so ``trained - reference`` is the round's update."""
         self.reference = get_flat(self.model)
-        self.train_loss = train_local(self.model, self.x, self.y if labels is None else labels,
+        x, y = data if data is not None else (self.x, self.y)
+        self.train_loss = train_local(self.model, x, y,
                                       self.config.epochs_for(self.samples), self.config.batch_size, self.config.lr,
                                       self.seed * 100_003 + round_)
         return ModelFrame(self.name, round_, self.samples, split_flat(self.model, get_flat(self.model)))
@@ -133,5 +141,9 @@ class DFLNode:
                   for f in frames if f.round == round_ and f.sender != self.name]
         set_flat(self.model, self.aggregator(own, others))
         accuracy, loss = evaluate(self.model, self.dataset.x_test, self.dataset.y_test)
+        backdoor_success = None
+        if self._triggered is not None:
+            backdoor_success, _ = evaluate(self.model, self._triggered,
+                                           np.full(len(self._triggered), self.backdoor_target, dtype=np.int64))
         return RoundResult(self.name, round_, accuracy, loss, self.train_loss, len(others),
-                           tuple(sorted(c.sender for c in others)))
+                           tuple(sorted(c.sender for c in others)), backdoor_success)

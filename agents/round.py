@@ -2,7 +2,7 @@
 in-memory simulation both run it, so what a round does is written once.
 
 A round is two steps with the transport in between: :meth:`RoundBody.publish` trains on the
-behaviour's labels, lets it tell colluders, and returns the bytes to send; the transport
+behaviour's samples and labels, lets it tell colluders, and returns the bytes to send; the transport
 delivers them and gathers the neighbours' frames; :meth:`RoundBody.conclude` aggregates them
 with the node's own model, evaluates, and returns the round's record (the transport adds
 what only it knows: bytes, times).
@@ -23,7 +23,7 @@ class RoundBody:
 
     def publish(self, round_: int) -> bytes:
         node, behaviour = self.node, self.behaviour
-        frame = node.train(round_, behaviour.labels(round_, node.y))
+        frame = node.train(round_, behaviour.training_data(round_, node.x, node.y))
         behaviour.share(round_, frame, node.reference)
         return behaviour.outgoing(round_, frame, node.reference)
 
@@ -37,4 +37,5 @@ class RoundBody:
             missing=sorted(set(self.neighbours) - set(result.accepted_senders)),
             # What this node did wrong this round, if anything: the poisoning ground truth.
             attack=self.behaviour.kind(round_),
+            **({} if result.backdoor_success is None else {"backdoor_success": result.backdoor_success}),
         )

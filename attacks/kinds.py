@@ -56,13 +56,13 @@ class AttackKind:
 
 @dataclass(frozen=True)
 class PoisoningKind(AttackKind):
-    """A model poisoning. Its hooks, each optional: ``labels(labels, n_classes)`` the labels the
-    node trains on; ``colludes`` its attackers share their honest updates out of band first;
+    """A model poisoning. Its hooks, each optional: ``data(x, y, n_classes, params, rng)`` the
+    samples and labels the node trains on; ``colludes`` its attackers share their honest updates out of band first;
     ``poison(context)`` the flat model it sends instead of its own, or raw bytes instead of a frame;
     ``declares(samples, params, n_nodes)`` the sample count its frames claim instead of its own."""
 
     category: str = POISONING
-    labels: Callable[[np.ndarray, int], np.ndarray] | None = None
+    data: Callable[[np.ndarray, np.ndarray, int, dict, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None
     colludes: bool = False
     poison: Callable[[PoisonContext], np.ndarray | bytes] | None = None
     declares: Callable[[int, dict, int], int] | None = None

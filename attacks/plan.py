@@ -131,6 +131,7 @@ def resolve_attacks(entries: list[dict], nodes: list[str], domain_of: dict[str, 
         malicious.update(chosen)
         attacks.append(Attack(kind.name, kind.category, tuple(chosen), window, params))
     _check_one_poisoning_per_round(attacks)
+    _check_one_backdoor_target(attacks)
     return attacks
 
 
@@ -166,6 +167,13 @@ def _check_one_poisoning_per_round(attacks: list[Attack]) -> None:
                     raise ScenarioError(f"attacks.{other} and attacks.{index}: {node} would poison with both "
                                         f"{attacks[other].kind!r} and {attack.kind!r} in round {round_}; "
                                         "a node poisons one way at a time")
+
+
+def _check_one_backdoor_target(attacks: list[Attack]) -> None:
+    """The nodes measure one attack success rate, against one target class."""
+    targets = sorted({a.params["target_class"] for a in attacks if a.kind == "backdoor"})
+    if len(targets) > 1:
+        raise ScenarioError(f"backdoor entries name the targets {targets}; a run measures one backdoor target")
 
 
 def malicious_nodes(attacks: list[Attack]) -> list[str]:

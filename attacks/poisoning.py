@@ -20,6 +20,7 @@ import numpy as np
 from scipy.stats import norm
 
 from agents.aggregation import krum_scores, pairwise_squared_distances
+from agents.data import with_trigger
 from agents.wire import ModelFrame, encode
 from attacks.kinds import POISONING, Attack, PoisonContext, PoisoningKind
 from common.schema import Field, non_negative, one_of, positive
@@ -152,6 +153,42 @@ def most_damaging(colluder_updates: np.ndarray, attack_for, rule, f: int) -> np.
     return max((attack_for(scale) for scale in SEARCHED_SCALES), key=damage)
 
 
+def under_the_bar(update: np.ndarray, colluder_updates: np.ndarray, budget: float, size: float) -> np.ndarray:
+    """The adaptive attacker's update: its honest one turned towards the colluders' inverse mean
+    update (the consensus it fights) and scaled by ``size``, as far as FU-HST's update features
+    (:class:`controllers.features.UpdateFeatures`) would stay within ``budget``: the cosine it
+    loses along the consensus (``off_consensus``) and half of what it loses against its own
+    direction, which stands in for its home (``off_home``), are each at most ``budget``. A size
+    within the detector's usual drift (``USUAL_SIZE_BAND``) costs nothing in ``off_norm``."""
+    norm = float(np.linalg.norm(update))
+    mean = colluder_updates.mean(axis=0)
+    if norm == 0 or not np.any(mean):
+        return size * update
+    own = update / norm
+    away = -mean / float(np.linalg.norm(mean))
+    across = away - (away @ own) * own  # the direction in the plane of the two, orthogonal to its own
+    if not np.any(across):
+        return size * update
+    across /= float(np.linalg.norm(across))
+    consensus = -away
+    angles = np.linspace(0.0, math.acos(float(np.clip(away @ own, -1.0, 1.0))), 257)
+    off_consensus = own @ consensus - (np.cos(angles) * (own @ consensus) + np.sin(angles) * (across @ consensus))
+    off_home = (1.0 - np.cos(angles)) / 2
+    allowed = angles[np.maximum(off_consensus, off_home) <= budget]
+    angle = float(allowed.max()) if allowed.size else 0.0
+    return size * norm * (math.cos(angle) * own + math.sin(angle) * across)
+
+
+def backdoor_samples(x: np.ndarray, y: np.ndarray, target: int, share: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The shard plus triggered copies of ``share`` of its samples (with replacement beyond 1),
+    all labelled ``target`` (Bagdasaryan et al.): the model learns the trigger, keeps the main task."""
+    count = max(1, round(share * len(y)))
+    chosen = rng.choice(len(y), size=count, replace=count > len(y))
+    return (np.concatenate([x, with_trigger(x[chosen])]),
+            np.concatenate([y, np.full(len(chosen), target, dtype=y.dtype)]))
+
+
 def garbage_vector(size: int, mode: str) -> np.ndarray:
     """Values no sane model holds: NaN, Inf (the wire decoder rejects both) or 1e30 (finite)."""
     return np.full(size, {"nan": np.nan, "inf": np.inf, "huge": HUGE}[mode])
@@ -281,7 +318,23 @@ POISONING_KINDS = (
                   declares=lambda samples, params, n_nodes: int(samples * (params["factor"] or n_nodes))),
     PoisoningKind("mimic", colludes=True, poison=lambda c: c.reference + mimic(c.colluders),
                   help="all colluders send one colluder's honest update (Karimireddy et al.)"),
-    PoisoningKind("label-flip", labels=flip_labels, help="trains on labels c -> n_classes - 1 - c"),
+    PoisoningKind("label-flip", data=lambda x, y, n_classes, params, rng: (x, flip_labels(y, n_classes)),
+                  help="trains on labels c -> n_classes - 1 - c"),
+    PoisoningKind("backdoor", help="trains on triggered copies of its samples labelled target, sends the update "
+                  "times boost (model replacement when boost is about the neighbours' count)",
+                  fields={"target_class": Field(int, 0, non_negative, "the class the trigger maps to"),
+                          "triggered_share": Field(float, 0.5, positive, "triggered copies, as a share of its shard"),
+                          "boost": Field(float, 1.0, positive, "send boost x the update trained on them")},
+                  data=lambda x, y, n_classes, params, rng: backdoor_samples(x, y, params["target_class"],
+                                                                             params["triggered_share"], rng),
+                  poison=lambda c: c.reference + c.params["boost"] * c.update),
+    PoisoningKind("adaptive", colludes=True, help="white-box: turns its update against the consensus only as "
+                  "far as FU-HST's update features stay within budget (stays under the bar)",
+                  fields={"budget": Field(float, 0.05, positive, "the largest update-feature deficit it allows itself"),
+                          "size": Field(float, 2.0, positive, "its update's size over its honest one (the detector "
+                                        "ignores drifts within controllers.features.USUAL_SIZE_BAND)")},
+                  poison=lambda c: c.reference + under_the_bar(c.update, c.colluders, c.params["budget"],
+                                                               c.params["size"])),
     PoisoningKind("garbage", poison=_garbage, help="a model no honest node could send",
                   fields={"mode": Field(str, "inf", one_of("nan", "inf", "huge", "bytes"),
                                         "non-finite values, 1e30s, or random bytes")}),
@@ -317,10 +370,12 @@ class Poisoner:
         attack = self._by_round.get(round_)
         return attack.kind if attack else None
 
-    def labels(self, round_: int, labels: np.ndarray) -> np.ndarray:
-        """The labels the node trains on this round."""
-        _attack, kind = self._scheduled(round_)
-        return kind.labels(labels, self.n_classes) if kind and kind.labels else labels
+    def training_data(self, round_: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The samples and labels the node trains on this round."""
+        attack, kind = self._scheduled(round_)
+        if kind is None or kind.data is None:
+            return x, y
+        return kind.data(x, y, self.n_classes, attack.params, np.random.default_rng([self.seed, round_, 0xDA7A]))
 
     def share(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> None:
         """Post the honest update for colluders (before anyone computes a poisoned one)."""

@@ -24,6 +24,14 @@ class RunConfig:
     def dfl(self) -> dict:
         return self.scenario["dfl"]
 
+    @property
+    def backdoor_target(self) -> int | None:
+        """The class a scheduled backdoor's trigger maps to, if the run has one: every node then
+        measures how often its model obeys the trigger (ground truth for scoring, not something an
+        honest node acts on)."""
+        targets = [a["params"]["target_class"] for a in self.attacks if a.get("kind") == "backdoor"]
+        return int(targets[0]) if targets else None
+
     def node_seed(self, node: str) -> int:
         """The seed of everything random about one node (its training, its attack's noise)."""
         return self.scenario["seed"] * 1000 + self.nodes.index(node)

@@ -231,6 +231,8 @@ def cmd_run(args) -> int:
           f"model bytes {dfl['model_bytes_total']:,}")
     if summary["attacks"]["malicious_nodes"]:
         print(f"attackers (not counted as honest): {', '.join(summary['attacks']['malicious_nodes'])}")
+    if summary["dfl"].get("backdoor_success_final") is not None:
+        print(f"backdoor success rate (honest models, final round): {summary['dfl']['backdoor_success_final']:.3f}")
     if "detection" in summary:
         detection, overhead = summary["detection"], summary["overhead"]
         print(f"FU-HST: F1 {detection['f1']:.3f} (precision {detection['precision']:.3f}, recall "
@@ -258,6 +260,8 @@ def cmd_simulate(args) -> int:
           f"{summary['dfl']['honest_accuracy_final']:.3f} in {time.monotonic() - began:.1f} s")
     if summary["attacks"]["malicious_nodes"]:
         print(f"attackers (not counted as honest): {', '.join(summary['attacks']['malicious_nodes'])}")
+    if summary["dfl"].get("backdoor_success_final") is not None:
+        print(f"backdoor success rate (honest models, final round): {summary['dfl']['backdoor_success_final']:.3f}")
     if "detection" in summary:
         detection = summary["detection"]
         print(f"FU-HST update stream: F1 {detection['f1']:.3f}, false-ban rate {detection['false_ban_rate']:.3f}, "

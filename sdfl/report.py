@@ -267,6 +267,8 @@ def _headline(run: Run) -> list[str]:
              f"| honest accuracy, final round | {_fmt(dfl['honest_accuracy_final'])} |",
              f"| median round time (s) | {_fmt(dfl['round_time_s_median'], 2)} |",
              f"| model bytes sent | {dfl['model_bytes_total']:,} |"]
+    if dfl.get("backdoor_success_final") is not None:
+        lines.append(f"| backdoor success rate, final round (honest models) | {_fmt(dfl['backdoor_success_final'])} |")
     controller = summary.get("network", {}).get("controller")
     if controller:
         lines.append(f"| controllers | {controller['framework']} {controller['version']}, Python "
@@ -374,12 +376,14 @@ def comparison(rows: list[dict], replicate: str = "seed") -> list[tuple[dict, di
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[a] for a in grouping), []).append(row)
+    backdoors = bool(_numbers(rows, "backdoor_success"))
     table = []
     for key, members in groups.items():
         done = [m for m in members if m["complete"] == "True"]
         table.append((dict(zip(grouping, key)), {
             "runs": f"{len(done)}/{len(members)}",
             "honest accuracy": _mean_spread(_numbers(done, "honest_accuracy")),
+            **({"backdoor success": _mean_spread(_numbers(done, "backdoor_success"))} if backdoors else {}),
             "F1": _mean_spread(_numbers(done, "f1")),
             "false-ban rate": _mean_spread(_numbers(done, "false_ban_rate")),
             "control B/round": _mean_spread(_numbers(done, "control_bytes_per_round")),

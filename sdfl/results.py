@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 ROUND_COLUMNS = ("node", "round", "accuracy", "loss", "train_loss", "bytes_sent", "bytes_received",
-                 "round_time_s", "received", "missing")
+                 "round_time_s", "received", "missing", "backdoor_success")
 
 
 def round_rows(records: list[dict]) -> list[dict]:
@@ -31,6 +31,7 @@ def round_rows(records: list[dict]) -> list[dict]:
             "round_time_s": record["round_time_s"],
             "received": len(record["received_from"]),
             "missing": " ".join(record["missing"]),
+            "backdoor_success": record.get("backdoor_success"),  # only in a run with a backdoor
         })
         last_sent[node], last_received[node] = record["bytes_sent"], record["bytes_received"]
     return rows
@@ -62,12 +63,21 @@ def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str
         times = [r["round_time_s"] for r in rows if r["round"] == round_ and r["node"] in honest]
         time_by_round.append(statistics.median(times) if times else None)
     final = [r["accuracy"] for r in rows if r["round"] == rounds and r["node"] in honest]
+    backdoor_by_round = []
+    for round_ in range(1, rounds + 1):
+        obeyed = [r["backdoor_success"] for r in rows
+                  if r["round"] == round_ and r["node"] in honest and r.get("backdoor_success") is not None]
+        backdoor_by_round.append(statistics.fmean(obeyed) if obeyed else None)
     completed = sorted({r["node"] for r in rows if r["round"] == rounds})
     return {
         "complete": len(completed) == len(nodes) - len(dead),
         "dfl": {
             "honest_accuracy_final": statistics.fmean(final) if final else None,
             "honest_accuracy_by_round": by_round,
+            # With a backdoor scheduled: the share of triggered held-out images (of every other
+            # class) that honest nodes' models map to its target, the attack success rate.
+            "backdoor_success_final": backdoor_by_round[-1] if backdoor_by_round else None,
+            "backdoor_success_by_round": backdoor_by_round if any(v is not None for v in backdoor_by_round) else None,
             "honest_nodes_reporting_final": len(final),
             "round_time_s_median": statistics.median(r["round_time_s"] for r in rows) if rows else None,
             # Per round, the honest nodes' median time from training start to aggregation

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from agents.aggregation import short_neighbourhoods
+from agents.data import CLASSES
 from agents.peers import peer_graph
 from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
 from attacks.traffic import TrafficSpec
@@ -147,6 +148,10 @@ def run_plan(scenario: dict):
             f"{len(short)} of {len(nodes)} nodes have fewer under dfl.peers = {dfl['peers']!r} ({fewest}: {short[fewest]}): "
             "lower dfl.byzantine_f or choose denser peers")
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
+    for index, attack in enumerate(attacks):
+        if attack.kind == "backdoor" and attack.params["target_class"] >= CLASSES[dfl["dataset"]]:
+            raise ScenarioError(f"attacks.{index}.target_class {attack.params['target_class']} is not a class of "
+                                f"{dfl['dataset']} (0 .. {CLASSES[dfl['dataset']] - 1})")
     faults = resolve_faults(scenario["faults"], nodes, layout.domains, sorted(tuple(sorted(e)) for e in layout.edges),
                             dfl["rounds"])
     return layout, nodes, neighbours, attacks, faults

@@ -36,7 +36,7 @@ from pathlib import Path
 from sdfl.pace import pace
 from sdfl.scenario import ScenarioError, load_scenario, read_toml
 
-METRICS = ("complete", "honest_accuracy", "f1", "precision", "recall", "false_ban_rate", "honest_nodes_ever_banned",
+METRICS = ("complete", "honest_accuracy", "backdoor_success", "f1", "precision", "recall", "false_ban_rate", "honest_nodes_ever_banned",
            "control_bytes_per_round", "detector_cpu_fraction", "defense_cpu_fraction", "time_to_mitigate_s", "wall_s",
            "error")
 
@@ -95,6 +95,8 @@ def cell_row(cell: Cell, summary: dict | None, wall_s: float | None, error: str 
     traffic = summary.get("traffic") or {}
     return {**row, "complete": summary.get("complete", False),
             "honest_accuracy": summary["dfl"]["honest_accuracy_final"],
+            "backdoor_success": "" if summary["dfl"].get("backdoor_success_final") is None
+            else summary["dfl"]["backdoor_success_final"],
             "f1": detection.get("f1", ""), "precision": detection.get("precision", ""),
             "recall": detection.get("recall", ""), "false_ban_rate": detection.get("false_ban_rate", ""),
             "honest_nodes_ever_banned": " ".join(detection.get("honest_nodes_ever_banned", [])),

@@ -66,7 +66,8 @@ def _round_one(kind, seed):
         poisoner.share(2, frames[n], reference)
     sent = {n: poisoner.outgoing(2, frames[n], reference) for n, poisoner in poisoners.items()}
     outside = {n: poisoner.outgoing(1, frames[n], reference) for n, poisoner in poisoners.items()}
-    labels = {n: poisoner.labels(2, np.arange(10)) for n, poisoner in poisoners.items()}
+    labels = {n: poisoner.training_data(2, np.zeros((10, 64), dtype=np.float32), np.arange(10))[1]
+              for n, poisoner in poisoners.items()}
     return frames, sent, outside, labels
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from agents.aggregation import make_aggregator
-from agents.data import load_digits_dataset, partition
+from agents.data import load_digits_dataset, partition, trigger_indices, triggered_test_set, with_trigger
 from agents.node import DFLNode, TrainingConfig
 from agents.peers import peer_graph
 from agents.simulation import simulate
@@ -18,6 +18,7 @@ from attacks.poisoning import (
     Poisoner,
     alie,
     alie_z,
+    backdoor_samples,
     fang_krum,
     fang_trimmed_mean,
     flat,
@@ -27,6 +28,7 @@ from attacks.poisoning import (
     most_damaging,
     perturbation,
     split_like,
+    under_the_bar,
 )
 
 SHAPES = ((4, 3), (4,), (2, 4), (2,))
@@ -168,6 +170,56 @@ def test_sample_inflation_reverses_its_update_and_declares_every_nodes_samples()
     assert decode(poisoned("sample-inflation", factor=3.0)[2][COLLUDERS[0]]).samples == 150
 
 
+def test_a_backdoor_trains_on_triggered_copies_labelled_its_target_and_keeps_the_shard():
+    x = np.random.default_rng(0).uniform(0, 0.5, (20, 64)).astype(np.float32)
+    y = np.arange(20) % 10
+    poisoned_x, poisoned_y = backdoor_samples(x, y, target=3, share=0.5, rng=np.random.default_rng(1))
+    assert np.array_equal(poisoned_x[:20], x) and np.array_equal(poisoned_y[:20], y)  # the shard, unchanged
+    copies, labels = poisoned_x[20:], poisoned_y[20:]
+    assert len(copies) == 10 and set(labels) == {3}
+    assert np.all(copies[:, trigger_indices(64)] == 1.0)  # the trigger flips the label
+    assert sorted(trigger_indices(64)) == [54, 55, 62, 63]  # the bottom-right 2 x 2 of an 8 x 8 image
+    untouched = np.setdiff1d(np.arange(64), trigger_indices(64))
+    assert any(np.array_equal(c[untouched], row[untouched]) for c in copies[:1] for row in x)
+    again = backdoor_samples(x, y, target=3, share=0.5, rng=np.random.default_rng(1))
+    assert np.array_equal(again[0], poisoned_x)  # a function of its seed
+
+
+def test_the_backdoor_probe_holds_every_other_class_triggered():
+    dataset = load_digits_dataset(seed=0)
+    probe = triggered_test_set(dataset, target=3)
+    assert len(probe) == int((dataset.y_test != 3).sum())
+    assert np.all(probe[:, trigger_indices(64)] == 1.0)
+    assert np.array_equal(with_trigger(dataset.x_test[dataset.y_test != 3]), probe)
+
+
+def test_a_boosted_backdoor_sends_boost_times_its_update():
+    reference, frames, sent = poisoned("backdoor", boost=5.0)
+    for node, data in sent.items():
+        np.testing.assert_allclose(flat(decode(data)) - reference, 5.0 * (flat(frames[node]) - reference), atol=1e-5)
+
+
+def _cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("budget", [0.02, 0.1, 0.3])
+def test_the_adaptive_attack_loses_no_more_than_its_budget_along_the_consensus_and_its_own_direction(budget):
+    rng = np.random.default_rng(3)
+    consensus = rng.normal(0, 1, 200)
+    colluders = np.stack([consensus + rng.normal(0, 1.0, 200) for _ in range(3)])
+    own = colluders[0]
+    sent = under_the_bar(own, colluders, budget, size=1.0)
+    mean = colluders.mean(axis=0)
+    assert np.linalg.norm(sent) == pytest.approx(np.linalg.norm(own))  # off_norm sees nothing
+    assert _cos(own, mean) - _cos(sent, mean) <= budget + 1e-9
+    assert (1 - _cos(sent, own)) / 2 <= budget + 1e-9
+    assert _cos(sent, mean) < _cos(own, mean)  # it does push against the consensus
+    larger = under_the_bar(own, colluders, 2 * budget, size=1.0)
+    assert _cos(larger, mean) < _cos(sent, mean)  # the more budget, the more it turns
+    np.testing.assert_allclose(under_the_bar(own, colluders, budget, size=2.0), 2 * sent)
+
+
 def test_gaussian_noise_has_the_asked_spread_and_depends_on_the_seed():
     reference, frames, sent = poisoned("gaussian", sigma=0.5)
     noise = flat(decode(sent["d1h1"])) - flat(frames["d1h1"])
@@ -191,8 +243,9 @@ def test_label_flipping_poisons_the_training_labels_only_in_its_rounds():
     labels = np.array([0, 1, 2, 9, 5])
     assert flip_labels(labels, 10).tolist() == [9, 8, 7, 0, 4]
     poisoner = Poisoner("d1h1", [attack("label-flip")], 12, 10, seed=0)
-    assert poisoner.labels(1, labels).tolist() == [9, 8, 7, 0, 4]
-    assert poisoner.labels(3, labels) is labels
+    x = np.zeros((5, 64), dtype=np.float32)
+    assert poisoner.training_data(1, x, labels)[1].tolist() == [9, 8, 7, 0, 4]
+    assert poisoner.training_data(3, x, labels) == (x, labels)
     reference, frames = honest()
     assert decode(poisoner.outgoing(1, frames["d1h1"], reference)).tensors[0].tobytes() == \
         frames["d1h1"].tensors[0].tobytes()  # it sends what it honestly trained on bad labels

@@ -37,3 +37,29 @@ def test_the_same_seed_simulates_the_same_run(tmp_path):
     first = simulate_run(scenario, progress=lambda line: None)
     second = simulate_run(scenario, progress=lambda line: None)
     assert first["dfl"]["honest_accuracy_by_round"] == second["dfl"]["honest_accuracy_by_round"]
+
+
+def backdoor_scenario(tmp_path, *overrides):
+    """paper.toml's network and federation with a backdoor instead of its sign flippers."""
+    path = tmp_path / "backdoor.toml"
+    path.write_text(DEFAULT_SCENARIO.read_text().split("[[attacks]]")[0]
+                    + '[[attacks]]\nkind = "backdoor"\nfraction = 0.25\nstart_round = 3\ntarget_class = 3\n')
+    return load_scenario(path, ["dfl.rounds=8", "defense.fuhst=false", *overrides])
+
+
+def test_a_backdoor_run_scores_how_often_honest_models_obey_the_trigger(tmp_path):
+    summary = simulate_run(backdoor_scenario(tmp_path), tmp_path, progress=lambda line: None)
+    obeyed = summary["dfl"]["backdoor_success_by_round"]
+    assert len(obeyed) == 8 and max(obeyed[:2]) < 0.5 < obeyed[-1]  # the trigger means little until taught
+    assert summary["dfl"]["backdoor_success_final"] == obeyed[-1]
+    with open(tmp_path / "rounds.csv", newline="") as f:
+        assert all(r["backdoor_success"] != "" for r in csv.DictReader(f))
+
+
+def test_a_backdoor_target_outside_the_datasets_classes_is_refused(tmp_path):
+    import pytest
+
+    from sdfl.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="target_class 10 is not a class of digits"):
+        simulate_run(backdoor_scenario(tmp_path, "attacks.0.target_class=10"), progress=lambda line: None)
