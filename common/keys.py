@@ -1,10 +1,13 @@
 """The run's key material: a fresh secret per run, and from it one key per pair of parties.
 
-Every pair of neighbouring agents, every pair of domain controllers and each domain's inspection
-service with its controller share a key (HMAC-SHA256 of the pair's names under the secret). Each party is handed only the keys of its
-own pairs, in a file only root can read (``keys/<party>.json`` in the run folder, kept there so
-a restarted agent or controller finds its keys again). The secret itself is never written: a
-party holding its files can authenticate as itself to its peers, and as nobody else.
+Every pair of neighbouring agents and each domain's inspection service with its controller share
+a key (HMAC-SHA256 of the pair's names under the secret). Each domain controller has an Ed25519
+signing key of its own (its seed derived the same way) and every domain's public key: what a
+domain decides, it signs, and any third domain can check who decided it (:mod:`controllers.ledger`).
+Each party is handed only its own keys, in a file only root can read (``keys/<party>.json`` in the
+run folder, kept there so a restarted agent or controller finds its keys again); the domains'
+public keys are also in ``keys/domains.pub.json`` for anyone auditing a ledger. The secret
+itself is never written: a party holding its files can authenticate as itself, and as nobody else.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ import secrets
 from pathlib import Path
 
 KEY_DIR = "keys"
+SIGNING = "signing"
+"""A controller's own Ed25519 seed, in its key file."""
+PUBLIC_PREFIX = "public-d"
+"""``public-d<N>``: domain N's Ed25519 public key, in every controller's key file."""
+PUBLIC_FILE = "domains.pub.json"
 
 
 def pair_key(secret: bytes, a: str, b: str) -> bytes:
@@ -40,14 +48,28 @@ def key_path(out: Path, party: str) -> Path:
     return Path(out) / KEY_DIR / f"{party}.json"
 
 
+def signing_seed(secret: bytes, domain: int) -> bytes:
+    """Domain ``domain``'s Ed25519 seed (32 bytes)."""
+    return hmac.new(secret, f"sign:{controller_party(domain)}".encode(), hashlib.sha256).digest()
+
+
+def public_key(seed: bytes) -> bytes:
+    """The Ed25519 public key of a seed (raw, 32 bytes)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def run_keys(secret: bytes, domains: int, neighbours: dict[str, list[str]]) -> dict[str, dict[str, bytes]]:
-    """Every party's keys by peer name: each controller's and inspection service's, each agent's."""
+    """Every party's keys by peer name: each controller's (its signing seed, every domain's public
+    key, the key it shares with its inspection service), each inspection service's, each agent's."""
+    seeds = {domain: signing_seed(secret, domain) for domain in range(1, domains + 1)}
+    public = {f"{PUBLIC_PREFIX}{domain}": public_key(seed) for domain, seed in seeds.items()}
     keys = {}
     for domain in range(1, domains + 1):
         controller, inspector = controller_party(domain), inspector_party(domain)
-        keys[controller] = {**{str(other): pair_key(secret, controller, controller_party(other))
-                               for other in range(1, domains + 1) if other != domain},
-                            inspector: pair_key(secret, controller, inspector)}
+        keys[controller] = {SIGNING: seeds[domain], **public, inspector: pair_key(secret, controller, inspector)}
         keys[inspector] = {controller: pair_key(secret, controller, inspector)}
     for node, peers in neighbours.items():
         keys[agent_party(node)] = {peer: pair_key(secret, agent_party(node), agent_party(peer)) for peer in peers}
@@ -59,8 +81,11 @@ def write_run_keys(out: Path, domains: int, neighbours: dict[str, list[str]]) ->
     folder = Path(out) / KEY_DIR
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    for party, keys in run_keys(secrets.token_bytes(32), domains, neighbours).items():
-        _write(key_path(out, party), keys)
+    keys = run_keys(secrets.token_bytes(32), domains, neighbours)
+    for party, own in keys.items():
+        _write(key_path(out, party), own)
+    public = {k: v.hex() for k, v in keys[controller_party(1)].items() if k.startswith(PUBLIC_PREFIX)} if domains else {}
+    (folder / PUBLIC_FILE).write_text(json.dumps(public, sort_keys=True) + "\n")
 
 
 def _write(path: Path, keys: dict[str, bytes]) -> None:
@@ -79,6 +104,7 @@ def read_keys(path: Path) -> dict[str, bytes]:
         raise ValueError(f"key file {path} is damaged: {error}") from None
 
 
-def peer_controller_keys(keys: dict[str, bytes]) -> dict[int, bytes]:
-    """Of a controller's keys, those it shares with the other domains' controllers, by domain."""
-    return {int(peer): key for peer, key in keys.items() if peer.isdigit()}
+def domain_public_keys(keys: dict[str, bytes]) -> dict[int, bytes]:
+    """Of a controller's keys (or ``domains.pub.json``'s), every domain's public key, by domain."""
+    return {int(name[len(PUBLIC_PREFIX):]): key for name, key in keys.items()
+            if name.startswith(PUBLIC_PREFIX) and name[len(PUBLIC_PREFIX):].isdigit()}

@@ -43,6 +43,7 @@ class MessageType(IntEnum):
     SUSPECT = 3
     LINK_DOWN = 4
     LINK_UP = 5
+    ACCUSE = 6
 
 
 LINK_TYPES = (MessageType.LINK_DOWN, MessageType.LINK_UP)
