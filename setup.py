@@ -22,6 +22,7 @@ setup(
         "pytest>=7",
         "hypothesis>=6",  # the parsers' fuzz tests
         "psutil>=5.9",  # a run's CPU and memory, by role
+        "cryptography>=38",  # Ed25519 signatures of the domains' decisions (controllers/ledger.py)
     ],
     entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},
 )

@@ -30,8 +30,10 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.wire import FrameError, FrameReader, ModelFrame, decode, encode, tag  # noqa: E402
+from common.keys import SIGNING, controller_party, domain_public_keys, run_keys  # noqa: E402
 from controllers.coordination import (Evidence, MessageError, MessageType, Notice,  # noqa: E402
-                                      NoticeChannel, Stream, decode_notice, encode_notice)
+                                      Stream, decode_notice, encode_notice)
+from controllers.ledger import Duplicate, Ledger  # noqa: E402
 from controllers.inspector import DomainInspection, FrameBounds  # noqa: E402
 from controllers.packets import PacketError, parse_packet_in  # noqa: E402
 from controllers.reports import InspectionReport, ReportChannel  # noqa: E402
@@ -71,10 +73,14 @@ def notices() -> st.SearchStrategy[bytes]:
         st.integers(0, 0xFFFF), st.lists(entry, max_size=5), st.lists(link, max_size=5))
 
 
-def sealed_notices() -> st.SearchStrategy[bytes]:
-    """Notices as a channel sends them: numbered from 1 by a peer that holds ``KEY``."""
-    return st.builds(lambda body, peer: NoticeChannel(peer, {0: KEY}).outgoing(decode_notice(body))[0],
-                     notices(), st.integers(1, 255))
+DOMAIN_KEYS = run_keys(b"fuzz", 4, {})
+PUBLIC = domain_public_keys(DOMAIN_KEYS[controller_party(1)])
+
+
+def signed_decisions() -> st.SearchStrategy[bytes]:
+    """Decisions as a domain signs them: numbered from 1, chained, under its own key."""
+    return st.builds(lambda body, origin: Ledger(origin, DOMAIN_KEYS[controller_party(origin)][SIGNING], PUBLIC)
+                     .decide(decode_notice(body), 1.0).raw, notices(), st.integers(1, 4))
 
 
 def mutated(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
@@ -122,20 +128,19 @@ def check_notice(data: bytes) -> str:
     return "accepted"
 
 
-def check_sealed_notice(data: bytes) -> str:
-    """A fresh channel that shares ``KEY`` with every domain: a notice is accepted only if its
-    tag verifies, and the same bytes a second time never are (a replay)."""
-    channel = NoticeChannel(0, {origin: KEY for origin in range(1, 256)})
+def check_signed_decision(data: bytes) -> str:
+    """A fresh ledger of four domains: a decision is accepted only if its origin's signature
+    verifies, and the same bytes a second time never are (a replay)."""
+    ledger = Ledger(1, DOMAIN_KEYS[controller_party(1)][SIGNING], PUBLIC)
     try:
-        channel.incoming(data)
+        ledger.receive(data)
     except MessageError:
         return "rejected"
     try:
-        channel.incoming(data)
-    except MessageError as error:
-        assert "replayed" in str(error), f"a replay was rejected for another reason: {error}"
+        ledger.receive(data)
+    except Duplicate:
         return "accepted"
-    raise AssertionError("the same notice was accepted twice")
+    raise AssertionError("the same decision was accepted twice")
 
 
 def headers() -> st.SearchStrategy[bytes]:
@@ -264,8 +269,8 @@ def targets(folder: Path) -> dict:
                          lambda cuts, data=b"".join(parts): _chunks(data, cuts))),
             lambda chunks: check_stream(chunks, EverySendersKey())),
         "coordination notice": (st.one_of(st.binary(max_size=256), mutated(notices()), notices()), check_notice),
-        "authenticated notice": (st.one_of(st.binary(max_size=256), mutated(sealed_notices()), sealed_notices()),
-                                 check_sealed_notice),
+        "signed decision": (st.one_of(st.binary(max_size=256), mutated(signed_decisions()), signed_decisions()),
+                            check_signed_decision),
         "packet-in": (st.one_of(st.binary(max_size=160), mutated(headers()), headers()), check_packet_in),
         "inspector frame": (st.lists(st.one_of(mirrored(st.one_of(frames(), mutated(frames()),
                                                                   st.binary(max_size=64))),

@@ -4,20 +4,19 @@ Every byte a controller sends another is one of these messages, so the protocol'
 sum of their lengths. Layout, big-endian::
 
     magic b"SC" | version u8 | type u8 | origin domain u8 | seq u32 | round u16 | count u8
-    then ``count`` entries: BAN, UNBAN, SUSPECT: node key u16 | stream u8 | score u16 (x 65535) | m u8 | n u8
+    then ``count`` entries: BAN, UNBAN, ACCUSE, SUSPECT: node key u16 | stream u8 | score u16 (x 65535) | m u8 | n u8
                             LINK_DOWN, LINK_UP: domain u8 | domain u8
-    then an 8-byte tag: HMAC-SHA256 of all the above under the sender's key for this receiver
+    (then, sent between domains, the decision's time, chain link and signature: :mod:`controllers.ledger`)
 
-``BAN`` and ``UNBAN`` carry the evidence behind the decision (the stream that flagged, its last
-score, m of n); ``SUSPECT`` is a round's digest of the origin domain's nodes that drew an
+``BAN`` and ``UNBAN`` (of a domain's own host; of a remote host, the withdrawal of its own
+accusation) and ``ACCUSE`` (of a remote host) carry the evidence behind the decision (the stream
+that flagged, its last score, m of n); ``SUSPECT`` is a round's digest of the origin domain's nodes that drew an
 anomalous verdict; ``LINK_DOWN``/``LINK_UP`` report a border link the origin saw fail or come
 back, so that every domain routes around it the same way. Empty digests are never sent.
 
-Authentication (:class:`NoticeChannel`): every pair of domains shares a key (derived by the run
-from its secret, see :mod:`common.keys`), so a notice verifies only as coming from its origin,
-and a domain cannot forge another's notices even to a third. ``seq`` rises with every notice
-of an origin and each receiver keeps the highest it accepted: a replayed (or reordered-stale)
-notice is rejected. Both are kept in the controller's persisted state across restarts.
+Every notice a domain sends is a decision it signs into its own hash chain
+(:mod:`controllers.ledger`): any domain can check who decided it, and none can forge, alter,
+replay or reorder another's. :func:`message_tag` is the HMAC tag of the inspection reports.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 MAGIC = b"SC"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">2sBBBIHB")
 ENTRY = struct.Struct(">HBHBB")
 LINK_ENTRY = struct.Struct(">BB")
@@ -126,49 +125,3 @@ def decode_notice(data: bytes) -> Notice:
 def message_tag(key: bytes, body: bytes) -> bytes:
     """The tag of every control message (notices, inspection reports): truncated HMAC-SHA256."""
     return hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]
-
-
-class NoticeChannel:
-    """One domain's end of the authenticated, replay-protected notice exchange.
-
-    ``keys`` maps every other domain to the key this domain shares with it. ``outgoing``
-    numbers a notice and tags a copy for each receiver; ``incoming`` accepts a notice only if
-    its tag verifies under the key shared with the origin it names and its ``seq`` is above
-    every one accepted from that origin before.
-    """
-
-    def __init__(self, domain: int, keys: dict[int, bytes], seq: int = 0, seen: dict[int, int] | None = None) -> None:
-        self.domain = domain
-        self.keys = dict(keys)
-        self.seq = seq
-        self.seen: dict[int, int] = dict(seen or {})
-
-    def outgoing(self, notice: Notice) -> dict[int, bytes]:
-        """The notice, numbered and from this domain, as bytes for each other domain."""
-        self.seq += 1
-        body = encode_notice(Notice(notice.type, self.domain, self.seq, notice.round, notice.entries, notice.links))
-        return {peer: body + message_tag(key, body) for peer, key in sorted(self.keys.items())}
-
-    def incoming(self, data: bytes) -> Notice:
-        if len(data) < HEADER.size + TAG_BYTES:
-            raise MessageError(f"{len(data)} bytes is shorter than a header and its {TAG_BYTES}-byte tag")
-        body, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
-        notice = decode_notice(body)
-        key = self.keys.get(notice.origin)
-        if key is None:
-            raise MessageError(f"origin domain {notice.origin} is not a peer of domain {self.domain}")
-        if not hmac.compare_digest(tag, message_tag(key, body)):
-            raise MessageError(f"tag does not verify: forged or altered (claims origin domain {notice.origin})")
-        last = self.seen.get(notice.origin, 0)
-        if notice.seq <= last:
-            raise MessageError(f"replayed: seq {notice.seq} from domain {notice.origin}, "
-                               f"already accepted up to {last}")
-        self.seen[notice.origin] = notice.seq
-        return notice
-
-    def state(self) -> dict:
-        return {"seq": self.seq, "seen": {str(k): v for k, v in self.seen.items()}}
-
-    @classmethod
-    def restored(cls, domain: int, keys: dict[int, bytes], state: dict) -> NoticeChannel:
-        return cls(domain, keys, int(state["seq"]), {int(k): int(v) for k, v in state["seen"].items()})

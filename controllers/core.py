@@ -398,6 +398,11 @@ class DomainCore:
                                       outputs=(self._border_port_to[neighbour],)))
         return rules
 
+    @property
+    def border_links(self) -> list[tuple[int, int]]:
+        """Every border link of the network, as (lower, higher) domain ids."""
+        return list(self._links)
+
     def border_neighbour(self, dpid: int, port: int) -> int | None:
         """The neighbour domain behind ``port`` of switch ``dpid``, if it is a border port."""
         return self._border_at.get((self.switch_name(dpid), port))

@@ -2,10 +2,10 @@
 
 The controller app feeds it flow features at every poll and update features at every round the
 inspection service decodes, and carries out what it returns: :class:`Ban` and :class:`Unban`
-become drop rules, :class:`Send` a notice to every other domain, :class:`Log` a line in the
-controller's event file (every verdict that flagged, every ban, with score and features: why
-was d2h3 banned?). A ban notice from another domain bans the node here too, without repeating
-the notice, so one detection cuts a node off everywhere.
+become drop rules, :class:`Send` a signed decision to every other domain, :class:`Log` a line in
+the controller's event file (every verdict that flagged, every ban, with score and features: why
+was d2h3 banned?). It decides about its own domain's hosts only; what other domains decided, and
+whether it is theirs to decide, is the ledger's (:mod:`controllers.ledger`).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class DomainDefense:
                 actions.append(Log(event(Event.VERDICT, now, node=node, stream=stream.name.lower(),
                                     round=round_, violation=why, evidence=[m, n])))
                 if ban:
-                    actions += self._ban(now, node, stream, 1.0, m, n, round_, {"violation": why}, origin=self.domain)
+                    actions += self._ban(now, node, stream, 1.0, m, n, round_, {"violation": why})
                     break
         return actions
 
@@ -205,50 +205,28 @@ class DomainDefense:
                                 round=round_, score=verdict.score, threshold=verdict.threshold,
                                 evidence=[m, n], features=features)))
         if ban:
-            actions += self._ban(now, node, stream, verdict.score, m, n, round_, features, origin=self.domain)
+            actions += self._ban(now, node, stream, verdict.score, m, n, round_, features)
         return actions
 
-    def _ban(self, now, node, stream, score, m, n, round_, features, origin) -> list:
+    def _ban(self, now, node, stream, score, m, n, round_, features) -> list:
         duration = self.config.ban_duration_s
         self.banned_until[node] = now + duration if duration > 0 else float("inf")
         for evidence in self.evidence.values():
             evidence.forget(node)
-        actions: list = [Ban(node), Log(event(Event.BAN, now, domain=self.domain, node=node,
-                                         stream=stream.name.lower(),
-                                         round=round_, score=score, evidence=[m, n],
-                                         origin=origin, features=features))]
-        if origin == self.domain:
-            actions.append(self._send(MessageType.BAN, round_, node, stream, score, m, n))
-        return actions
+        return [Ban(node), Log(event(Event.BAN, now, domain=self.domain, node=node, stream=stream.name.lower(),
+                                     round=round_, score=score, evidence=[m, n], origin=self.domain,
+                                     features=features)),
+                self._send(MessageType.BAN, round_, node, stream, score, m, n)]
 
     def _send(self, type_, round_, node, stream, score, m, n) -> Send:
         return Send(Notice(type_, self.domain, 0, round_ or 0,
                            (NoticeEntry(self.description.host(node).key, stream, score, round(m), n),)))
 
-    def on_notice(self, now: float, notice: Notice) -> list:
-        """Another domain's decision about its own node: follow it here."""
-        actions: list = []
-        for entry in notice.entries:
-            host = self.description.host_with_key(entry.node_key)
-            node = host.name if host else None
-            if node is None or node in self.local:
-                actions.append(Log(event(Event.NOTICE_IGNORED, now, origin=notice.origin,
-                                    node_key=entry.node_key, why="not a remote host of this network")))
-                continue
-            if notice.type is MessageType.BAN and not self.banned(node):
-                actions += self._ban(now, node, entry.stream, entry.score, entry.m, entry.n, notice.round, {},
-                                     origin=notice.origin)
-            elif notice.type is MessageType.UNBAN and self.banned(node):
-                del self.banned_until[node]
-                actions += [Unban(node), Log(event(Event.UNBAN, now, domain=self.domain, node=node,
-                                              origin=notice.origin))]
-        return actions
-
     def expire(self, now: float) -> list:
         """Lift bans whose time is up (probation: the node is watched afresh)."""
         actions: list = []
         for node, until in sorted(self.banned_until.items()):
-            if until <= now and node in self.local:
+            if until <= now:
                 del self.banned_until[node]
                 actions += [Unban(node), Log(event(Event.UNBAN, now, domain=self.domain, node=node,
                                               origin=self.domain)),

@@ -1,16 +1,24 @@
 """One domain's controller logic: events in, effects out, no OpenFlow library and no sockets.
 
-:class:`DomainLogic` owns the domain's forwarding core, its FU-HST defense, its coordination
-channel with the other domains, the channel of its inspection service's reports, the flow
+:class:`DomainLogic` owns the domain's forwarding core, its FU-HST defense, its ledger of the
+domains' signed decisions, the channel of its inspection service's reports, the flow
 windows the defense reads rates from and the state a restarted controller reads back. The
 os-ken/Ryu app (:mod:`controllers.domain_app`) translates OpenFlow events and datagrams into
 calls here and carries out what comes back, as FAUCET's ``faucet.py`` does over ``valve.py``;
 ``sdfl simulate`` and the detection benchmark drive the same object without a network.
 
 Effects: :class:`ToSwitch` (a rule, meter or ARP reply for one switch), :class:`StatsRequest`,
-:class:`Datagram` (a notice to another domain's controller), :class:`controllers.defense.Log` (a
-line of the controller's event file, as the defense's own) and :class:`Persist` (the state to
-write before anything else happens). Time is always passed in.
+:class:`Datagram` (a signed decision or heads message to another domain's controller),
+:class:`controllers.defense.Log` (a line of the controller's event file, as the defense's own),
+:class:`LedgerLine` (a decision appended to the domain's ledger file) and :class:`Persist` (the
+state to write before anything else happens). Time is always passed in.
+
+Between domains (:mod:`controllers.ledger`): the domain signs each of its decisions into its own
+chain and sends it to every other domain; a receiver appends what verifies and extends its
+origin's chain, relays it once to the domains other than its origin (so a decision withheld from
+one domain, or signed twice, still reaches it and the two copies meet), and enforces what of the
+ledger is in its origin's authority. A restarted controller first asks its peers for what it
+missed (a signed heads message), as does one that sees a gap in a chain.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from dataclasses import dataclass
 
 from common.description import NetworkDescription
 from common.events import Event, event
-from common.keys import inspector_party, peer_controller_keys
-from controllers.coordination import LINK_TYPES, MessageError, MessageType, Notice, NoticeChannel
+from common.keys import SIGNING, domain_public_keys, inspector_party
+from controllers.coordination import MessageError, MessageType, Notice
 from controllers.core import ArpReply, DomainCore, FlowRule, Meter
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.features import flood_violations, flow_features
+from controllers.ledger import (HEADS_MAGIC, Authority, Decision, Duplicate, Equivocation, Ledger, decode_heads,
+                                default_quorum)
 from controllers.packets import PacketError, parse_packet_in
 from controllers.reports import ReportChannel
 
@@ -61,17 +71,34 @@ class Persist:
     state: dict
 
 
+@dataclass(frozen=True)
+class LedgerLine:
+    """One decision appended to the ledger file (:func:`ledger_line`)."""
+
+    record: dict
+
+
+def ledger_line(decision: Decision, now: float, refusal: str | None) -> dict:
+    """The ledger file's line of a decision: the signed bytes, and what they say for a reader."""
+    notice = decision.notice
+    return {"origin": decision.origin, "seq": decision.seq, "kind": notice.type.name.lower(),
+            "decided_at": decision.decided_at, "held_at": now, "in_force": refusal is None, "refusal": refusal,
+            "entry": decision.raw.hex()}
+
+
 class DomainLogic:
     """Everything one domain's controller decides.
 
     ``keys``: the controller's key file (:func:`common.keys.read_keys`); without keys it
-    neither sends nor accepts notices, and accepts no inspection report. ``defense``: run
-    FU-HST. ``state``: what :class:`Persist` last carried, from a previous process.
+    neither sends nor accepts decisions, and accepts no inspection report. ``defense``: run
+    FU-HST. ``state``: what :class:`Persist` last carried, from a previous process; ``ledger``:
+    the decisions its ledger file holds. ``quorum``: accusers that drop a remote host
+    (:func:`controllers.ledger.default_quorum` if None).
     """
 
     def __init__(self, description: NetworkDescription, domain: int, *, keys: dict[str, bytes],
                  defense: DefenseConfig | None, poll_interval: float, watched_ports: tuple[int, ...] = (),
-                 state: dict | None = None) -> None:
+                 state: dict | None = None, ledger: tuple[bytes, ...] = (), quorum: int | None = None) -> None:
         self.core = DomainCore(description, domain, watched_ports=watched_ports)
         self.domain = domain
         self.poll_interval = poll_interval
@@ -79,17 +106,19 @@ class DomainLogic:
         self.rejected = collections.Counter()  # what hosts and local users sent that failed
         self.notice_bytes = {"sent": 0, "received": 0}
         self.peer_controllers = {d.id: d.coordination.address for d in description.domains if d.id != domain}
+        self._peer_at = {address: peer for peer, address in self.peer_controllers.items()}
         state = state or {}
         self.core.banned = set(state.get("banned", ()))
         for link in state.get("down_links", ()):
             self.core.set_link(*link, up=False)
-        self.channel = None
-        if keys:
-            peers = peer_controller_keys(keys)
-            self.channel = (NoticeChannel.restored(domain, peers, state["channel"]) if state.get("channel")
-                            else NoticeChannel(domain, peers))
+        self.ledger = None
+        if SIGNING in keys:
+            self.ledger = Ledger(domain, keys[SIGNING], domain_public_keys(keys), ledger)
+            self.authority = Authority(description, domain,
+                                       quorum if quorum is not None else default_quorum(len(description.domains)))
+            self.remote_drops = self.authority.in_force(self.ledger)[0]
         else:
-            LOG.warning("domain %s: no keys: notices are neither sent nor accepted", domain)
+            LOG.warning("domain %s: no keys: decisions are neither sent nor accepted", domain)
         self.defense = None
         if defense is not None:
             self.defense = state.get("defense") or DomainDefense(domain, description, defense)
@@ -112,16 +141,18 @@ class DomainLogic:
 
     def state(self) -> dict:
         return {"banned": sorted(self.core.banned), "down_links": sorted(self.core.down_links),
-                "channel": self.channel.state() if self.channel else None, "defense": self.defense,
-                "reports_seen": self.reports.seen if self.defense is not None else 0}
+                "defense": self.defense, "reports_seen": self.reports.seen if self.defense is not None else 0}
 
     def _persist(self) -> Persist:
         return Persist(self.state())
 
     def started(self, now: float, pid: int) -> list:
-        return [Log(event(Event.STARTED, now, domain=self.domain, pid=pid, poll_interval=self.poll_interval,
-                             restored=self.restored, banned=sorted(self.core.banned),
-                             down_links=sorted(self.core.down_links)))]
+        """The start's record; a restarted controller first asks every peer for what it missed."""
+        catch_up = ([Datagram(address, self.ledger.heads_message(now)) for _, address in
+                     sorted(self.peer_controllers.items())] if self.restored and self.ledger else [])
+        return catch_up + [Log(event(Event.STARTED, now, domain=self.domain, pid=pid, poll_interval=self.poll_interval,
+                                     restored=self.restored, banned=sorted(self.core.banned),
+                                     down_links=sorted(self.core.down_links)))]
 
     def reject(self, now: float, kind: Event, record: dict) -> list:
         """Count what failed its parser, its tag or its claim; log the first few of each kind."""
@@ -239,40 +270,95 @@ class DomainLogic:
         return effects
 
     def _announce(self, now: float, notice: Notice) -> list:
-        """A notice to every other domain, each copy tagged for its receiver."""
-        if self.channel is None:
+        """This domain's decision, signed into its chain and sent to every other domain."""
+        if self.ledger is None:
             return []
+        decision = self.ledger.decide(notice, now)
+        return ([LedgerLine(ledger_line(decision, now, self.authority.refusal(decision)))]
+                + self._send_to(now, decision, sorted(self.peer_controllers)) + [self._persist()])
+
+    def _send_to(self, now: float, decision: Decision, peers) -> list:
         effects: list = []
-        for domain, data in self.channel.outgoing(notice).items():
-            self.notice_bytes["sent"] += len(data)
-            effects += [Datagram(self.peer_controllers[domain], data),
-                        Log(event(Event.NOTICE_SENT, now, to=domain, kind=notice.type.name.lower(),
-                                     bytes=len(data)))]
-        return effects + [self._persist()]  # a restarted controller must never reuse a sequence number
+        for peer in peers:
+            self.notice_bytes["sent"] += len(decision.raw)
+            effects += [Datagram(self.peer_controllers[peer], decision.raw),
+                        Log(event(Event.NOTICE_SENT, now, to=peer, kind=decision.notice.type.name.lower(),
+                                  bytes=len(decision.raw)))]
+        return effects
 
     def notice(self, now: float, data: bytes, address) -> list:
-        """A datagram on the coordination port: another domain's notice, or a forgery."""
+        """A datagram on the coordination port: another domain's decision (first hand or
+        relayed), its heads message, or a forgery."""
         self.notice_bytes["received"] += len(data)
-        if self.channel is None:
-            return self.reject(now, Event.NOTICE_REJECTED, {"from": list(address), "bytes": len(data),
-                                                        "why": "no keys shared with the other domains"})
+        origin = {"from": list(address), "bytes": len(data)}
+        if self.ledger is None:
+            return self.reject(now, Event.NOTICE_REJECTED, {**origin, "why": "no keys shared with the other domains"})
         try:
-            notice = self.channel.incoming(data)
+            if data[:len(HEADS_MAGIC)] == HEADS_MAGIC:
+                return self._heads(now, data)
+            received = self.ledger.receive(data)
+        except Duplicate as duplicate:
+            return self.reject(now, Event.NOTICE_DUPLICATE, {**origin, "why": str(duplicate)})
+        except Equivocation as proof:
+            LOG.warning("domain %s: %s", self.domain, proof)
+            return [Log(event(Event.NOTICE_REJECTED, now, **origin, why=str(proof))),
+                    Log(event(Event.EQUIVOCATION, now, origin=proof.other.origin, seq=proof.other.seq,
+                              held=proof.held.raw.hex(), other=proof.other.raw.hex()))] + self._enforce(now)
         except MessageError as error:
             LOG.warning("domain %s: rejected a notice from %s: %s", self.domain, address, error)
-            return [Log(event(Event.NOTICE_REJECTED, now, **{"from": list(address)}, bytes=len(data),
-                                 why=str(error)))]
-        effects = [Log(event(Event.NOTICE_RECEIVED, now, origin=notice.origin, kind=notice.type.name.lower(),
-                                bytes=len(data)))]
-        if notice.type in LINK_TYPES:
-            for a, b in notice.links:
-                # Its own border links a domain knows from its own ports, first hand: a notice
-                # racing a port event must not flip them back.
-                if self.domain not in (a, b):
-                    effects += self._link_changed(now, a, b, notice.type is MessageType.LINK_UP, notice.origin)
-        elif self.defense is not None:
-            effects += self._carry_out(now, self._timed(self.defense.on_notice, now, notice))
-        return effects + [self._persist()]
+            return [Log(event(Event.NOTICE_REJECTED, now, **origin, why=str(error)))]
+        effects: list = []
+        if received.gap_in is not None:  # ask every peer: the origin may be withholding
+            effects += [Datagram(a, self.ledger.heads_message(now)) for _, a in sorted(self.peer_controllers.items())]
+        for decision in received.appended:
+            refusal = self.authority.refusal(decision)
+            effects += [LedgerLine(ledger_line(decision, now, refusal)),
+                        Log(event(Event.NOTICE_RECEIVED, now, origin=decision.origin,
+                                  kind=decision.notice.type.name.lower(), bytes=len(decision.raw)))]
+            if refusal is not None:
+                effects.append(Log(event(Event.DECISION_REFUSED, now, origin=decision.origin, seq=decision.seq,
+                                         kind=decision.notice.type.name.lower(), why=refusal)))
+            relay_to = [p for p in sorted(self.peer_controllers) if p != decision.origin]
+            effects += self._send_to(now, decision, relay_to)
+        return effects + self._enforce(now) + [self._persist()]
+
+    def _heads(self, now: float, data: bytes) -> list:
+        """A peer's heads: send it what it lacks, and ask back if it holds what we lack."""
+        heads = decode_heads(data, self.ledger.verifiers)
+        address = self.peer_controllers.get(heads.requester)
+        if address is None:
+            raise MessageError(f"heads message of domain {heads.requester}, not a peer of domain {self.domain}")
+        missing = self.ledger.missing(heads)
+        asked_back = self.ledger.behind(heads)
+        for raw in missing:
+            self.notice_bytes["sent"] += len(raw)
+        return ([Datagram(address, raw) for raw in missing]
+                + ([Datagram(address, self.ledger.heads_message(now))] if asked_back else [])
+                + [Log(event(Event.LEDGER_SYNC, now, peer=heads.requester, sent=len(missing),
+                             asked_back=asked_back))])
+
+    def _enforce(self, now: float) -> list:
+        """Carry out what of the ledger is in force here: remote hosts dropped at this domain's
+        borders, border links of other domains routed around. Its own links it knows first hand."""
+        dropped, down = self.authority.in_force(self.ledger)
+        effects: list = []
+        for node, drop in dropped.items():
+            if node not in self.remote_drops:
+                effects += self._install(self.core.ban(node)) + [Log(event(
+                    Event.BAN, now, domain=self.domain, node=node, stream=drop.evidence.stream.name.lower(),
+                    round=drop.decision.notice.round, score=drop.evidence.score,
+                    evidence=[drop.evidence.m, drop.evidence.n], features={},
+                    origin=drop.by[0] if len(drop.by) == 1 else list(drop.by),
+                    decided_at=drop.decision.decided_at))]
+        for node in self.remote_drops:
+            if node not in dropped:
+                effects += self._install(self.core.unban(node)) + [Log(event(
+                    Event.UNBAN, now, domain=self.domain, node=node, origin=None))]
+        self.remote_drops = dropped
+        for link in self.core.border_links:
+            if self.domain not in link and (link in down) != (link in self.core.down_links):
+                effects += self._link_changed(now, *link, up=link not in down, origin=list(link))
+        return effects
 
     def report(self, now: float, data: bytes, address) -> list:
         """A datagram on the inspection port: the inspection service's sealed report, or a forgery."""

@@ -16,13 +16,16 @@ Environment:
 and with its own inspection service; without it the controller neither sends nor accepts
 notices, and accepts no inspection report
 ``SDFL_STATE``    file of the controller's persisted state (default: beside SDFL_EVENTS): bans,
-detector, link states, notice counters. A restarted controller reads it back, so bans stay in
-force and a replayed notice stays rejected
+detector, link states, report counters. A restarted controller reads it back, so bans stay in
+force
+``SDFL_LEDGER``   the domain's ledger file (default: SDFL_EVENTS with suffix ``.ledger``): every
+signed decision it holds, appended as a JSON line (:mod:`controllers.ledger`); a restarted
+controller reads it back, then catches up from its peers
 ``SDFL_DEFENSE``  JSON of :class:`controllers.defense.DefenseConfig`: run FU-HST (flow features at
 every poll, update features from the inspection service, bans, notices to the other domains)
 
 Border links: a border port going down (or up) is announced to the other domains
-(``LINK_DOWN``/``LINK_UP`` notices) and every domain routes around it.
+(``LINK_DOWN``/``LINK_UP`` decisions) and every domain routes around it.
 
 Every handler only translates events into calls on the domain logic and its effects into
 OpenFlow messages, datagrams and file lines; a handler that raises is logged and ends the process, so the
@@ -58,7 +61,8 @@ from common.jsonl import JsonLinesWriter
 from common.keys import read_keys
 from controllers.core import ArpReply, FlowRule
 from controllers.defense import DefenseConfig, Log
-from controllers.domain import Datagram, DomainLogic, Persist, StatsRequest, ToSwitch
+from controllers.domain import Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch
+from controllers.ledger import read_ledger
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
 
 LOG = logging.getLogger("sdfl.controller")
@@ -98,6 +102,9 @@ class DomainController(BaseApp):
         events = _required_env("SDFL_EVENTS")
         self.event_log = JsonLinesWriter(events)
         self.state_path = Path(os.environ.get("SDFL_STATE") or Path(events).with_suffix(".state"))
+        ledger_path = Path(os.environ.get("SDFL_LEDGER") or Path(events).with_suffix(".ledger"))
+        held = tuple(bytes.fromhex(line["entry"]) for line in read_ledger(ledger_path))
+        self.ledger_file = JsonLinesWriter(ledger_path)
         defense = os.environ.get("SDFL_DEFENSE")
         self.logic = DomainLogic(
             description, domain,
@@ -105,7 +112,7 @@ class DomainController(BaseApp):
             defense=DefenseConfig.from_json(defense) if defense else None,
             poll_interval=float(os.environ.get("SDFL_POLL_INTERVAL", "1.0")),
             watched_ports=tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip()),
-            state=self._load_state())
+            state=self._load_state(), ledger=held)
         self.datapaths: dict[int, object] = {}  # connections that got their rules, by dpid
         self.connections: dict[int, object] = {}  # the connection that claimed each dpid first
         self.sockets: dict[str, socket.socket] = {}
@@ -152,6 +159,8 @@ class DomainController(BaseApp):
                     self._send(datapath, effect.message)
             elif isinstance(effect, Log):
                 self.event_log.write(effect.record)
+            elif isinstance(effect, LedgerLine):
+                self.ledger_file.write(effect.record)
             elif isinstance(effect, Datagram):
                 self.sockets["coordination"].sendto(effect.data, effect.address)
             elif isinstance(effect, StatsRequest):

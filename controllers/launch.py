@@ -60,7 +60,7 @@ import importlib, json, platform, sys
 importlib.import_module(sys.argv[1])  # first: the app must load this framework (controllers.compat)
 from importlib import metadata
 version = metadata.version({"os_ken": "os-ken", "ryu": "ryu"}[sys.argv[1]])
-import numpy, river, controllers.domain_app
+import numpy, river, cryptography, controllers.domain_app
 print(json.dumps({"version": version, "python_version": platform.python_version(),
                   "eventlet": metadata.version("eventlet")}))
 """
@@ -81,7 +81,7 @@ class ControllerRuntime:
 
     @classmethod
     def probe(cls, framework: Framework | str, python: str | Path | None = None) -> ControllerRuntime:
-        """Import the framework, numpy, river and the app in ``python`` (default: the
+        """Import the framework, numpy, river, cryptography and the app in ``python`` (default: the
         framework's own venv); a clear error naming the fix where that fails."""
         framework = Framework(framework)
         python = Path(python) if python else framework.default_python

@@ -27,12 +27,14 @@ evidence against its origin.
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.description import NetworkDescription
-from controllers.coordination import (HEADER, LINK_TYPES, MessageError, MessageType, Notice, decode_notice,
-                                      encode_notice)
+from controllers.coordination import (HEADER, LINK_TYPES, Evidence, MessageError, MessageType, Notice,
+                                      decode_notice, encode_notice)
 
 SIGNATURE_BYTES = 64
 DIGEST_BYTES = 16
@@ -158,13 +160,14 @@ class Received:
 class Ledger:
     """Every origin's chain of decisions, as one domain's controller holds them.
 
-    ``seed``: this domain's Ed25519 seed; ``public``: every domain's public key, by domain.
-    ``entries``: decisions held before (a restarted controller's file), replayed in order.
+    ``seed``: this domain's Ed25519 seed (None: an auditor's ledger, which only checks);
+    ``public``: every domain's public key, by domain. ``entries``: decisions held before (a
+    restarted controller's file), replayed in order.
     """
 
-    def __init__(self, domain: int, seed: bytes, public: dict[int, bytes], entries=()) -> None:
+    def __init__(self, domain: int, seed: bytes | None, public: dict[int, bytes], entries=()) -> None:
         self.domain = domain
-        self._signer = _signer(seed)
+        self._signer = _signer(seed) if seed is not None else None
         self.verifiers = {d: _verifier(key) for d, key in public.items()}
         self.chains: dict[int, list[Decision]] = {d: [] for d in sorted(public)}
         self.pending: dict[int, dict[int, Decision]] = {d: {} for d in sorted(public)}
@@ -252,6 +255,16 @@ class Ledger:
         return any(seq > self.head(origin) for origin, seq in heads.heads.items() if origin in self.chains)
 
 
+@dataclass(frozen=True)
+class Drop:
+    """A remote host dropped at a domain's borders: by whose decisions, and the one that made
+    it so (the home domain's ban, or the accusation that completed the quorum) with its evidence."""
+
+    by: tuple[int, ...]
+    decision: Decision
+    evidence: Evidence
+
+
 def default_quorum(domains: int) -> int:
     """Accusers needed to drop a remote host: f + 1 for the f = (n - 1) // 3 Byzantine domains
     that n domains tolerate, and never fewer than two: no single domain decides about another's
@@ -294,11 +307,10 @@ class Authority:
                 return f"domain {origin} accuses its own host {name}: a home domain bans"
         return None
 
-    def in_force(self, ledger: Ledger) -> tuple[dict[str, tuple[int, ...]], set[tuple[int, int]]]:
-        """Remote hosts dropped here, each with the domains whose decisions drop it, and the
-        border links that are down."""
-        home_ban: dict[str, int] = {}
-        accusers: dict[str, set[int]] = {}
+    def in_force(self, ledger: Ledger) -> tuple[dict[str, Drop], set[tuple[int, int]]]:
+        """Remote hosts dropped here (:class:`Drop`), and the border links that are down."""
+        home_ban: dict[str, tuple[Decision, Evidence]] = {}
+        accusers: dict[str, dict[int, tuple[Decision, Evidence]]] = {}
         link_down: dict[tuple[int, int], set[int]] = {}
         cheats = ledger.equivocators()
         for origin, chain in sorted(ledger.chains.items()):
@@ -315,20 +327,91 @@ class Authority:
                     name, home = self._home(entry.node_key)
                     if home == origin and notice.type in (MessageType.BAN, MessageType.UNBAN):
                         if notice.type is MessageType.BAN:
-                            home_ban[name] = origin
+                            home_ban[name] = (decision, entry)
                         else:
                             home_ban.pop(name, None)
                     elif notice.type is MessageType.ACCUSE:
-                        accusers.setdefault(name, set()).add(origin)
+                        accusers.setdefault(name, {})[origin] = (decision, entry)
                     elif notice.type is MessageType.UNBAN:
-                        accusers.get(name, set()).discard(origin)
-        dropped: dict[str, tuple[int, ...]] = {}
-        for name, origin in home_ban.items():
-            dropped[name] = (origin,)
+                        accusers.get(name, {}).pop(origin, None)
+        dropped: dict[str, Drop] = {}
+        for name, (decision, entry) in home_ban.items():
+            dropped[name] = Drop((decision.origin,), decision, entry)
         for name, by in accusers.items():
-            counted = sorted(by - cheats)
+            counted = {origin: made for origin, made in by.items() if origin not in cheats}
             if len(counted) >= self.quorum and name not in dropped:
-                dropped[name] = tuple(counted)
+                decision, entry = max(counted.values(), key=lambda made: made[0].decided_at)
+                dropped[name] = Drop(tuple(sorted(counted)), decision, entry)
         local = {h.name for h in self.description.hosts_in(self.domain)}
         return ({n: d for n, d in sorted(dropped.items()) if n not in local},
                 {link for link, by in link_down.items() if by})
+
+
+def read_ledger(path: Path) -> list[dict]:
+    """A controller's ledger file, line by line (none if it does not exist). A partly written
+    last line (a controller killed mid-write) is left out: its decision comes back from a peer."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    return [json.loads(line) for line in lines]
+
+
+class LedgerAuditError(ValueError):
+    """A ledger file that does not hold what its origins signed; the text names the entry."""
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What ``sdfl ledger verify`` found: every domain's chain, and any proven equivocation."""
+
+    chains: dict[int, list[Decision]]
+    refusals: dict[tuple[int, int], str]
+    equivocations: list[tuple[str, Equivocation]]
+    files: dict[str, int]
+
+
+def audit(files: dict[str, Path], public: dict[int, bytes], authority: Authority) -> Audit:
+    """Check every line of every ledger file: valid JSON, a decision whose signature verifies
+    and that extends its origin's chain, fields that say what the signed bytes say. Raises
+    :class:`LedgerAuditError` naming the file, line, origin and number at fault. Two files
+    holding different decisions under one origin and number prove that origin equivocated."""
+    chains: dict[int, list[Decision]] = {}
+    equivocations: list[tuple[str, Equivocation]] = []
+    counts = {}
+    for name, path in sorted(files.items()):
+        ledger = Ledger(0, None, public)
+        raw_lines = Path(path).read_text(encoding="utf-8").splitlines()
+        counts[name] = len(raw_lines)
+        for number, text in enumerate(raw_lines, start=1):
+            where = f"{name} line {number}"
+            try:
+                line = json.loads(text)
+                decision = decode_decision(bytes.fromhex(line["entry"]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise LedgerAuditError(f"{where}: not a ledger entry ({error})") from None
+            where += f" (domain {decision.origin}'s decision {decision.seq})"
+            try:
+                ledger.receive(decision.raw)
+            except Equivocation as proof:
+                raise LedgerAuditError(f"{where}: {proof} within one file") from None
+            except MessageError as error:
+                raise LedgerAuditError(f"{where}: {error}") from None
+            said = (line.get("origin"), line.get("seq"), line.get("kind"), line.get("decided_at"))
+            signed = (decision.origin, decision.seq, decision.notice.type.name.lower(), decision.decided_at)
+            if said != signed:
+                raise LedgerAuditError(f"{where}: the line says {said}, the signed entry {signed}")
+            if line.get("in_force") != (authority.refusal(decision) is None):
+                raise LedgerAuditError(f"{where}: in_force is {line.get('in_force')}, its authority says otherwise")
+        for origin, chain in ledger.chains.items():
+            held = chains.setdefault(origin, [])
+            for decision in chain:
+                if decision.seq > len(held):
+                    held.append(decision)
+                elif held[decision.seq - 1].raw != decision.raw:
+                    equivocations.append((name, Equivocation(held[decision.seq - 1], decision)))
+    refusals = {(d.origin, d.seq): why for chain in chains.values() for d in chain
+                if (why := authority.refusal(d)) is not None}
+    return Audit(chains, refusals, equivocations, counts)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "running it: no root, no network")
     report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
     report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
+    ledger = commands.add_parser("ledger", help="check the domains' signed decisions of a run")
+    ledger.add_argument("action", choices=("verify",), help="verify: every chain and signature, and who decided what")
+    ledger.add_argument("folder", type=Path, help="a run folder (controller-dN.ledger, keys/domains.pub.json)")
     clean = commands.add_parser("clean", help="remove what killed runs left (processes, bridges, interfaces)")
     clean.add_argument("--all", action="store_true", help="also tear down runs that are still alive")
     return parser
@@ -305,6 +308,51 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_ledger(args) -> int:
+    """``sdfl ledger verify RUN``: exit 1, naming the entry, if any ledger line is not what its
+    origin signed; otherwise who decided what, when, on what evidence, and any equivocation."""
+    from common.description import load_description
+    from common.keys import KEY_DIR, PUBLIC_FILE, domain_public_keys
+    from controllers.ledger import Authority, LedgerAuditError, audit, default_quorum
+
+    description = load_description(args.folder / "network.json")
+    public_file = args.folder / KEY_DIR / PUBLIC_FILE
+    if not public_file.is_file():
+        raise ValueError(f"{public_file} is missing: the domains' public keys are needed to check signatures")
+    public = domain_public_keys({k: bytes.fromhex(v) for k, v in json.loads(public_file.read_text()).items()})
+    files = {p.name: p for p in sorted(args.folder.glob("controller-d*.ledger"))}
+    if not files:
+        raise ValueError(f"{args.folder}: no controller-dN.ledger file (a run of this version with keys writes one)")
+    try:
+        found = audit(files, public, Authority(description, 0, default_quorum(len(description.domains))))
+    except LedgerAuditError as error:
+        print(f"ledger verification FAILED: {error}")
+        return 1
+    print(f"{len(files)} ledger files: " + ", ".join(f"{n} ({c} entries)" for n, c in found.files.items()))
+    for origin, chain in sorted(found.chains.items()):
+        print(f"domain {origin}: {len(chain)} decision(s)")
+        for decision in chain:
+            print("  " + _decision_line(decision, description, found.refusals.get((origin, decision.seq))))
+    for name, proof in found.equivocations:
+        print(f"EQUIVOCATION by domain {proof.other.origin}, decision {proof.other.seq}: {name} holds another "
+              "signed decision under that number than the ledgers before it (both signatures verify)")
+    print(f"every chain and signature verifies; equivocations: {len(found.equivocations) or 'none'}")
+    return 0
+
+
+def _decision_line(decision, description, refusal: str | None) -> str:
+    notice = decision.notice
+    when = time.strftime("%H:%M:%S", time.gmtime(decision.decided_at)) + f".{int(decision.decided_at * 1000) % 1000:03d}"
+    if notice.links:
+        what = ", ".join(f"d{a}-d{b}" for a, b in notice.links)
+    else:
+        what = ", ".join(
+            f"{host.name if (host := description.host_with_key(e.node_key)) else f'key {e.node_key}'} "
+            f"({e.stream.name.lower()} stream, score {e.score:.3f}, evidence {e.m}/{e.n})" for e in notice.entries)
+    verdict = "in force" if refusal is None else f"refused: {refusal}"
+    return f"#{decision.seq} {when} UTC round {notice.round} {notice.type.name.lower()} {what}: {verdict}"
+
+
 def cmd_clean(args) -> int:
     from sdfl.records import clean
 
@@ -323,7 +371,7 @@ def cmd_clean(args) -> int:
 
 
 COMMANDS = {"check": cmd_check, "net": cmd_net, "run": cmd_run, "simulate": cmd_simulate, "sweep": cmd_sweep,
-            "report": cmd_report, "clean": cmd_clean}
+            "report": cmd_report, "ledger": cmd_ledger, "clean": cmd_clean}
 
 
 def _exit_on_signal(signum, frame):

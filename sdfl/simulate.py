@@ -3,7 +3,7 @@
 The same scenario file as ``sdfl run``, the same nodes, shards, round body
 (:class:`agents.round.RoundBody`), attacks, wire frames and per-domain inspection and FU-HST
 (:class:`controllers.inspector.DomainInspection` feeding the controllers' own
-:class:`controllers.domain.DomainLogic`, notices through their authenticated channel), and the
+:class:`controllers.domain.DomainLogic`, signed decisions through their ledgers), and the
 same result files: ``agent-<node>.jsonl``, ``rounds.csv``, ``summary.json``, ``report.md``. What it leaves out is the network: no flow
 stream, no traffic attacks, no faults, no timing (a round's time is its number), and a ban cuts
 a node off from the next round on. It is the reference a network run is compared with, and the

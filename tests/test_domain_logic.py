@@ -5,7 +5,7 @@ import pickle
 from common.keys import controller_party, inspector_party, run_keys
 from controllers.core import ArpReply, FlowRule, RuleKind
 from controllers.defense import DefenseConfig, Log
-from controllers.domain import Datagram, DomainLogic, Persist, StatsRequest, ToSwitch
+from controllers.domain import Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch
 from controllers.reports import InspectionReport, ReportChannel
 from topologies.layout import make_layout
 
@@ -15,9 +15,9 @@ KEYS = run_keys(b"test secret", 2, {})
 IMPOSSIBLE = ["round 4000000000 is not a round of this run (1-20)"]
 
 
-def logic(domain, state=None, keys=KEYS):
-    return DomainLogic(NETWORK, domain, keys=keys.get(controller_party(domain), {}), defense=DefenseConfig(),
-                       poll_interval=1.0, state=state)
+def logic(domain, state=None, keys=KEYS, ledger=(), network=NETWORK):
+    return DomainLogic(network, domain, keys=keys.get(controller_party(domain), {}), defense=DefenseConfig(),
+                       poll_interval=1.0, state=state, ledger=ledger)
 
 
 def sealer(domain):
@@ -44,23 +44,29 @@ def test_a_ban_programs_every_switch_tells_every_domain_and_persists():
     assert records(effects, "ban")[0]["node"] == "d1h2" and isinstance(effects[-1], Persist)
 
 
-def test_the_other_domain_follows_the_notice_and_rejects_its_replay():
+def test_the_other_domain_follows_the_signed_ban_and_rejects_its_replay():
     d1, d2 = logic(1), logic(2)
     notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))
     sender = NETWORK.domain(1).coordination.address
     followed = d2.notice(12.0, notice.data, sender)
-    assert d2.banned == {"d1h2"} and records(followed, "ban")
-    assert not any(isinstance(e, Datagram) for e in followed)  # a followed ban is not announced again
-    assert records(d2.notice(13.0, notice.data, sender), "notice_rejected")
+    assert d2.banned == {"d1h2"} and records(followed, "ban")[0]["origin"] == 1
+    assert [e.record["in_force"] for e in followed if isinstance(e, LedgerLine)] == [True]
+    assert not any(isinstance(e, Datagram) for e in followed)  # two domains: no one else to relay to
+    assert records(d2.notice(13.0, notice.data, sender), "notice_duplicate")
 
 
-def test_a_restarted_domain_keeps_its_bans_and_its_replay_protection():
+def test_a_restarted_domain_keeps_its_bans_and_its_ledger_and_asks_its_peers_for_what_it_missed():
     d1, d2 = logic(1), logic(2)
     notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))
-    persisted = [e for e in d2.notice(12.0, notice.data, ("10.0.0.1", 1)) if isinstance(e, Persist)][-1]
-    restarted = logic(2, state=pickle.loads(pickle.dumps(persisted.state)))
-    assert restarted.banned == {"d1h2"} and restarted.started(14.0, 1)[0].record["banned"] == ["d1h2"]
-    assert records(restarted.notice(14.0, notice.data, ("10.0.0.1", 1)), "notice_rejected")
+    effects = d2.notice(12.0, notice.data, ("10.0.0.1", 1))
+    persisted = [e for e in effects if isinstance(e, Persist)][-1]
+    held = tuple(bytes.fromhex(e.record["entry"]) for e in effects if isinstance(e, LedgerLine))
+    restarted = logic(2, state=pickle.loads(pickle.dumps(persisted.state)), ledger=held)
+    started = restarted.started(14.0, 1)
+    assert restarted.banned == {"d1h2"} and records(started, "started")[0]["banned"] == ["d1h2"]
+    [ask] = [e for e in started if isinstance(e, Datagram)]
+    assert ask.address == NETWORK.domain(1).coordination.address
+    assert records(restarted.notice(14.0, notice.data, ("10.0.0.1", 1)), "notice_duplicate")
     assert any(isinstance(e.message, FlowRule) and e.message.kind is RuleKind.BAN_SOURCE
                for e in restarted.switch_connected(NETWORK.domain(2).switches[0].dpid))
 
@@ -79,7 +85,7 @@ def test_forged_reports_and_garbage_packet_ins_are_counted_not_obeyed():
 
 def test_without_keys_nothing_is_accepted_and_nothing_announced():
     lonely = logic(1, keys={})
-    assert lonely.channel is None
+    assert lonely.ledger is None
     assert records(lonely.notice(1.0, b"x" * 60, ("10.0.0.9", 9)), "notice_rejected")
     assert records(lonely.report(1.0, b"x" * 60, ("10.0.0.9", 9)), "report_rejected")
 
@@ -108,3 +114,33 @@ def test_proxy_arp_answers_for_a_known_host_only():
     stranger = bytes(Ether(src=asker.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=asker.mac, psrc=asker.ip,
                                                                        pdst="10.9.9.9"))
     assert d1.packet_in(1.0, dpid, asker.port, 0, stranger) == []
+
+
+RING = make_layout(3, 2, "ring").to_description("user", monitor=True)
+RING_KEYS = run_keys(b"ring secret", 3, {})
+
+
+def test_a_decision_is_relayed_once_and_a_byzantine_domains_forgeries_are_refused_and_logged():
+    from controllers.coordination import Evidence, MessageType, Notice, Stream
+    from controllers.ledger import Ledger
+    from common.keys import SIGNING, domain_public_keys
+
+    d1, d3 = (logic(d, keys=RING_KEYS, network=RING) for d in (1, 3))
+    byzantine = Ledger(2, RING_KEYS[controller_party(2)][SIGNING], domain_public_keys(RING_KEYS[controller_party(2)]))
+    honest_host = Evidence(RING.host("d1h1").key, Stream.UPDATE, 1.0, 3, 4)
+    foreign_ban = byzantine.decide(Notice(MessageType.BAN, 0, 0, 5, (honest_host,)), 1.0)
+    effects = d3.notice(2.0, foreign_ban.raw, RING.domain(2).coordination.address)
+    assert "may not ban d1h1" in records(effects, "decision_refused")[0]["why"] and d3.banned == set()
+    relayed = [e for e in effects if isinstance(e, Datagram)]  # to domain 1, which it may have been withheld from
+    assert [e.address for e in relayed] == [RING.domain(1).coordination.address]
+    d1.notice(2.1, relayed[0].data, RING.domain(3).coordination.address)
+    assert d1.ledger.chains[2] == d3.ledger.chains[2]  # the same history at both
+    fake_link = byzantine.decide(Notice(MessageType.LINK_DOWN, 0, 0, 5, links=((1, 3),)), 3.0)
+    effects = d3.notice(4.0, fake_link.raw, RING.domain(2).coordination.address)
+    assert records(effects, "decision_refused") and not records(effects, "link_down")
+    other_at_2 = Ledger(2, RING_KEYS[controller_party(2)][SIGNING],
+                        domain_public_keys(RING_KEYS[controller_party(2)]))
+    other_at_2.decide(Notice(MessageType.SUSPECT, 0, 0, 5, (honest_host,)), 1.0)  # another decision 1
+    equivocation = d3.notice(5.0, other_at_2.chains[2][0].raw, RING.domain(2).coordination.address)
+    [proof] = records(equivocation, "equivocation")
+    assert proof["origin"] == 2 and proof["seq"] == 1 and proof["held"] != proof["other"]

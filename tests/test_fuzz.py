@@ -17,7 +17,7 @@ EXAMPLES = 400
 
 
 @pytest.mark.parametrize("name", ["wire frame", "wire stream", "authenticated wire stream", "coordination notice",
-                                  "authenticated notice", "packet-in", "inspector frame", "inspection report",
+                                  "signed decision", "packet-in", "inspector frame", "inspection report",
                                   "scenario file", "scenario --set"])
 def test_the_parser_rejects_hostile_input_with_its_own_error_and_never_crashes(name, tmp_path):
     strategy, check = fuzz.targets(tmp_path)[name]

@@ -105,7 +105,8 @@ def in_force(decisions, at=3, quorum=2):
     held = ledger(at)
     for decision in decisions:
         held.receive(decision.raw)
-    return Authority(NETWORK, at, quorum).in_force(held)
+    dropped, down = Authority(NETWORK, at, quorum).in_force(held)
+    return {node: drop.by for node, drop in dropped.items()}, down
 
 
 def test_a_home_ban_is_enforced_everywhere_and_only_its_home_lifts_it():
@@ -144,7 +145,7 @@ def test_an_equivocating_domains_accusations_stop_counting():
     held = ledger(3)
     for decision in (accusation, first):
         held.receive(decision.raw)
-    assert Authority(NETWORK, 3, 2).in_force(held)[0] == {"d1h1": (2, 4)}
+    assert Authority(NETWORK, 3, 2).in_force(held)[0]["d1h1"].by == (2, 4)
     with pytest.raises(Equivocation):
         held.receive(other.raw)
     assert Authority(NETWORK, 3, 2).in_force(held)[0] == {}

@@ -1,4 +1,4 @@
-"""FU-HST's enforcement in the real stack: an authentic ban notice crosses domains and becomes drop
+"""FU-HST's enforcement in the real stack: a signed ban decision crosses domains and becomes drop
 rules; forged and replayed ones are rejected; a restarted controller keeps the ban."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from controllers.coordination import Evidence, MessageType, Notice, NoticeChannel, Stream
+from controllers.coordination import Evidence, MessageType, Notice, Stream
+from controllers.ledger import Ledger
 from controllers.defense import DefenseConfig
 from sdfl.emulation import Emulation
 from common.jsonl import read_jsonl
-from common.keys import controller_party, key_path, peer_controller_keys, read_keys, write_run_keys
+from common.keys import SIGNING, controller_party, domain_public_keys, key_path, read_keys, write_run_keys
 from sdfl.probes import ping
 from sdfl.runner import frame_bounds
 from sdfl.scenario import load_scenario
@@ -60,9 +61,10 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
         tmp_path, controller):
     layout = make_layout(2, 2, "line")
     write_run_keys(tmp_path, layout.domains, {})
-    keys_of_d1 = peer_controller_keys(read_keys(key_path(tmp_path, controller_party(1))))
-    domain_1 = NoticeChannel(1, keys_of_d1)  # we speak as domain 1's controller, with its key file
-    impostor = NoticeChannel(1, {2: bytes(32)})  # claims to be domain 1 without its key
+    keys_of_d1 = read_keys(key_path(tmp_path, controller_party(1)))
+    public = domain_public_keys(keys_of_d1)
+    domain_1 = Ledger(1, keys_of_d1[SIGNING], public)  # we speak as domain 1's controller, with its key file
+    impostor = Ledger(1, bytes(32), public)  # claims to be domain 1 without its key
     ban = Notice(MessageType.BAN, origin=1, seq=0, round=7,
                  entries=(Evidence((1 << 8) | 2, Stream.UPDATE, 0.93, 2, 3),))
     defense = DefenseConfig()
@@ -79,14 +81,14 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
         [impersonation] = _wait_for(events, "switch_rejected")
         assert impersonation["why"] == "dpid already connected"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(impostor.outgoing(ban)[2], address)
+            sock.sendto(impostor.decide(ban, time.time()).raw, address)
             [forged] = _wait_for(events, "notice_rejected")
-            genuine = domain_1.outgoing(ban)[2]
+            genuine = domain_1.decide(ban, time.time()).raw
             sock.sendto(genuine, address)
-            _wait_for(events, "ban", message="domain 2 never acted on the authentic ban notice")
+            _wait_for(events, "ban", message="domain 2 never acted on the authentic ban decision")
             sock.sendto(genuine, address)  # the same bytes again: a replay
-            replayed = _wait_for(events, "notice_rejected", count=2)[1]
-        assert "tag does not verify" in forged["why"] and "replayed: seq 1" in replayed["why"]
+            [replayed] = _wait_for(events, "notice_duplicate")
+        assert "signature does not verify" in forged["why"] and "decision 1 of domain 1 is held" in replayed["why"]
         # A local user (uid nobody) forges inspection reports against d2h1 and garbles one.
         inspection = (d2["inspection"]["host"], d2["inspection"]["port"])
         forger = ("import socket, sys; from controllers.reports import InspectionReport, ReportChannel; "
@@ -116,7 +118,7 @@ def test_an_authentic_ban_notice_cuts_the_node_off_a_forged_or_replayed_one_does
         assert ping(net.get("d1h1"), layout.host("d2h1").ip).received == 3
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(genuine, address)  # the restarted controller remembers what it accepted
-            assert "replayed" in _wait_for(events, "notice_rejected", count=3)[2]["why"]
+            assert "is held already" in _wait_for(events, "notice_duplicate", count=2)[1]["why"]
     [ban_record] = [r for r in read_jsonl(events) if r.get("type") == "ban"]
     assert (ban_record["node"], ban_record["origin"], ban_record["round"], ban_record["evidence"]) == \
         ("d1h2", 1, 7, [2, 3])
