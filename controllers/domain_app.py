@@ -116,12 +116,12 @@ class DomainController(BaseApp):
         self.datapaths: dict[int, object] = {}  # connections that got their rules, by dpid
         self.connections: dict[int, object] = {}  # the connection that claimed each dpid first
         self.sockets: dict[str, socket.socket] = {}
-        self._apply(self.logic.started(time.time(), os.getpid()))
         view = description.domain(domain)
-        if self.logic.channel is not None:
+        if self.logic.ledger is not None:  # listening first: the peers' answers to a catch-up come at once
             self._listen("coordination", view.coordination.address, self._on_notice)
         if self.logic.defense is not None:
             self._listen("inspection", view.inspection.address, self._on_report)
+        self._apply(self.logic.started(time.time(), os.getpid()))
         self.poller = hub.spawn(self._poll_loop)
 
     def _load_state(self) -> dict | None:
