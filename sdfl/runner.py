@@ -374,6 +374,8 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
             if onset is not None and node in intervals:
                 mitigation.append(min(a for a, _ in intervals[node]) - onset)
     model_bytes = summary["dfl"]["model_bytes_total"]
+    # A remote domain's ban record carries when its origin signed the decision (controllers.ledger).
+    latency = [r["time"] - r["decided_at"] for r in of_kind(controller, Event.BAN) if r.get("decided_at")]
     return {
         "detection": detection,
         "overhead": {
@@ -387,6 +389,8 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
             "inspection_cpu_s": inspection_cpu,
             "defense_cpu_fraction": (detector_cpu + inspection_cpu) / agents_cpu if agents_cpu else None,
             "control_vs_dfl_bytes_fraction": control_bytes / model_bytes if model_bytes else None,
+            "decision_to_enforcement_s_max": max(latency, default=None),
+            "decision_to_enforcement_s_median": statistics.median(latency) if latency else None,
         },
         "traffic": {"time_to_mitigate_s": mitigation,
                     "time_to_mitigate_s_median": statistics.median(mitigation) if mitigation else None},
