@@ -40,6 +40,8 @@ class DefenseConfig:
     ban_duration_s: float = 0.0
     seed: int = 0
     round_wait_s: float = 3.0
+    accusation_quorum: int = 0
+    """Domains whose accusations drop a remote host (0: :func:`controllers.ledger.default_quorum`)."""
 
     @classmethod
     def from_scenario(cls, scenario: dict) -> DefenseConfig:

@@ -92,13 +92,12 @@ class DomainLogic:
     ``keys``: the controller's key file (:func:`common.keys.read_keys`); without keys it
     neither sends nor accepts decisions, and accepts no inspection report. ``defense``: run
     FU-HST. ``state``: what :class:`Persist` last carried, from a previous process; ``ledger``:
-    the decisions its ledger file holds. ``quorum``: accusers that drop a remote host
-    (:func:`controllers.ledger.default_quorum` if None).
+    the decisions its ledger file holds.
     """
 
     def __init__(self, description: NetworkDescription, domain: int, *, keys: dict[str, bytes],
                  defense: DefenseConfig | None, poll_interval: float, watched_ports: tuple[int, ...] = (),
-                 state: dict | None = None, ledger: tuple[bytes, ...] = (), quorum: int | None = None) -> None:
+                 state: dict | None = None, ledger: tuple[bytes, ...] = ()) -> None:
         self.core = DomainCore(description, domain, watched_ports=watched_ports)
         self.domain = domain
         self.poll_interval = poll_interval
@@ -114,8 +113,8 @@ class DomainLogic:
         self.ledger = None
         if SIGNING in keys:
             self.ledger = Ledger(domain, keys[SIGNING], domain_public_keys(keys), ledger)
-            self.authority = Authority(description, domain,
-                                       quorum if quorum is not None else default_quorum(len(description.domains)))
+            self.authority = Authority(description, domain, (defense.accusation_quorum if defense else 0)
+                                       or default_quorum(len(description.domains)))
             self.remote_drops = self.authority.in_force(self.ledger)[0]
         else:
             LOG.warning("domain %s: no keys: decisions are neither sent nor accepted", domain)

@@ -144,3 +144,12 @@ def test_a_decision_is_relayed_once_and_a_byzantine_domains_forgeries_are_refuse
     equivocation = d3.notice(5.0, other_at_2.chains[2][0].raw, RING.domain(2).coordination.address)
     [proof] = records(equivocation, "equivocation")
     assert proof["origin"] == 2 and proof["seq"] == 1 and proof["held"] != proof["other"]
+
+
+def test_the_accusation_quorum_is_the_scenarios_or_f_plus_one():
+    from sdfl.scenario import load_scenario
+
+    assert logic(1, keys=RING_KEYS, network=RING).authority.quorum == 2  # 3 domains: f = 0, never one alone
+    config = DefenseConfig.from_scenario(load_scenario(None, overrides=["defense.accusation_quorum=3"]))
+    chosen = DomainLogic(RING, 1, keys=RING_KEYS[controller_party(1)], defense=config, poll_interval=1.0)
+    assert chosen.authority.quorum == 3
