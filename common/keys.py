@@ -84,7 +84,8 @@ def write_run_keys(out: Path, domains: int, neighbours: dict[str, list[str]]) ->
     keys = run_keys(secrets.token_bytes(32), domains, neighbours)
     for party, own in keys.items():
         _write(key_path(out, party), own)
-    public = {k: v.hex() for k, v in keys[controller_party(1)].items() if k.startswith(PUBLIC_PREFIX)} if domains else {}
+    public = {name: key.hex() for name, key in keys.get(controller_party(1), {}).items()
+              if name.startswith(PUBLIC_PREFIX)}
     (folder / PUBLIC_FILE).write_text(json.dumps(public, sort_keys=True) + "\n")
 
 

@@ -342,7 +342,8 @@ def cmd_ledger(args) -> int:
 
 def _decision_line(decision, description, refusal: str | None) -> str:
     notice = decision.notice
-    when = time.strftime("%H:%M:%S", time.gmtime(decision.decided_at)) + f".{int(decision.decided_at * 1000) % 1000:03d}"
+    when = (time.strftime("%H:%M:%S", time.gmtime(decision.decided_at))
+            + f".{int(decision.decided_at * 1000) % 1000:03d}")
     if notice.links:
         what = ", ".join(f"d{a}-d{b}" for a, b in notice.links)
     else:

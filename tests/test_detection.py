@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from controllers.coordination import Evidence as NoticeEntry
-from controllers.coordination import MessageType, Notice, Stream
+from controllers.coordination import MessageType, Stream
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.detector import MAX_BAR, STRONG_SHARE, STRONG_WEIGHT, Evidence, StreamDetector, ThresholdStream
 from controllers.features import (
