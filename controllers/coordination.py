@@ -16,13 +16,11 @@ back, so that every domain routes around it the same way. Empty digests are neve
 
 Every notice a domain sends is a decision it signs into its own hash chain
 (:mod:`controllers.ledger`): any domain can check who decided it, and none can forge, alter,
-replay or reorder another's. :func:`message_tag` is the HMAC tag of the inspection reports.
+replay or reorder another's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -33,7 +31,6 @@ HEADER = struct.Struct(">2sBBBIHB")
 ENTRY = struct.Struct(">HBHBB")
 LINK_ENTRY = struct.Struct(">BB")
 MAX_ENTRIES = 255
-TAG_BYTES = 8
 
 
 class MessageType(IntEnum):
@@ -120,8 +117,3 @@ def decode_notice(data: bytes) -> Notice:
             raise MessageError(f"unknown stream {stream}") from None
         entries.append(Evidence(key, stream, score / 0xFFFF, m, n))
     return Notice(type_, origin, seq, round_, tuple(entries))
-
-
-def message_tag(key: bytes, body: bytes) -> bytes:
-    """The tag of every control message (notices, inspection reports): truncated HMAC-SHA256."""
-    return hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]

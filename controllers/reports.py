@@ -1,8 +1,7 @@
 """Inspection reports: what a domain's inspection service tells its own controller, once a round.
 
 A report is JSON (``seq``, ``round``, per-sender update ``features``, per-sender frame
-``violations``) followed by the 8-byte tag of every control message
-(:func:`controllers.coordination.message_tag`) under the key the domain's inspector and
+``violations``) followed by an 8-byte tag (:func:`message_tag`) under the key the domain's inspector and
 controller share (:mod:`common.keys`). The controller's report port listens on loopback, where
 any local user can send to it, so :meth:`ReportChannel.open` checks the tag before it parses a
 byte, then the shape of every field, then that ``seq`` rose: a forged, garbled or replayed
@@ -11,17 +10,25 @@ report is a :class:`~controllers.coordination.MessageError`, never a ban or a cr
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
 import time
 from dataclasses import dataclass, field
 
-from controllers.coordination import TAG_BYTES, MessageError, message_tag
+from controllers.coordination import MessageError
 from controllers.features import UPDATE_FEATURES
 
 MAX_REPORT_BYTES = 60_000
 """A report of a few dozen senders is a few KB; a datagram is at most 64 KB."""
+
+TAG_BYTES = 8
+
+
+def message_tag(key: bytes, body: bytes) -> bytes:
+    """A report's tag: HMAC-SHA256 under the inspector's and controller's key, truncated."""
+    return hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 @dataclass(frozen=True)

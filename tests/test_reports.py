@@ -43,7 +43,7 @@ def test_a_forged_garbled_or_oversized_report_is_rejected(damage, why):
     ({"seq": 1, "round": 1}, "wrong fields"),
 ])
 def test_a_tagged_report_of_the_wrong_shape_is_rejected(fields, why):
-    from controllers.coordination import message_tag
+    from controllers.reports import message_tag
 
     body = json.dumps(fields).encode()
     with pytest.raises(MessageError, match=why):
