@@ -147,7 +147,7 @@ class DomainLogic:
 
     def started(self, now: float, pid: int) -> list:
         """The start's record; a restarted controller first asks every peer for what it missed."""
-        catch_up = ([Datagram(address, self.ledger.heads_message(now)) for _, address in
+        catch_up = ([Datagram(address, self.ledger.heads_message()) for _, address in
                      sorted(self.peer_controllers.items())] if self.restored and self.ledger else [])
         return catch_up + [Log(event(Event.STARTED, now, domain=self.domain, pid=pid, poll_interval=self.poll_interval,
                                      restored=self.restored, banned=sorted(self.core.banned),
@@ -308,7 +308,7 @@ class DomainLogic:
             return [Log(event(Event.NOTICE_REJECTED, now, **origin, why=str(error)))]
         effects: list = []
         if received.gap_in is not None:  # ask every peer: the origin may be withholding
-            effects += [Datagram(a, self.ledger.heads_message(now)) for _, a in sorted(self.peer_controllers.items())]
+            effects += [Datagram(a, self.ledger.heads_message()) for _, a in sorted(self.peer_controllers.items())]
         for decision in received.appended:
             refusal = self.authority.refusal(decision)
             effects += [LedgerLine(ledger_line(decision, now, refusal)),
@@ -332,7 +332,7 @@ class DomainLogic:
         for raw in missing:
             self.notice_bytes["sent"] += len(raw)
         return ([Datagram(address, raw) for raw in missing]
-                + ([Datagram(address, self.ledger.heads_message(now))] if asked_back else [])
+                + ([Datagram(address, self.ledger.heads_message())] if asked_back else [])
                 + [Log(event(Event.LEDGER_SYNC, now, peer=heads.requester, sent=len(missing),
                              asked_back=asked_back))])
 

@@ -42,7 +42,7 @@ TRAILER = struct.Struct(">Q16s")  # decided_at (ms), previous digest
 GENESIS = bytes(DIGEST_BYTES)
 """The previous digest of an origin's first decision."""
 HEADS_MAGIC = b"SH"
-HEADS_HEADER = struct.Struct(">2sBQB")  # magic, requester, sent_at (ms), count
+HEADS_HEADER = struct.Struct(">2sBB")  # magic, requester, count
 HEAD = struct.Struct(">BI")  # origin, highest sequence number held
 MAX_PENDING = 256
 """Decisions held per origin while a gap before them is open."""
@@ -115,14 +115,13 @@ class Heads:
     the domain it names can ask for a catch-up in its name."""
 
     requester: int
-    sent_at: float
     heads: dict[int, int]
 
 
 def decode_heads(data: bytes, verifiers: dict) -> Heads:
     if len(data) < HEADS_HEADER.size + SIGNATURE_BYTES:
         raise MessageError(f"{len(data)} bytes is shorter than a heads message")
-    magic, requester, sent_ms, count = HEADS_HEADER.unpack_from(data)
+    magic, requester, count = HEADS_HEADER.unpack_from(data)
     if magic != HEADS_MAGIC:
         raise MessageError(f"bad magic {magic!r}: not a heads message")
     if len(data) != HEADS_HEADER.size + count * HEAD.size + SIGNATURE_BYTES:
@@ -130,7 +129,7 @@ def decode_heads(data: bytes, verifiers: dict) -> Heads:
                            f"{HEADS_HEADER.size + count * HEAD.size + SIGNATURE_BYTES}")
     _check(verifiers, requester, data[-SIGNATURE_BYTES:], data[:-SIGNATURE_BYTES], "heads message")
     heads = dict(HEAD.unpack_from(data, HEADS_HEADER.size + i * HEAD.size) for i in range(count))
-    return Heads(requester, sent_ms / 1000.0, heads)
+    return Heads(requester, heads)
 
 
 class Equivocation(MessageError):
@@ -239,10 +238,10 @@ class Ledger:
         self.equivocations.append(proof)
         raise proof
 
-    def heads_message(self, now: float) -> bytes:
+    def heads_message(self) -> bytes:
         """A signed :class:`Heads` of this domain: sent to a peer, it asks for what it lacks."""
         heads = self.heads()
-        body = HEADS_HEADER.pack(HEADS_MAGIC, self.domain, round(now * 1000), len(heads))
+        body = HEADS_HEADER.pack(HEADS_MAGIC, self.domain, len(heads))
         body += b"".join(HEAD.pack(origin, seq) for origin, seq in sorted(heads.items()))
         return body + self._signer.sign(body)
 

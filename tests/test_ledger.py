@@ -76,7 +76,7 @@ def test_a_decision_beyond_a_gap_waits_for_it_and_a_catch_up_fills_it():
     d1, d3 = ledger(1), ledger(3)
     decisions = [d1.decide(notice(MessageType.BAN, f"d1h{h}"), now=float(h)) for h in (1, 2, 3)]
     assert d3.receive(decisions[2].raw).gap_in == 1 and d3.head(1) == 0
-    request = decode_heads(d3.heads_message(now=5.0), d1.verifiers)
+    request = decode_heads(d3.heads_message(), d1.verifiers)
     assert request.requester == 3 and d1.missing(request) == [d.raw for d in decisions]
     assert d3.receive(decisions[0].raw).appended == (decisions[0],)
     assert d3.receive(decisions[1].raw).appended == (decisions[1], decisions[2])  # the held one follows
@@ -87,8 +87,8 @@ def test_a_restarted_controller_catches_up_from_a_peer_and_holds_the_same_histor
     for h in (1, 2):
         d2.receive(d1.decide(notice(MessageType.BAN, f"d1h{h}"), now=float(h)).raw)
     restarted = ledger(3)  # was down for both
-    assert restarted.behind(decode_heads(d2.heads_message(3.0), restarted.verifiers))
-    for raw in d2.missing(decode_heads(restarted.heads_message(4.0), d2.verifiers)):
+    assert restarted.behind(decode_heads(d2.heads_message(), restarted.verifiers))
+    for raw in d2.missing(decode_heads(restarted.heads_message(), d2.verifiers)):
         restarted.receive(raw)
     assert restarted.chains[1] == d2.chains[1] == d1.chains[1]
     again = ledger(3, [d.raw for d in restarted.chains[1]])  # and from its own file
@@ -96,7 +96,7 @@ def test_a_restarted_controller_catches_up_from_a_peer_and_holds_the_same_histor
 
 
 def test_a_heads_message_in_another_domains_name_is_rejected():
-    forged = Ledger(2, KEYS[controller_party(4)][SIGNING], PUBLIC).heads_message(1.0)
+    forged = Ledger(2, KEYS[controller_party(4)][SIGNING], PUBLIC).heads_message()
     with pytest.raises(MessageError, match="signature does not verify"):
         decode_heads(forged, ledger(1).verifiers)
 
