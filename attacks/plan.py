@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from attacks.controller import CONTROLLER, CONTROLLER_KINDS
 from attacks.kinds import POISONING, TRAFFIC, Attack, AttackKind
 from attacks.poisoning import POISONING_KINDS
 from attacks.traffic import TRAFFIC_KINDS
@@ -36,7 +37,7 @@ COMMON: dict[str, Field] = {
     "every": Field(int, 1, positive, "attack every n-th round of the window (intermittent)"),
 }
 
-KINDS: dict[str, AttackKind] = {kind.name: kind for kind in (*POISONING_KINDS, *TRAFFIC_KINDS)}
+KINDS: dict[str, AttackKind] = {kind.name: kind for kind in (*POISONING_KINDS, *TRAFFIC_KINDS, *CONTROLLER_KINDS)}
 """Every attack kind by name: the scenario's choices."""
 LOW_RATE_DIVISOR = 100.0
 
@@ -56,7 +57,10 @@ def normalize_entry(entry: dict, where: str) -> dict:
         resolved[key] = coerce(value, fields[key], f"{where}.{key}")
     for key, spec in fields.items():
         resolved.setdefault(key, list(spec.default) if isinstance(spec.default, list) else spec.default)
-    if bool(resolved["nodes"]) == (resolved["fraction"] > 0):
+    if KINDS[kind].category == CONTROLLER:
+        if resolved["nodes"] or resolved["fraction"] or not resolved["domain"]:
+            raise ScenarioError(f"{where}: a {kind!r} attack names its 'domain', not 'nodes' or a 'fraction'")
+    elif bool(resolved["nodes"]) == (resolved["fraction"] > 0):
         raise ScenarioError(f"{where}: give exactly one of 'nodes' (a list of hosts) or 'fraction' (> 0)")
     if resolved["stop_round"] and resolved["stop_round"] < resolved["start_round"]:
         raise ScenarioError(f"{where}: stop_round {resolved['stop_round']} is before start_round "
@@ -107,7 +111,9 @@ def resolve_attacks(entries: list[dict], nodes: list[str], domain_of: dict[str, 
     malicious: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"attacks.{index}"
-        if entry["nodes"]:
+        if KINDS[entry["kind"]].category == CONTROLLER:
+            chosen = []
+        elif entry["nodes"]:
             unknown = sorted(set(entry["nodes"]) - set(nodes))
             if unknown:
                 raise ScenarioError(f"{where}.nodes: {unknown} are not hosts of this network "
@@ -132,7 +138,20 @@ def resolve_attacks(entries: list[dict], nodes: list[str], domain_of: dict[str, 
         attacks.append(Attack(kind.name, kind.category, tuple(chosen), window, params))
     _check_one_poisoning_per_round(attacks)
     _check_one_backdoor_target(attacks)
-    return attacks
+    return [_controller_params(a, nodes, domain_of, malicious, rng, f"attacks.{i}") if a.category == CONTROLLER else a
+            for i, a in enumerate(attacks)]
+
+
+def _controller_params(attack: Attack, nodes, domain_of, malicious, rng, where) -> Attack:
+    """A compromised domain's ``targets``: ``victims`` honest hosts of the other domains, drawn once
+    every host's attack is known."""
+    domain = attack.params["domain"]
+    if domain not in set(domain_of.values()):
+        raise ScenarioError(f"{where}.domain {domain} is not a domain of this network (1-{max(domain_of.values())})")
+    others = sorted(n for n in nodes if domain_of[n] != domain and n not in malicious)
+    count = min(attack.params["victims"], len(others))
+    victims = sorted(rng.choice(others, size=count, replace=False).tolist()) if count else []
+    return Attack(attack.kind, attack.category, (), attack.rounds, {**attack.params, "targets": victims})
 
 
 def _traffic_params(kind, params, attackers, nodes, domain_of, malicious, dfl_port, rng, where) -> dict:

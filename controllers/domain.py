@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from common.description import NetworkDescription
 from common.events import Event, event
 from common.keys import SIGNING, domain_public_keys, inspector_party
+from controllers.byzantine import ByzantineController, ByzantinePlan
 from controllers.coordination import MessageError, MessageType, Notice
 from controllers.core import ArpReply, DomainCore, FlowRule, Meter
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.features import flood_violations, flow_features
-from controllers.ledger import (HEADS_MAGIC, Authority, Decision, Duplicate, Equivocation, Ledger, decode_heads,
-                                default_quorum)
+from controllers.ledger import (HEADS_MAGIC, Authority, Decision, Duplicate, Equivocation, Ledger, decode_decision,
+                                decode_heads, default_quorum)
 from controllers.packets import PacketError, parse_packet_in
 from controllers.reports import ReportChannel
 
@@ -92,12 +93,14 @@ class DomainLogic:
     ``keys``: the controller's key file (:func:`common.keys.read_keys`); without keys it
     neither sends nor accepts decisions, and accepts no inspection report. ``defense``: run
     FU-HST. ``state``: what :class:`Persist` last carried, from a previous process; ``ledger``:
-    the decisions its ledger file holds.
+    the decisions its ledger file holds; ``byzantine``: the acts of a compromised controller
+    (:mod:`controllers.byzantine`, a scenario's attack), committed as its inspection reports rounds.
     """
 
     def __init__(self, description: NetworkDescription, domain: int, *, keys: dict[str, bytes],
                  defense: DefenseConfig | None, poll_interval: float, watched_ports: tuple[int, ...] = (),
-                 state: dict | None = None, ledger: tuple[bytes, ...] = ()) -> None:
+                 state: dict | None = None, ledger: tuple[bytes, ...] = (),
+                 byzantine: ByzantinePlan | None = None) -> None:
         self.core = DomainCore(description, domain, watched_ports=watched_ports)
         self.domain = domain
         self.poll_interval = poll_interval
@@ -118,6 +121,12 @@ class DomainLogic:
             self.remote_drops = self.authority.in_force(self.ledger)[0]
         else:
             LOG.warning("domain %s: no keys: decisions are neither sent nor accepted", domain)
+        self.byzantine = None
+        if byzantine is not None:
+            if self.ledger is None or defense is None:
+                raise ValueError("a Byzantine controller signs decisions (keys) and acts on its rounds (a defense)")
+            self.byzantine = ByzantineController(byzantine, description, domain, self.ledger, self.authority,
+                                                 list(self.peer_controllers), self.core.border_links)
         self.defense = None
         if defense is not None:
             self.defense = state.get("defense") or DomainDefense(domain, description, defense)
@@ -277,19 +286,30 @@ class DomainLogic:
                 + self._send_to(now, decision, sorted(self.peer_controllers)) + [self._persist()])
 
     def _send_to(self, now: float, decision: Decision, peers) -> list:
+        return [effect for peer in peers for effect in self._sent(now, peer, decision)]
+
+    def _sent(self, now: float, peer: int, decision: Decision) -> list:
+        self.notice_bytes["sent"] += len(decision.raw)
+        return [Datagram(self.peer_controllers[peer], decision.raw),
+                Log(event(Event.NOTICE_SENT, now, to=peer, kind=decision.notice.type.name.lower(),
+                          bytes=len(decision.raw)))]
+
+    def _byzantine_acts(self, now: float, round_: int) -> list:
+        """A compromised controller's acts of the round, each logged as ground truth."""
         effects: list = []
-        for peer in peers:
-            self.notice_bytes["sent"] += len(decision.raw)
-            effects += [Datagram(self.peer_controllers[peer], decision.raw),
-                        Log(event(Event.NOTICE_SENT, now, to=peer, kind=decision.notice.type.name.lower(),
-                                  bytes=len(decision.raw)))]
+        for act in self.byzantine.acts(now, round_):
+            if act.appended is not None:
+                effects.append(LedgerLine(ledger_line(act.appended, now, self.authority.refusal(act.appended))))
+            for peer, raw in act.sends:
+                effects += self._sent(now, peer, decode_decision(raw))
+            effects.append(Log(event(Event.BYZANTINE_ACT, now, **act.record)))
         return effects
 
     def notice(self, now: float, data: bytes, address) -> list:
         """A datagram on the coordination port: another domain's decision (first hand or
         relayed), its heads message, or a forgery."""
         self.notice_bytes["received"] += len(data)
-        origin = {"from": list(address), "bytes": len(data)}
+        origin = {"from": list(address), "bytes": len(data), **_claimed(data)}
         if self.ledger is None:
             return self.reject(now, Event.NOTICE_REJECTED, {**origin, "why": "no keys shared with the other domains"})
         try:
@@ -312,7 +332,7 @@ class DomainLogic:
         for decision in received.appended:
             refusal = self.authority.refusal(decision)
             effects += [LedgerLine(ledger_line(decision, now, refusal)),
-                        Log(event(Event.NOTICE_RECEIVED, now, origin=decision.origin,
+                        Log(event(Event.NOTICE_RECEIVED, now, origin=decision.origin, seq=decision.seq,
                                   kind=decision.notice.type.name.lower(), bytes=len(decision.raw)))]
             if refusal is not None:
                 effects.append(Log(event(Event.DECISION_REFUSED, now, origin=decision.origin, seq=decision.seq,
@@ -375,4 +395,15 @@ class DomainLogic:
             return self.reject(now, Event.REPORT_REJECTED, {"from": list(address), "bytes": len(data), "why": why})
         effects = self._carry_out(now, self._timed(self.defense.on_round, now, report.round, report.features,
                                                    report.violations))
+        if self.byzantine is not None:
+            effects += self._byzantine_acts(now, report.round)
         return effects + [self._persist()]  # once a round: what the detector learnt survives a restart
+
+
+def _claimed(data: bytes) -> dict:
+    """The origin and number a datagram claims, for the log of its rejection (if it has them)."""
+    try:
+        decision = decode_decision(data)
+    except MessageError:
+        return {}
+    return {"claimed_origin": decision.origin, "claimed_seq": decision.seq}

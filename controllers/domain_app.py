@@ -23,6 +23,8 @@ signed decision it holds, appended as a JSON line (:mod:`controllers.ledger`); a
 controller reads it back, then catches up from its peers
 ``SDFL_DEFENSE``  JSON of :class:`controllers.defense.DefenseConfig`: run FU-HST (flow features at
 every poll, update features from the inspection service, bans, notices to the other domains)
+``SDFL_BYZANTINE`` JSON of :class:`controllers.byzantine.ByzantinePlan`: this controller is a
+compromised one (a scenario's ``byzantine-domain`` attack) and commits its acts
 
 Border links: a border port going down (or up) is announced to the other domains
 (``LINK_DOWN``/``LINK_UP`` decisions) and every domain routes around it.
@@ -59,6 +61,7 @@ from common.description import load_description
 from common.events import Event, event
 from common.jsonl import JsonLinesWriter
 from common.keys import read_keys
+from controllers.byzantine import ByzantinePlan
 from controllers.core import ArpReply, FlowRule
 from controllers.defense import DefenseConfig, Log
 from controllers.domain import Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch
@@ -112,7 +115,8 @@ class DomainController(BaseApp):
             defense=DefenseConfig.from_json(defense) if defense else None,
             poll_interval=float(os.environ.get("SDFL_POLL_INTERVAL", "1.0")),
             watched_ports=tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip()),
-            state=self._load_state(), ledger=held)
+            state=self._load_state(), ledger=held,
+            byzantine=ByzantinePlan.from_json(os.environ["SDFL_BYZANTINE"]) if os.environ.get("SDFL_BYZANTINE") else None)
         self.datapaths: dict[int, object] = {}  # connections that got their rules, by dpid
         self.connections: dict[int, object] = {}  # the connection that claimed each dpid first
         self.sockets: dict[str, socket.socket] = {}

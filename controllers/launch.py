@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from controllers.byzantine import ByzantinePlan
     from controllers.defense import DefenseConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +120,7 @@ def controller_command(
     watched_ports: tuple[int, ...] = (),
     defense: DefenseConfig | None = None,
     keys_path: Path | None = None,
+    byzantine: ByzantinePlan | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` for the controller of ``domain`` (:mod:`controllers.manager`)."""
     argv = [
@@ -139,4 +141,6 @@ def controller_command(
         env["SDFL_DEFENSE"] = defense.to_json()
     if keys_path is not None:
         env["SDFL_KEYS"] = str(keys_path)
+    if byzantine is not None:
+        env["SDFL_BYZANTINE"] = byzantine.to_json()
     return argv, controller_environment(env)

@@ -186,12 +186,18 @@ class Ledger:
     def decide(self, notice: Notice, now: float) -> Decision:
         """This domain's next decision: numbered, linked to its last, signed, appended."""
         chain = self.chains[self.domain]
-        body = encode_notice(Notice(notice.type, self.domain, len(chain) + 1, notice.round, notice.entries,
-                                    notice.links))
-        body += TRAILER.pack(round(now * 1000), chain[-1].digest if chain else GENESIS)
-        decision = decode_decision(body + self._signer.sign(body))
+        decision = self.sign(Notice(notice.type, self.domain, len(chain) + 1, notice.round, notice.entries,
+                                    notice.links), now, chain[-1].digest if chain else GENESIS)
         chain.append(decision)
         return decision
+
+    def sign(self, notice: Notice, now: float, previous: bytes) -> Decision:
+        """``notice`` signed as it stands (origin, number) and linked to ``previous``, not appended.
+        An honest controller only ever calls :meth:`decide`; a Byzantine one
+        (:mod:`controllers.byzantine`) signs a second decision under a number it used, or one in
+        another domain's name."""
+        body = encode_notice(notice) + TRAILER.pack(round(now * 1000), previous)
+        return decode_decision(body + self._signer.sign(body))
 
     def receive(self, data: bytes) -> Received:
         """A decision from the wire or a file. Raises :class:`MessageError` (malformed, forged,

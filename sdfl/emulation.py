@@ -79,18 +79,21 @@ class Emulation:
     controller:
         The :class:`controllers.launch.ControllerRuntime` the controllers run on (None: os-ken
         in this interpreter, probed at start).
+    byzantine:
+        Compromised domains' controllers: :class:`controllers.byzantine.ByzantinePlan` by domain.
     """
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, *, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
                  keyed: bool = False, frame_bounds=None, controller: ControllerRuntime | None = None,
-                 progress=lambda line: None) -> None:
+                 byzantine: dict | None = None, progress=lambda line: None) -> None:
         if defense is not None and (frame_bounds is None or not keyed):
             raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
                              "against the model and tag their reports with the run's keys")
         self.frame_bounds = frame_bounds
         self.controller = controller
+        self.byzantine = byzantine or {}
         self.progress = progress  # a line per bring-up stage, with the time so far
         self.layout = layout
         self.keyed = keyed  # controllers get their key files (common.keys, written by the runner)
@@ -231,6 +234,7 @@ class Emulation:
             self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
             self.watched_ports, self.defense,
             key_path(self.out_dir, controller_party(domain)).resolve() if self.keyed else None,
+            self.byzantine.get(domain),
         )
         with open(self.log_path(domain), "ab") as log:
             proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -26,8 +26,9 @@ from pathlib import Path
 from agents.aggregation import short_neighbourhoods
 from agents.data import CLASSES
 from agents.peers import peer_graph
-from attacks.plan import POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
+from attacks.plan import CONTROLLER, POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
 from attacks.traffic import TrafficSpec
+from controllers.byzantine import ByzantinePlan
 from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
 from controllers.launch import ControllerRuntime
@@ -46,7 +47,7 @@ from sdfl.pace import pace as progress_pace
 from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
 from sdfl.results import round_rows, summarize, write_rounds_csv
-from sdfl.scoring import ban_intervals, round_ends, score_detection
+from sdfl.scoring import ban_intervals, round_ends, score_byzantine, score_detection
 from topologies.layout import LinkParams, make_layout
 
 
@@ -148,6 +149,12 @@ def run_plan(scenario: dict):
             f"{len(short)} of {len(nodes)} nodes have fewer under dfl.peers = {dfl['peers']!r} ({fewest}: {short[fewest]}): "
             "lower dfl.byzantine_f or choose denser peers")
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
+    compromised = [a.params["domain"] for a in attacks if a.category == CONTROLLER]
+    if compromised and not scenario["defense"]["fuhst"]:
+        raise ScenarioError("a byzantine-domain attack acts as its domain's inspection reports each round: "
+                            "set defense.fuhst = true")
+    if len(set(compromised)) < len(compromised):
+        raise ScenarioError(f"domains {sorted(compromised)}: one byzantine-domain entry per domain")
     for index, attack in enumerate(attacks):
         if attack.kind == "backdoor" and attack.params["target_class"] >= CLASSES[dfl["dataset"]]:
             raise ScenarioError(f"attacks.{index}.target_class {attack.params['target_class']} is not a class of "
@@ -155,6 +162,12 @@ def run_plan(scenario: dict):
     faults = resolve_faults(scenario["faults"], nodes, layout.domains, sorted(tuple(sorted(e)) for e in layout.edges),
                             dfl["rounds"])
     return layout, nodes, neighbours, attacks, faults
+
+
+def byzantine_plans(attacks: list[Attack]) -> dict[int, ByzantinePlan]:
+    """The compromised domains' controllers and what they do."""
+    return {a.params["domain"]: ByzantinePlan(a.rounds, tuple(a.params["acts"]), tuple(a.params["targets"]))
+            for a in attacks if a.category == CONTROLLER}
 
 
 def run_experiment(scenario: dict, out: Path, progress=print, pcap: bool = False) -> dict:
@@ -195,7 +208,7 @@ class Experiment:
             with Emulation(self.layout, self.out, datapath=net["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
                            defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds, controller=controller,
-                           progress=self.progress) as emulation:
+                           byzantine=byzantine_plans(self.attacks), progress=self.progress) as emulation:
                 emulation.record.add_process(self.launcher.process.pid, "agent launcher")
                 self.events.event(Event.NETWORK_UP, datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
@@ -376,7 +389,18 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     model_bytes = summary["dfl"]["model_bytes_total"]
     # A remote domain's ban record carries when its origin signed the decision (controllers.ledger).
     latency = [r["time"] - r["decided_at"] for r in of_kind(controller, Event.BAN) if r.get("decided_at")]
+    byzantine = {}
+    compromised = sorted(a.params["domain"] for a in attacks if a.category == CONTROLLER)
+    if compromised:  # FU-HST on the honest domains' attackers, and what the compromised ones achieved
+        home = {h.name: h.domain for h in load_description(out / "network.json").hosts}
+        honest_nodes = [n for n in nodes if home[n] not in compromised]
+        detection["honest_domains"] = score_detection(
+            {pair: kinds for pair, kinds in attacking_pairs(attacks).items() if pair[0] in honest_nodes},
+            [r for d, records_of_domain in by_domain.items() if d not in compromised for r in records_of_domain],
+            ends, honest_nodes, malicious & set(honest_nodes), warmup_rounds=scenario["defense"]["warmup_rounds"])
+        byzantine = {"byzantine": [score_byzantine(by_domain, d, home, malicious) for d in compromised]}
     return {
+        **byzantine,
         "detection": detection,
         "overhead": {
             "interdomain_control_bytes_total": control_bytes,

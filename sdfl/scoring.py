@@ -114,3 +114,49 @@ def _by_kind(truth: dict, timeline: BanTimeline, scored: range) -> tuple[dict, l
                           "recall": k_tp / len(pairs) if pairs else None,
                           "time_to_ban_rounds_median": statistics.median(kind_delays) if kind_delays else None}
     return per_kind, delays
+
+
+ANSWERS = {"refused": (Event.DECISION_REFUSED, "origin", "seq"), "held": (Event.NOTICE_RECEIVED, "origin", "seq"),
+           "rejected": (Event.NOTICE_REJECTED, "claimed_origin", "claimed_seq"),
+           "duplicate": (Event.NOTICE_DUPLICATE, "claimed_origin", "claimed_seq"),
+           "equivocation": (Event.EQUIVOCATION, "origin", "seq")}
+"""Each answer an honest controller gives a Byzantine act: the record, and its origin and number fields."""
+
+
+def score_byzantine(by_domain: dict[int, list[dict]], byzantine: int, home: dict[str, int],
+                    malicious: set[str]) -> dict:
+    """What a Byzantine domain's acts (its ``byzantine_act`` records, the ground truth) achieved
+    at the honest domains, from their controllers' records: every act must meet its expected
+    answer at every honest domain (:data:`controllers.byzantine.EXPECTED_ANSWER`), no honest host
+    of an honest domain may be dropped, no home ban lifted by another domain, no route changed
+    for a link the Byzantine domain announced down."""
+    honest_domains = sorted(d for d in by_domain if d != byzantine)
+    answered = {d: {(name, r[origin], r[seq]) for name, (kind, origin, seq) in ANSWERS.items()
+                    for r in of_kind(by_domain[d], kind) if origin in r}
+                for d in honest_domains}
+    acts = of_kind(by_domain[byzantine], Event.BYZANTINE_ACT)
+    unanswered = [{"act": a["act"], "round": a["round"], "origin": a["origin"], "seq": a["seq"], "at": d,
+                   "expected": a["expected"]}
+                  for a in acts for d in honest_domains if (a["expected"], a["origin"], a["seq"]) not in answered[d]]
+    dropped = [{"at": d, "node": r["node"], "origin": r["origin"], "time": r["time"]}
+               for d in honest_domains for r in of_kind(by_domain[d], Event.BAN)
+               if r["node"] not in malicious and home.get(r["node"]) != byzantine]
+    lifted = []
+    for d in honest_domains:
+        for r in of_kind(by_domain[d], Event.UNBAN):
+            owner = home.get(r["node"])
+            if owner in (d, None) or owner not in by_domain:
+                continue
+            if not any(u["node"] == r["node"] and u["time"] <= r["time"] for u in of_kind(by_domain[owner], Event.UNBAN)):
+                lifted.append({"at": d, "node": r["node"], "home": owner, "time": r["time"]})
+    announced = {tuple(sorted(a["link"])) for a in acts if a["act"] == "link-down"}
+    rerouted = [{"at": d, "link": r["link"], "time": r["time"]} for d in honest_domains
+                for r in of_kind(by_domain[d], Event.LINK_DOWN) if tuple(sorted(r["link"])) in announced]
+    counts: dict[str, int] = {}
+    for a in acts:
+        counts[a["act"]] = counts.get(a["act"], 0) + 1
+    return {"domain": byzantine, "acts": counts, "unanswered": unanswered,
+            "honest_hosts_dropped": dropped,
+            "dropped_by_byzantine": [x for x in dropped if byzantine in (x["origin"] if isinstance(x["origin"], list)
+                                                                         else [x["origin"]])],
+            "home_bans_lifted": lifted, "forged_route_changes": rerouted}

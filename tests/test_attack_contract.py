@@ -1,8 +1,9 @@
 """The contract every attack kind of the registry keeps (river's ``check_estimator`` is the model).
 
-A new kind is one entry of ``POISONING_KINDS`` or ``TRAFFIC_KINDS``; this suite runs on it with
-no edit: its entry resolves with defaults alone, and what it sends has the right shape, comes
-from the attacker, and is the same under the same seed.
+A new kind is one entry of ``POISONING_KINDS``, ``TRAFFIC_KINDS`` or ``CONTROLLER_KINDS``; this
+suite runs on it with no edit: its entry resolves with defaults alone, and what it sends has the
+right shape, comes from the attacker, and is the same under the same seed. (What a compromised
+controller sends is ``tests/test_byzantine.py``'s.)
 """
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from scapy.layers.l2 import Ether
 
 from agents.wire import FrameError, ModelFrame, decode
+from attacks.controller import CONTROLLER
 from attacks.kinds import POISONING, TRAFFIC
 from attacks.plan import KINDS, normalize_entry, resolve_attacks
 from attacks.poisoning import CollusionBoard, Poisoner, split_like
@@ -33,7 +35,8 @@ def resolved(kind, seed=0, **keys):
     """The kind's entry with nothing but defaults (``crafted`` must name its packets), resolved."""
     if kind == "crafted":
         keys.setdefault("packets", ["vxlan", "far-round-model-frame"])
-    entry = normalize_entry({"kind": kind, "fraction": 0.25, "start_round": 2, **keys}, "attacks.0")
+    who = {"domain": 3} if KINDS[kind].category == CONTROLLER else {"fraction": 0.25}
+    entry = normalize_entry({"kind": kind, **who, "start_round": 2, **keys}, "attacks.0")
     return resolve_attacks([entry], NODES, DOMAIN_OF, rounds=5, seed=seed, dfl_port=AGENTS_PORT)
 
 
@@ -41,9 +44,13 @@ def resolved(kind, seed=0, **keys):
 def test_the_entry_resolves_from_defaults_and_says_what_it_is(kind):
     [attack] = resolved(kind)
     assert attack.kind == kind and attack.category == KINDS[kind].category and KINDS[kind].help
-    assert len(attack.nodes) == 3 and attack.rounds == (2, 3, 4, 5)
+    assert attack.rounds == (2, 3, 4, 5)
     assert resolved(kind) == [attack]  # the same seed, the same attackers
-    assert set(attack.params) == set(KINDS[kind].fields)
+    if attack.category == CONTROLLER:  # a domain, and the honest hosts of the others it aims at
+        assert attack.nodes == () and set(attack.params) == {*KINDS[kind].fields, "targets"}
+        assert attack.params["targets"] and all(DOMAIN_OF[n] != 3 for n in attack.params["targets"])
+    else:
+        assert len(attack.nodes) == 3 and set(attack.params) == set(KINDS[kind].fields)
     with pytest.raises(ScenarioError, match="unknown key 'no_such_key'"):
         normalize_entry({"kind": kind, "fraction": 0.25, "no_such_key": 1}, "attacks.0")
 
