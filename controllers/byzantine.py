@@ -166,7 +166,7 @@ class ByzantineController:
         half = max(1, len(self.peers) // 2)
         first, second = self.peers[:half], self.peers[half:]
         one = self.ledger.decide(self._notice(MessageType.SUSPECT, round_, victim), now)
-        other = self.ledger.sign(dataclasses.replace(self._notice(MessageType.ACCUSE, round_, victim), seq=one.seq), now,
-                                 one.previous)
+        accusation = dataclasses.replace(self._notice(MessageType.ACCUSE, round_, victim), seq=one.seq)
+        other = self.ledger.sign(accusation, now, one.previous)
         return [Act(tuple((peer, one.raw) for peer in first) + tuple((peer, other.raw) for peer in second), one,
                     self._record("equivocate", round_, one, self.peers, target=victim, split=[first, second]))]

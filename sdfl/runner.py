@@ -26,7 +26,8 @@ from pathlib import Path
 from agents.aggregation import short_neighbourhoods
 from agents.data import CLASSES
 from agents.peers import peer_graph
-from attacks.plan import CONTROLLER, POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes, resolve_attacks
+from attacks.plan import (CONTROLLER, POISONING, TRAFFIC, Attack, TrafficTimeline, attacking_pairs, malicious_nodes,
+                          resolve_attacks)
 from attacks.traffic import TrafficSpec
 from controllers.byzantine import ByzantinePlan
 from controllers.defense import DefenseConfig

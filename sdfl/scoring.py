@@ -147,7 +147,8 @@ def score_byzantine(by_domain: dict[int, list[dict]], byzantine: int, home: dict
             owner = home.get(r["node"])
             if owner in (d, None) or owner not in by_domain:
                 continue
-            if not any(u["node"] == r["node"] and u["time"] <= r["time"] for u in of_kind(by_domain[owner], Event.UNBAN)):
+            home_unbans = of_kind(by_domain[owner], Event.UNBAN)
+            if not any(u["node"] == r["node"] and u["time"] <= r["time"] for u in home_unbans):
                 lifted.append({"at": d, "node": r["node"], "home": owner, "time": r["time"]})
     announced = {tuple(sorted(a["link"])) for a in acts if a["act"] == "link-down"}
     rerouted = [{"at": d, "link": r["link"], "time": r["time"]} for d in honest_domains

@@ -65,7 +65,8 @@ def test_a_byzantine_domain_among_four_is_refused_rejected_and_logged_at_every_h
         assert not logic.core.down_links
         assert logic.ledger.equivocators() == {4}
         assert all(r["why"] for r in federation.records[d] if r["type"] in ("notice_rejected", "decision_refused"))
-    chains = [{o: [x.raw for x in c] for o, c in federation.logic[d].ledger.chains.items() if o != 4} for d in (1, 2, 3)]
+    chains = [{o: [x.raw for x in c] for o, c in federation.logic[d].ledger.chains.items() if o != 4}
+              for d in (1, 2, 3)]
     assert chains[0] == chains[1] == chains[2]  # the honest domains hold one history
 
 
@@ -90,7 +91,8 @@ def test_the_scenario_entry_names_a_domain_its_acts_and_needs_fuhst():
     assert plan.victims and not set(plan.victims) & {n for a in attacks for n in a.nodes}  # honest hosts
     assert ByzantinePlan.from_json(plan.to_json()) == plan  # as the controller reads it
     entry = '{kind="byzantine-domain", domain=%s%s}'
-    for bad, why in ((entry % (9, ""), "domain 9 is not a domain"), (entry % (4, ', nodes=["d1h1"]'), "names its 'domain'"),
+    for bad, why in ((entry % (9, ""), "domain 9 is not a domain"),
+                     (entry % (4, ', nodes=["d1h1"]'), "names its 'domain'"),
                      (entry % (4, ', acts=["dance"]'), "must name acts")):
         with pytest.raises(ScenarioError, match=why):
             run_plan(load_scenario("scenarios/byzantine.toml", overrides=[f"attacks=[{bad}]"]))
