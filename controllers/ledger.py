@@ -32,7 +32,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.description import NetworkDescription
+from common.description import NetworkDescription, load_description
+from common.keys import KEY_DIR, PUBLIC_FILE, domain_public_keys
 from controllers.coordination import (HEADER, LINK_TYPES, Evidence, MessageError, MessageType, Notice,
                                       decode_notice, encode_notice)
 
@@ -420,3 +421,17 @@ def audit(files: dict[str, Path], public: dict[int, bytes], authority: Authority
     refusals = {(d.origin, d.seq): why for chain in chains.values() for d in chain
                 if (why := authority.refusal(d)) is not None}
     return Audit(chains, refusals, equivocations, counts)
+
+
+def audit_run(folder: Path) -> tuple[Audit, NetworkDescription]:
+    """:func:`audit` of every ``controller-dN.ledger`` of a run folder, against the run's public
+    keys and its network; a folder without them is a ValueError naming what is missing."""
+    description = load_description(folder / "network.json")
+    public_file = folder / KEY_DIR / PUBLIC_FILE
+    if not public_file.is_file():
+        raise ValueError(f"{public_file} is missing: the domains' public keys are needed to check signatures")
+    public = domain_public_keys({k: bytes.fromhex(v) for k, v in json.loads(public_file.read_text()).items()})
+    files = {p.name: p for p in sorted(folder.glob("controller-d*.ledger"))}
+    if not files:
+        raise ValueError(f"{folder}: no controller-dN.ledger file (a run of this version with keys writes one)")
+    return audit(files, public, Authority(description, 0, default_quorum(len(description.domains)))), description

@@ -311,24 +311,14 @@ def cmd_sweep(args) -> int:
 def cmd_ledger(args) -> int:
     """``sdfl ledger verify RUN``: exit 1, naming the entry, if any ledger line is not what its
     origin signed; otherwise who decided what, when, on what evidence, and any equivocation."""
-    from common.description import load_description
-    from common.keys import KEY_DIR, PUBLIC_FILE, domain_public_keys
-    from controllers.ledger import Authority, LedgerAuditError, audit, default_quorum
+    from controllers.ledger import LedgerAuditError, audit_run
 
-    description = load_description(args.folder / "network.json")
-    public_file = args.folder / KEY_DIR / PUBLIC_FILE
-    if not public_file.is_file():
-        raise ValueError(f"{public_file} is missing: the domains' public keys are needed to check signatures")
-    public = domain_public_keys({k: bytes.fromhex(v) for k, v in json.loads(public_file.read_text()).items()})
-    files = {p.name: p for p in sorted(args.folder.glob("controller-d*.ledger"))}
-    if not files:
-        raise ValueError(f"{args.folder}: no controller-dN.ledger file (a run of this version with keys writes one)")
     try:
-        found = audit(files, public, Authority(description, 0, default_quorum(len(description.domains))))
+        found, description = audit_run(args.folder)
     except LedgerAuditError as error:
         print(f"ledger verification FAILED: {error}")
         return 1
-    print(f"{len(files)} ledger files: " + ", ".join(f"{n} ({c} entries)" for n, c in found.files.items()))
+    print(f"{len(found.files)} ledger files: " + ", ".join(f"{n} ({c} entries)" for n, c in found.files.items()))
     for origin, chain in sorted(found.chains.items()):
         print(f"domain {origin}: {len(chain)} decision(s)")
         for decision in chain:

@@ -33,6 +33,7 @@ from controllers.byzantine import ByzantinePlan
 from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
 from controllers.launch import ControllerRuntime
+from controllers.ledger import LedgerAuditError, audit_run
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
 from common.events import Event, event, of_kind, read_events
@@ -320,6 +321,7 @@ class Experiment:
             agent_records(out, self.nodes),
             {d: read_jsonl(out / f"controller-d{d}.jsonl") for d in range(1, self.layout.domains + 1)}, dfl["rounds"],
             summary["stalls"])
+        summary["ledger"] = ledger_summary(out)
         if self.scenario["defense"]["fuhst"]:
             summary.update(defense_summary(self.scenario, out, self.nodes, self.attacks, summary))
         model_bytes = summary["dfl"]["model_bytes_total"]
@@ -351,6 +353,21 @@ def write_summary(out: Path, summary: dict) -> None:
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(out / "summary.json")
+
+
+def ledger_summary(out: Path) -> dict:
+    """What ``sdfl ledger verify`` finds in the run's ledger files: every chain and signature
+    checked, each domain's decisions, the refused ones, and any equivocation proven across files."""
+    try:
+        found, _ = audit_run(out)
+    except LedgerAuditError as error:
+        return {"verified": False, "error": str(error)}
+    except ValueError as error:  # no ledger at all
+        return {"verified": None, "error": str(error)}
+    return {"verified": True, "decisions": {str(origin): len(chain) for origin, chain in found.chains.items()},
+            "refused": len(found.refusals),
+            "equivocations": [{"file": name, "origin": proof.other.origin, "seq": proof.other.seq}
+                              for name, proof in found.equivocations]}
 
 
 def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[Attack], summary: dict) -> dict:

@@ -150,3 +150,52 @@ def test_a_spoofed_frame_is_dropped_at_the_edge_and_counted_against_the_spoofer_
     assert counters["d1h3"]["packets"] == 0 and counters["d1h3"]["dropped_packets"] == 0  # nothing on its name
     read = subprocess.run(["tcpdump", "-r", str(capture)], capture_output=True, text=True)
     assert read.returncode == 0 and read.stdout.strip() == ""  # the victim never saw one
+
+
+IMPOSSIBLE = ["round 4000000000 is not a round of this run (1-20)"]
+
+
+def test_a_controller_down_for_10_s_while_two_bans_happen_holds_both_signed_within_a_poll_after_restart(
+        tmp_path, controller):
+    """Domains 1 and 2 each ban a host of their own (two inspection reports of impossible frames,
+    sealed with each inspection service's key, as the service would send them) while domain 3's
+    controller is killed: both signed decisions are lost to it. Restarted, it asks its peers for
+    what it missed and holds both, verified, before one poll interval has passed."""
+    from common.keys import inspector_party
+    from controllers.reports import InspectionReport, ReportChannel
+
+    layout = make_layout(3, 2, "ring")
+    write_run_keys(tmp_path, layout.domains, {})
+    poll = 0.5
+    with Emulation(layout, tmp_path, poll_interval=poll, watched_ports=(7000,), defense=DefenseConfig(),
+                   keyed=True, frame_bounds=frame_bounds(load_scenario(None)), controller=controller) as emulation:
+        description = json.loads(emulation.description_path.read_text())
+        emulation.kill_controller(3)
+        killed = time.time()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for domain, node in ((1, "d1h2"), (2, "d2h1")):
+                view = next(d for d in description["domains"] if d["id"] == domain)
+                key = read_keys(key_path(tmp_path, inspector_party(domain)))[controller_party(domain)]
+                channel = ReportChannel(key)
+                for round_ in (1, 2):
+                    sock.sendto(channel.seal(InspectionReport(round_, {}, {node: IMPOSSIBLE})),
+                                (view["inspection"]["host"], view["inspection"]["port"]))
+                _wait_for(tmp_path / f"controller-d{domain}.jsonl", "ban", message=f"domain {domain} kept {node}")
+        assert not (tmp_path / "controller-d3.ledger").exists() or not read_jsonl(tmp_path / "controller-d3.ledger")
+        time.sleep(max(0.0, 10.0 - (time.time() - killed)))
+        emulation.restart_controller(3)
+        events = tmp_path / "controller-d3.jsonl"
+        started = _wait_for(events, "started", count=2)[1]
+        deadline = time.monotonic() + 10
+        while len(held := read_jsonl(tmp_path / "controller-d3.ledger")) < 2:
+            assert time.monotonic() < deadline, "the restarted controller never caught up"
+            time.sleep(0.05)
+        bans = {r["node"]: r for r in _wait_for(events, "ban", count=2)}
+    keys_of_d3 = read_keys(key_path(tmp_path, controller_party(3)))
+    auditor = Ledger(3, None, domain_public_keys(keys_of_d3))
+    for line in held:
+        auditor.receive(bytes.fromhex(line["entry"]))  # each signature verifies, each extends its chain
+    assert sorted((line["origin"], line["kind"]) for line in held) == [(1, "ban"), (2, "ban")]
+    assert all(line["held_at"] - started["time"] <= poll for line in held), (started["time"], held)
+    assert (bans["d1h2"]["origin"], bans["d2h1"]["origin"]) == (1, 2)  # dropped at domain 3's borders
+    assert any(r["type"] == "ledger_sync" for r in read_jsonl(tmp_path / "controller-d1.jsonl"))
