@@ -416,7 +416,7 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
             {pair: kinds for pair, kinds in attacking_pairs(attacks).items() if pair[0] in honest_nodes},
             [r for d, records_of_domain in by_domain.items() if d not in compromised for r in records_of_domain],
             ends, honest_nodes, malicious & set(honest_nodes), warmup_rounds=scenario["defense"]["warmup_rounds"])
-        byzantine = {"byzantine": [score_byzantine(by_domain, d, home, malicious) for d in compromised]}
+        byzantine = {"byzantine": [score_byzantine(by_domain, d, home, malicious, until=teardown) for d in compromised]}
     return {
         **byzantine,
         "detection": detection,

@@ -124,12 +124,14 @@ ANSWERS = {"refused": (Event.DECISION_REFUSED, "origin", "seq"), "held": (Event.
 
 
 def score_byzantine(by_domain: dict[int, list[dict]], byzantine: int, home: dict[str, int],
-                    malicious: set[str]) -> dict:
+                    malicious: set[str], until: float = float("inf")) -> dict:
     """What a Byzantine domain's acts (its ``byzantine_act`` records, the ground truth) achieved
     at the honest domains, from their controllers' records: every act must meet its expected
     answer at every honest domain (:data:`controllers.byzantine.EXPECTED_ANSWER`), no honest host
     of an honest domain may be dropped, no home ban lifted by another domain, no route changed
-    for a link the Byzantine domain announced down."""
+    for a link the Byzantine domain announced down. Records from ``until`` on (the network being
+    dismantled: its border links go down) are not the run's."""
+    by_domain = {d: [r for r in records if r["time"] < until] for d, records in by_domain.items()}
     honest_domains = sorted(d for d in by_domain if d != byzantine)
     answered = {d: {(name, r[origin], r[seq]) for name, (kind, origin, seq) in ANSWERS.items()
                     for r in of_kind(by_domain[d], kind) if origin in r}
