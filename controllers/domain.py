@@ -155,9 +155,10 @@ class DomainLogic:
         return Persist(self.state())
 
     def started(self, now: float, pid: int) -> list:
-        """The start's record; a restarted controller first asks every peer for what it missed."""
-        catch_up = ([Datagram(address, self.ledger.heads_message()) for _, address in
-                     sorted(self.peer_controllers.items())] if self.restored and self.ledger else [])
+        """The start's record; first, every peer is asked for what this controller missed (a
+        restarted one may have persisted nothing before it died; a first start costs a heads
+        message per peer)."""
+        catch_up = self._ask_peers(now) if self.ledger else []
         return catch_up + [Log(event(Event.STARTED, now, domain=self.domain, pid=pid, poll_interval=self.poll_interval,
                                      restored=self.restored, banned=sorted(self.core.banned),
                                      down_links=sorted(self.core.down_links)))]
@@ -289,10 +290,17 @@ class DomainLogic:
         return [effect for peer in peers for effect in self._sent(now, peer, decision)]
 
     def _sent(self, now: float, peer: int, decision: Decision) -> list:
-        self.notice_bytes["sent"] += len(decision.raw)
-        return [Datagram(self.peer_controllers[peer], decision.raw),
-                Log(event(Event.NOTICE_SENT, now, to=peer, kind=decision.notice.type.name.lower(),
-                          bytes=len(decision.raw)))]
+        return self._datagram(now, peer, decision.raw, decision.notice.type.name.lower())
+
+    def _datagram(self, now: float, peer: int, data: bytes, kind: str) -> list:
+        """Bytes to another domain's controller, counted and logged (the inter-domain cost)."""
+        self.notice_bytes["sent"] += len(data)
+        return [Datagram(self.peer_controllers[peer], data),
+                Log(event(Event.NOTICE_SENT, now, to=peer, kind=kind, bytes=len(data)))]
+
+    def _ask_peers(self, now: float) -> list:
+        heads = self.ledger.heads_message()
+        return [effect for peer in sorted(self.peer_controllers) for effect in self._datagram(now, peer, heads, "heads")]
 
     def _byzantine_acts(self, now: float, round_: int) -> list:
         """A compromised controller's acts of the round, each logged as ground truth."""
@@ -328,7 +336,7 @@ class DomainLogic:
             return [Log(event(Event.NOTICE_REJECTED, now, **origin, why=str(error)))]
         effects: list = []
         if received.gap_in is not None:  # ask every peer: the origin may be withholding
-            effects += [Datagram(a, self.ledger.heads_message()) for _, a in sorted(self.peer_controllers.items())]
+            effects += self._ask_peers(now)
         for decision in received.appended:
             refusal = self.authority.refusal(decision)
             effects += [LedgerLine(ledger_line(decision, now, refusal)),
@@ -344,17 +352,15 @@ class DomainLogic:
     def _heads(self, now: float, data: bytes) -> list:
         """A peer's heads: send it what it lacks, and ask back if it holds what we lack."""
         heads = decode_heads(data, self.ledger.verifiers)
-        address = self.peer_controllers.get(heads.requester)
-        if address is None:
+        if heads.requester not in self.peer_controllers:
             raise MessageError(f"heads message of domain {heads.requester}, not a peer of domain {self.domain}")
         missing = self.ledger.missing(heads)
         asked_back = self.ledger.behind(heads)
-        for raw in missing:
-            self.notice_bytes["sent"] += len(raw)
-        return ([Datagram(address, raw) for raw in missing]
-                + ([Datagram(address, self.ledger.heads_message())] if asked_back else [])
-                + [Log(event(Event.LEDGER_SYNC, now, peer=heads.requester, sent=len(missing),
-                             asked_back=asked_back))])
+        effects = [e for raw in missing for e in self._sent(now, heads.requester, decode_decision(raw))]
+        if asked_back:
+            effects += self._datagram(now, heads.requester, self.ledger.heads_message(), "heads")
+        return effects + [Log(event(Event.LEDGER_SYNC, now, peer=heads.requester, sent=len(missing),
+                                    asked_back=asked_back))]
 
     def _enforce(self, now: float) -> list:
         """Carry out what of the ledger is in force here: remote hosts dropped at this domain's

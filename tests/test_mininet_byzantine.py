@@ -21,20 +21,23 @@ domains = 4
 hosts_per_domain = 2
 domain_graph = "{graph}"
 [dfl]
-rounds = 8
+rounds = 12
 peers = "domain-full+paired"
 [defense]
 fuhst = true
 [[attacks]]
-kind = "sign-flip"
+kind = "udp-flood"
 nodes = ["d1h2"]
-start_round = 3
-scale = 4.0
+target = "d2h1"
+start_round = 5
+stop_round = 7
+rate_pps = 2000
+payload_bytes = 1000
 [[attacks]]
 kind = "byzantine-domain"
 domain = 4
-start_round = 3
-stop_round = 5
+start_round = 8
+stop_round = 10
 """
 
 
@@ -55,6 +58,6 @@ def test_a_byzantine_domain_among_four_changes_nothing_at_the_honest_domains(tmp
         refused = [r for r in records if r["type"] in ("decision_refused", "notice_rejected")]
         assert refused and all(r["why"] for r in refused)  # each with its reason
         bans = {r["node"]: r["origin"] for r in records if r["type"] == "ban"}
-        assert bans.get("d1h2") == 1  # the honest domain's flipper: banned at home, dropped everywhere
+        assert bans.get("d1h2") == 1  # the honest domain's flooder: banned at home, dropped everywhere
     assert summary["ledger"]["verified"] is True  # sdfl ledger verify: every chain and signature
     assert {e["origin"] for e in summary["ledger"]["equivocations"]} == {4}  # the proof, across the files

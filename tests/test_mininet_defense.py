@@ -155,6 +155,7 @@ def test_a_spoofed_frame_is_dropped_at_the_edge_and_counted_against_the_spoofer_
 IMPOSSIBLE = ["round 4000000000 is not a round of this run (1-20)"]
 
 
+@pytest.mark.parametrize("controller", ["os-ken", "ryu"], indirect=True)
 def test_a_controller_down_for_10_s_while_two_bans_happen_holds_both_signed_within_a_poll_after_restart(
         tmp_path, controller):
     """Domains 1 and 2 each ban a host of their own (two inspection reports of impossible frames,
