@@ -22,7 +22,7 @@ from common.events import Event, read_events
 from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
 from controllers.launch import ControllerRuntime, Framework, controller_command
-from sdfl.records import CleanReport, RunRecord, release, stop_processes, track
+from sdfl.records import CleanReport, RunRecord, claim_slot, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
     build_network,
@@ -152,6 +152,21 @@ class Emulation:
             )
         if self.controller is None:
             self.controller = ControllerRuntime.probe(Framework.OS_KEN)
+        self.record = RunRecord(
+            run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            out_dir=str(self.out_dir.resolve()),
+            runner=track(os.getpid(), "runner"),
+        )
+        # Another run may be up on this machine: this one's names and ports carry its own slot.
+        self.layout = self.layout.in_slot(claim_slot(self.record))
+        inspection = self.defense is not None
+        self.record.bridges = [s.name for s in self.layout.switches]
+        self.record.interfaces = self.layout.interface_names() + (self.layout.monitor_interfaces() if inspection else [])
+        self.record.save()
+        if self.layout.slot:
+            self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "
+                          f"(switches {self.layout.switches[0].name}..., controller ports from "
+                          f"{self.layout.controller_port(1)})")
         for domain in range(1, self.layout.domains + 1):
             port = self.layout.controller_port(domain)
             if port_listening(self.layout.controller_host, port):
@@ -163,17 +178,8 @@ class Emulation:
         for domain in range(1, self.layout.domains + 1):
             self.events_path(domain).unlink(missing_ok=True)
             self.state_path(domain).unlink(missing_ok=True)  # a new run starts with no bans
-        inspection = self.defense is not None
         description = self.layout.to_description(self.datapath, monitor=inspection)
         write_description(description, self.description_path)
-        self.record = RunRecord(
-            run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-            out_dir=str(self.out_dir.resolve()),
-            runner=track(os.getpid(), "runner"),
-            bridges=[s.name for s in self.layout.switches],
-            interfaces=self.layout.interface_names() + (self.layout.monitor_interfaces() if inspection else []),
-        )
-        self.record.save()
         self._start_controllers()
         self.timings["controllers_listening_s"] = time.monotonic() - began
         self.progress(f"bring-up: {len(self.controllers)} controllers listening "

@@ -1,6 +1,9 @@
 """What each run created, on disk, so that ``sdfl clean`` can undo a run that was killed.
 
-A run writes its record before it creates anything and updates it as processes start. Clean-up
+A run writes its record before it creates anything and updates it as processes start. The record
+holds the run's *slot* (:func:`claim_slot`): the names and ports it creates carry it
+(:mod:`topologies.layout`), so runs started at once never collide, and a killed run's slot stays
+taken until ``sdfl clean`` has removed what it left. Clean-up
 kills only processes a record names (checked against their start time, so a recycled PID is
 never hit), deletes the record's bridges and interfaces, and then sweeps bridges and
 interfaces that carry the testbed's own naming scheme and belong to no live run.
@@ -8,6 +11,8 @@ interfaces that carry the testbed's own naming scheme and belong to no live run.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import logging
 import os
@@ -18,11 +23,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from topologies.layout import MAX_SLOTS
+
 LOG = logging.getLogger(__name__)
 
 STATE_DIR = Path(os.environ.get("SDFL_STATE_DIR", "/run/sdfl"))
-BRIDGE_NAME = re.compile(r"^d\d+s\d+$")
-INTERFACE_NAME = re.compile(r"^d\d+[hs]\d+-eth\d+$")
+BRIDGE_NAME = re.compile(r"^(r\d+)?d\d+s\d+$")
+INTERFACE_NAME = re.compile(r"^(r\d+)?d\d+[hs]\d+-eth\d+$")
 
 
 def process_start_time(pid: int) -> str | None:
@@ -60,6 +67,7 @@ class RunRecord:
     bridges: list[str] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
     processes: list[TrackedProcess] = field(default_factory=list)
+    slot: int = 0
 
     @property
     def path(self) -> Path:
@@ -88,6 +96,7 @@ class RunRecord:
             bridges=list(data["bridges"]),
             interfaces=list(data["interfaces"]),
             processes=[TrackedProcess(**p) for p in data["processes"]],
+            slot=int(data.get("slot", 0)),
         )
 
 
@@ -100,6 +109,26 @@ def load_records() -> list[RunRecord]:
             LOG.warning("unreadable run record %s (%s): removing it", path, error)
             path.unlink(missing_ok=True)
     return records
+
+
+class NoFreeSlot(RuntimeError):
+    pass
+
+
+def claim_slot(record: RunRecord) -> int:
+    """The lowest slot no other run record holds, saved in ``record`` under a lock, so two runs
+    starting at once never get the same one."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / "slots.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        held = {r.slot for r in load_records() if r.run_id != record.run_id}
+        free = next((k for k in itertools.count() if k not in held), MAX_SLOTS)
+        if free >= MAX_SLOTS:
+            raise NoFreeSlot(f"all {MAX_SLOTS} run slots are held by run records in {STATE_DIR} "
+                             "('sdfl clean' removes those of killed runs)")
+        record.slot = free
+        record.save()
+    return free
 
 
 def stop_processes(processes: list[TrackedProcess], grace_s: float = 3.0) -> list[TrackedProcess]:

@@ -81,3 +81,27 @@ def test_testbed_names_are_recognised_and_others_are_not():
     assert records.BRIDGE_NAME.match("d3s1") and not records.BRIDGE_NAME.match("br0")
     assert records.INTERFACE_NAME.match("d2s1-eth21") and records.INTERFACE_NAME.match("d1h4-eth0")
     assert not records.INTERFACE_NAME.match("eth0") and not records.INTERFACE_NAME.match("s1-eth1")
+
+
+def test_runs_at_once_get_their_own_slots_and_a_killed_runs_slot_waits_for_clean(state_dir):
+    from topologies.layout import make_layout
+
+    runner = sleeper()
+    dead_runner = subprocess.Popen(["true"])
+    dead_runner.wait()
+    try:
+        first = records.RunRecord("run-1", "/tmp/1", records.track(runner.pid, "runner"))
+        killed = records.RunRecord("run-2", "/tmp/2", records.TrackedProcess(dead_runner.pid, "gone", "runner"))
+        assert (records.claim_slot(first), records.claim_slot(killed)) == (0, 1)
+        third = records.RunRecord("run-3", "/tmp/3", records.track(runner.pid, "runner"))
+        assert records.claim_slot(third) == 2  # what the killed run left may still carry slot 1's names
+        records.clean()  # removes the killed run's record (and first's? no: its runner lives)
+        fourth = records.RunRecord("run-4", "/tmp/4", records.track(runner.pid, "runner"))
+        assert records.claim_slot(fourth) == 1
+    finally:
+        runner.kill()
+    slotted = make_layout(2, 2, "line").in_slot(4)
+    names = [s.name for s in slotted.switches] + slotted.interface_names() + slotted.monitor_interfaces()
+    assert all(records.BRIDGE_NAME.match(n) or records.INTERFACE_NAME.match(n) for n in names)
+    assert not set(names) & set(make_layout(2, 2, "line").interface_names())
+    assert all(len(n) <= 15 for n in names)  # Linux interface names

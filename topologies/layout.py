@@ -6,6 +6,10 @@ never imports Mininet, so the same controllers and agents can run against real h
 Conventions (deterministic, so a description can be checked by eye):
 
 * domain ``d`` (1-8) has one edge switch ``d<d>s1`` with dpid ``d * 256 + 1``;
+* a run in *slot* ``k`` > 0 (two runs at once on one machine share its Open vSwitch and root
+  namespace) names its switches ``r<k>d<d>s1``, adds ``k << 16`` to their dpids and
+  ``k * SLOT_PORT_STRIDE`` to its controllers' ports; hosts live in their own namespaces and
+  keep their names and addresses;
 * host ``d<d>h<h>`` (h = 1-16) has IPv4 ``10.<d>.0.<h>/8`` and MAC ``02:00:00:00:<d>:<h>``
   (hex, locally administered) and sits on switch port ``h``;
 * the border link from domain ``d`` to neighbour domain ``e`` leaves ``d``'s switch on port
@@ -29,6 +33,9 @@ BORDER_PORT_BASE = 20
 MONITOR_PORT = 30
 """Edge-switch port of the domain's inspection service (a veth to the root namespace)."""
 DEFAULT_CONTROLLER_PORT_BASE = 6653
+SLOT_PORT_STRIDE = 300
+"""A domain's controller, coordination and inspection ports lie 100 apart: a slot's span."""
+MAX_SLOTS = 32
 DOMAIN_GRAPHS = ("line", "ring", "mesh")
 
 
@@ -128,9 +135,18 @@ class NetworkLayout:
     controller_port_base: int = DEFAULT_CONTROLLER_PORT_BASE
     host_link: LinkParams = field(default_factory=LinkParams)
     border_link: LinkParams = field(default_factory=LinkParams)
+    slot: int = 0
 
     def controller_port(self, domain: int) -> int:
-        return self.controller_port_base + domain
+        return self.controller_port_base + self.slot * SLOT_PORT_STRIDE + domain
+
+    def in_slot(self, slot: int) -> NetworkLayout:
+        """The same network under slot ``slot``'s switch names, dpids and ports."""
+        return make_layout(self.domains, self.hosts_per_domain, self.domain_graph, self.controller_port_base,
+                           self.host_link, self.border_link, slot=slot)
+
+    def switch_of(self, domain: int) -> str:
+        return next(s.name for s in self.switches if s.domain == domain)
 
     def hosts_in(self, domain: int) -> list[HostSpec]:
         return [h for h in self.hosts if h.domain == domain]
@@ -149,7 +165,7 @@ class NetworkLayout:
 
     def monitor_interfaces(self) -> list[str]:
         """Switch-side names of the inspection veths (deleting one deletes its peer)."""
-        return sorted(f"d{d}s1-eth{MONITOR_PORT}" for d in range(1, self.domains + 1))
+        return sorted(f"{s.name}-eth{MONITOR_PORT}" for s in self.switches)
 
     def to_description(self, datapath: str = "unknown", monitor: bool = False) -> NetworkDescription:
         """The description read by controllers, inspection services and agents.
@@ -190,9 +206,10 @@ class NetworkLayout:
                 }
             )
             if monitor:
-                domains[-1]["monitor"] = {"switch": f"d{d}s1", "port": MONITOR_PORT,
-                                          "switch_interface": f"d{d}s1-eth{MONITOR_PORT}",
-                                          "interface": f"d{d}s1-mon"}
+                switch = self.switch_of(d)
+                domains[-1]["monitor"] = {"switch": switch, "port": MONITOR_PORT,
+                                          "switch_interface": f"{switch}-eth{MONITOR_PORT}",
+                                          "interface": f"{switch}-mon"}
         return NetworkDescription.from_json({
             "version": DESCRIPTION_VERSION,
             "datapath": datapath,
@@ -222,16 +239,22 @@ def make_layout(
     controller_port_base: int = DEFAULT_CONTROLLER_PORT_BASE,
     host_link: LinkParams | None = None,
     border_link: LinkParams | None = None,
+    slot: int = 0,
 ) -> NetworkLayout:
-    """Declare ``domains`` x ``hosts_per_domain`` hosts joined by ``domain_graph``."""
+    """Declare ``domains`` x ``hosts_per_domain`` hosts joined by ``domain_graph`` (in ``slot``:
+    see the module's conventions)."""
     if not 1 <= domains <= MAX_DOMAINS:
         raise LayoutError(f"domains must be between 1 and {MAX_DOMAINS}, got {domains}")
     if not 1 <= hosts_per_domain <= MAX_HOSTS:
         raise LayoutError(f"hosts per domain must be between 1 and {MAX_HOSTS}, got {hosts_per_domain}")
-    if not 1 <= controller_port_base <= 65535 - MAX_DOMAINS:
-        raise LayoutError(f"controller port base {controller_port_base} leaves no room for {domains} ports")
+    if not 0 <= slot < MAX_SLOTS:
+        raise LayoutError(f"slot must be between 0 and {MAX_SLOTS - 1}, got {slot}")
+    if not 1 <= controller_port_base <= 65535 - (slot + 1) * SLOT_PORT_STRIDE:
+        raise LayoutError(f"controller port base {controller_port_base} leaves no room for slot {slot}'s ports")
     edges = tuple(domain_graph_edges(domain_graph, domains))
-    switches = tuple(SwitchSpec(f"d{d}s1", d, d * 256 + 1) for d in range(1, domains + 1))
+    prefix = f"r{slot}" if slot else ""
+    switches = tuple(SwitchSpec(f"{prefix}d{d}s1", d, (slot << 16) + d * 256 + 1) for d in range(1, domains + 1))
+    switch = {spec.domain: spec.name for spec in switches}
     hosts = tuple(
         HostSpec(
             name=f"d{d}h{h}",
@@ -240,7 +263,7 @@ def make_layout(
             ip=f"10.{d}.0.{h}",
             prefixlen=8,
             mac=host_mac(d, h),
-            switch=f"d{d}s1",
+            switch=switch[d],
             port=h,
         )
         for d in range(1, domains + 1)
@@ -248,8 +271,8 @@ def make_layout(
     )
     borders = []
     for a, b in edges:
-        borders.append(BorderLink(a, b, f"d{a}s1", BORDER_PORT_BASE + b, f"d{b}s1", BORDER_PORT_BASE + a))
-        borders.append(BorderLink(b, a, f"d{b}s1", BORDER_PORT_BASE + a, f"d{a}s1", BORDER_PORT_BASE + b))
+        borders.append(BorderLink(a, b, switch[a], BORDER_PORT_BASE + b, switch[b], BORDER_PORT_BASE + a))
+        borders.append(BorderLink(b, a, switch[b], BORDER_PORT_BASE + a, switch[a], BORDER_PORT_BASE + b))
     return NetworkLayout(
         domains=domains,
         hosts_per_domain=hosts_per_domain,
@@ -261,6 +284,7 @@ def make_layout(
         controller_port_base=controller_port_base,
         host_link=host_link or LinkParams(),
         border_link=border_link or LinkParams(),
+        slot=slot,
     )
 
 
