@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<name>)")
     sweep.add_argument("--simulate", action="store_true", help="simulate each cell (sdfl simulate) instead of "
                                                                "running it: no root, no network")
+    sweep.add_argument("--jobs", type=int, default=0, help="cells at once, each a process of its own (default: "
+                                                          "one per core as far as memory allows, printed)")
     report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
     report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
     ledger = commands.add_parser("ledger", help="check the domains' signed decisions of a run")
@@ -281,27 +284,37 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
+def sweep_cell(simulate: bool, scenario: dict, folder: Path) -> dict:
+    """One sweep cell, run or simulated, with its report (module-level: ``--jobs`` pickles it)."""
     from sdfl.report import write_report
-    from sdfl.runner import run_experiment
-    from sdfl.sweep import load_sweep, run_sweep
 
-    cells = load_sweep(args.sweep)
-    if args.simulate:
+    if simulate:
         from sdfl.simulate import simulate_run as experiment
     else:
+        from sdfl.runner import run_experiment as experiment
+    summary = experiment(scenario, folder, progress=lambda line: None)
+    write_report(folder)
+    return summary
+
+
+def cmd_sweep(args) -> int:
+    from sdfl.report import write_report
+    from sdfl.sweep import default_jobs, load_sweep, run_sweep
+
+    cells = load_sweep(args.sweep)
+    if args.jobs < 0:
+        raise ValueError(f"--jobs {args.jobs}: give a number of cells at once (1 = one after another)")
+    if not args.simulate:
         become_root(args)
         prepare_emulation()
-        experiment = run_experiment
+    jobs, why = default_jobs(args.simulate)
+    if args.jobs:
+        jobs, why = args.jobs, "--jobs"
+    print(f"{len(cells)} cells, {jobs} at once ({why})", flush=True)
     out = args.out or Path("runs") / f"sweep-{args.sweep.stem}{'-sim' if args.simulate else ''}"
     began = time.monotonic()
-
-    def run_cell(scenario: dict, folder: Path) -> dict:
-        summary = experiment(scenario, folder, progress=lambda line: None)
-        write_report(folder)
-        return summary
-
-    rows = run_sweep(cells, out, run_cell, progress=lambda line: print(line, flush=True))
+    rows = run_sweep(cells, out, functools.partial(sweep_cell, args.simulate),
+                     progress=lambda line: print(line, flush=True), jobs=jobs)
     failed = [r for r in rows if r["complete"] is not True]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} cells complete in {(time.monotonic() - began) / 60:.1f} min; "
           f"results: {out / 'results.csv'}; report: {write_report(out)}")

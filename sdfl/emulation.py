@@ -161,7 +161,8 @@ class Emulation:
         self.layout = self.layout.in_slot(claim_slot(self.record))
         inspection = self.defense is not None
         self.record.bridges = [s.name for s in self.layout.switches]
-        self.record.interfaces = self.layout.interface_names() + (self.layout.monitor_interfaces() if inspection else [])
+        self.record.interfaces = (self.layout.interface_names()
+                                  + (self.layout.monitor_interfaces() if inspection else []))
         self.record.save()
         if self.layout.slot:
             self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "

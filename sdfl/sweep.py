@@ -18,7 +18,9 @@ cell's scenario is checked exactly as a scenario file is::
 
 Each cell runs into ``OUT/runs/<axis=value_...>``; a cell whose folder holds a complete
 summary.json is not run again, so an interrupted sweep resumes where it stopped.
-``OUT/results.csv`` is rewritten after every cell, one row per finished cell.
+``OUT/results.csv`` is rewritten after every cell, one row per finished cell, in cell order.
+With ``jobs`` > 1 that many cells run at once, each in a process of its own (testbed runs on
+one machine each take a slot of their own: :func:`sdfl.records.claim_slot`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import multiprocessing
+import os
 import re
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,42 +121,85 @@ def finished(folder: Path) -> dict | None:
     return summary if summary.get("complete") else None
 
 
+CELL_MEMORY_GIB = {False: 1.5, True: 0.8}
+"""Peak memory of one paper-sized cell, testbed (agents forked from one torch launcher, the
+controllers, inspection services, OVS) and simulated, rounded up from measured runs."""
+
+
+def default_jobs(simulate: bool) -> tuple[int, str]:
+    """How many cells this machine runs at once: one per core, as far as memory allows; and why."""
+    cores = os.cpu_count() or 1
+    available_gib = _available_memory_gib()
+    jobs = max(1, min(cores, int(available_gib // CELL_MEMORY_GIB[simulate])))
+    return jobs, (f"{cores} cores, {available_gib:.1f} GiB available at about {CELL_MEMORY_GIB[simulate]} GiB "
+                  "a cell")
+
+
+def _available_memory_gib() -> float:
+    with open("/proc/meminfo", encoding="ascii") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) / 2**20
+
+
+def run_cell(run: Callable[[dict, Path], dict], scenario: dict, folder: Path) -> tuple[dict | None, float, str]:
+    """One cell: (summary or None, wall seconds, error). A failure is kept in the cell's folder
+    (``sweep_error.txt``) and returned, so the sweep goes on (Ctrl-C stops it)."""
+    began = time.monotonic()
+    try:
+        summary = run(scenario, folder)
+        error = "" if summary.get("complete") else "incomplete: some agents did not finish"
+    except (RuntimeError, ValueError, OSError) as failure:
+        summary, error = None, f"{type(failure).__name__}: {failure}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "sweep_error.txt").write_text(traceback.format_exc())
+    wall = time.monotonic() - began
+    if summary is not None:
+        (folder / "sweep_cell.json").write_text(json.dumps({"wall_s": wall}) + "\n")
+    return summary, wall, error
+
+
 def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
-              progress: Callable[[str], None] = print) -> list[dict]:
-    """Run every unfinished cell with ``run(scenario, folder)``; a cell that fails is recorded
-    with its error and the sweep goes on (Ctrl-C stops it: the next sweep resumes)."""
+              progress: Callable[[str], None] = print, jobs: int = 1) -> list[dict]:
+    """Run every unfinished cell with ``run(scenario, folder)``, ``jobs`` at once (``run`` must
+    then be picklable: a module-level function or a partial of one); a cell that fails is
+    recorded with its error and the sweep goes on (Ctrl-C stops it: the next sweep resumes)."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    to_run = [cell for cell in cells if finished(out / "runs" / cell.name) is None]
-    began, ran = time.monotonic(), 0
+    rows: dict[str, dict] = {}
+    to_run = []
     for index, cell in enumerate(cells, start=1):
         folder = out / "runs" / cell.name
         summary = finished(folder)
-        wall_path = folder / "sweep_cell.json"
-        if summary is not None:
-            wall = json.loads(wall_path.read_text())["wall_s"] if wall_path.is_file() else None
-            progress(f"[{index}/{len(cells)}] {cell.name}: done before, not run again")
-            rows.append(cell_row(cell, summary, wall))
+        if summary is None:
+            to_run.append(cell)
             continue
-        progress(f"[{index}/{len(cells)}] {cell.name} ({ran} of {len(to_run)} to run done: "
-                 f"{pace(ran, len(to_run), time.monotonic() - began)})")
-        cell_began = time.monotonic()
-        try:
-            summary = run(cell.scenario, folder)
-            error = "" if summary.get("complete") else "incomplete: some agents did not finish"
-        except (RuntimeError, ValueError, OSError) as failure:
-            summary, error = None, f"{type(failure).__name__}: {failure}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "sweep_error.txt").write_text(traceback.format_exc())
-            progress(f"    failed: {error} (traceback: {folder / 'sweep_error.txt'})")
-        wall = time.monotonic() - cell_began
-        ran += 1
-        if summary is not None:
-            wall_path.write_text(json.dumps({"labels": dict(cell.labels), "wall_s": wall}) + "\n")
-        rows.append(cell_row(cell, summary, wall, error))
-        write_results(out / "results.csv", rows)
-    write_results(out / "results.csv", rows)
-    return rows
+        wall_path = folder / "sweep_cell.json"
+        wall = json.loads(wall_path.read_text())["wall_s"] if wall_path.is_file() else None
+        progress(f"[{index}/{len(cells)}] {cell.name}: done before, not run again")
+        rows[cell.name] = cell_row(cell, summary, wall)
+    began = time.monotonic()
+
+    def done(cell: Cell, summary: dict | None, wall: float, error: str) -> None:
+        rows[cell.name] = cell_row(cell, summary, wall, error)
+        ran = sum(1 for c in to_run if c.name in rows)
+        progress(f"[{ran}/{len(to_run)} run] {cell.name}: " + (f"failed: {error} (traceback: "
+                 f"{out / 'runs' / cell.name / 'sweep_error.txt'})" if summary is None else f"{wall:.0f} s")
+                 + f"; {pace(ran, len(to_run), time.monotonic() - began)}")
+        write_results(out / "results.csv", [rows[c.name] for c in cells if c.name in rows])
+
+    if jobs <= 1:
+        for cell in to_run:
+            progress(f"running {cell.name}")
+            done(cell, *run_cell(run, cell.scenario, out / "runs" / cell.name))
+    else:
+        # One fresh process per cell: a run's network, launcher and signal handlers are its own.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            running = {pool.submit(run_cell, run, cell.scenario, out / "runs" / cell.name): cell for cell in to_run}
+            for future in as_completed(running):
+                done(running[future], *future.result())
+    ordered = [rows[c.name] for c in cells if c.name in rows]
+    write_results(out / "results.csv", ordered)
+    return ordered
 
 
 def write_results(path: Path, rows: list[dict]) -> None:

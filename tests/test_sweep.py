@@ -2,6 +2,7 @@
 a fake run stands in for the testbed)."""
 
 import csv
+import os
 import json
 
 import pytest
@@ -123,3 +124,28 @@ def test_the_sweep_report_compares_defenses_with_significance_tests(tmp_path):
     report = write_report(out).read_text()
     assert "| sign-flip | fuhst | 3/3 |" in report and "Mann-Whitney U p" in report
     assert (out / "sweep_accuracy.png").read_bytes().startswith(b"\x89PNG")
+
+
+def run_in_own_process(scenario, folder):
+    """A picklable cell (what --jobs needs): the process it ran in, and fake_run's figures."""
+    summary = fake_run([])(scenario, folder)
+    summary["pid"] = os.getpid()
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_jobs_run_cells_at_once_each_in_a_fresh_process_with_the_serial_results(tmp_path):
+    cells = load_sweep(sweep_file(tmp_path))
+    serial = run_sweep(cells, tmp_path / "serial", run_in_own_process, progress=lambda line: None)
+    parallel = run_sweep(cells, tmp_path / "parallel", run_in_own_process, progress=lambda line: None, jobs=3)
+    strip = [{k: v for k, v in row.items() if k != "wall_s"} for row in serial]
+    assert [{k: v for k, v in row.items() if k != "wall_s"} for row in parallel] == strip  # same rows, cell order
+    pids = {json.loads((tmp_path / "parallel" / "runs" / c.name / "summary.json").read_text())["pid"] for c in cells}
+    assert len(pids) == len(cells) and os.getpid() not in pids  # a process of its own for every cell
+
+
+def test_the_default_jobs_are_the_cores_as_far_as_memory_allows():
+    from sdfl.sweep import default_jobs
+
+    jobs, why = default_jobs(simulate=False)
+    assert 1 <= jobs <= (os.cpu_count() or 1) and "cores" in why and "GiB" in why
