@@ -24,5 +24,7 @@ setup(
         "psutil>=5.9",  # a run's CPU and memory, by role
         "cryptography>=38",  # Ed25519 signatures of the domains' decisions (controllers/ledger.py)
     ],
+    # sdfl sweep --ray: cells as tasks on a Ray cluster (pip install -e .[cluster])
+    extras_require={"cluster": ["ray>=2.9"]},
     entry_points={"console_scripts": ["sdfl=sdfl.cli:main"]},
 )

@@ -4,15 +4,18 @@
 #
 #   --ryu       also .venv-ryu: Ryu 4.34 on Python 3.9, for network.controller = "ryu"
 #   --os-ken-4  also .venv-osken4: os-ken 4.x on Python 3.12, for network.controller_python
+#   --cluster   also Ray in .venv (pip's .[cluster] extra), for sdfl sweep --ray
 # (pins and why: controllers/requirements.txt)
 set -euo pipefail
 
 controller_venvs=()
+cluster=0
 for arg in "$@"; do
   case "$arg" in
     --ryu) controller_venvs+=("ryu:3.9 3.8:.venv-ryu") ;;
     --os-ken-4) controller_venvs+=("os_ken:3.12 3.13:.venv-osken4") ;;
-    *) echo "install.sh: unknown option '$arg' (known: --ryu, --os-ken-4)" >&2; exit 2 ;;
+    --cluster) cluster=1 ;;
+    *) echo "install.sh: unknown option '$arg' (known: --ryu, --os-ken-4, --cluster)" >&2; exit 2 ;;
   esac
 done
 
@@ -70,6 +73,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "impo
   echo "$wanted" > "$stamp"
 else
   say "pip: up to date"
+fi
+if [ "$cluster" = 1 ]; then
+  if .venv/bin/python -c "import ray" 2>/dev/null; then
+    say "Ray: present"
+  else
+    say "Ray: installing (the .[cluster] extra)"
+    .venv/bin/pip install --quiet --disable-pip-version-check -e ".[cluster]"
+  fi
 fi
 
 # 5. Controller venvs: a Python of a version asked for, from PATH, pyenv or the system (apt

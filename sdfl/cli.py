@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "running it: no root, no network")
     sweep.add_argument("--jobs", type=int, default=0, help="cells at once, each a process of its own (default: "
                                                           "one per core as far as memory allows, printed)")
+    sweep.add_argument("--ray", metavar="ADDRESS", default=None,
+                       help="run the cells as tasks on the Ray cluster at ADDRESS (pip install .[cluster]; each "
+                            "worker started with --resources '{\"sdfl_slot\": N}')")
     report = commands.add_parser("report", help="rebuild report.md and its plots from a run's or sweep's saved results")
     report.add_argument("folder", type=Path, help="a run folder (summary.json) or sweep folder (results.csv)")
     ledger = commands.add_parser("ledger", help="check the domains' signed decisions of a run")
@@ -307,14 +310,22 @@ def cmd_sweep(args) -> int:
     if not args.simulate:
         become_root(args)
         prepare_emulation()
-    jobs, why = default_jobs(args.simulate)
-    if args.jobs:
-        jobs, why = args.jobs, "--jobs"
-    print(f"{len(cells)} cells, {jobs} at once ({why})", flush=True)
+    if args.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("--ray needs Ray: pip install .[cluster] (or bash scripts/install.sh --cluster)") from None
+        jobs = 1
+        print(f"{len(cells)} cells on the Ray cluster at {args.ray}", flush=True)
+    else:
+        jobs, why = default_jobs(args.simulate)
+        if args.jobs:
+            jobs, why = args.jobs, "--jobs"
+        print(f"{len(cells)} cells, {jobs} at once ({why})", flush=True)
     out = args.out or Path("runs") / f"sweep-{args.sweep.stem}{'-sim' if args.simulate else ''}"
     began = time.monotonic()
     rows = run_sweep(cells, out, functools.partial(sweep_cell, args.simulate),
-                     progress=lambda line: print(line, flush=True), jobs=jobs)
+                     progress=lambda line: print(line, flush=True), jobs=jobs, ray_address=args.ray)
     failed = [r for r in rows if r["complete"] is not True]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} cells complete in {(time.monotonic() - began) / 60:.1f} min; "
           f"results: {out / 'results.csv'}; report: {write_report(out)}")

@@ -20,7 +20,11 @@ Each cell runs into ``OUT/runs/<axis=value_...>``; a cell whose folder holds a c
 summary.json is not run again, so an interrupted sweep resumes where it stopped.
 ``OUT/results.csv`` is rewritten after every cell, one row per finished cell, in cell order.
 With ``jobs`` > 1 that many cells run at once, each in a process of its own (testbed runs on
-one machine each take a slot of their own: :func:`sdfl.records.claim_slot`).
+one machine each take a slot of their own: :func:`sdfl.records.claim_slot`). With a Ray
+cluster's address (``pip install .[cluster]``) every cell is a Ray task holding one
+:data:`RAY_SLOT` resource, which each machine's worker offers as many times as it may run cells
+at once; the task runs the cell in a folder of its own and sends it back, packed, into the
+sweep's folder.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ import re
 import time
 import traceback
 from collections.abc import Callable
+import shutil
+import tarfile
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,11 +166,71 @@ def run_cell(run: Callable[[dict, Path], dict], scenario: dict, folder: Path) ->
     return summary, wall, error
 
 
+RAY_SLOT = "sdfl_slot"
+"""The Ray resource a cell holds: ``ray start ... --resources '{"sdfl_slot": N}'`` lets a machine
+run N cells at once (N runs share its Open vSwitch, each in a slot of its own)."""
+
+
+def run_cell_packed(run: Callable[[dict, Path], dict], scenario: dict, name: str) -> tuple:
+    """A Ray task: the cell run in a scratch folder of the worker's machine, returned with the
+    folder packed (tar.gz bytes), the scratch folder removed."""
+    scratch = Path(tempfile.mkdtemp(prefix="sdfl-cell-"))
+    try:
+        summary, wall, error = run_cell(run, scenario, scratch / name)
+        packed = BytesIO()
+        with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+            if (scratch / name).exists():
+                tar.add(scratch / name, arcname=name)
+        return summary, wall, error, packed.getvalue()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def unpack_cell(packed: bytes, runs: Path, name: str) -> None:
+    """A cell's folder, as a worker packed it, in place of ``runs/name``: only plain files and
+    folders under ``name/`` (Python 3.11.2's tarfile has no extraction filter yet)."""
+    with tarfile.open(fileobj=BytesIO(packed), mode="r:gz") as tar:
+        members = tar.getmembers()
+        for member in members:
+            parts = Path(member.name).parts
+            if (not (member.isfile() or member.isdir()) or not parts or parts[0] != name or ".." in parts
+                    or Path(member.name).is_absolute()):
+                raise ValueError(f"cell {name}: the worker's archive holds {member.name!r}, not a file of the cell")
+        shutil.rmtree(runs / name, ignore_errors=True)
+        runs.mkdir(parents=True, exist_ok=True)
+        tar.extractall(runs, members=members)
+
+
+def _on_ray(address: str, cells: list[Cell], out: Path, run: Callable[[dict, Path], dict], progress):
+    """Each cell as a Ray task on the cluster at ``address``: yields (cell, summary, wall, error)
+    as they finish, each cell's folder unpacked into ``out/runs`` first."""
+    import ray
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        slots = ray.cluster_resources().get(RAY_SLOT, 0)
+        if slots < 1:
+            raise RuntimeError(f"the Ray cluster at {address} offers no {RAY_SLOT!r} resource: start each "
+                               f"machine's worker with ray start ... --resources '{{\"{RAY_SLOT}\": N}}'")
+        progress(f"Ray cluster at {address}: {len(ray.nodes())} nodes, {slots:g} cell slots")
+        task = ray.remote(resources={RAY_SLOT: 1}, num_cpus=0, max_retries=0)(run_cell_packed)
+        pending = {task.remote(run, cell.scenario, cell.name): cell for cell in cells}
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(ready)
+            summary, wall, error, packed = ray.get(ready)
+            unpack_cell(packed, out / "runs", cell.name)
+            yield cell, summary, wall, error
+    finally:
+        ray.shutdown()
+
+
 def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
-              progress: Callable[[str], None] = print, jobs: int = 1) -> list[dict]:
-    """Run every unfinished cell with ``run(scenario, folder)``, ``jobs`` at once (``run`` must
-    then be picklable: a module-level function or a partial of one); a cell that fails is
-    recorded with its error and the sweep goes on (Ctrl-C stops it: the next sweep resumes)."""
+              progress: Callable[[str], None] = print, jobs: int = 1, ray_address: str | None = None) -> list[dict]:
+    """Run every unfinished cell with ``run(scenario, folder)``, ``jobs`` at once or on the Ray
+    cluster at ``ray_address`` (``run`` must then be picklable: a module-level function or a
+    partial of one); a cell that fails is recorded with its error and the sweep goes on (Ctrl-C
+    stops it: the next sweep resumes)."""
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
     to_run = []
@@ -186,7 +254,10 @@ def run_sweep(cells: list[Cell], out: Path, run: Callable[[dict, Path], dict],
                  + f"; {pace(ran, len(to_run), time.monotonic() - began)}")
         write_results(out / "results.csv", [rows[c.name] for c in cells if c.name in rows])
 
-    if jobs <= 1:
+    if ray_address:
+        for cell, summary, wall, error in _on_ray(ray_address, to_run, out, run, progress):
+            done(cell, summary, wall, error)
+    elif jobs <= 1:
         for cell in to_run:
             progress(f"running {cell.name}")
             done(cell, *run_cell(run, cell.scenario, out / "runs" / cell.name))
