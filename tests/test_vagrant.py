@@ -1,4 +1,5 @@
-"""The Vagrantfile that reproduces the default experiment in a VM is one Vagrant accepts."""
+"""The Vagrantfile (one VM for the default experiment, or SDFL_VMS of them as a Ray cluster) is one
+Vagrant accepts."""
 
 import os
 import shutil
@@ -21,13 +22,15 @@ def vagrant():
     return path
 
 
-def test_vagrant_validates_the_vagrantfile(vagrant, tmp_path):
+@pytest.mark.parametrize("machines", ["1", "3"])
+def test_vagrant_validates_the_vagrantfile_for_one_vm_and_for_a_cluster(vagrant, tmp_path, machines):
     # No VirtualBox or libvirt here: the provider blocks are left to `vagrant up`.
     done = subprocess.run([vagrant, "validate", "--ignore-provider"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "VAGRANT_HOME": str(tmp_path), "VAGRANT_CHECKPOINT_DISABLE": "1"},
-                          timeout=120)
+                          env={**os.environ, "VAGRANT_HOME": str(tmp_path), "VAGRANT_CHECKPOINT_DISABLE": "1",
+                               "SDFL_VMS": machines}, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "validated successfully" in done.stdout
+    assert ("sdfl3:" in done.stdout) == (machines == "3")  # the cluster's machines, each validated
 
 
 def test_vagrant_rejects_a_broken_vagrantfile(vagrant, tmp_path):
@@ -43,3 +46,4 @@ def test_vagrant_rejects_a_broken_vagrantfile(vagrant, tmp_path):
 def test_the_vm_is_provisioned_by_the_same_install_script():
     text = (REPO / "Vagrantfile").read_text()
     assert 'config.vm.box = "ubuntu/jammy64"' in text and "bash scripts/install.sh" in text
+    assert "bash scripts/install.sh --cluster" in text and "sdfl_slot" in text  # the cluster's VMs join Ray
