@@ -16,12 +16,14 @@ from agents.wire import FrameError, ModelFrame, decode
 
 
 class MemoryWire:
-    """The simulation's network: each round's frames by sender, and the bytes each node moved."""
+    """The simulation's network: each round's frames by sender, the bytes each node moved, and
+    the (sender, receiver) paths a defense dropped (a domain's drop rule at its borders)."""
 
     def __init__(self, nodes) -> None:
         self.frames: dict[str, bytes] = {}
         self.sent = {name: 0 for name in nodes}
         self.received = {name: 0 for name in nodes}
+        self.dropped: set[tuple[str, str]] = set()
 
 
 class MemoryTransport:
@@ -40,7 +42,7 @@ class MemoryTransport:
         frames = []
         for peer in self.neighbours:
             data = self.wire.frames.get(peer)
-            if data is None:
+            if data is None or (peer, self.name) in self.wire.dropped:
                 continue
             self.wire.sent[peer] += len(data)
             self.wire.received[self.name] += len(data)
@@ -57,14 +59,14 @@ class MemoryTransport:
 
 def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds: int,
              down: frozenset[str] = frozenset(), behaviours: dict[str, Behaviour] | None = None,
-             watch: Callable[[int, dict[str, bytes]], Iterable[str]] | None = None) -> list[dict]:
+             watch: Callable[[int, dict[str, bytes]], Iterable[str | tuple[str, str]]] | None = None) -> list[dict]:
     """Run ``rounds`` rounds; nodes in ``down`` neither send nor aggregate (a dead node).
 
     ``behaviours`` maps attacker names to their behaviour (an ``attacks.poisoning.Poisoner``;
     colluders share one collusion board); the others are honest. Frames the wire decoder
     rejects are dropped, as a real agent does. ``watch`` sees every round's frames on the wire
-    once delivered, as a network defense does, and names the nodes it cuts off: from the next
-    round on they are down. Returns the agents' round records (the agent process's, less what
+    once delivered, as a network defense does, and names the nodes it cuts off (from the next
+    round on they are down) and the (sender, receiver) paths it drops. Returns the agents' round records (the agent process's, less what
     only a network knows), so the same results and report follow from them.
     """
     bodies = {name: RoundBody(node, neighbours[name], (behaviours or {}).get(name)) for name, node in nodes.items()}
@@ -87,5 +89,6 @@ def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds
             concluded.append({**record, "round_time_s": trained_s[name] + time.process_time() - aggregating})
         records += [{**record, **transports[record["node"]].counters()} for record in concluded]
         if watch is not None:
-            cut_off.update(watch(round_, dict(wire.frames)))
+            for cut in watch(round_, dict(wire.frames)):
+                (wire.dropped.add if isinstance(cut, tuple) else cut_off.add)(cut)
     return records

@@ -52,6 +52,7 @@ class Event(str, Enum):
     DECISION_REFUSED = "decision_refused", ("origin", "seq", "kind", "why")
     EQUIVOCATION = "equivocation", ("origin", "seq", "held", "other")
     LEDGER_SYNC = "ledger_sync", ("peer", "sent", "asked_back")
+    ACCUSATION = "accusation", ("domain", "node", "round", "score", "features")
     BYZANTINE_ACT = "byzantine_act", ("act", "round", "origin", "seq", "to", "kind", "expected")
     DEFENSE_STATS = "defense_stats", ("detector_cpu_s", "notice_bytes_sent", "notice_bytes_received", "banned")
     SCORES = "scores", ("stream", "round", "warming_up", "threshold", "scores")

@@ -16,6 +16,9 @@ inspection service reports that round, commits each of its ``acts`` against the 
 ``equivocate``     signs two different decisions under one number, one for each half of its
                    peers; once, in its last round, since every later decision of a forked chain
                    is an equivocation to the half that holds the other branch
+``shield``         from its first round on, neither bans nor announces the attackers its own
+                   FU-HST catches (the honest domains' accusations must drop them at their
+                   borders: :meth:`controllers.domain.DomainLogic.report`)
 
 Each act is a record (ground truth, :data:`common.events.Event.BYZANTINE_ACT`) naming the
 decision's origin and number, so the run's scoring can find every honest domain's answer to it.
@@ -31,10 +34,13 @@ from common.description import NetworkDescription
 from controllers.coordination import Evidence, MessageType, Notice, Stream
 from controllers.ledger import GENESIS, Authority, Decision, Ledger
 
-ACTS = ("ban-honest", "accuse-honest", "unban-foreign", "link-down", "forge", "replay", "withhold", "equivocate")
+ACTS = ("ban-honest", "accuse-honest", "unban-foreign", "link-down", "forge", "replay", "withhold", "equivocate",
+        "shield")
+ROUND_ACTS = ACTS[:-1]
+"""The acts committed once in each of the entry's rounds; ``shield`` is a standing one."""
 EXPECTED_ANSWER = {"ban-honest": "refused", "accuse-honest": "held", "unban-foreign": "held",
                    "link-down": "refused", "forge": "rejected", "replay": "duplicate", "withhold": "held",
-                   "equivocate": "equivocation"}
+                   "equivocate": "equivocation", "shield": "dropped"}
 """What every honest domain's controller must log for each act: the scoring's check."""
 FAKE_SCORE = 0.99
 
@@ -89,11 +95,16 @@ class ByzantineController:
         victim = self.plan.victims[self._turn % len(self.plan.victims)] if self.plan.victims else None
         self._turn += 1
         done: list[Act] = []
-        for name in (act for act in ACTS if act in self.plan.acts):  # equivocation last
+        for name in (act for act in ROUND_ACTS if act in self.plan.acts):  # equivocation last
             if name == "equivocate" and round_ != max(self.plan.rounds):
                 continue
             done += getattr(self, "_" + name.replace("-", "_"))(now, round_, victim)
         return done
+
+    def shields(self, round_: int, node: str) -> bool:
+        """Whether it keeps its own host ``node``, just caught in ``round_``, from its ban."""
+        return ("shield" in self.plan.acts and round_ >= min(self.plan.rounds)
+                and self.description.host(node).domain == self.domain)
 
     def _evidence(self, node: str) -> Evidence:
         return Evidence(self.description.host(node).key, Stream.UPDATE, FAKE_SCORE, 3, 3)

@@ -42,6 +42,10 @@ class DefenseConfig:
     round_wait_s: float = 3.0
     accusation_quorum: int = 0
     """Domains whose accusations drop a remote host (0: :func:`controllers.ledger.default_quorum`)."""
+    accuse_bar: float = 0.45
+    """A remote sender's ``off_home`` at or above which its update is evidence enough to accuse
+    it (0: never accuse). Honest remote senders stayed at or below 0.26 in ``sdfl simulate`` of
+    paper.toml and its clean run, seeds 0-4; every flipper's first flipped update was 0.47-0.73."""
 
     @classmethod
     def from_scenario(cls, scenario: dict) -> DefenseConfig:
@@ -119,6 +123,7 @@ class DomainDefense:
         self.normal_flow: dict[str, float] = {}
         self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
         self.banned_until: dict[str, float] = {}
+        self.accused: set[str] = set()  # remote senders this domain accused
 
     def _detector(self, keys, window_size: int, salt: int, per_host: bool):
         return DETECTORS[self.config.detector].build(keys, window_size, self.config.seed * 7 + salt,
@@ -149,14 +154,34 @@ class DomainDefense:
                 + self._observe(now, Stream.FLOW, {n: excess[n] for n in sorted(busy)}, None))
 
     def on_round(self, now: float, round_: int, features: dict[str, dict[str, float]],
-                 violations: dict[str, list[str]] | None = None) -> list:
+                 violations: dict[str, list[str]] | None = None,
+                 remote: dict[str, dict[str, float]] | None = None) -> list:
         """The update features of one round's senders (the inspection service's report), and
         the frames local senders published that no honest agent could (a round beyond the
         run, tensors not of the model's shapes, a name not its own): each such frame is strong
-        evidence, warm-up or not, so two of them ban."""
+        evidence, warm-up or not, so two of them ban. ``remote``: other domains' senders'
+        features of the round before; one far enough from its home direction after the warm-up
+        is accused."""
         self.round = max(self.round, round_)
-        return self._violations(now, Stream.UPDATE, violations, round_) + self._observe(now, Stream.UPDATE, features,
-                                                                                         round_)
+        return (self._violations(now, Stream.UPDATE, violations, round_)
+                + self._observe(now, Stream.UPDATE, features, round_)
+                + self._accuse(now, round_ - 1, remote or {}))
+
+    def _accuse(self, now: float, round_: int, remote: dict[str, dict[str, float]]) -> list:
+        """Accuse (once) each remote sender whose update left its home direction beyond the bar.
+        Only a quorum of domains' accusations drops it (:class:`controllers.ledger.Authority`)."""
+        if not self.config.accuse_bar or round_ <= self.config.warmup_rounds:
+            return []
+        actions: list = []
+        for node, features in sorted(remote.items()):
+            score = features["off_home"]
+            if node in self.local or node in self.accused or score < self.config.accuse_bar:
+                continue
+            self.accused.add(node)
+            actions += [Log(event(Event.ACCUSATION, now, domain=self.domain, node=node, round=round_, score=score,
+                                  features=features)),
+                        self._send(MessageType.ACCUSE, round_, node, Stream.UPDATE, score, 1, 1)]
+        return actions
 
     def _violations(self, now: float, stream: Stream, violations: dict[str, list[str]] | None,
                     round_: int | None) -> list:

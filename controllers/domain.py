@@ -107,6 +107,7 @@ class DomainLogic:
         self.restored = state is not None
         self.rejected = collections.Counter()  # what hosts and local users sent that failed
         self.notice_bytes = {"sent": 0, "received": 0}
+        self._duplicates_logged: set[tuple[int, int]] = set()  # (origin, seq) whose duplicate is logged
         self.peer_controllers = {d.id: d.coordination.address for d in description.domains if d.id != domain}
         self._peer_at = {address: peer for peer, address in self.peer_controllers.items()}
         state = state or {}
@@ -114,6 +115,7 @@ class DomainLogic:
         for link in state.get("down_links", ()):
             self.core.set_link(*link, up=False)
         self.ledger = None
+        self.remote_drops: dict = {}
         if SIGNING in keys:
             self.ledger = Ledger(domain, keys[SIGNING], domain_public_keys(keys), ledger)
             self.authority = Authority(description, domain, (defense.accusation_quorum if defense else 0)
@@ -266,6 +268,8 @@ class DomainLogic:
 
     def _carry_out(self, now: float, actions: list) -> list:
         effects: list = []
+        if self.byzantine is not None:
+            actions = self._shielded(now, actions)
         for action in actions:
             if isinstance(action, (Ban, Unban)):
                 change = self.core.ban if isinstance(action, Ban) else self.core.unban
@@ -284,7 +288,8 @@ class DomainLogic:
             return []
         decision = self.ledger.decide(notice, now)
         return ([LedgerLine(ledger_line(decision, now, self.authority.refusal(decision)))]
-                + self._send_to(now, decision, sorted(self.peer_controllers)) + [self._persist()])
+                + self._send_to(now, decision, sorted(self.peer_controllers)) + self._enforce(now)
+                + [self._persist()])
 
     def _send_to(self, now: float, decision: Decision, peers) -> list:
         return [effect for peer in peers for effect in self._sent(now, peer, decision)]
@@ -301,6 +306,21 @@ class DomainLogic:
     def _ask_peers(self, now: float) -> list:
         heads = self.ledger.heads_message()
         return [effect for peer in sorted(self.peer_controllers) for effect in self._datagram(now, peer, heads, "heads")]
+
+    def _shielded(self, now: float, actions: list) -> list:
+        """A compromised controller's defense, less the bans of its own attackers it shields."""
+        round_ = self.defense.round
+        shielded = {a.node for a in actions if isinstance(a, Ban) and self.byzantine.shields(round_, a.node)}
+        if not shielded:
+            return actions
+        names = {self.byzantine.description.host(node).key: node for node in shielded}
+        kept = [a for a in actions if not (
+            (isinstance(a, Ban) and a.node in shielded)
+            or (isinstance(a, Log) and a.record["type"] == Event.BAN and a.record["node"] in shielded)
+            or (isinstance(a, Send) and a.notice.type is MessageType.BAN
+                and any(e.node_key in names for e in a.notice.entries)))]
+        return kept + [Log(event(Event.BYZANTINE_ACT, now, act="shield", round=round_, origin=self.domain, seq=0,
+                                 to=[], kind="ban", expected="dropped", target=node)) for node in sorted(shielded)]
 
     def _byzantine_acts(self, now: float, round_: int) -> list:
         """A compromised controller's acts of the round, each logged as ground truth."""
@@ -325,7 +345,14 @@ class DomainLogic:
                 return self._heads(now, data)
             received = self.ledger.receive(data)
         except Duplicate as duplicate:
-            return self.reject(now, Event.NOTICE_DUPLICATE, {**origin, "why": str(duplicate)})
+            # Relays make duplicates the normal case: logged once per decision (the log stays
+            # bounded by the ledger), counted always.
+            self.rejected[Event.NOTICE_DUPLICATE] += 1
+            held = (origin["claimed_origin"], origin["claimed_seq"])
+            if held in self._duplicates_logged:
+                return []
+            self._duplicates_logged.add(held)
+            return [Log(event(Event.NOTICE_DUPLICATE, now, **origin, why=str(duplicate)))]
         except Equivocation as proof:
             LOG.warning("domain %s: %s", self.domain, proof)
             return [Log(event(Event.NOTICE_REJECTED, now, **origin, why=str(proof))),
@@ -399,8 +426,9 @@ class DomainLogic:
         if report is None:
             LOG.warning("domain %s: rejected an inspection report from %s: %s", self.domain, address, why)
             return self.reject(now, Event.REPORT_REJECTED, {"from": list(address), "bytes": len(data), "why": why})
+        remote = {n: f for n, f in report.remote.items() if n not in self.remote_drops}  # of round - 1
         effects = self._carry_out(now, self._timed(self.defense.on_round, now, report.round, report.features,
-                                                   report.violations))
+                                                   report.violations, remote))
         if self.byzantine is not None:
             effects += self._byzantine_acts(now, report.round)
         return effects + [self._persist()]  # once a round: what the detector learnt survives a restart

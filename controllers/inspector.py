@@ -215,7 +215,7 @@ class RoundCollector:
             self.done_up_to = round_
             if round_ in self.models:
                 ready.append(round_)
-        for old in [r for r in self.models if r < self.done_up_to - 1]:
+        for old in [r for r in self.models if r < self.done_up_to - 2]:  # remote reports look two back
             self.models.pop(old, None)
             self.received.pop(old, None)
         return ready
@@ -236,6 +236,26 @@ def round_report(collector: RoundCollector, features, round_: int) -> dict[str, 
                           {n: m for n, (m, _) in previous.items()})
     return {n: f for n, f in features.round_features(collector.local_models(round_), references, step).items()
             if n in references}
+
+
+def remote_report(collector: RoundCollector, features, round_: int) -> dict[str, dict[str, float]]:
+    """Update features of a complete round's *remote* senders (other domains' hosts whose models
+    reached a local host), each measured from the start the domain can reconstruct: the
+    sample-weighted mean of its previous model and the previous models it was seen to receive,
+    which leaves out its own domain's (they never cross this domain's mirror). Approximate, yet a
+    flipper's first poisoned update points so far from its home direction that no honest one
+    comes near (:data:`controllers.defense.ACCUSE_OFF_HOME`)."""
+    from controllers.features import consensus_step, fedavg_references
+
+    current = collector.models.get(round_, {})
+    previous = collector.models.get(round_ - 1, {})
+    remote = sorted(n for n in current if n not in collector.senders)
+    references = fedavg_references(previous, collector.received.get(round_ - 1, {}), remote)
+    models = {n: current[n][0] for n in remote if n in references}
+    if len(models) < 2:  # features are relative to the round's other remote senders
+        return {}
+    step = consensus_step({n: m for n, (m, _) in current.items()}, {n: m for n, (m, _) in previous.items()})
+    return features.round_features(models, references, step)
 
 
 MAX_REASONS = 8
@@ -269,6 +289,7 @@ class DomainInspection:
         self.assembler = StreamAssembler()
         self.collector = RoundCollector(local, wait_s, stale_s=bounds.round_timeout_s + 2 * wait_s, started=started)
         self.features = UpdateFeatures(baseline_rounds)
+        self.remote_features = UpdateFeatures(baseline_rounds)  # its own senders' homes and sizes
         self.channel = channel
         self.counts = InspectionCounts()
         self.violations: dict[str, list[str]] = {}
@@ -312,11 +333,14 @@ class DomainInspection:
         """Sealed reports of the rounds that completed, each carrying the violations so far."""
         sealed = []
         for round_ in self.collector.complete(now):
-            report = InspectionReport(round_, round_report(self.collector, self.features, round_), self.violations)
+            # Remote senders' frames may cross the border after the local ones completed the
+            # round: they are judged a round later, when every late frame is in.
+            report = InspectionReport(round_, round_report(self.collector, self.features, round_), self.violations,
+                                      remote_report(self.collector, self.remote_features, round_ - 1))
             self.violations = {}
             sealed.append(self.channel.seal(report))
             self.log.append(event(Event.UPDATE_FEATURES, now, round=round_, features=report.features,
-                             violations=report.violations))
+                             violations=report.violations, remote=report.remote))
         while self.assembler.rejections:
             self.log.append(event(Event.STREAM_REJECTED, now, why=self.assembler.rejections.pop(0)))
         return sealed

@@ -1,7 +1,8 @@
 """Inspection reports: what a domain's inspection service tells its own controller, once a round.
 
 A report is JSON (``seq``, ``round``, per-sender update ``features``, per-sender frame
-``violations``) followed by an 8-byte tag (:func:`message_tag`) under the key the domain's inspector and
+``violations``, and the update features of ``remote`` senders whose models crossed a border into the
+domain) followed by an 8-byte tag (:func:`message_tag`) under the key the domain's inspector and
 controller share (:mod:`common.keys`). The controller's report port listens on loopback, where
 any local user can send to it, so :meth:`ReportChannel.open` checks the tag before it parses a
 byte, then the shape of every field, then that ``seq`` rose: a forged, garbled or replayed
@@ -37,6 +38,9 @@ class InspectionReport:
     features: dict[str, dict[str, float]]
     violations: dict[str, list[str]] = field(default_factory=dict)
     """Frames a sender published that no honest agent could: why, per frame."""
+    remote: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Update features of other domains' senders *of the round before*, from what crossed the
+    domain's borders (:func:`controllers.inspector.remote_report`): the evidence of an accusation."""
 
 
 class ReportChannel:
@@ -54,7 +58,7 @@ class ReportChannel:
     def seal(self, report: InspectionReport) -> bytes:
         self.seq += 1
         body = json.dumps({"seq": self.seq, "round": report.round, "features": report.features,
-                           "violations": report.violations}, sort_keys=True).encode()
+                           "violations": report.violations, "remote": report.remote}, sort_keys=True).encode()
         return body + message_tag(self.key, body)
 
     def open(self, data: bytes) -> InspectionReport:
@@ -76,18 +80,19 @@ class ReportChannel:
 
 def _checked(fields) -> InspectionReport:
     """The report a verified body describes, or the first field that is not what it must be."""
-    if not isinstance(fields, dict) or set(fields) != {"seq", "round", "features", "violations"}:
+    if not isinstance(fields, dict) or set(fields) != {"seq", "round", "features", "violations", "remote"}:
         raise MessageError("not an inspection report: wrong fields")
     for name in ("seq", "round"):
         if not isinstance(fields[name], int) or isinstance(fields[name], bool) or fields[name] < 0:
             raise MessageError(f"{name} must be a non-negative integer")
     features, violations = fields["features"], fields["violations"]
-    if not isinstance(features, dict) or not all(
-            isinstance(f, dict) and set(f) == set(UPDATE_FEATURES)
-            and all(isinstance(v, (float, int)) and math.isfinite(v) and 0 <= v <= 1 for v in f.values())
-            for f in features.values()):
-        raise MessageError(f"features must map senders to {', '.join(UPDATE_FEATURES)} in [0, 1]")
+    for name in ("features", "remote"):
+        if not isinstance(fields[name], dict) or not all(
+                isinstance(f, dict) and set(f) == set(UPDATE_FEATURES)
+                and all(isinstance(v, (float, int)) and math.isfinite(v) and 0 <= v <= 1 for v in f.values())
+                for f in fields[name].values()):
+            raise MessageError(f"{name} must map senders to {', '.join(UPDATE_FEATURES)} in [0, 1]")
     if not isinstance(violations, dict) or not all(
             isinstance(v, list) and all(isinstance(why, str) for why in v) for v in violations.values()):
         raise MessageError("violations must map senders to lists of reasons")
-    return InspectionReport(fields["round"], features, violations)
+    return InspectionReport(fields["round"], features, violations, fields["remote"])

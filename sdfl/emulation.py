@@ -125,6 +125,10 @@ class Emulation:
         """The controller's persisted state (its default SDFL_STATE, beside its events)."""
         return self.events_path(domain).with_suffix(".state")
 
+    def ledger_path(self, domain: int) -> Path:
+        """The controller's ledger file (its default SDFL_LEDGER, beside its events)."""
+        return self.events_path(domain).with_suffix(".ledger")
+
     def log_path(self, domain: int) -> Path:
         return self.out_dir / f"controller-d{domain}.log"
 
@@ -179,6 +183,7 @@ class Emulation:
         for domain in range(1, self.layout.domains + 1):
             self.events_path(domain).unlink(missing_ok=True)
             self.state_path(domain).unlink(missing_ok=True)  # a new run starts with no bans
+            self.ledger_path(domain).unlink(missing_ok=True)  # ... and no decisions (its keys are new)
         description = self.layout.to_description(self.datapath, monitor=inspection)
         write_description(description, self.description_path)
         self._start_controllers()

@@ -69,6 +69,8 @@ SCHEMA: dict[str, Any] = {
         "flow_span_s": Field(float, 2.0, positive,
                              "flow features are rates over this span (about one round period)"),
         "window_size": Field(int, 8, positive, "HST reference window (observations)"),
+        "accuse_bar": Field(float, 0.45, between(0.0, 1.0),
+                            "a remote sender whose update's off_home reaches this is accused (0 = never)"),
         "accusation_quorum": Field(int, 0, non_negative,
                                    "domains whose accusations drop a remote host at the borders "
                                    "(0 = f + 1 for the f = (n - 1) / 3 Byzantine domains n tolerate, at least 2)"),

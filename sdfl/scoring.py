@@ -136,10 +136,16 @@ def score_byzantine(by_domain: dict[int, list[dict]], byzantine: int, home: dict
     answered = {d: {(name, r[origin], r[seq]) for name, (kind, origin, seq) in ANSWERS.items()
                     for r in of_kind(by_domain[d], kind) if origin in r}
                 for d in honest_domains}
+    for d in honest_domains:  # a shielded attacker must be dropped at every honest domain anyway
+        answered[d] |= {("dropped", byzantine, 0, r["node"]) for r in of_kind(by_domain[d], Event.BAN)}
     acts = of_kind(by_domain[byzantine], Event.BYZANTINE_ACT)
+
+    def answer(a: dict) -> tuple:
+        return (a["expected"], a["origin"], a["seq"]) + ((a["target"],) if a["expected"] == "dropped" else ())
+
     unanswered = [{"act": a["act"], "round": a["round"], "origin": a["origin"], "seq": a["seq"], "at": d,
                    "expected": a["expected"]}
-                  for a in acts for d in honest_domains if (a["expected"], a["origin"], a["seq"]) not in answered[d]]
+                  for a in acts for d in honest_domains if answer(a) not in answered[d]]
     dropped = [{"at": d, "node": r["node"], "origin": r["origin"], "time": r["time"]}
                for d in honest_domains for r in of_kind(by_domain[d], Event.BAN)
                if r["node"] not in malicious and home.get(r["node"]) != byzantine]

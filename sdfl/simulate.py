@@ -76,7 +76,11 @@ class SimulatedDefense:
             for sealed in inspection.reports(round_ + 1.0):
                 now = float(round_)
                 self._carry_out(now, domain, self.logic[domain].report(now, sealed, self.inspection[domain]))
-        return set().union(*(logic.banned for logic in self.logic.values()))
+        # A home ban cuts a node off; another domain's drop rule stops it at that domain's borders.
+        cut = {n for d, logic in self.logic.items() for n in logic.banned if self.domain_of[n] == d}
+        dropped = {(n, receiver) for d, logic in self.logic.items() for n in logic.remote_drops
+                   for receiver, home in self.domain_of.items() if home == d}
+        return cut | dropped
 
     def _carry_out(self, now: float, domain: int, effects: list) -> None:
         """Deliver notices to their domains at once; keep the ban records; no switch to program."""

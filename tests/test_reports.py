@@ -37,9 +37,12 @@ def test_a_forged_garbled_or_oversized_report_is_rejected(damage, why):
 
 
 @pytest.mark.parametrize("fields, why", [
-    ({"seq": 1, "round": -1, "features": {}, "violations": {}}, "round must be"),
-    ({"seq": 1, "round": 1, "features": {"d1h1": {"off_norm": 2.0}}, "violations": {}}, "features must map"),
-    ({"seq": 1, "round": 1, "features": {}, "violations": {"d1h1": "x"}}, "violations must map"),
+    ({"seq": 1, "round": -1, "features": {}, "violations": {}, "remote": {}}, "round must be"),
+    ({"seq": 1, "round": 1, "features": {"d1h1": {"off_norm": 2.0}}, "violations": {}, "remote": {}},
+     "features must map"),
+    ({"seq": 1, "round": 1, "features": {}, "violations": {"d1h1": "x"}, "remote": {}}, "violations must map"),
+    ({"seq": 1, "round": 1, "features": {}, "violations": {}, "remote": {"d2h1": {"off_home": "far"}}},
+     "remote must map"),
     ({"seq": 1, "round": 1}, "wrong fields"),
 ])
 def test_a_tagged_report_of_the_wrong_shape_is_rejected(fields, why):
