@@ -66,8 +66,9 @@ def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds
     colluders share one collusion board); the others are honest. Frames the wire decoder
     rejects are dropped, as a real agent does. ``watch`` sees every round's frames on the wire
     once delivered, as a network defense does, and names the nodes it cuts off (from the next
-    round on they are down) and the (sender, receiver) paths it drops. Returns the agents' round records (the agent process's, less what
-    only a network knows), so the same results and report follow from them.
+    round on they are down) and the (sender, receiver) paths it drops. Returns the agents'
+    round records (the agent process's, less what only a network knows), so the same results
+    and report follow from them.
     """
     bodies = {name: RoundBody(node, neighbours[name], (behaviours or {}).get(name)) for name, node in nodes.items()}
     wire = MemoryWire(nodes)

@@ -305,7 +305,8 @@ class DomainLogic:
 
     def _ask_peers(self, now: float) -> list:
         heads = self.ledger.heads_message()
-        return [effect for peer in sorted(self.peer_controllers) for effect in self._datagram(now, peer, heads, "heads")]
+        return [effect for peer in sorted(self.peer_controllers)
+                for effect in self._datagram(now, peer, heads, "heads")]
 
     def _shielded(self, now: float, actions: list) -> list:
         """A compromised controller's defense, less the bans of its own attackers it shields."""

@@ -116,7 +116,8 @@ class DomainController(BaseApp):
             poll_interval=float(os.environ.get("SDFL_POLL_INTERVAL", "1.0")),
             watched_ports=tuple(int(p) for p in os.environ.get("SDFL_WATCH_PORTS", "").split(",") if p.strip()),
             state=self._load_state(), ledger=held,
-            byzantine=ByzantinePlan.from_json(os.environ["SDFL_BYZANTINE"]) if os.environ.get("SDFL_BYZANTINE") else None)
+            byzantine=(ByzantinePlan.from_json(os.environ["SDFL_BYZANTINE"]) if os.environ.get("SDFL_BYZANTINE")
+                       else None))
         self.datapaths: dict[int, object] = {}  # connections that got their rules, by dpid
         self.connections: dict[int, object] = {}  # the connection that claimed each dpid first
         self.sockets: dict[str, socket.socket] = {}
