@@ -72,7 +72,9 @@ def test_a_sign_flipper_is_banned_by_its_domain_from_its_mirrored_updates_and_fo
     assert overhead["interdomain_control_bytes_per_round"] > 0
     by_round = overhead["interdomain_control_bytes_by_round"]  # the report's bar chart
     assert len(by_round) == 10 and sum(by_round) == overhead["interdomain_control_bytes_total"]
-    assert sum(by_round[:4]) == 0  # nothing to say before anyone attacked
+    heads = sum(r["bytes"] for d in (1, 2) for r in read_jsonl(out / f"controller-d{d}.jsonl")
+                if r["type"] == "notice_sent" and r["kind"] == "heads")
+    assert heads > 0 and by_round[0] == heads and sum(by_round[1:4]) == 0  # before the attack: start-up only
 
 
 def test_a_flooder_is_banned_by_the_flow_stream_and_its_victim_is_not(run):
