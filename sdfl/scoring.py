@@ -143,6 +143,9 @@ def score_byzantine(by_domain: dict[int, list[dict]], byzantine: int, home: dict
     def answer(a: dict) -> tuple:
         return (a["expected"], a["origin"], a["seq"]) + ((a["target"],) if a["expected"] == "dropped" else ())
 
+    # What its detector flagged among its honest hosts (poisoned by the attacker it shields) is
+    # no attacker: shielding it asks nothing of the others.
+    acts = [a for a in acts if a["act"] != "shield" or a["target"] in malicious]
     unanswered = [{"act": a["act"], "round": a["round"], "origin": a["origin"], "seq": a["seq"], "at": d,
                    "expected": a["expected"]}
                   for a in acts for d in honest_domains if answer(a) not in answered[d]]
