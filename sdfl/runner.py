@@ -417,6 +417,10 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
             [r for d, records_of_domain in by_domain.items() if d not in compromised for r in records_of_domain],
             ends, honest_nodes, malicious & set(honest_nodes), warmup_rounds=scenario["defense"]["warmup_rounds"])
         byzantine = {"byzantine": [score_byzantine(by_domain, d, home, malicious, until=teardown) for d in compromised]}
+        # What the compromised domains' hosts learn is theirs to lose: the honest domains' own figure.
+        final = [r["accuracy"] for r in records if r["round"] == rounds and r["node"] in honest_nodes
+                 and r["node"] not in malicious]
+        detection["honest_domains"]["honest_accuracy_final"] = statistics.fmean(final) if final else None
     return {
         **byzantine,
         "detection": detection,

@@ -59,5 +59,6 @@ def test_a_byzantine_domain_among_four_changes_nothing_at_the_honest_domains(tmp
         assert refused and all(r["why"] for r in refused)  # each with its reason
         bans = {r["node"]: r["origin"] for r in records if r["type"] == "ban"}
         assert bans.get("d1h2") == 1  # the honest domain's flooder: banned at home, dropped everywhere
+    assert 0 < summary["detection"]["honest_domains"]["honest_accuracy_final"] <= 1  # the honest domains' own
     assert summary["ledger"]["verified"] is True  # sdfl ledger verify: every chain and signature
     assert {e["origin"] for e in summary["ledger"]["equivocations"]} == {4}  # the proof, across the files
