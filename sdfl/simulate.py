@@ -57,6 +57,7 @@ class SimulatedDefense:
         self.domain_at = {address: d for d, address in self.address.items()}
         self.inspection = {d.id: d.inspection.address for d in description.domains}
         self.bans: list[dict] = []
+        self.inspector_records: dict[int, list[dict]] = {d: [] for d in self.domains}  # as inspector-dN.jsonl
         self.notice_bytes = 0
 
     def __call__(self, round_: int, wire: dict[str, bytes]) -> set[str]:
@@ -72,10 +73,11 @@ class SimulatedDefense:
                 for receiver in self.neighbours[sender]:
                     if receiver in wire and domain in (self.domain_of[sender], self.domain_of[receiver]):
                         inspection.frame(round_, sender, receiver, frame)
-            inspection.log.clear()
             for sealed in inspection.reports(round_ + 1.0):
                 now = float(round_)
                 self._carry_out(now, domain, self.logic[domain].report(now, sealed, self.inspection[domain]))
+            self.inspector_records[domain] += inspection.log
+            inspection.log.clear()
         # A home ban cuts a node off; another domain's drop rule stops it at that domain's borders.
         cut = {n for d, logic in self.logic.items() for n in logic.banned if self.domain_of[n] == d}
         dropped = {(n, receiver) for d, logic in self.logic.items() for n in logic.remote_drops
@@ -136,6 +138,11 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
             progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f}")
     if out is not None:
         _write_results(out, names, records, rows, summary)
+        if isinstance(defense, SimulatedDefense):  # the update features each domain measured, as a run's
+            for domain, inspected in defense.inspector_records.items():
+                with JsonLinesWriter(out / f"inspector-d{domain}.jsonl") as writer:
+                    for record in inspected:
+                        writer.write(record)
     return summary
 
 

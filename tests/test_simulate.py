@@ -3,6 +3,7 @@ with the result files of a run."""
 
 import csv
 import json
+from common.jsonl import read_jsonl
 
 from sdfl.cli import DEFAULT_SCENARIO, main
 from sdfl.scenario import load_scenario
@@ -23,6 +24,13 @@ def test_the_paper_scenario_simulated_learns_and_bans_its_flippers_only(tmp_path
         rows = list(csv.DictReader(f))
     assert {r["round"] for r in rows} == {str(r) for r in range(1, 9)}
     assert all(set(r["missing"].split()) <= malicious for r in rows if r["node"] not in malicious)
+    # Each domain's update features, as a run's inspector-dN.jsonl: the accusation bar's evidence.
+    remote = [(r["round"], node, f["off_home"]) for d in (1, 2, 3)
+              for r in read_jsonl(tmp_path / f"inspector-d{d}.jsonl") if r["type"] == "update_features"
+              for node, f in r["remote"].items()]
+    bar = scenario["defense"]["accuse_bar"]
+    assert {node for round_, node, score in remote if score >= bar} == malicious  # judged a round late
+    assert all(score < bar for round_, node, score in remote if node not in malicious or round_ < 5)
 
 
 def test_the_command_writes_a_report_and_names_what_it_cannot_simulate(tmp_path, capsys):
