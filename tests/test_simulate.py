@@ -3,8 +3,8 @@ with the result files of a run."""
 
 import csv
 import json
-from common.jsonl import read_jsonl
 
+from common.jsonl import read_jsonl
 from sdfl.cli import DEFAULT_SCENARIO, main
 from sdfl.scenario import load_scenario
 from sdfl.simulate import simulate_run
