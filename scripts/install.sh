@@ -4,7 +4,10 @@
 #
 #   --ryu       also .venv-ryu: Ryu 4.34 on Python 3.9, for network.controller = "ryu"
 #   --os-ken-4  also .venv-osken4: os-ken 4.x on Python 3.12, for network.controller_python
-#   --cluster   also Ray in .venv (pip's .[cluster] extra), for sdfl sweep --ray
+#   --cluster   also Ray in .venv (pip's .[cluster] extra), for sdfl sweep --ray; and this machine as
+#               a second cluster "server" for runs split over servers (cluster.servers): openssh-server
+#               and sudo, sshd with PermitTunnel (Mininet's ssh tunnels), root's key authorized for
+#               itself and 127.0.0.1 in its known hosts (changes this machine's sshd: test machines)
 # (pins and why: controllers/requirements.txt)
 set -euo pipefail
 
@@ -81,6 +84,35 @@ if [ "$cluster" = 1 ]; then
     say "Ray: installing (the .[cluster] extra)"
     .venv/bin/pip install --quiet --disable-pip-version-check -e ".[cluster]"
   fi
+  missing=()
+  for pkg in openssh-server openssh-client sudo; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "apt packages (cluster): ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  root_home=$(getent passwd root | cut -d: -f6)  # the runs ssh as root, whoever ran sudo
+  mkdir -p /etc/ssh/sshd_config.d /run/sshd "$root_home/.ssh" && chmod 700 "$root_home/.ssh"
+  printf '%s\n' "PermitRootLogin prohibit-password" "PermitTunnel ethernet" "UseDNS no" "MaxStartups 100:30:200" \
+    > /etc/ssh/sshd_config.d/sdfl-cluster.conf
+  [ -f "$root_home/.ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$root_home/.ssh/id_ed25519"
+  grep -qxF "$(cat "$root_home/.ssh/id_ed25519.pub")" "$root_home/.ssh/authorized_keys" 2>/dev/null \
+    || cat "$root_home/.ssh/id_ed25519.pub" >> "$root_home/.ssh/authorized_keys"
+  chmod 600 "$root_home/.ssh/authorized_keys"
+  if pgrep -x sshd >/dev/null; then
+    kill -HUP "$(pgrep -xo sshd)"  # re-reads its configuration
+  else
+    /usr/sbin/sshd
+  fi
+  ssh-keygen -F 127.0.0.1 >/dev/null 2>&1 || ssh-keyscan -q -t ed25519 127.0.0.1 >> "$root_home/.ssh/known_hosts" 2>/dev/null
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do  # a re-executing sshd listens again within a moment
+    ssh -o BatchMode=yes -o ConnectTimeout=5 root@127.0.0.1 true 2>/dev/null && break
+    [ "$attempt" = 10 ] && { echo "install.sh: ssh root@127.0.0.1 fails after setting up sshd" >&2; exit 1; }
+    sleep 0.5
+  done
+  say "sshd: this machine reaches itself over ssh (a second cluster server)"
 fi
 
 # 5. Controller venvs: a Python of a version asked for, from PATH, pyenv or the system (apt
