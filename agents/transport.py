@@ -179,6 +179,7 @@ class Listener:
         self.frame_timeout = frame_timeout or idle_timeout
         self.keys = keys
         self.bytes_received = 0
+        self.bytes_from: dict[str, int] = defaultdict(int)  # by neighbour: what crossed the network from it
         self.rejections: list[str] = []
         self._connections: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
@@ -245,6 +246,7 @@ class Listener:
                         return
                     with self._lock:
                         self.bytes_received += len(data)
+                        self.bytes_from[self.names_by_ip.get(peer[0], peer[0])] += len(data)
                     try:
                         frames = reader.feed(data)
                     except FrameError as error:
@@ -496,7 +498,8 @@ class TcpTransport:
     def counters(self) -> dict:
         cut_off = {peer: why for peer, sender in sorted(self.senders.items()) if (why := sender.why_cut_off())}
         return {"bytes_sent": sum(s.bytes_sent for s in self.senders.values()),
-                "bytes_received": self.listener.bytes_received, "frame_bytes": self.frame_bytes,
+                "bytes_received": self.listener.bytes_received, "bytes_received_from": dict(self.listener.bytes_from),
+                "frame_bytes": self.frame_bytes,
                 "rejections": list(self.listener.rejections), "cut_off": cut_off}
 
     def rejoin(self, settle_s: float) -> int | None:

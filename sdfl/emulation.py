@@ -22,6 +22,7 @@ from common.events import Event, read_events
 from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
 from controllers.launch import ControllerRuntime, Framework, controller_command
+from sdfl.cluster import ClusterPlan, RemoteProcess, remote_environment
 from sdfl.records import CleanReport, RunRecord, claim_slot, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -81,19 +82,23 @@ class Emulation:
         in this interpreter, probed at start).
     byzantine:
         Compromised domains' controllers: :class:`controllers.byzantine.ByzantinePlan` by domain.
+    cluster:
+        A :class:`sdfl.cluster.ClusterPlan` (preflighted) to place each domain on its server, or None.
     """
 
     def __init__(self, layout: NetworkLayout, out_dir: Path, *, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
                  keyed: bool = False, frame_bounds=None, controller: ControllerRuntime | None = None,
-                 byzantine: dict | None = None, progress=lambda line: None) -> None:
+                 byzantine: dict | None = None, cluster: ClusterPlan | None = None,
+                 progress=lambda line: None) -> None:
         if defense is not None and (frame_bounds is None or not keyed):
             raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
                              "against the model and tag their reports with the run's keys")
         self.frame_bounds = frame_bounds
         self.controller = controller
         self.byzantine = byzantine or {}
+        self.cluster = cluster
         self.progress = progress  # a line per bring-up stage, with the time so far
         self.layout = layout
         self.keyed = keyed  # controllers get their key files (common.keys, written by the runner)
@@ -112,6 +117,7 @@ class Emulation:
         self.inspectors: dict[int, subprocess.Popen] = {}
         self.captures: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
+        self.tunnels: list[str] = []  # border links between servers (cluster runs)
 
     # --- paths -------------------------------------------------------------------------
     @property
@@ -168,13 +174,15 @@ class Emulation:
         self.record.interfaces = (self.layout.interface_names()
                                   + (self.layout.monitor_interfaces() if inspection else []))
         self.record.save()
+        if self.cluster:
+            self._place_on_servers(inspection)
         if self.layout.slot:
             self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "
                           f"(switches {self.layout.switches[0].name}..., controller ports from "
                           f"{self.layout.controller_port(1)})")
         for domain in range(1, self.layout.domains + 1):
             port = self.layout.controller_port(domain)
-            if port_listening(self.layout.controller_host, port):
+            if port_listening(self.layout.controller_address(domain), port):
                 raise EmulationError(
                     f"controller port {port} for domain {domain} is already in use; "
                     "is another run active? ('sdfl clean' removes leftovers of killed runs)"
@@ -190,16 +198,30 @@ class Emulation:
         self.timings["controllers_listening_s"] = time.monotonic() - began
         self.progress(f"bring-up: {len(self.controllers)} controllers listening "
                       f"({self.timings['controllers_listening_s']:.1f} s)")
-        self.net = build_network(self.layout, self.datapath)
+        self.net = build_network(self.layout, self.datapath, **self._placement())
         # Every Mininet node has a shell, remote controllers included; net.stop() leaves
         # those of RemoteController nodes running, so the record's teardown stops them all.
+        # A node on another server has its shell there, under a local ssh client: ending the
+        # client hangs up the shell.
         for node in (*self.net.hosts, *self.net.switches, *self.net.controllers):
-            self.record.add_process(node.pid, f"mininet shell {node.name}")
+            if getattr(node, "isRemote", False):
+                self.record.add_process(node.shell.pid, f"ssh to the mininet shell of {node.name} on {node.server}")
+            else:
+                self.record.add_process(node.pid, f"mininet shell {node.name}")
+        for link in self.net.links:
+            if getattr(link, "tunnel", None):  # a border link between servers
+                ends = f"{link.intf1.name} ({link.intf1.node.server}) - {link.intf2.name} ({link.intf2.node.server})"
+                self.tunnels.append(ends)
+                if hasattr(link.tunnel, "pid"):  # an ssh tunnel's client: the link lives as long as it
+                    self.record.add_process(link.tunnel.pid, f"ssh tunnel {ends}")
         start_switches(self.net, self.layout)
         self.progress(f"bring-up: {len(self.net.hosts)} hosts and {len(self.net.switches)} switches built "
                       f"({time.monotonic() - began:.1f} s)")
         if inspection:
-            attach_monitors(description)
+            if self.cluster:
+                attach_monitors(description, lambda d, argv: self.cluster.run(self.cluster.server_of(d), argv))
+            else:
+                attach_monitors(description)
             self._start_inspectors()
         self._wait_ready()
         if self.pcap:
@@ -207,20 +229,50 @@ class Emulation:
         self.timings["bring_up_s"] = time.monotonic() - began
         LOG.info("network up in %.1f s (%s datapath)", self.timings["bring_up_s"], self.datapath)
 
+    def _place_on_servers(self, inspection: bool) -> None:
+        """Controllers listen at their domain's server; the run record names what each other
+        server gets, so that ``sdfl clean`` here repairs it there."""
+        plan = self.cluster
+        self.layout = self.layout.on_servers(tuple(plan.address(plan.server_of(d))
+                                                   for d in range(1, self.layout.domains + 1)))
+        for server in plan.remote_servers:
+            domains = set(plan.domains_on(server))
+            switches = [s.name for s in self.layout.switches if s.domain in domains]
+            interfaces = [name for name in self.record.interfaces if name.split("-")[0] in switches]
+            self.record.add_server(server, plan.user, switches, interfaces)
+
+    def _placement(self) -> dict:
+        if not self.cluster:
+            return {}
+        plan = self.cluster
+        return {"servers": {d: plan.mininet_name(plan.server_of(d)) for d in range(1, self.layout.domains + 1)},
+                "tunnel": plan.link, "user": plan.user}
+
+    def _start(self, domain: int, argv: list[str], env: dict[str, str] | None, log_path: Path, role: str):
+        """``argv`` as the domain's process ``role``: here, or on the domain's server over ssh."""
+        server = self.cluster.server_of(domain) if self.cluster else None
+        if server and not self.cluster.is_local(server):
+            proc = RemoteProcess(self.cluster, server, argv, remote_environment(env or dict(os.environ)), log_path)
+            self.record.add_remote_process(server, proc.pid, proc.start, role)
+            return proc
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.record.add_process(proc.pid, role)
+        return proc
+
     def _start_inspectors(self) -> None:
         """One inspection service per domain, in the root namespace beside the controllers."""
         for domain in range(1, self.layout.domains + 1):
-            with open(self.out_dir / f"inspector-d{domain}.log", "ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
-                     "--domain", str(domain), "--out", str(self.out_dir.resolve()),
-                     "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
-                     "--bounds", self.frame_bounds.to_json(),
-                     "--wait", str(self.defense.round_wait_s),
-                     "--warmup-rounds", str(self.defense.warmup_rounds)],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            self.inspectors[domain] = proc
-            self.record.add_process(proc.pid, f"inspector d{domain}")
+            self.inspectors[domain] = self._start(
+                domain,
+                [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
+                 "--domain", str(domain), "--out", str(self.out_dir.resolve()),
+                 "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
+                 "--bounds", self.frame_bounds.to_json(),
+                 "--wait", str(self.defense.round_wait_s),
+                 "--warmup-rounds", str(self.defense.warmup_rounds)],
+                None, self.out_dir / f"inspector-d{domain}.log", f"inspector d{domain}")
 
     def _start_captures(self) -> None:
         """tcpdump on every host's switch-side interface (root namespace): ``pcap/<host>.pcap``
@@ -242,17 +294,13 @@ class Emulation:
 
     def _launch_controller(self, domain: int) -> None:
         argv, env = controller_command(
-            self.controller, domain, self.layout.controller_host, self.layout.controller_port(domain),
+            self.controller, domain, self.layout.controller_address(domain), self.layout.controller_port(domain),
             self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
             self.watched_ports, self.defense,
             key_path(self.out_dir, controller_party(domain)).resolve() if self.keyed else None,
             self.byzantine.get(domain),
         )
-        with open(self.log_path(domain), "ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.controllers[domain] = proc
-        self.record.add_process(proc.pid, f"controller d{domain}")
+        self.controllers[domain] = self._start(domain, argv, env, self.log_path(domain), f"controller d{domain}")
 
     def _start_controllers(self) -> None:
         for domain in range(1, self.layout.domains + 1):
@@ -264,7 +312,7 @@ class Emulation:
         while waiting:
             self.raise_if_controller_died()
             waiting = {d for d in waiting
-                       if not port_listening(self.layout.controller_host, self.layout.controller_port(d))}
+                       if not port_listening(self.layout.controller_address(d), self.layout.controller_port(d))}
             if waiting and time.monotonic() > deadline:
                 raise EmulationError(f"controllers of domains {sorted(waiting)} did not listen within "
                                      f"{self.ready_timeout:.0f} s; see {self.log_path(min(waiting))}")
@@ -357,6 +405,12 @@ class Emulation:
             self.record = None
 
     # --- observation -------------------------------------------------------------------
+    def cluster_report(self) -> dict:
+        """Where each domain ran, the tunnels between servers and the processes started there."""
+        return {"servers": list(self.cluster.servers), "placement": self.cluster.placement(), "link": self.cluster.link,
+                "tunnels": self.tunnels,
+                "remote_processes": {s["server"]: [p["role"] for p in s["processes"]] for s in self.record.servers}}
+
     def counters(self, domain: int) -> list[dict]:
         return read_events(self.events_path(domain), Event.COUNTERS)
 

@@ -11,8 +11,10 @@ which stay the entry points for real hosts.
 The launcher is single-threaded (forking a threaded process copies its locks mid-use). Protocol,
 JSON lines: the runner writes ``{"node", "netns_pid", "program", "argv", "log"}`` on its stdin; it
 answers ``{"started": node, "pid": pid}`` or ``{"refused": node, "why": ...}``, and, when a child
-ends, ``{"exited": node, "pid": pid, "code": code}`` (negative: killed by that signal). When its
-stdin closes (the runner is done or gone) it kills the children left and exits.
+ends, ``{"exited": node, "pid": pid, "code": code}`` (negative: killed by that signal). The runner
+signals a child with ``{"signal": number, "pid": pid}`` (the launcher may be on another server:
+a cluster run's runner reaches its launchers over ssh). When its stdin closes (the runner is done
+or gone) or it gets SIGTERM, it kills the children left and exits.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import threading
 import time
 import traceback
 from pathlib import Path
+
+from sdfl.cluster import ClusterPlan, read_remote_pid, remote_script
 
 CLONE_NEWNET = 0x40000000
 PROGRAMS = ("agents.agent", "attacks.agent")
@@ -97,6 +101,13 @@ def serve(config: Path | None = None) -> int:
     # objects again, and a page only a write would copy stays one page for all the children.
     gc.freeze()
     children: dict[int, str] = {}
+
+    def end(*_):
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, end)
     buffer = b""
     stdin = sys.stdin.fileno()
     open_ = True
@@ -128,6 +139,10 @@ def _launch(line: bytes, programs: dict, children: dict[int, str]) -> None:
     except ValueError as error:
         _answer({"refused": None, "why": f"not JSON: {error}"})
         return
+    if isinstance(request, dict) and "signal" in request:
+        if request.get("pid") in children and isinstance(request["signal"], int):
+            os.kill(request["pid"], request["signal"])  # only its own children, alive (not yet reaped)
+        return
     node = request.get("node") if isinstance(request, dict) else None
     if not isinstance(node, str) or request.get("program") not in programs or not isinstance(
             request.get("netns_pid"), int) or not isinstance(request.get("argv"), list):
@@ -153,10 +168,11 @@ def _launch(line: bytes, programs: dict, children: dict[int, str]) -> None:
 
 
 class LaunchedAgent:
-    """A forked agent as the runner handles it: the part of ``subprocess.Popen`` it uses."""
+    """A forked agent as the runner handles it: the part of ``subprocess.Popen`` it uses.
+    Signals go through its launcher, which may be on another server."""
 
-    def __init__(self, node: str, pid: int) -> None:
-        self.node, self.pid = node, pid
+    def __init__(self, node: str, pid: int, launcher: AgentLauncher) -> None:
+        self.node, self.pid, self.launcher = node, pid, launcher
         self.returncode: int | None = None
         self._ended = threading.Event()
 
@@ -174,23 +190,28 @@ class LaunchedAgent:
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+            self.launcher.request({"signal": int(sig), "pid": self.pid})
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
 
 class AgentLauncher:
-    """The runner's end: starts the launcher process and asks it for agents."""
+    """The runner's end: starts the launcher process, here or on ``server`` of a cluster ``plan``
+    (over ssh, the protocol on its streams), and asks it for agents."""
 
-    def __init__(self, log: Path, config: Path | None = None, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, log: Path, config: Path | None = None, start_timeout_s: float = 120.0,
+                 plan: ClusterPlan | None = None, server: str | None = None) -> None:
         self.log = open(log, "ab")
         command = [sys.executable, "-m", "sdfl.launcher", *([str(config)] if config else [])]
+        self.remote = plan is not None and not plan.is_local(server)
+        if self.remote:
+            command = plan.ssh(server, remote_script(command, {}))
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
+        # On another server: its pid and start time there, for the run record
+        self.remote_pid = (read_remote_pid(self.process.stdout, server, "the agent launcher", log)
+                           if self.remote else None)
         self.start_timeout_s = start_timeout_s
         self.agents: dict[int, LaunchedAgent] = {}
         self._replies: dict[str, dict] = {}
@@ -205,7 +226,7 @@ class AgentLauncher:
                 if "exited" in message:
                     self.agents[message["pid"]]._exited(message["code"])
                 elif "started" in message:
-                    agent = self.agents[message["pid"]] = LaunchedAgent(message["started"], message["pid"])
+                    agent = self.agents[message["pid"]] = LaunchedAgent(message["started"], message["pid"], self)
                     self._replies[agent.node] = agent
                 else:
                     self._replies[str(message["refused"])] = RuntimeError(message["why"])
@@ -223,8 +244,7 @@ class AgentLauncher:
         request = {"node": node, "netns_pid": netns_pid, "program": program, "argv": argv, "log": str(log)}
         with self._lock:
             self._replies.pop(node, None)
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.flush()
+            self.request(request)
             deadline = time.monotonic() + self.start_timeout_s
             while node not in self._replies:
                 if self.process.poll() is not None or time.monotonic() > deadline:
@@ -234,6 +254,13 @@ class AgentLauncher:
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    def request(self, message: dict) -> None:
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the launcher is gone (or closed): so are its children
+            pass
 
     def close(self) -> None:
         """No more agents: the launcher kills those left and exits."""

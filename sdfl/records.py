@@ -23,13 +23,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from topologies.layout import MAX_SLOTS
+from sdfl.cluster import release_remote
+from topologies.layout import MAX_SLOTS, TUNNEL_TAP_BASE, TUNNEL_TAPS_PER_SLOT
 
 LOG = logging.getLogger(__name__)
 
 STATE_DIR = Path(os.environ.get("SDFL_STATE_DIR", "/run/sdfl"))
 BRIDGE_NAME = re.compile(r"^(r\d+)?d\d+s\d+$")
 INTERFACE_NAME = re.compile(r"^(r\d+)?d\d+[hs]\d+-eth\d+$")
+TUNNEL_TAP = re.compile(r"^tap(\d+)$")
+
+
+def is_testbed_interface(name: str) -> bool:
+    """One of ours by its name: a link's end, or a tunnel tap not yet renamed (a failed tunnel)."""
+    tap = TUNNEL_TAP.match(name)
+    if tap:
+        return TUNNEL_TAP_BASE <= int(tap.group(1)) < TUNNEL_TAP_BASE + MAX_SLOTS * TUNNEL_TAPS_PER_SLOT
+    return bool(INTERFACE_NAME.match(name))
 
 
 def process_start_time(pid: int) -> str | None:
@@ -68,6 +78,9 @@ class RunRecord:
     interfaces: list[str] = field(default_factory=list)
     processes: list[TrackedProcess] = field(default_factory=list)
     slot: int = 0
+    servers: list[dict] = field(default_factory=list)
+    """Other servers of a cluster run: ``{server, user, bridges, interfaces, processes}``, the
+    processes as ``{pid, start, role}`` on that server."""
 
     @property
     def path(self) -> Path:
@@ -81,6 +94,16 @@ class RunRecord:
 
     def add_process(self, pid: int, role: str) -> None:
         self.processes.append(track(pid, role))
+        self.save()
+
+    def add_server(self, server: str, user: str, bridges: list[str], interfaces: list[str]) -> None:
+        self.servers.append({"server": server, "user": user, "bridges": bridges, "interfaces": interfaces,
+                             "processes": []})
+        self.save()
+
+    def add_remote_process(self, server: str, pid: int, start: str, role: str) -> None:
+        entry = next(s for s in self.servers if s["server"] == server)
+        entry["processes"].append({"pid": pid, "start": start, "role": role})
         self.save()
 
     def remove(self) -> None:
@@ -97,6 +120,7 @@ class RunRecord:
             interfaces=list(data["interfaces"]),
             processes=[TrackedProcess(**p) for p in data["processes"]],
             slot=int(data.get("slot", 0)),
+            servers=list(data.get("servers", [])),
         )
 
 
@@ -189,9 +213,16 @@ class CleanReport:
 
 
 def release(record: RunRecord, report: CleanReport) -> None:
-    """Undo one run: its processes, bridges and interfaces, then its record."""
+    """Undo one run: its processes, bridges and interfaces (on every server), then its record."""
     for proc in stop_processes(record.processes):
         report.processes.append(f"{proc.role} (pid {proc.pid})")
+    for part in record.servers:
+        stopped, problem = release_remote(part["user"], part["server"], part["processes"], part["bridges"],
+                                          part["interfaces"])
+        report.processes += [f"{p['role']} (pid {p['pid']} on {part['server']})" for p in part["processes"]
+                             if p["pid"] in stopped]
+        if problem:
+            LOG.warning("could not clean server %s: %s (run 'sdfl clean' there)", part["server"], problem)
     present = set(ovs_bridges())
     for bridge in record.bridges:
         if bridge in present:
@@ -246,7 +277,7 @@ def clean(include_live: bool = False) -> CleanReport:
             delete_bridge(bridge)
             report.bridges.append(bridge)
     for name in root_interfaces():
-        if INTERFACE_NAME.match(name) and name not in owned_interfaces:
+        if is_testbed_interface(name) and name not in owned_interfaces:
             delete_interface(name)
             report.interfaces.append(name)
     if not report.live_runs:

@@ -92,3 +92,27 @@ def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str
         },
         "scenario": scenario,
     }
+
+
+def border_summary(counters: dict[int, dict], records: list[dict], domain_of: dict[str, int],
+                   routes: dict[int, dict[int, int]]) -> dict:
+    """What crossed the border links, as the receiving domains' switches counted it (IPv4 frames,
+    Ethernet headers included), beside the model bytes the agents received from other domains,
+    each counted once for every border it crossed (``routes``: next hops): their quotient is what
+    headers, acknowledgements and retransmissions add."""
+    border = {f"d{n}->d{d}": t["bytes"] for d, record in sorted(counters.items())
+              for n, t in sorted(record["transit"].items(), key=lambda item: int(item[0]))}
+    last = {r["node"]: r for r in sorted(records, key=lambda r: r["round"])}
+
+    def crossings(a: int, b: int) -> int:
+        hops = 0
+        while a != b:
+            a, hops = routes[a][b], hops + 1
+        return hops
+
+    model = sum(received * crossings(domain_of[peer], domain_of[node])
+                for node, record in last.items() for peer, received in record.get("bytes_received_from", {}).items()
+                if peer in domain_of)
+    total = sum(border.values())
+    return {"border_ipv4_bytes": border, "border_ipv4_bytes_total": total, "cross_domain_model_bytes": model,
+            "border_bytes_over_model_bytes": total / model if model else None}

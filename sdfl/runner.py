@@ -34,6 +34,7 @@ from controllers.defense import DefenseConfig
 from controllers.inspector import FrameBounds
 from controllers.launch import ControllerRuntime
 from controllers.ledger import LedgerAuditError, audit_run
+from sdfl.cluster import ClusterPlan, preflight
 from sdfl.emulation import Emulation
 from sdfl.faults import FaultInjector, resolve_faults
 from common.events import Event, event, of_kind, read_events
@@ -48,9 +49,9 @@ from sdfl.liveness import LivenessWatch
 from sdfl.pace import pace as progress_pace
 from sdfl.probes import vswitchd_answers
 from sdfl.resources import ResourceSampler
-from sdfl.results import round_rows, summarize, write_rounds_csv
+from sdfl.results import border_summary, round_rows, summarize, write_rounds_csv
 from sdfl.scoring import ban_intervals, round_ends, score_byzantine, score_detection
-from topologies.layout import LinkParams, make_layout
+from topologies.layout import LinkParams, make_layout, next_hops
 
 
 BARRIER_BASE_S, BARRIER_PER_AGENT_S = 60.0, 3.0
@@ -163,6 +164,9 @@ def run_plan(scenario: dict):
                                 f"{dfl['dataset']} (0 .. {CLASSES[dfl['dataset']] - 1})")
     faults = resolve_faults(scenario["faults"], nodes, layout.domains, sorted(tuple(sorted(e)) for e in layout.edges),
                             dfl["rounds"])
+    if ClusterPlan.from_scenario(scenario) and (faults or any(a.category == TRAFFIC for a in attacks)):
+        raise ScenarioError("a run split over servers (cluster.servers) takes no [[faults]] and no traffic attacks "
+                            "yet: they signal and start processes on this machine only")
     return layout, nodes, neighbours, attacks, faults
 
 
@@ -194,6 +198,11 @@ class Experiment:
                                 "malicious_fraction": len(self.malicious) / len(self.nodes),
                                 "plan": [a.to_record() for a in self.attacks]}
         self.events: EventLog | None = None
+        self.cluster = ClusterPlan.from_scenario(scenario)
+        if self.cluster and pcap:
+            raise ScenarioError("--pcap captures on this machine's interfaces: not with cluster.servers")
+        self.launchers: dict[str | None, AgentLauncher] = {}  # by server (None: no cluster)
+        self.cluster_report: dict = {}
 
     def run(self) -> dict:
         self.prepare()
@@ -202,16 +211,23 @@ class Experiment:
         net = self.scenario["network"]
         # The launcher imports torch and loads the data set while the controllers' interpreter
         # is probed and the network comes up.
-        self.launcher = AgentLauncher(self.out / "launcher.log", self.config_path)
+        self.launchers[self.cluster.servers[0] if self.cluster else None] = AgentLauncher(
+            self.out / "launcher.log", self.config_path)
         try:
             controller = ControllerRuntime.probe(net["controller"], net["controller_python"] or None)
             self.progress(f"controllers: {controller.framework.value} {controller.version} on Python "
                           f"{controller.python_version} ({controller.python})")
+            if self.cluster:
+                self.start_remote_launchers(controller)
             with Emulation(self.layout, self.out, datapath=net["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
                            defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds, controller=controller,
-                           byzantine=byzantine_plans(self.attacks), progress=self.progress) as emulation:
-                emulation.record.add_process(self.launcher.process.pid, "agent launcher")
+                           byzantine=byzantine_plans(self.attacks), cluster=self.cluster,
+                           progress=self.progress) as emulation:
+                for server, launcher in self.launchers.items():
+                    self.track_launcher(emulation.record, server, launcher)
+                if self.cluster:
+                    self.cluster_report = emulation.cluster_report()
                 self.events.event(Event.NETWORK_UP, datapath=emulation.datapath, **emulation.timings)
                 self.progress(f"network up: {self.layout.domains} domains x {self.layout.hosts_per_domain} hosts "
                               f"({emulation.datapath} datapath) in {emulation.timings['bring_up_s']:.1f} s; "
@@ -220,9 +236,28 @@ class Experiment:
                 counters = emulation.fresh_counters(since=time.time())
                 self.events.event(Event.TEARDOWN)  # what the controllers send from here on is the network going away
         finally:
-            self.launcher.close()
+            for launcher in self.launchers.values():
+                launcher.close()
             self.events.close()
         return self.summarize(emulation, counters, *followed)
+
+    def start_remote_launchers(self, controller: ControllerRuntime) -> None:
+        """The other servers checked (:func:`sdfl.cluster.preflight`), then an agent launcher on each."""
+        plan = self.cluster
+        self.progress(f"cluster: {len(plan.servers)} servers ({', '.join(plan.servers)}), domains placed "
+                      + ", ".join(f"d{d} on {s}" for d, s in plan.placement().items()) + f"; {plan.link} tunnels")
+        preflight(plan, self.out, sorted({sys.executable, controller.python}))
+        for server in plan.remote_servers:
+            self.launchers[server] = AgentLauncher(self.out / f"launcher-{server}.log", self.config_path,
+                                                   plan=plan, server=server)
+
+    @staticmethod
+    def track_launcher(record, server: str | None, launcher: AgentLauncher) -> None:
+        if launcher.remote:
+            record.add_remote_process(server, *launcher.remote_pid, "agent launcher")
+            record.add_process(launcher.process.pid, f"ssh to the agent launcher on {server}")
+        else:
+            record.add_process(launcher.process.pid, "agent launcher")
 
     def prepare(self) -> None:
         """The run folder: scenario and DFL config, no result of an earlier run, fresh keys."""
@@ -251,12 +286,14 @@ class Experiment:
     def start_agent(self, emulation, node: str) -> LaunchedAgent:
         """Fork the node's agent into its Mininet host (:mod:`sdfl.launcher`)."""
         program = "attacks.agent" if node in self.poisoners else "agents.agent"  # honest agents hold no attack
-        agent = self.launcher.start(
+        launcher = self.launchers[self.cluster.server_of(self.layout.host(node).domain) if self.cluster else None]
+        agent = launcher.start(
             node, emulation.net.get(node).pid, program,
             ["--network", str(emulation.description_path), "--config", str(self.config_path), "--node", node,
              "--out", str(self.out), "--keys", str(key_path(self.out, agent_party(node))), "--barrier"],
             self.out / f"agent-{node}.log")
-        emulation.record.add_process(agent.pid, f"agent {node}")
+        if not launcher.remote:  # one on another server ends with its launcher
+            emulation.record.add_process(agent.pid, f"agent {node}")
         return agent
 
     def release_start(self, emulation, agents: dict, began: float) -> None:
@@ -315,6 +352,11 @@ class Experiment:
         }
         summary["network"] = network_summary(emulation, counters, dfl["port"])
         summary["network"]["agents_ready_s"] = self.ready_s  # from their start to the barrier
+        summary["network"].update(border_summary(counters, agent_records(out, self.nodes),
+                                                 {h.name: h.domain for h in self.layout.hosts},
+                                                 next_hops(list(self.layout.edges), self.layout.domains)))
+        if self.cluster:
+            summary["cluster"] = {**self.cluster_report, "resources_sampled_on": self.cluster.servers[0]}
         summary["resources"] = sampler.report()
         summary["stalls"] = liveness.watch.report(time.time())
         summary["faults"] = injector.report(

@@ -18,7 +18,7 @@ from typing import Any
 from agents.aggregation import AGGREGATOR_NAMES, PRE_AGGREGATIONS
 from agents.peers import PEER_GRAPHS
 from attacks.plan import normalize_entry
-from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive
+from common.schema import Field, ScenarioError, between, coerce, non_negative, one_of, positive, strings
 from controllers.detector import DETECTORS
 from controllers.launch import FRAMEWORK_NAMES
 from sdfl.faults import normalize_fault
@@ -106,6 +106,16 @@ SCHEMA: dict[str, Any] = {
         "checkpoint_every": Field(int, 5, positive, "agents save their model every c rounds (a restart resumes there)"),
         "checkpoint_adaptive": Field(bool, False, help="pick the interval from a Weibull fit of the agent's "
                                                          "observed failures (fixed c until 3 are seen)"),
+    },
+    "cluster": {
+        "servers": Field(list, [], strings,
+                         "split the run over these machines, domains in contiguous blocks: the first is this one "
+                         "(\"localhost\" or its address), the others are reached over ssh with a key and see the "
+                         "run folder at the same path (empty: one machine)"),
+        "placement": Field(str, "domain", one_of("domain"),
+                           "a domain's switch, hosts, agents, controller and inspection service share a server"),
+        "link": Field(str, "ssh", one_of("ssh", "gre"), "border links between servers: ssh tunnels or GRE"),
+        "user": Field(str, "root", help="the ssh user on every server (root, or one with password-less sudo)"),
     },
     "attacks": TableList(normalize_entry, "[[attacks]] entries, see attacks/plan.py"),
     "faults": TableList(normalize_fault, "[[faults]] entries, see sdfl/faults.py"),

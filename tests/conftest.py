@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 OUR_PROCESSES = (b"controllers.domain_app", b"controllers.inspector", b"agents.agent", b"attacks.agent",
-                 b"attacks.traffic", b"sdfl.launcher", b"mininet:")
-"""Command lines of the testbed's processes (forked agents carry their launcher's)."""
+                 b"attacks.traffic", b"sdfl.launcher", b"mininet:", b"Tunnel=Ethernet")
+"""Command lines of the testbed's processes (forked agents carry their launcher's; a cluster
+run's ssh tunnels)."""
 
 
 def testbed_processes() -> list[int]:
@@ -37,7 +38,7 @@ def leftovers() -> dict:
 
     return {
         "bridges": [b for b in records.ovs_bridges() if records.BRIDGE_NAME.match(b)],
-        "interfaces": [i for i in records.root_interfaces() if records.INTERFACE_NAME.match(i)],
+        "interfaces": [i for i in records.root_interfaces() if records.is_testbed_interface(i)],
         "processes": testbed_processes(),
         "records": sorted(p.name for p in records.STATE_DIR.glob("*.json")),
     }
@@ -79,6 +80,25 @@ def controller(request):
         if os.environ.get("CI") == "true":
             pytest.fail(f"controller test cannot run under CI=true: {error}")
         pytest.skip(str(error))
+
+
+@pytest.fixture
+def ssh_loopback() -> str:
+    """``127.0.0.1``, once root on this machine reaches itself there over ssh by key: the second
+    "server" of cluster tests (scripts/install.sh --cluster); skips without, fails under CI=true."""
+    reason = None
+    if os.geteuid() != 0:
+        reason = "needs root"
+    elif shutil.which("ssh") is None:
+        reason = "no ssh client (scripts/install.sh --cluster)"
+    elif subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@127.0.0.1", "true"],
+                        capture_output=True).returncode != 0:
+        reason = "root cannot ssh to 127.0.0.1 by key (scripts/install.sh --cluster sets that up)"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cluster test cannot run under CI=true: {reason}")
+        pytest.skip(reason)
+    return "127.0.0.1"
 
 
 @pytest.fixture(autouse=True)

@@ -68,3 +68,47 @@ def test_a_forked_agent_ignores_sigpipe_as_a_standalone_interpreter_does(tmp_pat
         assert ignored_signals(agent.pid) & pipe and ignored_signals(os.getpid()) & pipe
     finally:
         launcher.close()
+
+
+def test_a_launcher_on_another_server_forks_signals_and_ends_its_agents(tmp_path, ssh_loopback):
+    """The launcher of a cluster run's other server, reached over ssh (here: the loopback): the
+    protocol crosses ssh's streams, a kill goes through it, and closing it ends the agents left."""
+    from sdfl.cluster import ClusterPlan
+
+    plan = ClusterPlan(("localhost", ssh_loopback), domains=2)
+    fifo = tmp_path / "network.json"
+    os.mkfifo(fifo)
+    blocked = ["--network", str(fifo), "--config", "x", "--node", "d2h1", "--out", str(tmp_path)]
+    launcher = AgentLauncher(tmp_path / "launcher.log", plan=plan, server=ssh_loopback)
+    assert launcher.remote and launcher.remote_pid[0] != launcher.process.pid  # the remote one, not ssh
+    killed = launcher.start("d2h1", os.getpid(), "agents.agent", blocked, tmp_path / "a.log")
+    left = launcher.start("d2h2", os.getpid(), "agents.agent", blocked, tmp_path / "b.log")
+    time.sleep(0.5)
+    killed.kill()
+    assert killed.wait(30) == -signal.SIGKILL and left.poll() is None
+    launcher.close()
+    assert left.wait(10) == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.kill(launcher.remote_pid[0], 0)
+
+
+def test_a_terminated_launcher_ends_its_agents(tmp_path):
+    """sdfl clean stops a killed run's launcher on another server with SIGTERM: its agents go too."""
+    fifo = tmp_path / "network.json"
+    os.mkfifo(fifo)
+    blocked = ["--network", str(fifo), "--config", "x", "--node", "d1h1", "--out", str(tmp_path)]
+    launcher = AgentLauncher(tmp_path / "launcher.log")
+    agent = launcher.start("d1h1", os.getpid(), "agents.agent", blocked, tmp_path / "a.log")
+    time.sleep(0.5)
+    launcher.process.terminate()
+    launcher.process.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(agent.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"agent {agent.pid} outlived its terminated launcher")
+    launcher.close()

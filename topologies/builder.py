@@ -96,8 +96,14 @@ def link_options(params, datapath: str) -> dict:
     return options
 
 
-def build_network(layout: NetworkLayout, datapath: str):
-    """Create (not start) the Mininet network with one RemoteController per domain."""
+def build_network(layout: NetworkLayout, datapath: str, servers: dict[int, str] | None = None,
+                  tunnel: str = "ssh", user: str = "root"):
+    """Create (not start) the Mininet network with one RemoteController per domain.
+
+    With ``servers`` (domain -> server, ``localhost`` for this machine), Mininet Cluster Edition
+    places each domain's switch and hosts on its server, reached over ssh as ``user``; border
+    links between servers become ``tunnel`` links (:mod:`topologies.cluster`).
+    """
     from mininet.link import TCLink
     from mininet.net import Mininet
     from mininet.node import OVSSwitch, RemoteController
@@ -110,6 +116,7 @@ def build_network(layout: NetworkLayout, datapath: str):
         switch_options={"datapath": "user" if datapath == "user" else "kernel", "failMode": "secure"},
         host_link_options=link_options(layout.host_link, datapath),
         border_link_options=link_options(layout.border_link, datapath),
+        placement={d: {"server": s, "user": user} for d, s in servers.items()} if servers else None,
     )
     class ListeningController(RemoteController):
         """A controller already seen listening (the emulation waits for its port). Mininet's own
@@ -125,11 +132,21 @@ def build_network(layout: NetworkLayout, datapath: str):
             bash ignores SIGTERM: the run's clean-up then waited out its kill grace for it)."""
             self.terminate()
 
-    net = Mininet(topo=topo, switch=OVSSwitch, link=TCLink, controller=None,
-                  autoSetMacs=False, build=False, waitConnected=False)
+    if servers:
+        from mininet.examples.cluster import MininetCluster, RemoteHost, RemoteOVSSwitch
+
+        from topologies.cluster import ShapedGRELink, ShapedSSHLink
+
+        link = ShapedSSHLink.for_slot(layout.slot) if tunnel == "ssh" else ShapedGRELink
+        net = MininetCluster(topo=topo, servers=sorted(set(servers.values())), user=user, precheck=False,
+                             host=RemoteHost, switch=RemoteOVSSwitch, link=link, controller=None,
+                             autoSetMacs=False, build=False, waitConnected=False)
+    else:
+        net = Mininet(topo=topo, switch=OVSSwitch, link=TCLink, controller=None,
+                      autoSetMacs=False, build=False, waitConnected=False)
     for domain in range(1, layout.domains + 1):
         net.addController(f"c{domain}", controller=ListeningController,
-                          ip=layout.controller_host, port=layout.controller_port(domain))
+                          ip=layout.controller_address(domain), port=layout.controller_port(domain))
     net.build()
     for host in net.hosts:
         host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
@@ -148,9 +165,14 @@ def start_switches(net, layout: NetworkLayout) -> None:
         switch_class.batchStartup([s for s in switches if type(s) is switch_class])
 
 
-def attach_monitors(description: NetworkDescription) -> None:
+def _run_here(domain: int, argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def attach_monitors(description: NetworkDescription, run=_run_here) -> None:
     """Give each domain's edge switch its inspection port: a veth whose switch end is
-    ``monitor.port`` and whose other end stays in the root namespace for the inspector."""
+    ``monitor.port`` and whose other end stays in the root namespace for the inspector
+    (``run(domain, argv)`` runs a command where the domain's switch is)."""
     for domain in description.domains:
         monitor = domain.monitor
         inside, outside = monitor.switch_interface, monitor.interface
@@ -164,4 +186,7 @@ def attach_monitors(description: NetworkDescription) -> None:
              f"ofport_request={monitor.port}"],
         ]
         for command in commands:
-            subprocess.run(command, check=True, capture_output=True, text=True)
+            result = run(domain.id, command)
+            if result.returncode != 0:
+                raise CapabilityError(f"domain {domain.id}'s inspection port: {' '.join(command)} failed: "
+                                      f"{result.stderr.strip()}")

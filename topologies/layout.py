@@ -18,6 +18,7 @@ Conventions (deterministic, so a description can be checked by eye):
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import json
@@ -36,6 +37,9 @@ DEFAULT_CONTROLLER_PORT_BASE = 6653
 SLOT_PORT_STRIDE = 300
 """A domain's controller, coordination and inspection ports lie 100 apart: a slot's span."""
 MAX_SLOTS = 32
+TUNNEL_TAP_BASE, TUNNEL_TAPS_PER_SLOT = 1000, 256
+"""A cluster run's ssh tunnels are made on taps numbered from its slot's range
+(:mod:`topologies.cluster`) and renamed to the border ports' names once up."""
 DOMAIN_GRAPHS = ("line", "ring", "mesh")
 
 
@@ -132,18 +136,31 @@ class NetworkLayout:
     switches: tuple[SwitchSpec, ...]
     borders: tuple[BorderLink, ...]
     controller_host: str = "127.0.0.1"
+    controller_hosts: tuple[str, ...] = ()
+    """Per domain, where its controller listens, when domains run on different servers."""
     controller_port_base: int = DEFAULT_CONTROLLER_PORT_BASE
     host_link: LinkParams = field(default_factory=LinkParams)
     border_link: LinkParams = field(default_factory=LinkParams)
     slot: int = 0
+
+    def controller_address(self, domain: int) -> str:
+        return self.controller_hosts[domain - 1] if self.controller_hosts else self.controller_host
+
+    def on_servers(self, addresses: tuple[str, ...]) -> NetworkLayout:
+        """The same network with domain ``d``'s controller listening at ``addresses[d - 1]``."""
+        if len(addresses) != self.domains:
+            raise LayoutError(f"{len(addresses)} controller addresses for {self.domains} domains")
+        return dataclasses.replace(self, controller_hosts=tuple(addresses))
 
     def controller_port(self, domain: int) -> int:
         return self.controller_port_base + self.slot * SLOT_PORT_STRIDE + domain
 
     def in_slot(self, slot: int) -> NetworkLayout:
         """The same network under slot ``slot``'s switch names, dpids and ports."""
-        return make_layout(self.domains, self.hosts_per_domain, self.domain_graph, self.controller_port_base,
-                           self.host_link, self.border_link, slot=slot)
+        return dataclasses.replace(
+            make_layout(self.domains, self.hosts_per_domain, self.domain_graph, self.controller_port_base,
+                        self.host_link, self.border_link, slot=slot),
+            controller_host=self.controller_host, controller_hosts=self.controller_hosts)
 
     def switch_of(self, domain: int) -> str:
         return next(s.name for s in self.switches if s.domain == domain)
@@ -179,11 +196,11 @@ class NetworkLayout:
             domains.append(
                 {
                     "id": d,
-                    "controller": {"host": self.controller_host, "port": self.controller_port(d)},
+                    "controller": {"host": self.controller_address(d), "port": self.controller_port(d)},
                     # UDP: notices from the other domains' controllers, features from the
                     # domain's inspection service (both on the controllers' host).
-                    "coordination": {"host": self.controller_host, "port": self.controller_port(d) + 100},
-                    "inspection": {"host": self.controller_host, "port": self.controller_port(d) + 200},
+                    "coordination": {"host": self.controller_address(d), "port": self.controller_port(d) + 100},
+                    "inspection": {"host": self.controller_address(d), "port": self.controller_port(d) + 200},
                     "switches": [
                         {"name": s.name, "dpid": s.dpid, "dpid_hex": s.dpid_hex}
                         for s in self.switches

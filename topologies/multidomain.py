@@ -19,12 +19,17 @@ class MultiDomainTopo(Topo):
     """
 
     def build(self, layout: NetworkLayout, switch_options: dict | None = None,
-              host_link_options: dict | None = None, border_link_options: dict | None = None):
+              host_link_options: dict | None = None, border_link_options: dict | None = None,
+              placement: dict | None = None):
+        """``placement``: for Mininet Cluster Edition, each domain's ``{"server": ..., "user": ...}``."""
+        def where(domain: int) -> dict:
+            return placement[domain] if placement else {}
+
         for switch in layout.switches:
             self.addSwitch(switch.name, dpid=switch.dpid_hex, protocols="OpenFlow13",
-                           **(switch_options or {}))
+                           **(switch_options or {}), **where(switch.domain))
         for host in layout.hosts:
-            self.addHost(host.name, ip=f"{host.ip}/{host.prefixlen}", mac=host.mac)
+            self.addHost(host.name, ip=f"{host.ip}/{host.prefixlen}", mac=host.mac, **where(host.domain))
             self.addLink(host.name, host.switch, port1=0, port2=host.port,
                          **(host_link_options or {}))
         for border in layout.borders:
