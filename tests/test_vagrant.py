@@ -47,3 +47,4 @@ def test_the_vm_is_provisioned_by_the_same_install_script():
     text = (REPO / "Vagrantfile").read_text()
     assert 'config.vm.box = "ubuntu/jammy64"' in text and "bash scripts/install.sh" in text
     assert "bash scripts/install.sh --cluster" in text and "sdfl_slot" in text  # the cluster's VMs join Ray
+    assert 'cluster.servers="[\\"192.168.56.11\\"' in text  # and split one experiment over them
