@@ -46,6 +46,13 @@ class DefenseConfig:
     """A remote sender's ``off_home`` at or above which its update is evidence enough to accuse
     it (0: never accuse). Honest remote senders stayed at or below 0.26 in ``sdfl simulate`` of
     paper.toml and its clean run, seeds 0-4; every flipper's first flipped update was 0.47-0.73."""
+    ban_bar: float = 0.0
+    """A local sender's ``off_home`` at or above which one update bans it (0: never on one
+    update). The home domain measures its own senders from their exact starting points: in
+    ``sdfl simulate`` of paper.toml's network, seeds 0-4, every attack of the library, honest
+    ones stayed at or below 0.37 after the warm-up, every flipper's first flipped update was
+    0.68-0.84. Off by default: with it at 0.45 the trees later banned an honest node of a domain
+    left with three senders (seed 2, README)."""
 
     @classmethod
     def from_scenario(cls, scenario: dict) -> DefenseConfig:
@@ -164,8 +171,27 @@ class DomainDefense:
         is accused."""
         self.round = max(self.round, round_)
         return (self._violations(now, Stream.UPDATE, violations, round_)
+                + self._turned_away(now, round_, features)
                 + self._observe(now, Stream.UPDATE, features, round_)
                 + self._accuse(now, round_ - 1, remote or {}))
+
+    def _turned_away(self, now: float, round_: int, features: dict[str, dict[str, float]]) -> list:
+        """Ban each local sender whose update, after the warm-up, turned from its home direction
+        beyond the bar: the earliest evidence there is (a flipper's first poisoned update), and
+        unmistakable. What it sent is not learnt as normal: the trees then see it banned."""
+        if not self.config.ban_bar or round_ <= self.config.warmup_rounds:
+            return []
+        actions: list = []
+        for node, measured in sorted(features.items()):
+            score = measured["off_home"]
+            if node not in self.local or self.banned(node) or score < self.config.ban_bar:
+                continue
+            actions.append(Log(event(Event.VERDICT, now, node=node, stream=Stream.UPDATE.name.lower(), round=round_,
+                                     violation=f"off_home {score:.2f} >= ban_bar {self.config.ban_bar:g}: "
+                                               "turned away from its home direction",
+                                     evidence=[self.config.ban_after_m, 1])))
+            actions += self._ban(now, node, Stream.UPDATE, score, self.config.ban_after_m, 1, round_, measured)
+        return actions
 
     def _accuse(self, now: float, round_: int, remote: dict[str, dict[str, float]]) -> list:
         """Accuse (once) each remote sender whose update left its home direction beyond the bar.

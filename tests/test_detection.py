@@ -246,13 +246,33 @@ NORMAL_UPDATE = {"off_consensus": 0.03, "off_norm": 0.05, "off_home": 0.02}
 FLIPPED_UPDATE = {"off_consensus": 0.7, "off_norm": 0.6, "off_home": 0.9}
 
 
+def test_one_update_turned_away_from_home_beyond_the_bar_bans_after_the_warm_up_only():
+    rng = np.random.default_rng(1)
+    defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
+    turned = {**NORMAL_UPDATE, "off_home": 0.5}  # nothing else odd about it
+    for round_ in range(2, 7):  # warm-up: learnt, never judged, whatever it looks like
+        features = {n: jitter(NORMAL_UPDATE, rng) for n in defense.local}
+        assert acting(defense.on_round(round_, round_, {**features, "d1h2": turned})) == []
+    just_under = {**NORMAL_UPDATE, "off_home": 0.44}
+    actions = defense.on_round(7, 7, {"d1h1": just_under, "d1h2": turned, "d1h3": NORMAL_UPDATE,
+                                      "d2h1": turned})  # d2h1: not this domain's to ban
+    assert [a for a in actions if isinstance(a, Ban)] == [Ban("d1h2")]
+    [ban_log] = [a.record for a in actions if isinstance(a, Log) and a.record["type"] == "ban"]
+    assert ban_log["round"] == 7 and ban_log["score"] == 0.5 and ban_log["evidence"] == [3, 1]
+    [verdict] = [a.record for a in actions if isinstance(a, Log) and a.record.get("violation")]
+    assert "off_home 0.50 >= ban_bar 0.45" in verdict["violation"]
+    [send] = [a for a in actions if isinstance(a, Send)]
+    assert send.notice.type is MessageType.BAN and send.notice.round == 7
+
+
 def jitter(features, rng):
     return {k: min(1.0, max(0.0, v + rng.normal(0, 0.02))) for k, v in features.items()}
 
 
 def test_domain_defense_bans_after_m_of_n_tells_the_other_domains_and_logs_why():
     rng = np.random.default_rng(0)
-    config = DefenseConfig(warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3)
+    # the trees' m-of-n path alone (no ban on one update that turned from home: the next test)
+    config = DefenseConfig(warmup_rounds=6, window_size=8, ban_after_m=2, ban_after_n=3, ban_bar=0)
     defense = DomainDefense(1, NETWORK, config)
     for round_ in range(2, 7):  # round 1 is never observed: no update to measure
         assert acting(defense.on_round(round_, round_, {n: jitter(NORMAL_UPDATE, rng) for n in defense.local})) == []
