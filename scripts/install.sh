@@ -32,19 +32,23 @@ cd "$repo"
 say() { echo "[install] $*"; }
 
 # 1. System packages (only the missing ones, so a second run never touches apt).
+apt_install() {  # label, packages...
+  local label=$1 pkg missing=()
+  shift
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "$label: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "$label: all present"
+  fi
+}
 # vagrant: the test suite validates the Vagrantfile; tshark reads the runs' --pcap captures.
-packages=(mininet openvswitch-switch iperf3 tcpdump tshark iputils-ping ethtool iproute2 python3-venv vagrant)
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "apt packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "apt packages: all present"
-fi
+apt_install "apt packages" mininet openvswitch-switch iperf3 tcpdump tshark iputils-ping ethtool iproute2 \
+  python3-venv vagrant
 
 # 2. Open vSwitch daemons (no systemd needed: ovs-ctl works in containers and CI too).
 if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
@@ -84,15 +88,7 @@ if [ "$cluster" = 1 ]; then
     say "Ray: installing (the .[cluster] extra)"
     .venv/bin/pip install --quiet --disable-pip-version-check -e ".[cluster]"
   fi
-  missing=()
-  for pkg in openssh-server openssh-client sudo; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "apt packages (cluster): ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  apt_install "apt packages (cluster)" openssh-server openssh-client sudo
   root_home=$(getent passwd root | cut -d: -f6)  # the runs ssh as root, whoever ran sudo
   mkdir -p /etc/ssh/sshd_config.d /run/sshd "$root_home/.ssh" && chmod 700 "$root_home/.ssh"
   printf '%s\n' "PermitRootLogin prohibit-password" "PermitTunnel ethernet" "UseDNS no" "MaxStartups 100:30:200" \
