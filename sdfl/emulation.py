@@ -175,7 +175,7 @@ class Emulation:
                                   + (self.layout.monitor_interfaces() if inspection else []))
         self.record.save()
         if self.cluster:
-            self._place_on_servers(inspection)
+            self._place_on_servers()
         if self.layout.slot:
             self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "
                           f"(switches {self.layout.switches[0].name}..., controller ports from "
@@ -229,7 +229,7 @@ class Emulation:
         self.timings["bring_up_s"] = time.monotonic() - began
         LOG.info("network up in %.1f s (%s datapath)", self.timings["bring_up_s"], self.datapath)
 
-    def _place_on_servers(self, inspection: bool) -> None:
+    def _place_on_servers(self) -> None:
         """Controllers listen at their domain's server; the run record names what each other
         server gets, so that ``sdfl clean`` here repairs it there."""
         plan = self.cluster
