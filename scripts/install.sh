@@ -102,8 +102,10 @@ if [ "$cluster" = 1 ]; then
   else
     /usr/sbin/sshd
   fi
-  ssh-keygen -F 127.0.0.1 >/dev/null 2>&1 || ssh-keyscan -q -t ed25519 127.0.0.1 >> "$root_home/.ssh/known_hosts" 2>/dev/null
   for attempt in 1 2 3 4 5 6 7 8 9 10; do  # a re-executing sshd listens again within a moment
+    ssh-keygen -F 127.0.0.1 >/dev/null 2>&1 \
+      || ssh-keyscan -t ed25519 127.0.0.1 >> "$root_home/.ssh/known_hosts" 2>/dev/null \
+      || true
     ssh -o BatchMode=yes -o ConnectTimeout=5 root@127.0.0.1 true 2>/dev/null && break
     [ "$attempt" = 10 ] && { echo "install.sh: ssh root@127.0.0.1 fails after setting up sshd" >&2; exit 1; }
     sleep 0.5
