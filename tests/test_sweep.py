@@ -130,6 +130,7 @@ def run_in_own_process(scenario, folder):
     """A picklable cell (what --jobs needs): the process it ran in, and fake_run's figures."""
     summary = fake_run([])(scenario, folder)
     summary["pid"] = os.getpid()
+    summary["torch_threads"] = os.environ.get("OMP_NUM_THREADS")
     (folder / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -142,6 +143,9 @@ def test_jobs_run_cells_at_once_each_in_a_fresh_process_with_the_serial_results(
     assert [{k: v for k, v in row.items() if k != "wall_s"} for row in parallel] == strip  # same rows, cell order
     pids = {json.loads((tmp_path / "parallel" / "runs" / c.name / "summary.json").read_text())["pid"] for c in cells}
     assert len(pids) == len(cells) and os.getpid() not in pids  # a process of its own for every cell
+    threads = {json.loads((tmp_path / "parallel" / "runs" / c.name / "summary.json").read_text())["torch_threads"]
+               for c in cells}
+    assert threads == {str(max(1, (os.cpu_count() or 1) // 3))}  # the cores shared out, not a thread per core each
 
 
 def test_the_default_jobs_are_the_cores_as_far_as_memory_allows():
