@@ -2,7 +2,8 @@
 in-memory simulation both run it, so what a round does is written once.
 
 A round is two steps with the transport in between: :meth:`RoundBody.publish` trains on the
-behaviour's samples and labels, lets it tell colluders, and returns the bytes to send; the transport
+behaviour's samples and labels, lets it tell colluders (:meth:`RoundBody.train`), and returns the
+bytes to send (:meth:`RoundBody.outgoing`); the transport
 delivers them and gathers the neighbours' frames; :meth:`RoundBody.conclude` aggregates them
 with the node's own model, evaluates, and returns the round's record (the transport adds
 what only it knows: bytes, times).
@@ -22,10 +23,18 @@ class RoundBody:
         self.behaviour = behaviour or Honest()
 
     def publish(self, round_: int) -> bytes:
+        return self.outgoing(round_, self.train(round_))
+
+    def train(self, round_: int) -> ModelFrame:
+        """The round's trained model, its honest update already told to colluders."""
         node, behaviour = self.node, self.behaviour
         frame = node.train(round_, behaviour.training_data(round_, node.x, node.y))
         behaviour.share(round_, frame, node.reference)
-        return behaviour.outgoing(round_, frame, node.reference)
+        return frame
+
+    def outgoing(self, round_: int, frame: ModelFrame) -> bytes:
+        """The bytes to send for the round's trained ``frame`` (poisoned, if the behaviour says so)."""
+        return self.behaviour.outgoing(round_, frame, self.node.reference)
 
     def conclude(self, round_: int, frames: list[ModelFrame], now: float) -> dict:
         """Aggregate the round's frames; the round's record, stamped ``now``."""

@@ -78,11 +78,17 @@ def simulate(nodes: dict[str, DFLNode], neighbours: dict[str, list[str]], rounds
     for round_ in range(1, rounds + 1):
         live = sorted(name for name in nodes if name not in down and name not in cut_off)
         wire.frames.clear()
-        trained_s = {}
-        for name in live:  # every node sends before any collects: the round is lock-step
+        trained_s, frames = {}, {}
+        # Every node trains before any sends (colluders see each other's honest updates, as
+        # agents waiting on their board do), and sends before any collects: the round is lock-step.
+        for name in live:
             began = time.process_time()
-            transports[name].send(round_, bodies[name].publish(round_))
+            frames[name] = bodies[name].train(round_)
             trained_s[name] = time.process_time() - began
+        for name in live:
+            began = time.process_time()
+            transports[name].send(round_, bodies[name].outgoing(round_, frames.pop(name)))
+            trained_s[name] += time.process_time() - began
         concluded = []
         for name in live:
             aggregating = time.process_time()

@@ -83,6 +83,24 @@ def test_a_dead_node_does_not_stop_the_others():
     assert all(len(r["received_from"]) == 2 and "d1h2" not in r["received_from"] for r in results)
 
 
+def test_simulated_colluders_each_see_every_colluders_honest_update_without_waiting():
+    """As agents waiting on their board do: the first colluder to send must not attack alone."""
+    from attacks.plan import normalize_entry, resolve_attacks
+    from attacks.poisoning import CollusionBoard, Poisoner
+
+    dataset = load_digits_dataset(seed=0)
+    nodes = nodes_for(dataset, NAMES[:4])
+    graph = peer_graph("full", NAMES[:4], DOMAIN_OF, [], seed=0)
+    attacks = resolve_attacks([normalize_entry({"kind": "alie", "nodes": ["d1h1", "d1h3"], "start_round": 1}, "a")],
+                              NAMES[:4], DOMAIN_OF, 2, 0, 7000)
+    board, seen = CollusionBoard(), []
+    gather = board.gather
+    board.gather = lambda *args: seen.append(len(gather(*args))) or gather(*args)
+    poisoners = {n: Poisoner(n, attacks, 4, 10, seed=0, board=board, collusion_wait_s=0.0) for n in ("d1h1", "d1h3")}
+    simulate(nodes, graph, rounds=2, behaviours=poisoners)
+    assert seen == [2, 2, 2, 2]  # two colluders, two rounds: each time both honest updates
+
+
 def test_unsw_nb15_loader_reads_a_fixture(tmp_path):
     header = ("id,dur,proto,service,state,spkts,dpkts,sbytes,dbytes,rate,sttl,dttl,sload,dload,"
               "attack_cat,label")
