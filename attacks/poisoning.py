@@ -156,10 +156,10 @@ def most_damaging(colluder_updates: np.ndarray, attack_for, rule, f: int) -> np.
 def under_the_bar(update: np.ndarray, colluder_updates: np.ndarray, budget: float, size: float) -> np.ndarray:
     """The adaptive attacker's update: its honest one turned towards the colluders' inverse mean
     update (the consensus it fights) and scaled by ``size``, as far as FU-HST's update features
-    (:class:`controllers.features.UpdateFeatures`) would stay within ``budget``: the cosine it
-    loses along the consensus (``off_consensus``) and half of what it loses against its own
-    direction, which stands in for its home (``off_home``), are each at most ``budget``. A size
-    within the detector's usual drift (``USUAL_SIZE_BAND``) costs nothing in ``off_norm``."""
+    (:class:`controllers.features.UpdateFeatures`) would stay within ``budget``: half of the
+    cosine it loses against its own direction, which stands in for its home (``off_home``), is at
+    most ``budget``. A size within the detector's usual drift (``USUAL_SIZE_BAND``) costs nothing
+    in ``off_norm``."""
     norm = float(np.linalg.norm(update))
     mean = colluder_updates.mean(axis=0)
     if norm == 0 or not np.any(mean):
@@ -170,12 +170,7 @@ def under_the_bar(update: np.ndarray, colluder_updates: np.ndarray, budget: floa
     if not np.any(across):
         return size * update
     across /= float(np.linalg.norm(across))
-    consensus = -away
-    angles = np.linspace(0.0, math.acos(float(np.clip(away @ own, -1.0, 1.0))), 257)
-    off_consensus = own @ consensus - (np.cos(angles) * (own @ consensus) + np.sin(angles) * (across @ consensus))
-    off_home = (1.0 - np.cos(angles)) / 2
-    allowed = angles[np.maximum(off_consensus, off_home) <= budget]
-    angle = float(allowed.max()) if allowed.size else 0.0
+    angle = min(math.acos(float(np.clip(away @ own, -1.0, 1.0))), math.acos(max(-1.0, 1.0 - 2.0 * budget)))
     return size * norm * (math.cos(angle) * own + math.sin(angle) * across)
 
 

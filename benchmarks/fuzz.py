@@ -197,7 +197,7 @@ INSPECTED_NETWORK = make_layout(1, 3, "line").to_description("user", monitor=Tru
 
 def reports() -> st.SearchStrategy[bytes]:
     features = st.dictionaries(st.sampled_from(["d1h1", "d1h2"]), st.fixed_dictionaries(
-        {k: st.floats(0, 1) for k in ("off_consensus", "off_norm", "off_home")}), max_size=2)
+        {k: st.floats(0, 1) for k in ("off_norm", "off_home")}), max_size=2)
     return st.builds(lambda round_, f, v: ReportChannel(KEY, seq=0).seal(InspectionReport(round_, f, v)),
                      st.integers(0, 2**40), features,
                      st.dictionaries(st.text(max_size=5), st.lists(st.text(max_size=10), max_size=2), max_size=2))

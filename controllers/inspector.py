@@ -226,15 +226,12 @@ class RoundCollector:
 
 def round_report(collector: RoundCollector, features, round_: int) -> dict[str, dict[str, float]]:
     """Update features of a complete round's local senders, each measured from where it started
-    (:func:`controllers.features.fedavg_references`) and against the consensus step of every
-    model the domain saw; a sender whose start is unknown is left out."""
-    from controllers.features import consensus_step, fedavg_references
+    (:func:`controllers.features.fedavg_references`); a sender whose start is unknown is left out."""
+    from controllers.features import fedavg_references
 
     previous = collector.models.get(round_ - 1, {})
     references = fedavg_references(previous, collector.received.get(round_ - 1, {}), sorted(collector.senders))
-    step = consensus_step({n: m for n, (m, _) in collector.models.get(round_, {}).items()},
-                          {n: m for n, (m, _) in previous.items()})
-    return {n: f for n, f in features.round_features(collector.local_models(round_), references, step).items()
+    return {n: f for n, f in features.round_features(collector.local_models(round_), references).items()
             if n in references}
 
 
@@ -245,7 +242,7 @@ def remote_report(collector: RoundCollector, features, round_: int) -> dict[str,
     which leaves out its own domain's (they never cross this domain's mirror). Approximate, yet a
     flipper's first poisoned update points so far from its home direction that no honest one
     comes near (:data:`controllers.defense.ACCUSE_OFF_HOME`)."""
-    from controllers.features import consensus_step, fedavg_references
+    from controllers.features import fedavg_references
 
     current = collector.models.get(round_, {})
     previous = collector.models.get(round_ - 1, {})
@@ -254,8 +251,7 @@ def remote_report(collector: RoundCollector, features, round_: int) -> dict[str,
     models = {n: current[n][0] for n in remote if n in references}
     if len(models) < 2:  # features are relative to the round's other remote senders
         return {}
-    step = consensus_step({n: m for n, (m, _) in current.items()}, {n: m for n, (m, _) in previous.items()})
-    return features.round_features(models, references, step)
+    return features.round_features(models, references)
 
 
 MAX_REASONS = 8

@@ -69,7 +69,7 @@ SCHEMA: dict[str, Any] = {
         "flow_span_s": Field(float, 2.0, positive,
                              "flow features are rates over this span (about one round period)"),
         "window_size": Field(int, 8, positive, "HST reference window (observations)"),
-        "ban_bar": Field(float, 0.0, between(0.0, 1.0),
+        "ban_bar": Field(float, 0.45, between(0.0, 1.0),
                          "a local sender whose update's off_home reaches this is banned at once (0 = never; "
                          "0.45 bans a sign flipper on its first flipped update, see README)"),
         "accuse_bar": Field(float, 0.45, between(0.0, 1.0),

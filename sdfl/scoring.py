@@ -92,7 +92,8 @@ def score_detection(truth: dict[tuple[str, int], list[str]], controller_records:
         "bans": [{"node": r["node"], "domain": r.get("domain"), "round": timeline.ban_round(r["node"]),
                   "time": r["time"],
                   "reason": f"{r['stream']} stream, score {r['score']:.3f}, "
-                            f"evidence {r['evidence'][0]} in {r['evidence'][1]} verdicts"}
+                            f"evidence {r['evidence'][0]} in {r['evidence'][1]} "
+                            f"verdict{'' if r['evidence'][1] == 1 else 's'}"}
                  for r in sorted(of_kind(controller_records, Event.BAN), key=lambda r: r["time"])
                  if r.get("origin") == r.get("domain")],
         "by_kind": per_kind,

@@ -11,8 +11,8 @@ from sdfl.scoring import score_byzantine
 from topologies.layout import make_layout
 
 IMPOSSIBLE = ["round 4000000000 is not a round of this run (1-20)"]
-FLIPPED_REMOTE = {"off_consensus": 0.4, "off_norm": 0.35, "off_home": 0.65}
-HONEST_REMOTE = {"off_consensus": 0.05, "off_norm": 0.0, "off_home": 0.1}
+FLIPPED_REMOTE = {"off_norm": 0.35, "off_home": 0.65}
+HONEST_REMOTE = {"off_norm": 0.0, "off_home": 0.1}
 
 
 class Federation:

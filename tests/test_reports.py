@@ -11,7 +11,7 @@ from controllers.reports import InspectionReport, ReportChannel
 from topologies.layout import make_layout
 
 KEY = bytes(range(32))
-REPORT = InspectionReport(3, {"d1h1": {"off_consensus": 0.1, "off_norm": 0.0, "off_home": 0.2}},
+REPORT = InspectionReport(3, {"d1h1": {"off_norm": 0.0, "off_home": 0.2}},
                           {"d1h2": ["round 4000000000 is not a round of this run (1-20)"]})
 
 
