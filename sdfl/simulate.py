@@ -4,7 +4,8 @@ The same scenario file as ``sdfl run``, the same nodes, shards, round body
 (:class:`agents.round.RoundBody`), attacks, wire frames and per-domain inspection and FU-HST
 (:class:`controllers.inspector.DomainInspection` feeding the controllers' own
 :class:`controllers.domain.DomainLogic`, signed decisions through their ledgers), and the
-same result files: ``agent-<node>.jsonl``, ``rounds.csv``, ``summary.json``, ``report.md``. What it leaves out is the network: no flow
+same result files: ``agent-<node>.jsonl``, ``inspector-dN.jsonl``, ``controller-dN.jsonl`` (every score,
+verdict and ban), ``rounds.csv``, ``summary.json``, ``report.md``. What it leaves out is the network: no flow
 stream, no traffic attacks, no faults, no timing (a round's time is its number), and a ban cuts
 a node off from the next round on. It is the reference a network run is compared with, and the
 fast loop for a new attack or detector.
@@ -58,6 +59,7 @@ class SimulatedDefense:
         self.inspection = {d.id: d.inspection.address for d in description.domains}
         self.bans: list[dict] = []
         self.inspector_records: dict[int, list[dict]] = {d: [] for d in self.domains}  # as inspector-dN.jsonl
+        self.controller_records: dict[int, list[dict]] = {d: [] for d in self.domains}  # as controller-dN.jsonl
         self.notice_bytes = 0
 
     def __call__(self, round_: int, wire: dict[str, bytes]) -> set[str]:
@@ -91,8 +93,10 @@ class SimulatedDefense:
                 self.notice_bytes += len(effect.data)
                 receiver = self.domain_at[effect.address]
                 self._carry_out(now, receiver, self.logic[receiver].notice(now, effect.data, self.address[domain]))
-            elif isinstance(effect, Log) and effect.record["type"] == Event.BAN:
-                self.bans.append(effect.record)
+            elif isinstance(effect, Log):
+                self.controller_records[domain].append(effect.record)
+                if effect.record["type"] == Event.BAN:
+                    self.bans.append(effect.record)
 
 
 def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle: bool = False) -> dict:
@@ -138,11 +142,12 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
             progress(f"round {round_}/{dfl['rounds']}: honest accuracy {accuracy:.3f}")
     if out is not None:
         _write_results(out, names, records, rows, summary)
-        if isinstance(defense, SimulatedDefense):  # the update features each domain measured, as a run's
-            for domain, inspected in defense.inspector_records.items():
-                with JsonLinesWriter(out / f"inspector-d{domain}.jsonl") as writer:
-                    for record in inspected:
-                        writer.write(record)
+        if isinstance(defense, SimulatedDefense):  # what each domain measured and decided, as a run's files
+            for name, by_domain in (("inspector", defense.inspector_records), ("controller", defense.controller_records)):
+                for domain, records_of_domain in by_domain.items():
+                    with JsonLinesWriter(out / f"{name}-d{domain}.jsonl") as writer:
+                        for record in records_of_domain:
+                            writer.write(record)
     return summary
 
 
