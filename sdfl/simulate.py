@@ -143,7 +143,8 @@ def simulate_run(scenario: dict, out: Path | None = None, progress=print, oracle
     if out is not None:
         _write_results(out, names, records, rows, summary)
         if isinstance(defense, SimulatedDefense):  # what each domain measured and decided, as a run's files
-            for name, by_domain in (("inspector", defense.inspector_records), ("controller", defense.controller_records)):
+            kept = {"inspector": defense.inspector_records, "controller": defense.controller_records}
+            for name, by_domain in kept.items():
                 for domain, records_of_domain in by_domain.items():
                     with JsonLinesWriter(out / f"{name}-d{domain}.jsonl") as writer:
                         for record in records_of_domain:

@@ -33,8 +33,9 @@ def test_the_paper_scenario_simulated_learns_and_bans_its_flippers_only(tmp_path
     assert all(score < bar for round_, node, score in remote if node not in malicious or round_ < 5)
     # And what each domain decided, as a run's controller-dN.jsonl: every score, every ban with its why.
     decided = {d: read_jsonl(tmp_path / f"controller-d{d}.jsonl") for d in (1, 2, 3)}
-    assert {r["node"] for records in decided.values() for r in records if r["type"] == "ban" and r["origin"] == r["domain"]} \
-        == malicious
+    own_bans = {r["node"] for records in decided.values() for r in records
+                if r["type"] == "ban" and r["origin"] == r["domain"]}
+    assert own_bans == malicious
     assert all(any(r["type"] == "scores" and r["round"] == 6 for r in records) for records in decided.values())
 
 
