@@ -43,7 +43,7 @@ round after round: what the update stream's trees judge is the excess over it
 (:func:`beyond_honest_spread`). Measured over paper.toml's network, every attack of the library,
 seeds 0-4 (``scenarios/banbar.toml``): the 99th percentile of honest senders' features after the
 warm-up was 0.08 (``off_norm``) and 0.11 (``off_home``), and a sender's level held over 3 of 4
-rounds reached 0.11 and 0.15; judged from the corner itself, such a sender was banned in 5 of 75
+rounds reached 0.11 and 0.15; judged from the corner itself, such a sender was banned in 12 of 75
 cells. With ``off_home``'s spread at 0.05 instead of 0.1, the trees caught mimic, Min-Max, Min-Sum
 and backdoor colluders sooner but banned one honest node of the clean run (README)."""
 USUAL_SIZE_BAND = 2.0  # an honest node's update size relative to the median drifts this much either way over a run
