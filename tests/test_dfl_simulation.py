@@ -95,7 +95,12 @@ def test_simulated_colluders_each_see_every_colluders_honest_update_without_wait
                               NAMES[:4], DOMAIN_OF, 2, 0, 7000)
     board, seen = CollusionBoard(), []
     gather = board.gather
-    board.gather = lambda *args: seen.append(len(gather(*args))) or gather(*args)
+
+    def counted(*args):
+        found = gather(*args)
+        seen.append(len(found))
+        return found
+    board.gather = counted
     poisoners = {n: Poisoner(n, attacks, 4, 10, seed=0, board=board, collusion_wait_s=0.0) for n in ("d1h1", "d1h3")}
     simulate(nodes, graph, rounds=2, behaviours=poisoners)
     assert seen == [2, 2, 2, 2]  # two colluders, two rounds: each time both honest updates
