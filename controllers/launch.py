@@ -122,9 +122,11 @@ def controller_command(
     keys_path: Path | None = None,
     byzantine: ByzantinePlan | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """``(argv, env)`` for the controller of ``domain`` (:mod:`controllers.manager`)."""
-    argv = [
-        runtime.python, "-m", "controllers.manager", runtime.framework.module,
+    """``(args, env)`` for the controller of ``domain``: the arguments of ``python -m
+    controllers.manager`` (in ``runtime.python``, :func:`controller_environment`) and the
+    variables that tell the app its domain (``sdfl.launcher`` forks it with both)."""
+    args = [
+        runtime.framework.module,
         "--ofp-listen-host", listen_host,
         "--ofp-tcp-listen-port", str(listen_port),
         APP_MODULE,
@@ -143,4 +145,4 @@ def controller_command(
         env["SDFL_KEYS"] = str(keys_path)
     if byzantine is not None:
         env["SDFL_BYZANTINE"] = byzantine.to_json()
-    return argv, controller_environment(env)
+    return args, env

@@ -21,8 +21,9 @@ from pathlib import Path
 from common.events import Event, read_events
 from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
-from controllers.launch import ControllerRuntime, Framework, controller_command
-from sdfl.cluster import ClusterPlan, RemoteProcess, remote_environment
+from controllers.launch import ControllerRuntime, Framework, controller_command, controller_environment
+from sdfl.cluster import ClusterPlan, RemoteProcess
+from sdfl.launcher import Launcher
 from sdfl.records import CleanReport, RunRecord, claim_slot, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -113,6 +114,7 @@ class Emulation:
         self.net = None
         self.record: RunRecord | None = None
         self.controllers: dict[int, subprocess.Popen] = {}
+        self.controller_launchers: dict[str | None, Launcher] = {}  # by server (None: no cluster)
         self.stopped_controllers: set[int] = set()  # killed on purpose (a fault), not dead
         self.inspectors: dict[int, subprocess.Popen] = {}
         self.captures: list[subprocess.Popen] = []
@@ -176,6 +178,7 @@ class Emulation:
         self.record.save()
         if self.cluster:
             self._place_on_servers()
+        self._start_controller_launchers()  # their imports overlap the checks and the description
         if self.layout.slot:
             self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "
                           f"(switches {self.layout.switches[0].name}..., controller ports from "
@@ -248,15 +251,15 @@ class Emulation:
         return {"servers": {d: plan.mininet_name(plan.server_of(d)) for d in range(1, self.layout.domains + 1)},
                 "tunnel": plan.link, "user": plan.user}
 
-    def _start(self, domain: int, argv: list[str], env: dict[str, str] | None, log_path: Path, role: str):
+    def _start(self, domain: int, argv: list[str], log_path: Path, role: str):
         """``argv`` as the domain's process ``role``: here, or on the domain's server over ssh."""
         server = self.cluster.server_of(domain) if self.cluster else None
         if server and not self.cluster.is_local(server):
-            proc = RemoteProcess(self.cluster, server, argv, remote_environment(env or dict(os.environ)), log_path)
+            proc = RemoteProcess(self.cluster, server, argv, {}, log_path)
             self.record.add_remote_process(server, proc.pid, proc.start, role)
             return proc
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self.record.add_process(proc.pid, role)
         return proc
@@ -272,7 +275,7 @@ class Emulation:
                  "--bounds", self.frame_bounds.to_json(),
                  "--wait", str(self.defense.round_wait_s),
                  "--warmup-rounds", str(self.defense.warmup_rounds)],
-                None, self.out_dir / f"inspector-d{domain}.log", f"inspector d{domain}")
+                self.out_dir / f"inspector-d{domain}.log", f"inspector d{domain}")
 
     def _start_captures(self) -> None:
         """tcpdump on every host's switch-side interface (root namespace): ``pcap/<host>.pcap``
@@ -292,15 +295,39 @@ class Emulation:
                 raise EmulationError(f"tcpdump did not start on every host interface (see {folder})")
             time.sleep(0.05)
 
+    def _start_controller_launchers(self) -> None:
+        """One controller launcher (:mod:`sdfl.launcher`) per server that holds a domain, in the
+        controllers' interpreter: the domains' controllers are forked from it."""
+        servers = {self.cluster.server_of(d) if self.cluster else None for d in range(1, self.layout.domains + 1)}
+        for server in sorted(servers, key=str):
+            launcher = Launcher(self.out_dir / (f"controller-launcher-{server}.log" if server else
+                                                "controller-launcher.log"),
+                                plan=self.cluster, server=server, controllers=True, python=self.controller.python,
+                                env=controller_environment({}))
+            self.controller_launchers[server] = launcher
+            if launcher.remote:
+                self.record.add_remote_process(server, *launcher.remote_pid, "controller launcher")
+                self.record.add_process(launcher.process.pid, f"ssh to the controller launcher on {server}")
+            else:
+                self.record.add_process(launcher.process.pid, "controller launcher")
+
     def _launch_controller(self, domain: int) -> None:
-        argv, env = controller_command(
+        args, env = controller_command(
             self.controller, domain, self.layout.controller_address(domain), self.layout.controller_port(domain),
             self.description_path.resolve(), self.events_path(domain).resolve(), self.poll_interval,
             self.watched_ports, self.defense,
             key_path(self.out_dir, controller_party(domain)).resolve() if self.keyed else None,
             self.byzantine.get(domain),
         )
-        self.controllers[domain] = self._start(domain, argv, env, self.log_path(domain), f"controller d{domain}")
+        launcher = self.controller_launchers[self.cluster.server_of(domain) if self.cluster else None]
+        role = f"controller d{domain}"
+        try:
+            proc = launcher.start(role, None, "controllers.manager", args, self.log_path(domain), env=env)
+        except RuntimeError as error:
+            raise EmulationError(f"{error}; see {self.log_path(domain)}") from error
+        if not launcher.remote:  # one on another server ends with its launcher
+            self.record.add_process(proc.pid, role)
+        self.controllers[domain] = proc
 
     def _start_controllers(self) -> None:
         for domain in range(1, self.layout.domains + 1):
@@ -399,6 +426,9 @@ class Emulation:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for launcher in self.controller_launchers.values():
+            launcher.close()
+        self.controller_launchers = {}
         if self.record is not None:
             stop_processes(self.record.processes)
             release(self.record, CleanReport())

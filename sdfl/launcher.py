@@ -1,4 +1,4 @@
-"""One process that pays the agents' imports once and forks every agent of a run (a zygote).
+"""One process that pays a role's imports once and forks every process of that role (a zygote).
 
 An agent that imports torch, numpy and scikit-learn itself costs about 270 MB and seconds of CPU;
 forked from a process that imported them, it shares those pages with every other agent (copy on
@@ -8,8 +8,15 @@ through libc: Python 3.11 has no ``os.setns``) before it opens a socket, writes 
 own log, and runs the same ``main`` as ``python -m agents.agent`` or ``python -m attacks.agent``,
 which stay the entry points for real hosts.
 
+Controllers are forked the same way by a launcher of their own (``--controllers``), in the
+controllers' interpreter: it imports the domain logic, numpy, river's detectors and cryptography
+(1.4 of a controller's 1.9 s of start-up CPU) but not the framework, whose manager patches sockets
+green before it loads anything (:mod:`controllers.manager`); each child stays in the root
+namespace and runs that manager with its domain's environment.
+
 The launcher is single-threaded (forking a threaded process copies its locks mid-use). Protocol,
-JSON lines: the runner writes ``{"node", "netns_pid", "program", "argv", "log"}`` on its stdin; it
+JSON lines: the runner writes ``{"node", "netns_pid", "program", "argv", "log"}`` (and for a
+controller ``"env"``; ``netns_pid`` null: the launcher's namespace) on its stdin; it
 answers ``{"started": node, "pid": pid}`` or ``{"refused": node, "why": ...}``, and, when a child
 ends, ``{"exited": node, "pid": pid, "code": code}`` (negative: killed by that signal). The runner
 signals a child with ``{"signal": number, "pid": pid}`` (the launcher may be on another server:
@@ -32,10 +39,11 @@ import time
 import traceback
 from pathlib import Path
 
-from sdfl.cluster import ClusterPlan, read_remote_pid, remote_script
+from sdfl.cluster import ClusterPlan, read_remote_pid, remote_environment, remote_script
 
 CLONE_NEWNET = 0x40000000
-PROGRAMS = ("agents.agent", "attacks.agent")
+AGENT_PROGRAMS = ("agents.agent", "attacks.agent")
+CONTROLLER_PROGRAMS = ("controllers.manager",)
 
 
 def enter_network_namespace(pid: int) -> None:
@@ -50,7 +58,7 @@ def enter_network_namespace(pid: int) -> None:
         os.close(fd)
 
 
-def _programs(config: Path | None) -> dict:
+def _agent_programs(config: Path | None) -> dict:
     """Every program's ``main(argv)``, imported before the first fork, with what they load (and
     the run's dataset and shards, when ``config`` names its dfl.json)."""
     import importlib
@@ -71,6 +79,17 @@ def _programs(config: Path | None) -> dict:
     return {"agents.agent": agent.main, "attacks.agent": byzantine.byzantine_main}
 
 
+def _controller_programs() -> dict:
+    """The controller manager, with what the domain app loads beside its framework imported."""
+    import importlib
+
+    from controllers import manager
+
+    for module in ("controllers.domain", "river.anomaly", "cryptography.hazmat.primitives.asymmetric.ed25519"):
+        importlib.import_module(module)
+    return {"controllers.manager": manager.main}
+
+
 def _child(request: dict, program) -> int:
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -78,7 +97,9 @@ def _child(request: dict, program) -> int:
     # As the interpreter starts a standalone agent: a send to a peer that hung up is an
     # exception the transport handles, not a signal that kills the agent (SIG_DFL did, at 8 x 16).
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    enter_network_namespace(request["netns_pid"])
+    if request["netns_pid"] is not None:
+        enter_network_namespace(request["netns_pid"])
+    os.environ.update(request.get("env") or {})
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -95,8 +116,7 @@ def _answer(message: dict) -> None:
     sys.stdout.flush()
 
 
-def serve(config: Path | None = None) -> int:
-    programs = _programs(config)
+def serve(programs: dict) -> int:
     # What is imported now stays shared: the collector never walks (so never writes) those
     # objects again, and a page only a write would copy stays one page for all the children.
     gc.freeze()
@@ -144,8 +164,10 @@ def _launch(line: bytes, programs: dict, children: dict[int, str]) -> None:
             os.kill(request["pid"], request["signal"])  # only its own children, alive (not yet reaped)
         return
     node = request.get("node") if isinstance(request, dict) else None
+    env = request.get("env") if isinstance(request, dict) else None
     if not isinstance(node, str) or request.get("program") not in programs or not isinstance(
-            request.get("netns_pid"), int) or not isinstance(request.get("argv"), list):
+            request.get("netns_pid"), (int, type(None))) or not isinstance(request.get("argv"), list) or not (
+            env is None or isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
         _answer({"refused": node, "why": f"not a launch request: {line[:200]!r}"})
         return
     program = programs[request["program"]]
@@ -167,11 +189,11 @@ def _launch(line: bytes, programs: dict, children: dict[int, str]) -> None:
     _answer({"started": node, "pid": pid})
 
 
-class LaunchedAgent:
-    """A forked agent as the runner handles it: the part of ``subprocess.Popen`` it uses.
-    Signals go through its launcher, which may be on another server."""
+class LaunchedProcess:
+    """A forked agent or controller as the runner handles it: the part of ``subprocess.Popen`` it
+    uses. Signals go through its launcher, which may be on another server."""
 
-    def __init__(self, node: str, pid: int, launcher: AgentLauncher) -> None:
+    def __init__(self, node: str, pid: int, launcher: Launcher) -> None:
         self.node, self.pid, self.launcher = node, pid, launcher
         self.returncode: int | None = None
         self._ended = threading.Event()
@@ -185,7 +207,7 @@ class LaunchedAgent:
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._ended.wait(timeout):
-            raise subprocess.TimeoutExpired(f"agent {self.node}", timeout)
+            raise subprocess.TimeoutExpired(f"launched {self.node}", timeout)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
@@ -195,25 +217,33 @@ class LaunchedAgent:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
 
-class AgentLauncher:
+
+class Launcher:
     """The runner's end: starts the launcher process, here or on ``server`` of a cluster ``plan``
-    (over ssh, the protocol on its streams), and asks it for agents."""
+    (over ssh, the protocol on its streams), and asks it for agents, or with ``controllers`` for
+    controllers (in ``python``, the controllers' interpreter, with ``env``)."""
 
     def __init__(self, log: Path, config: Path | None = None, start_timeout_s: float = 120.0,
-                 plan: ClusterPlan | None = None, server: str | None = None) -> None:
+                 plan: ClusterPlan | None = None, server: str | None = None, *, controllers: bool = False,
+                 python: str = sys.executable, env: dict[str, str] | None = None) -> None:
         self.log = open(log, "ab")
-        command = [sys.executable, "-m", "sdfl.launcher", *([str(config)] if config else [])]
+        self.role = "controller" if controllers else "agent"
+        self.programs = CONTROLLER_PROGRAMS if controllers else AGENT_PROGRAMS
+        command = [python, "-m", "sdfl.launcher", *(["--controllers"] if controllers else []),
+                   *([str(config)] if config else [])]
         self.remote = plan is not None and not plan.is_local(server)
         if self.remote:
-            command = plan.ssh(server, remote_script(command, {}))
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
+            command = plan.ssh(server, remote_script(command, remote_environment(env) if env else {}))
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                        start_new_session=True, env=None if self.remote else env)
         # On another server: its pid and start time there, for the run record
-        self.remote_pid = (read_remote_pid(self.process.stdout, server, "the agent launcher", log)
+        self.remote_pid = (read_remote_pid(self.process.stdout, server, f"the {self.role} launcher", log)
                            if self.remote else None)
         self.start_timeout_s = start_timeout_s
-        self.agents: dict[int, LaunchedAgent] = {}
+        self.children: dict[int, LaunchedProcess] = {}
         self._replies: dict[str, dict] = {}
         self._lock = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -224,31 +254,34 @@ class AgentLauncher:
             message = json.loads(line)
             with self._lock:
                 if "exited" in message:
-                    self.agents[message["pid"]]._exited(message["code"])
+                    self.children[message["pid"]]._exited(message["code"])
                 elif "started" in message:
-                    agent = self.agents[message["pid"]] = LaunchedAgent(message["started"], message["pid"], self)
-                    self._replies[agent.node] = agent
+                    child = self.children[message["pid"]] = LaunchedProcess(message["started"], message["pid"], self)
+                    self._replies[child.node] = child
                 else:
                     self._replies[str(message["refused"])] = RuntimeError(message["why"])
                 self._lock.notify_all()
         with self._lock:  # the launcher is gone: so are its children
-            for agent in self.agents.values():
-                if agent.returncode is None:
-                    agent._exited(-signal.SIGKILL)
+            for child in self.children.values():
+                if child.returncode is None:
+                    child._exited(-signal.SIGKILL)
             self._lock.notify_all()
 
-    def start(self, node: str, netns_pid: int, program: str, argv: list[str], log: Path) -> LaunchedAgent:
-        """Fork the agent ``node`` into the network namespace of ``netns_pid``."""
-        if program not in PROGRAMS:
-            raise ValueError(f"the launcher runs {', '.join(PROGRAMS)}, not {program!r}")
-        request = {"node": node, "netns_pid": netns_pid, "program": program, "argv": argv, "log": str(log)}
+    def start(self, node: str, netns_pid: int | None, program: str, argv: list[str], log: Path,
+              env: dict[str, str] | None = None) -> LaunchedProcess:
+        """Fork ``node``'s ``program`` into the network namespace of ``netns_pid`` (None: the
+        launcher's), its environment updated with ``env``."""
+        if program not in self.programs:
+            raise ValueError(f"the {self.role} launcher runs {', '.join(self.programs)}, not {program!r}")
+        request = {"node": node, "netns_pid": netns_pid, "program": program, "argv": argv, "log": str(log),
+                   **({"env": env} if env else {})}
         with self._lock:
             self._replies.pop(node, None)
             self.request(request)
             deadline = time.monotonic() + self.start_timeout_s
             while node not in self._replies:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the agent launcher did not start {node}; see {self.log.name}")
+                    raise RuntimeError(f"the {self.role} launcher did not start {node}; see {self.log.name}")
                 self._lock.wait(0.1)
             reply = self._replies.pop(node)
         if isinstance(reply, Exception):
@@ -263,7 +296,7 @@ class AgentLauncher:
             pass
 
     def close(self) -> None:
-        """No more agents: the launcher kills those left and exits."""
+        """No more children: the launcher kills those left and exits."""
         if self.process.stdin and not self.process.stdin.closed:
             self.process.stdin.close()
         try:
@@ -275,5 +308,14 @@ class AgentLauncher:
         self.log.close()
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sdfl.launcher [--controllers] [DFL_CONFIG]``: the agents' launcher (with the
+    run's dfl.json, its data set and shards loaded too), or the controllers'."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--controllers"]:
+        return serve(_controller_programs())
+    return serve(_agent_programs(Path(args[0]) if args else None))
+
+
 if __name__ == "__main__":
-    sys.exit(serve(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
+    sys.exit(main())

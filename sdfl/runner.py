@@ -44,7 +44,7 @@ from common.jsonl import JsonLinesWriter, read_jsonl
 from common.keys import agent_party, key_path, write_run_keys
 from common.runconfig import RunConfig
 from common.schema import ScenarioError
-from sdfl.launcher import AgentLauncher, LaunchedAgent
+from sdfl.launcher import Launcher, LaunchedProcess
 from sdfl.liveness import LivenessWatch
 from sdfl.pace import pace as progress_pace
 from sdfl.probes import vswitchd_answers
@@ -201,7 +201,7 @@ class Experiment:
         self.cluster = ClusterPlan.from_scenario(scenario)
         if self.cluster and pcap:
             raise ScenarioError("--pcap captures on this machine's interfaces: not with cluster.servers")
-        self.launchers: dict[str | None, AgentLauncher] = {}  # by server (None: no cluster)
+        self.launchers: dict[str | None, Launcher] = {}  # by server (None: no cluster)
         self.cluster_report: dict = {}
 
     def run(self) -> dict:
@@ -211,7 +211,7 @@ class Experiment:
         net = self.scenario["network"]
         # The launcher imports torch and loads the data set while the controllers' interpreter
         # is probed and the network comes up.
-        self.launchers[self.cluster.servers[0] if self.cluster else None] = AgentLauncher(
+        self.launchers[self.cluster.servers[0] if self.cluster else None] = Launcher(
             self.out / "launcher.log", self.config_path)
         try:
             controller = ControllerRuntime.probe(net["controller"], net["controller_python"] or None)
@@ -248,11 +248,11 @@ class Experiment:
                       + ", ".join(f"d{d} on {s}" for d, s in plan.placement().items()) + f"; {plan.link} tunnels")
         preflight(plan, self.out, sorted({sys.executable, controller.python}))
         for server in plan.remote_servers:
-            self.launchers[server] = AgentLauncher(self.out / f"launcher-{server}.log", self.config_path,
+            self.launchers[server] = Launcher(self.out / f"launcher-{server}.log", self.config_path,
                                                    plan=plan, server=server)
 
     @staticmethod
-    def track_launcher(record, server: str | None, launcher: AgentLauncher) -> None:
+    def track_launcher(record, server: str | None, launcher: Launcher) -> None:
         if launcher.remote:
             record.add_remote_process(server, *launcher.remote_pid, "agent launcher")
             record.add_process(launcher.process.pid, f"ssh to the agent launcher on {server}")
@@ -283,7 +283,7 @@ class Experiment:
                        attacks=self.attacks_summary)
         write_summary(self.out, summary)
 
-    def start_agent(self, emulation, node: str) -> LaunchedAgent:
+    def start_agent(self, emulation, node: str) -> LaunchedProcess:
         """Fork the node's agent into its Mininet host (:mod:`sdfl.launcher`)."""
         program = "attacks.agent" if node in self.poisoners else "agents.agent"  # honest agents hold no attack
         launcher = self.launchers[self.cluster.server_of(self.layout.host(node).domain) if self.cluster else None]

@@ -18,6 +18,7 @@ from controllers.launch import (
     ControllerUnavailable,
     Framework,
     controller_command,
+    controller_environment,
 )
 from sdfl.scenario import load_scenario
 
@@ -40,11 +41,11 @@ def test_a_missing_interpreter_or_framework_is_named_with_the_install_command(tm
 
 def test_every_framework_starts_through_one_entry_point_with_the_repository_importable(tmp_path):
     runtime = ControllerRuntime(Framework.RYU, "/opt/py39/bin/python", "4.34", "3.9.18", "0.30.2")
-    argv, env = controller_command(runtime, 2, "127.0.0.1", 6655, tmp_path / "network.json",
+    args, env = controller_command(runtime, 2, "127.0.0.1", 6655, tmp_path / "network.json",
                                    tmp_path / "controller-d2.jsonl", 1.0, (7000,))
-    assert argv[:4] == ["/opt/py39/bin/python", "-m", "controllers.manager", "ryu"]
-    assert argv[-1] == "controllers.domain_app" and argv[argv.index("--ofp-tcp-listen-port") + 1] == "6655"
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
+    assert args[0] == "ryu"  # python -m controllers.manager ryu ...
+    assert args[-1] == "controllers.domain_app" and args[args.index("--ofp-tcp-listen-port") + 1] == "6655"
+    assert controller_environment({})["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
     assert (env["SDFL_DOMAIN"], env["SDFL_WATCH_PORTS"]) == ("2", "7000")
 
 

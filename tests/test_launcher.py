@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from sdfl.launcher import AgentLauncher
+from sdfl.launcher import Launcher
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="entering a network namespace needs root")
 
 
 def test_a_forked_agent_runs_the_agent_program_and_its_exit_code_comes_back(tmp_path):
-    launcher = AgentLauncher(tmp_path / "launcher.log")
+    launcher = Launcher(tmp_path / "launcher.log")
     try:
         agent = launcher.start("d1h1", os.getpid(), "agents.agent", ["--node", "d1h1"], tmp_path / "agent.log")
         assert agent.wait(60) == 2  # argparse: the required options are missing
@@ -27,7 +27,7 @@ def test_a_killed_agent_reports_its_signal_and_closing_the_launcher_ends_the_res
     fifo = tmp_path / "network.json"
     os.mkfifo(fifo)  # reading the description blocks until someone writes: an agent that waits
     blocked = ["--network", str(fifo), "--config", "x", "--node", "d1h3", "--out", str(tmp_path)]
-    launcher = AgentLauncher(tmp_path / "launcher.log")
+    launcher = Launcher(tmp_path / "launcher.log")
     killed = launcher.start("d1h3", os.getpid(), "agents.agent", blocked, tmp_path / "a.log")
     left = launcher.start("d1h4", os.getpid(), "agents.agent", blocked, tmp_path / "b.log")
     time.sleep(0.5)
@@ -41,7 +41,7 @@ def test_a_killed_agent_reports_its_signal_and_closing_the_launcher_ends_the_res
 
 
 def test_a_request_for_an_unknown_program_is_refused(tmp_path):
-    launcher = AgentLauncher(tmp_path / "launcher.log")
+    launcher = Launcher(tmp_path / "launcher.log")
     try:
         with pytest.raises(ValueError, match="not 'rm'"):
             launcher.start("d1h1", os.getpid(), "rm", [], tmp_path / "x.log")
@@ -57,7 +57,7 @@ def ignored_signals(pid: int) -> int:
 def test_a_forked_agent_ignores_sigpipe_as_a_standalone_interpreter_does(tmp_path):
     fifo = tmp_path / "network.json"
     os.mkfifo(fifo)  # the agent blocks reading it: alive to be looked at
-    launcher = AgentLauncher(tmp_path / "launcher.log")
+    launcher = Launcher(tmp_path / "launcher.log")
     try:
         agent = launcher.start("d1h5", os.getpid(), "agents.agent",
                                ["--network", str(fifo), "--config", "x", "--node", "d1h5", "--out", str(tmp_path)],
@@ -79,7 +79,7 @@ def test_a_launcher_on_another_server_forks_signals_and_ends_its_agents(tmp_path
     fifo = tmp_path / "network.json"
     os.mkfifo(fifo)
     blocked = ["--network", str(fifo), "--config", "x", "--node", "d2h1", "--out", str(tmp_path)]
-    launcher = AgentLauncher(tmp_path / "launcher.log", plan=plan, server=ssh_loopback)
+    launcher = Launcher(tmp_path / "launcher.log", plan=plan, server=ssh_loopback)
     assert launcher.remote and launcher.remote_pid[0] != launcher.process.pid  # the remote one, not ssh
     killed = launcher.start("d2h1", os.getpid(), "agents.agent", blocked, tmp_path / "a.log")
     left = launcher.start("d2h2", os.getpid(), "agents.agent", blocked, tmp_path / "b.log")
@@ -97,7 +97,7 @@ def test_a_terminated_launcher_ends_its_agents(tmp_path):
     fifo = tmp_path / "network.json"
     os.mkfifo(fifo)
     blocked = ["--network", str(fifo), "--config", "x", "--node", "d1h1", "--out", str(tmp_path)]
-    launcher = AgentLauncher(tmp_path / "launcher.log")
+    launcher = Launcher(tmp_path / "launcher.log")
     agent = launcher.start("d1h1", os.getpid(), "agents.agent", blocked, tmp_path / "a.log")
     time.sleep(0.5)
     launcher.process.terminate()
@@ -112,3 +112,24 @@ def test_a_terminated_launcher_ends_its_agents(tmp_path):
     else:
         pytest.fail(f"agent {agent.pid} outlived its terminated launcher")
     launcher.close()
+
+
+def test_a_controller_forked_from_the_controller_launcher_loads_the_framework_with_its_own_environment(tmp_path):
+    """The controllers' launcher imports the domain logic but not the framework: each child runs the
+    manager (which patches sockets green first) with its domain's variables from the request."""
+    from controllers.launch import controller_environment
+
+    launcher = Launcher(tmp_path / "launcher.log", controllers=True, env=controller_environment({}))
+    try:
+        with pytest.raises(ValueError, match="the controller launcher runs controllers.manager, not 'agents.agent'"):
+            launcher.start("d1h1", None, "agents.agent", [], tmp_path / "x.log")
+        missing = tmp_path / "no-such-network.json"
+        controller = launcher.start("controller d3", None, "controllers.manager",
+                                    ["os_ken", "--ofp-tcp-listen-port", "0", "controllers.domain_app"],
+                                    tmp_path / "controller.log",
+                                    env={"SDFL_NETWORK": str(missing), "SDFL_DOMAIN": "3",
+                                         "SDFL_EVENTS": str(tmp_path / "events.jsonl")})
+        assert controller.wait(60) != 0
+        assert str(missing) in (tmp_path / "controller.log").read_text()  # the app read the request's variable
+    finally:
+        launcher.close()
