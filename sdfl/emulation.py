@@ -178,6 +178,7 @@ class Emulation:
         self.record.save()
         if self.cluster:
             self._place_on_servers()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self._start_controller_launchers()  # their imports overlap the checks and the description
         if self.layout.slot:
             self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "
@@ -190,7 +191,6 @@ class Emulation:
                     f"controller port {port} for domain {domain} is already in use; "
                     "is another run active? ('sdfl clean' removes leftovers of killed runs)"
                 )
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         for domain in range(1, self.layout.domains + 1):
             self.events_path(domain).unlink(missing_ok=True)
             self.state_path(domain).unlink(missing_ok=True)  # a new run starts with no bans
