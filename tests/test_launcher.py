@@ -133,3 +133,12 @@ def test_a_controller_forked_from_the_controller_launcher_loads_the_framework_wi
         assert str(missing) in (tmp_path / "controller.log").read_text()  # the app read the request's variable
     finally:
         launcher.close()
+
+
+def test_a_request_whose_environment_is_not_strings_is_refused_without_a_fork(capsys):
+    from sdfl.launcher import _launch
+
+    children = {}
+    _launch(b'{"node": "controller d1", "netns_pid": null, "program": "controllers.manager", "argv": [], '
+            b'"log": "/dev/null", "env": {"SDFL_DOMAIN": 1}}', {"controllers.manager": None}, children)
+    assert children == {} and '"refused": "controller d1"' in capsys.readouterr().out
