@@ -23,7 +23,7 @@ from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
 from controllers.launch import ControllerRuntime, Framework, controller_command, controller_environment
 from sdfl.cluster import ClusterPlan, RemoteProcess
-from sdfl.launcher import Launcher
+from sdfl.launcher import LaunchedProcess, Launcher
 from sdfl.records import CleanReport, RunRecord, claim_slot, release, stop_processes, track
 from topologies.builder import (
     attach_monitors,
@@ -113,7 +113,7 @@ class Emulation:
         self.datapath = "unknown"
         self.net = None
         self.record: RunRecord | None = None
-        self.controllers: dict[int, subprocess.Popen] = {}
+        self.controllers: dict[int, LaunchedProcess] = {}
         self.controller_launchers: dict[str | None, Launcher] = {}  # by server (None: no cluster)
         self.stopped_controllers: set[int] = set()  # killed on purpose (a fault), not dead
         self.inspectors: dict[int, subprocess.Popen] = {}
