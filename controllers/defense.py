@@ -26,6 +26,12 @@ from controllers.features import (FLOW_FEATURES, UPDATE_FEATURES, beyond_honest_
                                   measured_warmup_rounds)
 
 
+ECHO_ROUNDS = 3
+"""Rounds after a node aggregated a model since shown poisoned in which its update's size is an
+echo: an honest node recovering from optimal ALIE's models took steps several times its usual
+size for three rounds (README, the worst cases on the testbed)."""
+
+
 @dataclass(frozen=True)
 class DefenseConfig:
     """The scenario's ``[defense]`` knobs, as the controller needs them."""
@@ -131,6 +137,11 @@ class DomainDefense:
         self.evidence = {stream: Evidence(config.ban_after_m, config.ban_after_n) for stream in Stream}
         self.banned_until: dict[str, float] = {}
         self.accused: set[str] = set()  # remote senders this domain accused
+        # Local senders banned on their updates -> the first round of the evidence: their models
+        # from that round on are poisoned. And which models each local sender started from,
+        # by the round of those models (the last ECHO_ROUNDS of them).
+        self.poisoned_from: dict[str, int] = {}
+        self.aggregated: dict[int, dict[str, set[str]]] = {}
 
     def _detector(self, keys, window_size: int, salt: int, per_host: bool):
         return DETECTORS[self.config.detector].build(keys, window_size, self.config.seed * 7 + salt,
@@ -162,18 +173,52 @@ class DomainDefense:
 
     def on_round(self, now: float, round_: int, features: dict[str, dict[str, float]],
                  violations: dict[str, list[str]] | None = None,
-                 remote: dict[str, dict[str, float]] | None = None) -> list:
+                 remote: dict[str, dict[str, float]] | None = None,
+                 inputs: dict[str, list[str]] | None = None,
+                 poisoned_elsewhere: dict[str, int] | None = None) -> list:
         """The update features of one round's senders (the inspection service's report), and
         the frames local senders published that no honest agent could (a round beyond the
         run, tensors not of the model's shapes, a name not its own): each such frame is strong
         evidence, warm-up or not, so two of them ban. ``remote``: other domains' senders'
         features of the round before; one far enough from its home direction after the warm-up
-        is accused."""
+        is accused. ``inputs``: the models of the round before each sender was seen to receive;
+        ``poisoned_elsewhere``: remote senders other domains banned on their updates, with the
+        first round of that evidence (:meth:`_echoes`)."""
         self.round = max(self.round, round_)
+        echoes = {n: culprits for n, culprits in self._echoes(round_, inputs or {}, poisoned_elsewhere or {}).items()
+                  if n in features and not self.banned(n)}
         return (self._violations(now, Stream.UPDATE, violations, round_)
                 + self._turned_away(now, round_, features)
-                + self._observe(now, Stream.UPDATE, features, round_)
+                + [Log(event(Event.ECHO, now, node=node, round=round_, aggregated=culprits,
+                             off_norm_set_aside=features[node]["off_norm"]))
+                   for node, culprits in sorted(echoes.items())]
+                + self._observe(now, Stream.UPDATE, {n: {**f, "off_norm": 0.0} if n in echoes else f
+                                                     for n, f in features.items()}, round_)
                 + self._accuse(now, round_ - 1, remote or {}))
+
+    def _echoes(self, round_: int, inputs: dict[str, list[str]],
+                poisoned_elsewhere: dict[str, int]) -> dict[str, list[str]]:
+        """Local senders whose update of ``round_`` is an echo, with the banned senders whose
+        poisoned models they aggregated in the last :data:`ECHO_ROUNDS` rounds. An honest node
+        recovering from such a model takes steps as large as the damage it undoes, yet they
+        still point where its data pulls: for those rounds its update's size is no evidence
+        (``off_norm`` set aside), its direction is judged as ever, as are the bar on turning
+        from home and the frame violations. Known bans only, as of before this round's report:
+        a colluder's first poisoned update is judged whole. What this lets an attacker do: a
+        node that aggregated a banned colluder's poisoned models, or a Byzantine domain's
+        sacrificed host's, may send updates of any size, pointing its usual way, for at most
+        :data:`ECHO_ROUNDS` rounds after its last such model."""
+        self.aggregated[round_ - 1] = {n: set(senders) for n, senders in inputs.items() if n in self.local}
+        for old in [r for r in self.aggregated if r < round_ - ECHO_ROUNDS]:
+            del self.aggregated[old]
+        poisoned = {**poisoned_elsewhere, **self.poisoned_from}
+        echoes: dict[str, set[str]] = {}
+        for models_round, by_node in self.aggregated.items():
+            for node, senders in by_node.items():
+                culprits = {s for s in senders if poisoned.get(s, models_round + 1) <= models_round}
+                if culprits:
+                    echoes.setdefault(node, set()).update(culprits)
+        return {node: sorted(culprits) for node, culprits in echoes.items()}
 
     def _turned_away(self, now: float, round_: int, features: dict[str, dict[str, float]]) -> list:
         """Ban each local sender whose update, after the warm-up, turned from its home direction
@@ -266,6 +311,8 @@ class DomainDefense:
     def _ban(self, now, node, stream, score, m, n, round_, features) -> list:
         duration = self.config.ban_duration_s
         self.banned_until[node] = now + duration if duration > 0 else float("inf")
+        if stream is Stream.UPDATE and round_:  # its models are poisoned from its evidence's first round on
+            self.poisoned_from[node] = round_ - n + 1
         for evidence in self.evidence.values():
             evidence.forget(node)
         return [Ban(node), Log(event(Event.BAN, now, domain=self.domain, node=node, stream=stream.name.lower(),
@@ -283,6 +330,7 @@ class DomainDefense:
         for node, until in sorted(self.banned_until.items()):
             if until <= now:
                 del self.banned_until[node]
+                self.poisoned_from.pop(node, None)
                 actions += [Unban(node), Log(event(Event.UNBAN, now, domain=self.domain, node=node,
                                               origin=self.domain)),
                             self._send(MessageType.UNBAN, None, node, Stream.FLOW, 0.0, 0, 0)]

@@ -32,7 +32,7 @@ from common.description import NetworkDescription
 from common.events import Event, event
 from common.keys import SIGNING, domain_public_keys, inspector_party
 from controllers.byzantine import ByzantineController, ByzantinePlan
-from controllers.coordination import MessageError, MessageType, Notice
+from controllers.coordination import MessageError, MessageType, Notice, Stream
 from controllers.core import ArpReply, DomainCore, FlowRule, Meter
 from controllers.defense import Ban, DefenseConfig, DomainDefense, Log, Send, Unban
 from controllers.features import flood_violations, flow_features
@@ -428,8 +428,11 @@ class DomainLogic:
             LOG.warning("domain %s: rejected an inspection report from %s: %s", self.domain, address, why)
             return self.reject(now, Event.REPORT_REJECTED, {"from": list(address), "bytes": len(data), "why": why})
         remote = {n: f for n, f in report.remote.items() if n not in self.remote_drops}  # of round - 1
+        # Remote senders dropped on their updates: poisoned from their evidence's first round on.
+        poisoned = {n: drop.decision.notice.round - drop.evidence.n + 1 for n, drop in self.remote_drops.items()
+                    if drop.evidence.stream is Stream.UPDATE and drop.decision.notice.round}
         effects = self._carry_out(now, self._timed(self.defense.on_round, now, report.round, report.features,
-                                                   report.violations, remote))
+                                                   report.violations, remote, report.inputs, poisoned))
         if self.byzantine is not None:
             effects += self._byzantine_acts(now, report.round)
         return effects + [self._persist()]  # once a round: what the detector learnt survives a restart

@@ -331,12 +331,15 @@ class DomainInspection:
         for round_ in self.collector.complete(now):
             # Remote senders' frames may cross the border after the local ones completed the
             # round: they are judged a round later, when every late frame is in.
-            report = InspectionReport(round_, round_report(self.collector, self.features, round_), self.violations,
-                                      remote_report(self.collector, self.remote_features, round_ - 1))
+            features = round_report(self.collector, self.features, round_)
+            received = self.collector.received.get(round_ - 1, {})
+            report = InspectionReport(round_, features, self.violations,
+                                      remote_report(self.collector, self.remote_features, round_ - 1),
+                                      {n: sorted(received.get(n, ())) for n in features})
             self.violations = {}
             sealed.append(self.channel.seal(report))
             self.log.append(event(Event.UPDATE_FEATURES, now, round=round_, features=report.features,
-                             violations=report.violations, remote=report.remote))
+                             violations=report.violations, remote=report.remote, inputs=report.inputs))
         while self.assembler.rejections:
             self.log.append(event(Event.STREAM_REJECTED, now, why=self.assembler.rejections.pop(0)))
         return sealed

@@ -41,6 +41,10 @@ class InspectionReport:
     remote: dict[str, dict[str, float]] = field(default_factory=dict)
     """Update features of other domains' senders *of the round before*, from what crossed the
     domain's borders (:func:`controllers.inspector.remote_report`): the evidence of an accusation."""
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    """Per local sender of ``features``, the senders whose models of the round before it was seen to
+    receive: where its update started, so an echo of a since-banned sender's model is told apart
+    (:meth:`controllers.defense.DomainDefense.on_round`)."""
 
 
 class ReportChannel:
@@ -58,7 +62,8 @@ class ReportChannel:
     def seal(self, report: InspectionReport) -> bytes:
         self.seq += 1
         body = json.dumps({"seq": self.seq, "round": report.round, "features": report.features,
-                           "violations": report.violations, "remote": report.remote}, sort_keys=True).encode()
+                           "violations": report.violations, "remote": report.remote,
+                           "inputs": report.inputs}, sort_keys=True).encode()
         return body + message_tag(self.key, body)
 
     def open(self, data: bytes) -> InspectionReport:
@@ -80,19 +85,20 @@ class ReportChannel:
 
 def _checked(fields) -> InspectionReport:
     """The report a verified body describes, or the first field that is not what it must be."""
-    if not isinstance(fields, dict) or set(fields) != {"seq", "round", "features", "violations", "remote"}:
+    if not isinstance(fields, dict) or set(fields) != {"seq", "round", "features", "violations", "remote", "inputs"}:
         raise MessageError("not an inspection report: wrong fields")
     for name in ("seq", "round"):
         if not isinstance(fields[name], int) or isinstance(fields[name], bool) or fields[name] < 0:
             raise MessageError(f"{name} must be a non-negative integer")
-    features, violations = fields["features"], fields["violations"]
     for name in ("features", "remote"):
         if not isinstance(fields[name], dict) or not all(
                 isinstance(f, dict) and set(f) == set(UPDATE_FEATURES)
                 and all(isinstance(v, (float, int)) and math.isfinite(v) and 0 <= v <= 1 for v in f.values())
                 for f in fields[name].values()):
             raise MessageError(f"{name} must map senders to {', '.join(UPDATE_FEATURES)} in [0, 1]")
-    if not isinstance(violations, dict) or not all(
-            isinstance(v, list) and all(isinstance(why, str) for why in v) for v in violations.values()):
-        raise MessageError("violations must map senders to lists of reasons")
-    return InspectionReport(fields["round"], features, violations, fields["remote"])
+    for name in ("violations", "inputs"):
+        if not isinstance(fields[name], dict) or not all(
+                isinstance(v, list) and all(isinstance(item, str) for item in v) for v in fields[name].values()):
+            raise MessageError(f"{name} must map senders to lists of strings")
+    return InspectionReport(fields["round"], fields["features"], fields["violations"], fields["remote"],
+                            fields["inputs"])

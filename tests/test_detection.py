@@ -301,6 +301,50 @@ def test_an_honest_drift_within_the_spread_never_bans_what_lies_beyond_it_does()
     assert beyond_honest_spread({"d1h1": drifting})["d1h1"] == {"off_norm": 0.0, "off_home": 0.0}
 
 
+def test_an_echo_of_a_banned_senders_poisoned_model_is_judged_by_its_direction_not_its_size():
+    """README's optimal ALIE, seed 2: honest d1h2 aggregated banned colluders' models and, for three
+    rounds, took steps several times its usual size: banned on them, until echoes were told apart."""
+    defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
+    corner = {"off_norm": 0.0, "off_home": 0.0}
+    everyone = {n: ["d1h1", "d1h2", "d1h3", "d1h4", "d2h1"] for n in defense.local}
+    for round_ in range(2, 7):
+        assert acting(defense.on_round(round_, round_, {n: corner for n in defense.local}, inputs=everyone)) == []
+    turned = {"off_norm": 1.0, "off_home": 0.6}
+    recovering = {"off_norm": 0.9, "off_home": 0.02}
+    # Round 7: d1h1 turns away and is banned on it; d1h4's equal first size is judged whole.
+    actions = defense.on_round(7, 7, {"d1h1": turned, "d1h2": corner, "d1h3": corner, "d1h4": recovering},
+                               inputs=everyone)
+    assert [a.node for a in actions if isinstance(a, Ban)] == ["d1h1"] and defense.poisoned_from["d1h1"] == 7
+    assert [a.record["node"] for a in actions if isinstance(a, Log) and a.record["type"] == "verdict"] == [
+        "d1h1", "d1h4"]
+    # Rounds 8-10: d1h2 and d1h3 recover from d1h1's round-7 model; d2h1, banned by its home
+    # from round 8 on, poisoned nothing d1h3 received before then. Only d1h2 aggregated d1h1's.
+    inputs = {"d1h2": ["d1h1", "d1h3"], "d1h3": ["d1h2", "d2h1"], "d1h4": ["d1h2"]}
+    echoes, bans = [], []
+    for round_ in (8, 9, 10):
+        actions = defense.on_round(round_, round_, {"d1h2": recovering, "d1h3": corner, "d1h4": corner},
+                                   inputs=inputs if round_ == 8 else {}, poisoned_elsewhere={"d2h1": 8})
+        echoes += [(a.record["node"], a.record["round"], a.record["aggregated"], a.record["off_norm_set_aside"])
+                   for a in actions if isinstance(a, Log) and a.record["type"] == "echo"]
+        bans += [a.node for a in actions if isinstance(a, Ban)]
+    assert echoes == [("d1h2", r, ["d1h1"], 0.9) for r in (8, 9, 10)] and bans == []
+    # Three rounds after its last poisoned model, d1h2's size is evidence again.
+    for round_ in (11, 12, 13):
+        bans += [a.node for a in defense.on_round(round_, round_, {"d1h2": recovering, "d1h3": corner},
+                                                  inputs={"d1h2": ["d1h3"]}) if isinstance(a, Ban)]
+    assert bans == ["d1h2"]
+
+
+def test_an_echo_still_turned_from_home_beyond_the_bar_is_banned():
+    defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
+    corner = {"off_norm": 0.0, "off_home": 0.0}
+    for round_ in range(2, 7):
+        defense.on_round(round_, round_, {n: corner for n in defense.local})
+    actions = defense.on_round(7, 7, {"d1h2": {"off_norm": 0.0, "off_home": 0.5}},
+                               inputs={"d1h2": ["d2h1"]}, poisoned_elsewhere={"d2h1": 6})
+    assert [a.node for a in actions if isinstance(a, Ban)] == ["d1h2"]
+
+
 def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced():
     defense = DomainDefense(1, NETWORK, DefenseConfig(ban_duration_s=30.0))
     defense._ban(100.0, "d1h2", Stream.FLOW, 0.9, 2, 3, 4, {})

@@ -55,6 +55,18 @@ def test_the_other_domain_follows_the_signed_ban_and_rejects_its_replay():
     assert records(d2.notice(13.0, notice.data, sender), "notice_duplicate")
 
 
+def test_a_host_that_aggregated_another_domains_banned_senders_poisoned_model_is_an_echo_there():
+    d1, d2 = logic(1), logic(2)
+    notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))  # d1h2, rounds 1-2
+    d2.notice(12.0, notice.data, NETWORK.domain(1).coordination.address)
+    seal, address = sealer(2), NETWORK.domain(2).inspection.address
+    recovering = {"off_norm": 0.8, "off_home": 0.0}
+    effects = d2.report(13.0, seal.seal(InspectionReport(3, {"d2h1": recovering, "d2h2": recovering}, inputs={
+        "d2h1": ["d1h2", "d2h2"], "d2h2": ["d2h1"]})), address)
+    assert [(r["node"], r["aggregated"], r["off_norm_set_aside"]) for r in records(effects, "echo")] == [
+        ("d2h1", ["d1h2"], 0.8)]
+
+
 def test_a_restarted_domain_keeps_its_bans_and_its_ledger_and_asks_its_peers_for_what_it_missed():
     d1, d2 = logic(1), logic(2)
     notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))

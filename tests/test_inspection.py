@@ -160,6 +160,27 @@ def test_hostile_frames_are_evidence_against_their_sender_and_never_stop_the_ins
     assert inspection.collector.done_up_to == 1  # the honest round went through
 
 
+def test_a_report_says_which_models_each_measured_sender_started_its_round_from():
+    """What the controller tells an echo of a since-banned sender's model by (controllers.defense)."""
+    from controllers.inspector import DomainInspection, FrameBounds
+    from controllers.reports import ReportChannel
+
+    key = bytes(32)
+    inspection = DomainInspection(_description(), 1, FrameBounds(SHAPES, last_round=10, max_samples=100),
+                                  wait_s=1.0, baseline_rounds=2, channel=ReportChannel(key), started=0.0)
+    received_in_round_1 = {"d1h1": ["d1h2"], "d1h2": ["d1h1", "d1h3", "d2h1"], "d1h3": ["d1h2"]}
+    for round_ in (1, 2):
+        for receiver, senders in received_in_round_1.items():
+            for sender in senders:
+                tensors = tuple(np.full(s, 0.1 * round_, np.float32) for s in SHAPES)
+                inspection.frame(float(round_), sender, receiver, ModelFrame(sender, round_, 10, tensors))
+    channel = ReportChannel(key, seq=0)
+    first, report = [channel.open(sealed) for sealed in inspection.reports(2.0)]
+    assert (first.round, first.inputs) == (1, {})  # round 1 has no start to measure from
+    assert report.round == 2 and sorted(report.features) == ["d1h1", "d1h2", "d1h3"]
+    assert report.inputs == received_in_round_1  # the models of round 1 each one was seen to receive
+
+
 def test_a_wake_up_reads_the_queued_burst_at_once_and_no_more_than_a_burst():
     reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with reader, writer:

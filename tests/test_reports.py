@@ -12,7 +12,8 @@ from topologies.layout import make_layout
 
 KEY = bytes(range(32))
 REPORT = InspectionReport(3, {"d1h1": {"off_norm": 0.0, "off_home": 0.2}},
-                          {"d1h2": ["round 4000000000 is not a round of this run (1-20)"]})
+                          {"d1h2": ["round 4000000000 is not a round of this run (1-20)"]},
+                          inputs={"d1h1": ["d1h2", "d2h1"]})
 
 
 def test_a_sealed_report_opens_once_with_its_fields():
@@ -36,13 +37,16 @@ def test_a_forged_garbled_or_oversized_report_is_rejected(damage, why):
         ReportChannel(KEY, seq=0).open(damage(ReportChannel(KEY).seal(REPORT)))
 
 
+EMPTY = {"seq": 1, "round": 1, "features": {}, "violations": {}, "remote": {}, "inputs": {}}
+
+
 @pytest.mark.parametrize("fields, why", [
-    ({"seq": 1, "round": -1, "features": {}, "violations": {}, "remote": {}}, "round must be"),
-    ({"seq": 1, "round": 1, "features": {"d1h1": {"off_norm": 2.0}}, "violations": {}, "remote": {}},
-     "features must map"),
-    ({"seq": 1, "round": 1, "features": {}, "violations": {"d1h1": "x"}, "remote": {}}, "violations must map"),
-    ({"seq": 1, "round": 1, "features": {}, "violations": {}, "remote": {"d2h1": {"off_home": "far"}}},
-     "remote must map"),
+    ({**EMPTY, "round": -1}, "round must be"),
+    ({**EMPTY, "features": {"d1h1": {"off_norm": 2.0}}}, "features must map"),
+    ({**EMPTY, "violations": {"d1h1": "x"}}, "violations must map"),
+    ({**EMPTY, "remote": {"d2h1": {"off_home": "far"}}}, "remote must map"),
+    ({**EMPTY, "inputs": {"d1h1": [3]}}, "inputs must map"),
+    ({**EMPTY, "inputs": []}, "inputs must map"),
     ({"seq": 1, "round": 1}, "wrong fields"),
 ])
 def test_a_tagged_report_of_the_wrong_shape_is_rejected(fields, why):
