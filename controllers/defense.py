@@ -186,7 +186,7 @@ class DomainDefense:
         first round of that evidence (:meth:`_echoes`)."""
         self.round = max(self.round, round_)
         echoes = {n: culprits for n, culprits in self._echoes(round_, inputs or {}, poisoned_elsewhere or {}).items()
-                  if n in features and not self.banned(n)}
+                  if n in features and not self.banned(n) and not self.evidence[Stream.UPDATE].count(n)[0]}
         return (self._violations(now, Stream.UPDATE, violations, round_)
                 + self._turned_away(now, round_, features)
                 + [Log(event(Event.ECHO, now, node=node, round=round_, aggregated=culprits,
@@ -204,10 +204,13 @@ class DomainDefense:
         still point where its data pulls: for those rounds its update's size is no evidence
         (``off_norm`` set aside), its direction is judged as ever, as are the bar on turning
         from home and the frame violations. Known bans only, as of before this round's report:
-        a colluder's first poisoned update is judged whole. What this lets an attacker do: a
-        node that aggregated a banned colluder's poisoned models, or a Byzantine domain's
-        sacrificed host's, may send updates of any size, pointing its usual way, for at most
-        :data:`ECHO_ROUNDS` rounds after its last such model."""
+        a colluder's first poisoned update is judged whole; and a node with evidence of its own
+        in its window (on :meth:`on_round`) is no echo: a Gaussian colluder flagged on its
+        first noisy update was covered by its banned colleagues' models for four rounds before
+        this (README). What this lets an attacker do: a node whose poisoned updates drew no
+        verdict yet, and that aggregated a banned colluder's poisoned models (or a Byzantine
+        domain's sacrificed host's), may send updates of any size, pointing its usual way, for
+        at most :data:`ECHO_ROUNDS` rounds after its last such model."""
         self.aggregated[round_ - 1] = {n: set(senders) for n, senders in inputs.items() if n in self.local}
         for old in [r for r in self.aggregated if r < round_ - ECHO_ROUNDS]:
             del self.aggregated[old]

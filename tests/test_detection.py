@@ -317,22 +317,23 @@ def test_an_echo_of_a_banned_senders_poisoned_model_is_judged_by_its_direction_n
     assert [a.node for a in actions if isinstance(a, Ban)] == ["d1h1"] and defense.poisoned_from["d1h1"] == 7
     assert [a.record["node"] for a in actions if isinstance(a, Log) and a.record["type"] == "verdict"] == [
         "d1h1", "d1h4"]
-    # Rounds 8-10: d1h2 and d1h3 recover from d1h1's round-7 model; d2h1, banned by its home
-    # from round 8 on, poisoned nothing d1h3 received before then. Only d1h2 aggregated d1h1's.
-    inputs = {"d1h2": ["d1h1", "d1h3"], "d1h3": ["d1h2", "d2h1"], "d1h4": ["d1h2"]}
+    # Rounds 8-10: d1h2 recovers from d1h1's round-7 model; d1h3 aggregated d2h1's, banned by
+    # its home from round 8 on, so not a poisoned one; d1h4 aggregated d1h1's too, but its own
+    # update drew a verdict before: no echo (a colluder flagged on its first poisoned update).
+    inputs = {"d1h2": ["d1h1", "d1h3"], "d1h3": ["d1h2", "d2h1"], "d1h4": ["d1h1"]}
     echoes, bans = [], []
     for round_ in (8, 9, 10):
-        actions = defense.on_round(round_, round_, {"d1h2": recovering, "d1h3": corner, "d1h4": corner},
+        actions = defense.on_round(round_, round_, {"d1h2": recovering, "d1h3": corner, "d1h4": recovering},
                                    inputs=inputs if round_ == 8 else {}, poisoned_elsewhere={"d2h1": 8})
         echoes += [(a.record["node"], a.record["round"], a.record["aggregated"], a.record["off_norm_set_aside"])
                    for a in actions if isinstance(a, Log) and a.record["type"] == "echo"]
         bans += [a.node for a in actions if isinstance(a, Ban)]
-    assert echoes == [("d1h2", r, ["d1h1"], 0.9) for r in (8, 9, 10)] and bans == []
+    assert echoes == [("d1h2", r, ["d1h1"], 0.9) for r in (8, 9, 10)] and bans == ["d1h4"]
     # Three rounds after its last poisoned model, d1h2's size is evidence again.
     for round_ in (11, 12, 13):
         bans += [a.node for a in defense.on_round(round_, round_, {"d1h2": recovering, "d1h3": corner},
                                                   inputs={"d1h2": ["d1h3"]}) if isinstance(a, Ban)]
-    assert bans == ["d1h2"]
+    assert bans == ["d1h4", "d1h2"]
 
 
 def test_an_echo_still_turned_from_home_beyond_the_bar_is_banned():
