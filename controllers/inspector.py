@@ -53,22 +53,29 @@ RECEIVE_BUFFER = 32 * 1024 * 1024
 class _Stream:
     next_seq: int | None
     reader: FrameReader
+    whole: bool
+    """Read from its SYN on, no byte lost: what fails to parse is what its sender sent."""
     pending: dict[int, bytes] = field(default_factory=dict)
     failed: bool = False
 
 
 class StreamAssembler:
-    """TCP payloads per (src, sport, dst, dport), in sequence order, into model frames."""
+    """TCP payloads per (src, sport, dst, dport), in sequence order, into model frames.
+
+    ``rejections``: every stream given up, for the log. ``unreadable``: the (key, why) of the
+    whole streams among them, read from their first byte with none lost: their senders sent
+    bytes that are no model frame, which no honest agent does."""
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
         self.streams: dict[tuple, _Stream] = {}
         self.rejections: list[str] = []
+        self.unreadable: list[tuple[tuple, str]] = []
 
     def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False) -> list[ModelFrame]:
         stream = self.streams.get(key)
         if syn or stream is None or stream.next_seq is None:
-            stream = _Stream(seq + 1 if syn else seq, FrameReader(self.max_payload))
+            stream = _Stream(seq + 1 if syn else seq, FrameReader(self.max_payload), whole=syn)
             self.streams[key] = stream
             if syn:
                 return []
@@ -105,6 +112,7 @@ class StreamAssembler:
             seq = (seq + len(chunk)) % 2**32
         stream.next_seq = seq
         stream.reader = FrameReader(self.max_payload)
+        stream.whole = False
         start = bytes(data).find(MAGIC)
         if start < 0:
             stream.next_seq = None  # nothing to hold on to: wait for the next segment
@@ -119,6 +127,8 @@ class StreamAssembler:
         stream.failed = True
         stream.pending.clear()
         self.rejections.append(f"{key[0]}:{key[1]}: {reason}")
+        if stream.whole:
+            self.unreadable.append((key, reason))
 
 
 ROUND_LEAD = 3
@@ -310,20 +320,31 @@ class DomainInspection:
         key = (segment.src, segment.sport, segment.dst, segment.dport)
         for frame in self.assembler.feed(key, segment.seq, segment.payload, segment.syn):
             self.frame(now, sender, receiver, frame)
+        while self.assembler.unreadable:
+            _, why = self.assembler.unreadable.pop(0)
+            self.unreadable(now, sender, why)
 
     def frame(self, now: float, sender: str, receiver: str | None, frame: ModelFrame) -> None:
         self.counts.frames += 1
         why = self.bounds.violation(frame, sender)
         if why is not None:
-            self.counts.violations += 1
-            self.log.append(event(Event.FRAME_VIOLATION, now, sender=sender, why=why))
-            reasons = self.violations.setdefault(sender, []) if sender in self.local else []
-            if len(reasons) < MAX_REASONS:
-                reasons.append(why)
+            self._violation(now, sender, why)
             return
         vector = np.concatenate([t.ravel() for t in frame.tensors]).astype(np.float64)
         if not self.collector.add(now, sender, receiver, frame.round, vector, frame.samples):
             self.counts.ignored += 1
+
+    def unreadable(self, now: float, sender: str, why: str) -> None:
+        """A stream of ``sender``'s, read whole, that is no model frames (NaN or Inf weights,
+        random bytes, a frame beyond any model's size): no honest agent sends one."""
+        self._violation(now, sender, f"sent bytes that are no model frame: {why}")
+
+    def _violation(self, now: float, sender: str, why: str) -> None:
+        self.counts.violations += 1
+        self.log.append(event(Event.FRAME_VIOLATION, now, sender=sender, why=why))
+        reasons = self.violations.setdefault(sender, []) if sender in self.local else []
+        if len(reasons) < MAX_REASONS:
+            reasons.append(why)
 
     def reports(self, now: float) -> list[bytes]:
         """Sealed reports of the rounds that completed, each carrying the violations so far."""

@@ -20,7 +20,7 @@ import numpy as np
 from agents.agent import build_node
 from agents.model import evaluate
 from agents.simulation import simulate
-from agents.wire import FrameError, decode
+from agents.wire import FrameError, ModelFrame, decode
 from attacks.agent import poisoner_for
 from attacks.plan import POISONING, attacking_pairs, malicious_nodes
 from attacks.poisoning import CollusionBoard
@@ -63,17 +63,21 @@ class SimulatedDefense:
         self.notice_bytes = 0
 
     def __call__(self, round_: int, wire: dict[str, bytes]) -> set[str]:
-        decoded = {}
+        decoded: dict[str, ModelFrame | FrameError] = {}
         for sender, data in wire.items():
             try:
                 decoded[sender] = decode(data)
-            except FrameError:
-                continue
+            except FrameError as error:  # what the inspection's stream reader makes of it too
+                decoded[sender] = error
         for domain in self.domains:
             inspection = self.inspections[domain]
             for sender, frame in decoded.items():
                 for receiver in self.neighbours[sender]:
-                    if receiver in wire and domain in (self.domain_of[sender], self.domain_of[receiver]):
+                    if receiver not in wire or domain not in (self.domain_of[sender], self.domain_of[receiver]):
+                        continue
+                    if isinstance(frame, FrameError):
+                        inspection.unreadable(round_, sender, str(frame))
+                    else:
                         inspection.frame(round_, sender, receiver, frame)
             for sealed in inspection.reports(round_ + 1.0):
                 now = float(round_)

@@ -5,9 +5,10 @@ import time
 
 import numpy as np
 
-from agents.wire import ModelFrame, encode
+from agents.wire import MAGIC, ModelFrame, encode
 from controllers.features import fedavg_references
-from controllers.inspector import BURST, ROUND_LEAD, RoundCollector, StreamAssembler, read_burst
+from controllers.inspector import (BURST, MAX_OUT_OF_ORDER, ROUND_LEAD, RoundCollector, StreamAssembler,
+                                  read_burst)
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 
 SHAPES = ((3, 2), (2,))
@@ -38,6 +39,21 @@ def test_a_stream_that_is_not_model_frames_is_given_up_with_a_reason():
     assert assembler.feed(key, 1, b"GET / HTTP/1.1\r\n\r\n") == []
     assert assembler.feed(key, 19, frame_bytes("d1h3", 1, 1.0)) == []  # the stream stays rejected
     assert len(assembler.rejections) == 1 and "bad magic" in assembler.rejections[0]
+    assert assembler.unreadable == [(key, assembler.rejections[0].split(": ", 1)[1])]  # read whole: its sender's
+
+
+def test_only_a_stream_read_whole_is_its_senders_fault():
+    """Joined mid-stream (no SYN seen) or past a lost segment, bytes that fail to parse may be
+    the mirror's doing: given up, never held against the sender."""
+    assembler = StreamAssembler()
+    midway = ("10.1.0.3", 5, "10.1.0.2", 7000)
+    assert assembler.feed(midway, 500, b"rest of some frame") == []
+    lossy = ("10.1.0.1", 6, "10.1.0.2", 7000)
+    assembler.feed(lossy, 0, b"", syn=True)
+    assembler.feed(lossy, 1, frame_bytes("d1h1", 1, 0.5)[:10])
+    for i in range(MAX_OUT_OF_ORDER + 1):  # a gap, then bytes that only look like a frame's start
+        assembler.feed(lossy, 100 + 20 * i, (MAGIC + bytes(16)) if i == 0 else bytes(20))
+    assert len(assembler.rejections) >= 2 and assembler.unreadable == []
 
 
 def test_a_round_completes_when_every_local_sender_is_in_or_after_the_wait():
@@ -125,11 +141,33 @@ def _description():
     return make_layout(2, 3, "line").to_description("user", monitor=True)
 
 
-def _segment(src, dst, seq, payload, sport=40000):
+def _segment(src, dst, seq, payload, sport=40000, flags="PA"):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=7000, seq=seq, flags="PA") / payload)
+    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=7000, seq=seq, flags=flags) / payload)
+
+
+def test_a_local_sender_whose_whole_stream_is_no_model_frames_is_reported_for_it():
+    """The garbage attack: weights of Inf that every receiver's decoder rejects, so no model to
+    judge, and random bytes; each stream read from its SYN is a violation of its sender's."""
+    from controllers.inspector import DomainInspection, FrameBounds
+    from controllers.reports import ReportChannel
+
+    key = bytes(32)
+    inspection = DomainInspection(_description(), 1, FrameBounds(SHAPES, last_round=10, max_samples=100),
+                                  wait_s=1.0, baseline_rounds=2, channel=ReportChannel(key), started=0.0)
+    infinite = encode(ModelFrame("d1h3", 1, 10, tuple(np.full(s, np.inf, np.float32) for s in SHAPES)))
+    for i, (src, payload) in enumerate([("10.1.0.3", infinite), ("10.1.0.2", bytes(range(200))),
+                                        ("10.2.0.1", bytes(range(200)))]):  # the last: not this domain's
+        inspection.segment(0.5, _segment(src, "10.1.0.1", 99, b"", sport=43000 + i, flags="S"))
+        inspection.segment(0.5, _segment(src, "10.1.0.1", 100, payload, sport=43000 + i))
+    for node, ip in (("d1h1", "10.1.0.1"), ("d1h2", "10.1.0.2"), ("d1h3", "10.1.0.3")):
+        inspection.segment(1.0, _segment(ip, "10.2.0.1", 1, frame_bytes(node, 1, 0.5), sport=42000))
+    [report] = [ReportChannel(key, seq=0).open(sealed) for sealed in inspection.reports(1.0)]
+    assert sorted(report.violations) == ["d1h2", "d1h3"]
+    assert "NaN or Inf" in report.violations["d1h3"][0] and "bad magic" in report.violations["d1h2"][0]
+    assert all(why.startswith("sent bytes that are no model frame") for v in report.violations.values() for why in v)
 
 
 def test_hostile_frames_are_evidence_against_their_sender_and_never_stop_the_inspection():

@@ -1,6 +1,7 @@
-"""FU-HST end to end in the real stack: a sign flipper and a flooder are detected by their own
-domain's controller from what the network shows (mirrored model frames, flow counters), cut off
-by drop rules at home and followed by the other domain, and their victims are left alone."""
+"""FU-HST end to end in the real stack: a sign flipper, a sender of unreadable frames and a
+flooder are detected by their own domain's controller from what the network shows (mirrored model
+frames, flow counters), cut off by drop rules at home and followed by the other domain, and their
+victims are left alone."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ kind = "sign-flip"
 nodes = ["d1h2"]
 start_round = 5
 scale = 4.0
+[[attacks]]
+kind = "garbage"
+nodes = ["d2h2"]
+start_round = 6
 [[attacks]]
 kind = "udp-flood"
 nodes = ["d2h3"]
@@ -86,3 +91,14 @@ def test_a_flooder_is_banned_by_the_flow_stream_and_its_victim_is_not(run):
     assert flow_bans == {"d2h3"}
     assert last_counters(out, 2)["hosts"]["d2h3"]["banned_packets"] > 1000  # the flood, stopped at its port
     assert summary["traffic"]["time_to_mitigate_s"]  # measured (how fast: the results, not this test)
+
+
+def test_a_sender_of_frames_no_decoder_reads_is_banned_on_its_mirrored_streams(run):
+    out, summary = run
+    home, remote = bans(out, 2), bans(out, 1)
+    assert home["d2h2"]["stream"] == "update" and home["d2h2"]["round"] >= 6 and remote["d2h2"]["origin"] == 2
+    violations = [r for r in read_jsonl(out / "inspector-d2.jsonl") if r["type"] == "frame_violation"]
+    assert violations and {r["sender"] for r in violations} == {"d2h2"}
+    assert all(r["why"].startswith("sent bytes that are no model frame") and "NaN or Inf" in r["why"]
+               for r in violations)
+    assert summary["detection"]["honest_nodes_ever_banned"] == []

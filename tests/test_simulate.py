@@ -77,3 +77,17 @@ def test_a_backdoor_target_outside_the_datasets_classes_is_refused(tmp_path):
 
     with pytest.raises(ScenarioError, match="target_class 10 is not a class of digits"):
         simulate_run(backdoor_scenario(tmp_path, "attacks.0.target_class=10"), progress=lambda line: None)
+
+
+def test_garbage_senders_are_banned_on_their_first_unreadable_frames_and_no_one_else(tmp_path):
+    """Frames no decoder reads (here weights of Inf) are no model to judge, yet evidence: the home
+    inspection reads each whole stream and holds it against its sender."""
+    path = tmp_path / "garbage.toml"
+    path.write_text(DEFAULT_SCENARIO.read_text().split("[[attacks]]")[0]
+                    + '[[attacks]]\nkind = "garbage"\nfraction = 0.25\nstart_round = 5\n')
+    summary = simulate_run(load_scenario(path, ["dfl.rounds=7"]), progress=lambda line: None)
+    malicious = set(summary["attacks"]["malicious_nodes"])
+    bans = summary["detection"]["bans"]
+    # Round 5 waits its missing models out, so the reports that ban come in round 6.
+    assert {b["node"] for b in bans} == malicious and summary["detection"]["time_to_ban_rounds_median"] <= 1
+    assert summary["detection"]["honest_nodes_ever_banned"] == []
