@@ -211,7 +211,8 @@ class DomainDefense:
         verdict yet, and that aggregated a banned colluder's poisoned models (or a Byzantine
         domain's sacrificed host's), may send updates of any size, pointing its usual way, for
         at most :data:`ECHO_ROUNDS` rounds after its last such model."""
-        self.aggregated[round_ - 1] = {n: set(senders) for n, senders in inputs.items() if n in self.local}
+        if inputs:  # a report of violations alone says nothing of what was aggregated
+            self.aggregated[round_ - 1] = {n: set(senders) for n, senders in inputs.items() if n in self.local}
         for old in [r for r in self.aggregated if r < round_ - ECHO_ROUNDS]:
             del self.aggregated[old]
         poisoned = {**poisoned_elsewhere, **self.poisoned_from}

@@ -347,7 +347,8 @@ class DomainInspection:
             reasons.append(why)
 
     def reports(self, now: float) -> list[bytes]:
-        """Sealed reports of the rounds that completed, each carrying the violations so far."""
+        """Sealed reports of the rounds that completed, each carrying the violations so far, and
+        of the violations seen since if no round completed (numbered by the last one that did)."""
         sealed = []
         for round_ in self.collector.complete(now):
             # Remote senders' frames may cross the border after the local ones completed the
@@ -361,6 +362,12 @@ class DomainInspection:
             sealed.append(self.channel.seal(report))
             self.log.append(event(Event.UPDATE_FEATURES, now, round=round_, features=report.features,
                              violations=report.violations, remote=report.remote, inputs=report.inputs))
+        if self.violations:  # evidence waits for no round: a round short of a sender may wait long
+            report = InspectionReport(self.collector.done_up_to, {}, self.violations)
+            self.violations = {}
+            sealed.append(self.channel.seal(report))
+            self.log.append(event(Event.UPDATE_FEATURES, now, round=report.round, features={},
+                                  violations=report.violations, remote={}, inputs={}))
         while self.assembler.rejections:
             self.log.append(event(Event.STREAM_REJECTED, now, why=self.assembler.rejections.pop(0)))
         return sealed

@@ -231,3 +231,19 @@ def test_a_wake_up_reads_the_queued_burst_at_once_and_no_more_than_a_burst():
         started = time.monotonic()
         assert read_burst(reader, 5.0) == [b"frame %d" % i for i in range(BURST, BURST + 3)]
         assert time.monotonic() - started < 5.0  # the queue's end ends the burst, not the wait
+
+
+def test_violations_are_reported_at_once_even_while_no_round_completes():
+    """A round short of a sender (the garbage sender's own models never decode) may wait
+    long: the evidence against that sender does not wait with it."""
+    from controllers.inspector import DomainInspection, FrameBounds
+    from controllers.reports import ReportChannel
+
+    key = bytes(32)
+    inspection = DomainInspection(_description(), 1, FrameBounds(SHAPES, last_round=10, max_samples=100),
+                                  wait_s=30.0, baseline_rounds=2, channel=ReportChannel(key), started=0.0)
+    inspection.frame(1.0, "d1h1", "d1h2", ModelFrame("d1h1", 1, 10, tuple(np.ones(s, np.float32) for s in SHAPES)))
+    inspection.unreadable(1.0, "d1h3", "payload holds NaN or Inf")
+    [report] = [ReportChannel(key, seq=0).open(sealed) for sealed in inspection.reports(1.5)]
+    assert (report.round, report.features) == (0, {}) and list(report.violations) == ["d1h3"]
+    assert inspection.reports(2.0) == []  # reported once
