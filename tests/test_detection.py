@@ -336,6 +336,20 @@ def test_an_echo_of_a_banned_senders_poisoned_model_is_judged_by_its_direction_n
     assert bans == ["d1h4", "d1h2"]
 
 
+def test_a_report_of_violations_alone_keeps_what_each_node_aggregated():
+    """The inspection reports violations at once, numbered by its last complete round: such a
+    report carries no inputs and must not erase that round's record of them."""
+    defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
+    corner = {"off_norm": 0.0, "off_home": 0.0}
+    for round_ in range(2, 7):
+        defense.on_round(round_, round_, {n: corner for n in defense.local})
+    defense.on_round(7, 7, {"d1h2": corner}, inputs={"d1h2": ["d2h1"]})
+    defense.on_round(7.5, 7, {}, {"d1h3": ["sent bytes that are no model frame: payload holds NaN or Inf"]})
+    actions = defense.on_round(8, 8, {"d1h2": {"off_norm": 0.9, "off_home": 0.0}}, poisoned_elsewhere={"d2h1": 6})
+    assert [a.record["aggregated"] for a in actions if isinstance(a, Log) and a.record["type"] == "echo"] == [
+        ["d2h1"]]
+
+
 def test_an_echo_still_turned_from_home_beyond_the_bar_is_banned():
     defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
     corner = {"off_norm": 0.0, "off_home": 0.0}
