@@ -239,6 +239,8 @@ class AggregatorKind:
     help: str = ""
     min_inputs: Callable[[int], int] = lambda f: 1
     """The fewest inputs (the node's own model included) its guarantee holds with, given ``f``."""
+    stateless: bool = True
+    """Its result is a function of the round's inputs alone, so whoever saw them can replay it."""
 
 
 AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
@@ -259,7 +261,7 @@ AGGREGATORS: dict[str, AggregatorKind] = {kind.name: kind for kind in (
                    help="the geometric median (Weiszfeld)"),
     AggregatorKind("centered-clipping", lambda f: lambda own, others: centered_clipping(
         _stack(own, others), own.vector), help="clipped steps around the node's own model"),
-    AggregatorKind("wfagg", WFAgg, help="WFAgg: distance, similarity and temporal filters"),
+    AggregatorKind("wfagg", WFAgg, help="WFAgg: distance, similarity and temporal filters", stateless=False),
 )}
 """A new rule is one entry here and one run of ``tests/test_aggregation.py``."""
 AGGREGATOR_NAMES = tuple(AGGREGATORS)
@@ -274,6 +276,12 @@ def short_neighbourhoods(name: str, f: int, neighbours: dict[str, Sequence[str]]
     inputs = {node: 1 + (-(-len(peers) // bucket_size) if pre == "bucketing" else len(peers))
               for node, peers in neighbours.items()}
     return need, {node: n for node, n in inputs.items() if n < need}
+
+
+def replayable(name: str, pre: str = "none") -> bool:
+    """Whether anyone who saw a node's inputs of a round can compute what it aggregated: the rule
+    keeps no history and the pre-aggregation draws nothing at random (bucketing does)."""
+    return name in AGGREGATORS and AGGREGATORS[name].stateless and pre != "bucketing"
 
 
 def make_aggregator(name: str, f: int = 1, pre: str = "none", bucket_size: int = 2, seed: int = 0) -> Aggregator:

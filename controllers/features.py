@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 
-from common.weights import capped_sample_weights
 
 FLOW_FEATURES = {
     # key: ceiling of the log scale (the value that maps to 1.0)
@@ -151,10 +150,10 @@ class UpdateFeatures:
     each in [0, 1].
 
     A sender's *update* is its model minus the model it started the round from. The
-    inspection service knows that start exactly for an honest FedAvg node: the sample-weighted
-    mean of its own previous model and the models it received (every frame towards a local
-    node crosses the mirror); it is passed in as ``references``. Without one (the first round)
-    the round's mean model stands in.
+    inspection service knows that start exactly for an honest node whose rule it can replay:
+    the rule over its own previous model and the models it received (every frame towards a
+    local node crosses the mirror; :func:`controllers.inspector.start_references`); it is
+    passed in as ``references``. Without one (the first round) the round's mean model stands in.
 
     * ``off_norm``: how far ``log(|u| / median |u|)`` moved from the sender's usual value (the
       median over its first ``baseline_rounds`` measured updates, the warm-up) beyond
@@ -219,17 +218,3 @@ class UpdateFeatures:
 
 def _clip(value: float) -> float:
     return float(np.clip(value, 0.0, 1.0))
-
-
-def fedavg_references(previous: dict[str, tuple[np.ndarray, int]], received: dict[str, set[str]],
-                      nodes: list[str]) -> dict[str, np.ndarray]:
-    """Where each node's next round starts under FedAvg: the sample-weighted mean of its own
-    previous model and the previous models it received (``previous``: sender -> (model, samples)),
-    the declared counts capped as the agents cap them (:mod:`common.weights`)."""
-    references = {}
-    for node in nodes:
-        inputs = [previous[n] for n in sorted({node} | received.get(node, set())) if n in previous]
-        if node in previous and inputs:
-            weights = capped_sample_weights([w for _, w in inputs])
-            references[node] = weights @ np.stack([m for m, _ in inputs]) / weights.sum()
-    return references

@@ -234,30 +234,77 @@ class RoundCollector:
         return {n: m for n, (m, _) in self.models.get(round_, {}).items() if n in self.senders}
 
 
-def round_report(collector: RoundCollector, features, round_: int) -> dict[str, dict[str, float]]:
-    """Update features of a complete round's local senders, each measured from where it started
-    (:func:`controllers.features.fedavg_references`); a sender whose start is unknown is left out."""
-    from controllers.features import fedavg_references
+@dataclass(frozen=True)
+class StartRule:
+    """How the run's honest agents aggregate (the scenario's ``dfl.aggregator``, ``byzantine_f``
+    and ``pre_aggregation``): a sender's update is its model minus what this rule made of its
+    inputs of the round before, so a node that clips or trims is measured from where it really
+    started. A rule nobody can replay from the inputs alone (WFAgg keeps each sender's history,
+    bucketing draws each node's buckets at random: :func:`agents.aggregation.replayable`) is
+    measured from the FedAvg start instead, an approximation those runs' features carry."""
 
+    aggregator: str = "fedavg"
+    f: int = 0
+    pre: str = "none"
+
+    def __post_init__(self) -> None:
+        self.aggregate()  # an unknown name or a negative f fails here, named, not mid-run
+
+    def aggregate(self):
+        from agents.aggregation import make_aggregator, replayable
+
+        if not replayable(self.aggregator, self.pre):
+            make_aggregator(self.aggregator, self.f, self.pre)  # still a rule of the registry
+            return make_aggregator("fedavg")
+        return make_aggregator(self.aggregator, self.f, self.pre)
+
+    @classmethod
+    def from_json(cls, text: str) -> StartRule:
+        fields = json.loads(text)
+        return cls(str(fields["aggregator"]), int(fields["f"]), str(fields["pre"]))
+
+    def to_json(self) -> str:
+        return json.dumps({"aggregator": self.aggregator, "f": self.f, "pre": self.pre})
+
+
+def start_references(previous: dict[str, tuple[np.ndarray, int]], received: dict[str, set[str]],
+                     nodes: list[str], aggregate) -> dict[str, np.ndarray]:
+    """Where each node's next round starts: ``aggregate`` (an :data:`agents.aggregation.Aggregator`)
+    of its own previous model and the previous models it received (``previous``: sender ->
+    (model, declared samples)); a node that published nothing in the round before has no
+    known start and is left out."""
+    from agents.aggregation import Contribution
+
+    references = {}
+    for node in nodes:
+        if node not in previous:
+            continue
+        others = [Contribution(n, *previous[n]) for n in sorted(received.get(node, set()) - {node}) if n in previous]
+        references[node] = aggregate(Contribution(node, *previous[node]), others)
+    return references
+
+
+def round_report(collector: RoundCollector, features, round_: int, aggregate) -> dict[str, dict[str, float]]:
+    """Update features of a complete round's local senders, each measured from where its rule
+    ``aggregate`` started it (:func:`start_references`); a sender whose start is unknown is left out."""
     previous = collector.models.get(round_ - 1, {})
-    references = fedavg_references(previous, collector.received.get(round_ - 1, {}), sorted(collector.senders))
+    references = start_references(previous, collector.received.get(round_ - 1, {}), sorted(collector.senders),
+                                  aggregate)
     return {n: f for n, f in features.round_features(collector.local_models(round_), references).items()
             if n in references}
 
 
-def remote_report(collector: RoundCollector, features, round_: int) -> dict[str, dict[str, float]]:
+def remote_report(collector: RoundCollector, features, round_: int, aggregate) -> dict[str, dict[str, float]]:
     """Update features of a complete round's *remote* senders (other domains' hosts whose models
-    reached a local host), each measured from the start the domain can reconstruct: the
-    sample-weighted mean of its previous model and the previous models it was seen to receive,
+    reached a local host), each measured from the start the domain can reconstruct: its rule
+    ``aggregate`` over its previous model and the previous models it was seen to receive,
     which leaves out its own domain's (they never cross this domain's mirror). Approximate, yet a
     flipper's first poisoned update points so far from its home direction that no honest one
     comes near (:data:`controllers.defense.ACCUSE_OFF_HOME`)."""
-    from controllers.features import fedavg_references
-
     current = collector.models.get(round_, {})
     previous = collector.models.get(round_ - 1, {})
     remote = sorted(n for n in current if n not in collector.senders)
-    references = fedavg_references(previous, collector.received.get(round_ - 1, {}), remote)
+    references = start_references(previous, collector.received.get(round_ - 1, {}), remote, aggregate)
     models = {n: current[n][0] for n in remote if n in references}
     if len(models) < 2:  # features are relative to the round's other remote senders
         return {}
@@ -284,14 +331,14 @@ class DomainInspection:
     """One domain's inspection, from mirrored segments to sealed reports (no sockets: tested pure)."""
 
     def __init__(self, description: NetworkDescription, domain: int, bounds: FrameBounds, wait_s: float,
-                 baseline_rounds: int,
-                 channel: ReportChannel, started: float) -> None:
+                 baseline_rounds: int, channel: ReportChannel, started: float, rule: StartRule = StartRule()) -> None:
         from controllers.features import UpdateFeatures
 
         local = [h.name for h in description.hosts_in(domain)]
         self.description = description
         self.local = set(local)
         self.bounds = bounds
+        self.aggregate = rule.aggregate()
         self.assembler = StreamAssembler()
         self.collector = RoundCollector(local, wait_s, stale_s=bounds.round_timeout_s + 2 * wait_s, started=started)
         self.features = UpdateFeatures(baseline_rounds)
@@ -353,10 +400,10 @@ class DomainInspection:
         for round_ in self.collector.complete(now):
             # Remote senders' frames may cross the border after the local ones completed the
             # round: they are judged a round later, when every late frame is in.
-            features = round_report(self.collector, self.features, round_)
+            features = round_report(self.collector, self.features, round_, self.aggregate)
             received = self.collector.received.get(round_ - 1, {})
             report = InspectionReport(round_, features, self.violations,
-                                      remote_report(self.collector, self.remote_features, round_ - 1),
+                                      remote_report(self.collector, self.remote_features, round_ - 1, self.aggregate),
                                       {n: sorted(received.get(n, ())) for n in features})
             self.violations = {}
             sealed.append(self.channel.seal(report))
@@ -442,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keys", type=Path, required=True, help="the inspector's key file (common.keys)")
     parser.add_argument("--bounds", required=True, help="FrameBounds as JSON: what an honest frame carries")
+    parser.add_argument("--rule", default=StartRule().to_json(),
+                        help="StartRule as JSON: how honest agents aggregate (default FedAvg)")
     parser.add_argument("--wait", type=float, default=1.5, help="seconds a round waits for late senders")
     parser.add_argument("--warmup-rounds", type=int, default=4,
                         help="DFL rounds of normal behaviour (round 1 has no measurable update)")
@@ -458,8 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         key = read_keys(args.keys)[controller_party(args.domain)]
     except (ValueError, KeyError) as error:
         parser.error(f"--keys: {error}")
+    try:
+        rule = StartRule.from_json(args.rule)
+    except (ValueError, KeyError, TypeError) as error:
+        parser.error(f"--rule: {error}")
     inspection = DomainInspection(description, args.domain, FrameBounds.from_json(args.bounds), args.wait,
-                                  measured_warmup_rounds(args.warmup_rounds), ReportChannel(key), time.time())
+                                  measured_warmup_rounds(args.warmup_rounds), ReportChannel(key), time.time(), rule)
     return run(description, args.domain, args.out, inspection)
 
 

@@ -78,6 +78,9 @@ class Emulation:
     frame_bounds:
         :class:`controllers.inspector.FrameBounds` of the run's model: what the inspection
         services accept as an honest frame (required with ``defense``).
+    start_rule:
+        :class:`controllers.inspector.StartRule`: how the honest agents aggregate, so the
+        inspection measures each update from where its sender started (None: FedAvg).
     controller:
         The :class:`controllers.launch.ControllerRuntime` the controllers run on (None: os-ken
         in this interpreter, probed at start).
@@ -90,13 +93,14 @@ class Emulation:
     def __init__(self, layout: NetworkLayout, out_dir: Path, *, datapath: str = "auto",
                  poll_interval: float = 1.0, ready_timeout: float = 60.0,
                  watched_ports: tuple[int, ...] = (), defense: DefenseConfig | None = None, pcap: bool = False,
-                 keyed: bool = False, frame_bounds=None, controller: ControllerRuntime | None = None,
+                 keyed: bool = False, frame_bounds=None, start_rule=None, controller: ControllerRuntime | None = None,
                  byzantine: dict | None = None, cluster: ClusterPlan | None = None,
                  progress=lambda line: None) -> None:
         if defense is not None and (frame_bounds is None or not keyed):
             raise ValueError("FU-HST needs frame_bounds and keyed=True: the inspection services judge frames "
                              "against the model and tag their reports with the run's keys")
         self.frame_bounds = frame_bounds
+        self.start_rule = start_rule
         self.controller = controller
         self.byzantine = byzantine or {}
         self.cluster = cluster
@@ -273,6 +277,7 @@ class Emulation:
                  "--domain", str(domain), "--out", str(self.out_dir.resolve()),
                  "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
                  "--bounds", self.frame_bounds.to_json(),
+                 *(["--rule", self.start_rule.to_json()] if self.start_rule else []),
                  "--wait", str(self.defense.round_wait_s),
                  "--warmup-rounds", str(self.defense.warmup_rounds)],
                 self.out_dir / f"inspector-d{domain}.log", f"inspector d{domain}")

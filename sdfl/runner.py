@@ -31,7 +31,7 @@ from attacks.plan import (CONTROLLER, POISONING, TRAFFIC, Attack, TrafficTimelin
 from attacks.traffic import TrafficSpec
 from controllers.byzantine import ByzantinePlan
 from controllers.defense import DefenseConfig
-from controllers.inspector import FrameBounds
+from controllers.inspector import FrameBounds, StartRule
 from controllers.launch import ControllerRuntime
 from controllers.ledger import LedgerAuditError, audit_run
 from sdfl.cluster import ClusterPlan, preflight
@@ -134,6 +134,12 @@ def frame_bounds(scenario: dict) -> FrameBounds:
                        dfl["rounds"], len(dataset.y_train), dfl["round_timeout_s"])
 
 
+def start_rule(scenario: dict) -> StartRule:
+    """How this scenario's honest agents aggregate: the inspection measures updates from there."""
+    dfl = scenario["dfl"]
+    return StartRule(dfl["aggregator"], dfl["byzantine_f"], dfl["pre_aggregation"])
+
+
 def run_plan(scenario: dict):
     """What a scenario's run consists of: layout, node names, DFL neighbours, resolved attacks
     and faults."""
@@ -221,7 +227,8 @@ class Experiment:
                 self.start_remote_launchers(controller)
             with Emulation(self.layout, self.out, datapath=net["datapath"],
                            poll_interval=self.scenario["defense"]["poll_interval"], watched_ports=(self.dfl["port"],),
-                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds, controller=controller,
+                           defense=defense, pcap=self.pcap, keyed=True, frame_bounds=bounds,
+                           start_rule=start_rule(self.scenario), controller=controller,
                            byzantine=byzantine_plans(self.attacks), cluster=self.cluster,
                            progress=self.progress) as emulation:
                 for server, launcher in self.launchers.items():

@@ -34,7 +34,7 @@ from controllers.features import measured_warmup_rounds
 from controllers.inspector import DomainInspection
 from controllers.reports import ReportChannel
 from sdfl.results import round_rows, summarize, write_rounds_csv
-from sdfl.runner import frame_bounds, run_plan, write_summary
+from sdfl.runner import frame_bounds, run_plan, start_rule, write_summary
 from sdfl.scoring import score_detection
 
 
@@ -51,7 +51,8 @@ class SimulatedDefense:
         # A round lasts one second of simulated time: its frames arrive at its number.
         self.inspections = {d: DomainInspection(
             description, d, frame_bounds(scenario), 0.5, measured_warmup_rounds(config.warmup_rounds),
-            ReportChannel(keys[inspector_party(d)][controller_party(d)]), started=0.0) for d in self.domains}
+            ReportChannel(keys[inspector_party(d)][controller_party(d)]), started=0.0, rule=start_rule(scenario))
+            for d in self.domains}
         self.logic = {d: DomainLogic(description, d, keys=keys[controller_party(d)], defense=config,
                                      poll_interval=1.0) for d in self.domains}
         self.address = {d.id: d.coordination.address for d in description.domains}

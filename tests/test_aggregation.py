@@ -183,7 +183,7 @@ def test_unknown_rule_and_negative_f_are_clear_errors():
 
 
 def test_no_declared_sample_count_dominates_fedavg_and_the_inspection_reference_agrees():
-    from controllers.features import fedavg_references
+    from controllers.inspector import StartRule, start_references
 
     own = Contribution("me", np.zeros(DIM), samples=40)
     honest = [Contribution(f"h{i}", np.full(DIM, 1.0), samples=30 + 10 * i) for i in range(4)]
@@ -193,5 +193,6 @@ def test_no_declared_sample_count_dominates_fedavg_and_the_inspection_reference_
     assert out[0] == pytest.approx(weights[1:5].sum() / weights.sum() + 1000 * weights[5] / weights.sum())
     assert out[0] < 300  # uncapped it was 999.99: the liar took the average over
     previous = {c.sender: (c.vector, c.samples) for c in [own, *honest, liar]}
-    reference = fedavg_references(previous, {"me": {c.sender for c in honest + [liar]}}, ["me"])["me"]
+    reference = start_references(previous, {"me": {c.sender for c in honest + [liar]}}, ["me"],
+                                 StartRule().aggregate())["me"]
     np.testing.assert_allclose(reference, out)

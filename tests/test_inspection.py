@@ -6,9 +6,11 @@ import time
 import numpy as np
 
 from agents.wire import MAGIC, ModelFrame, encode
-from controllers.features import fedavg_references
-from controllers.inspector import (BURST, MAX_OUT_OF_ORDER, ROUND_LEAD, RoundCollector, StreamAssembler,
-                                  read_burst)
+import pytest
+
+from agents.aggregation import Contribution, make_aggregator
+from controllers.inspector import (BURST, MAX_OUT_OF_ORDER, ROUND_LEAD, RoundCollector, StartRule, StreamAssembler,
+                                  read_burst, start_references)
 from sdfl.scoring import ban_intervals, round_ends, score_detection
 
 SHAPES = ((3, 2), (2,))
@@ -91,11 +93,38 @@ def test_a_minority_sender_can_neither_drag_the_round_ahead_nor_hold_it_back():
 
 def test_fedavg_references_are_where_each_node_starts_its_next_round():
     previous = {"a": (np.zeros(2), 10), "b": (np.ones(2), 30), "c": (np.full(2, 5.0), 10)}
-    references = fedavg_references(previous, {"a": {"b"}, "b": {"a", "c"}}, ["a", "b", "d"])
+    references = start_references(previous, {"a": {"b"}, "b": {"a", "c"}}, ["a", "b", "d"], StartRule().aggregate())
     np.testing.assert_allclose(references["a"], [0.75, 0.75])  # (0 x 10 + 1 x 30) / 40
     # b's 30 is capped at twice the median count of its inputs (10), as its own FedAvg caps it:
     np.testing.assert_allclose(references["b"], [1.75, 1.75])  # (0 x 10 + 1 x 20 + 5 x 10) / 40
     assert "d" not in references  # sent nothing last round: no starting point known
+
+
+def test_a_clipping_node_is_measured_from_where_its_own_rule_started_it():
+    """Under centered clipping a node barely moves towards a far-off input; measured from the
+    FedAvg mean, its honest step would look like a leap back (README: the false bans of
+    FU-HST + centered clipping)."""
+    rng = np.random.default_rng(0)
+    previous = {f"n{i}": (rng.normal(size=6), 10) for i in range(4)} | {"far": (np.full(6, 50.0), 10)}
+    received = {"n0": {"n1", "n2", "n3", "far"}}
+    rule = StartRule("centered-clipping", f=1)
+    reference = start_references(previous, received, ["n0"], rule.aggregate())["n0"]
+    own, others = Contribution("n0", *previous["n0"]), [Contribution(n, *previous[n]) for n in sorted(received["n0"])]
+    np.testing.assert_allclose(reference, make_aggregator("centered-clipping", 1)(own, others))
+    fedavg = start_references(previous, received, ["n0"], StartRule().aggregate())["n0"]
+    assert np.linalg.norm(reference - previous["n0"][0]) < np.linalg.norm(fedavg - previous["n0"][0]) / 3
+
+
+def test_a_rule_nobody_can_replay_is_measured_from_the_fedavg_start_and_a_wrong_one_is_refused():
+    previous = {"a": (np.zeros(2), 10), "b": (np.ones(2), 30)}
+    fedavg = start_references(previous, {"a": {"b"}}, ["a"], StartRule().aggregate())["a"]
+    for rule in (StartRule("wfagg", 1), StartRule("centered-clipping", 1, "bucketing")):
+        np.testing.assert_allclose(start_references(previous, {"a": {"b"}}, ["a"], rule.aggregate())["a"], fedavg)
+    assert StartRule.from_json(StartRule("median", 2, "nnm").to_json()) == StartRule("median", 2, "nnm")
+    with pytest.raises(ValueError, match="unknown aggregator 'mean'"):
+        StartRule("mean")
+    with pytest.raises(ValueError, match="unknown pre-aggregation"):
+        StartRule.from_json('{"aggregator": "median", "f": 1, "pre": "shuffle"}')
 
 
 def test_detection_is_scored_over_node_rounds_after_the_warm_up():
