@@ -57,7 +57,7 @@ class Event(str, Enum):
     DEFENSE_STATS = "defense_stats", ("detector_cpu_s", "notice_bytes_sent", "notice_bytes_received", "banned")
     SCORES = "scores", ("stream", "round", "warming_up", "threshold", "scores")
     VERDICT = "verdict", ("node", "stream", "round", "evidence")
-    ECHO = "echo", ("node", "round", "aggregated", "off_norm_set_aside")
+    ECHO = "echo", ("node", "round", "aggregated", "set_aside")
     BAN = "ban", ("domain", "node", "stream", "round", "score", "evidence", "origin", "features")
     UNBAN = "unban", ("domain", "node", "origin")
     FATAL = "fatal", ("handler",)

@@ -27,9 +27,10 @@ from controllers.features import (FLOW_FEATURES, UPDATE_FEATURES, beyond_honest_
 
 
 ECHO_ROUNDS = 3
-"""Rounds after a node aggregated a model since shown poisoned in which its update's size is an
-echo: an honest node recovering from optimal ALIE's models took steps several times its usual
-size for three rounds (README, the worst cases on the testbed)."""
+"""Rounds after a node aggregated a model since shown poisoned in which its update is an echo:
+an honest node recovering from optimal ALIE's models took steps several times its usual size for
+three rounds (README, the worst cases on the testbed), and a step that large along the way back
+dwarfs the part its own data adds, so it points less along its home direction too."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class DomainDefense:
         # by the round of those models (the last ECHO_ROUNDS of them).
         self.poisoned_from: dict[str, int] = {}
         self.aggregated: dict[int, dict[str, set[str]]] = {}
+        self.turned: dict[str, int] = {}  # local sender -> the last round its update was beyond the bar
 
     def _detector(self, keys, window_size: int, salt: int, per_host: bool):
         return DETECTORS[self.config.detector].build(keys, window_size, self.config.seed * 7 + salt,
@@ -188,11 +190,11 @@ class DomainDefense:
         echoes = {n: culprits for n, culprits in self._echoes(round_, inputs or {}, poisoned_elsewhere or {}).items()
                   if n in features and not self.banned(n) and not self.evidence[Stream.UPDATE].count(n)[0]}
         return (self._violations(now, Stream.UPDATE, violations, round_)
-                + self._turned_away(now, round_, features)
+                + self._turned_away(now, round_, features, echoes)
                 + [Log(event(Event.ECHO, now, node=node, round=round_, aggregated=culprits,
-                             off_norm_set_aside=features[node]["off_norm"]))
+                             set_aside=features[node]))
                    for node, culprits in sorted(echoes.items())]
-                + self._observe(now, Stream.UPDATE, {n: {**f, "off_norm": 0.0} if n in echoes else f
+                + self._observe(now, Stream.UPDATE, {n: dict.fromkeys(f, 0.0) if n in echoes else f
                                                      for n, f in features.items()}, round_)
                 + self._accuse(now, round_ - 1, remote or {}))
 
@@ -200,17 +202,18 @@ class DomainDefense:
                 poisoned_elsewhere: dict[str, int]) -> dict[str, list[str]]:
         """Local senders whose update of ``round_`` is an echo, with the banned senders whose
         poisoned models they aggregated in the last :data:`ECHO_ROUNDS` rounds. An honest node
-        recovering from such a model takes steps as large as the damage it undoes, yet they
-        still point where its data pulls: for those rounds its update's size is no evidence
-        (``off_norm`` set aside), its direction is judged as ever, as are the bar on turning
-        from home and the frame violations. Known bans only, as of before this round's report:
-        a colluder's first poisoned update is judged whole; and a node with evidence of its own
-        in its window (on :meth:`on_round`) is no echo: a Gaussian colluder flagged on its
-        first noisy update was covered by its banned colleagues' models for four rounds before
-        this (README). What this lets an attacker do: a node whose poisoned updates drew no
+        recovering from such a model takes steps as large as the damage it undoes, which point
+        less along its home the larger they are: for those rounds its features are no evidence
+        for the trees (set aside, and logged); the bar on turning from home bans it on a second
+        turned update in a row (:meth:`_turned_away`), the frame violations as ever. Known bans
+        only, as of before this round's report: a colluder's first poisoned update is judged
+        whole; and a node with evidence of its own in its window (on :meth:`on_round`) is no
+        echo: a Gaussian colluder flagged on its first noisy update was covered by its banned
+        colleagues' models for four rounds before this (README). What this lets an attacker do: a node whose poisoned updates drew no
         verdict yet, and that aggregated a banned colluder's poisoned models (or a Byzantine
-        domain's sacrificed host's), may send updates of any size, pointing its usual way, for
-        at most :data:`ECHO_ROUNDS` rounds after its last such model."""
+        domain's sacrificed host's), may send updates of any size turned from its home by less
+        than the bar, for at most :data:`ECHO_ROUNDS` rounds after its last such model, and one
+        turned beyond it."""
         if inputs:  # a report of violations alone says nothing of what was aggregated
             self.aggregated[round_ - 1] = {n: set(senders) for n, senders in inputs.items() if n in self.local}
         for old in [r for r in self.aggregated if r < round_ - ECHO_ROUNDS]:
@@ -224,16 +227,22 @@ class DomainDefense:
                     echoes.setdefault(node, set()).update(culprits)
         return {node: sorted(culprits) for node, culprits in echoes.items()}
 
-    def _turned_away(self, now: float, round_: int, features: dict[str, dict[str, float]]) -> list:
+    def _turned_away(self, now: float, round_: int, features: dict[str, dict[str, float]],
+                     echoes: dict[str, list[str]]) -> list:
         """Ban each local sender whose update, after the warm-up, turned from its home direction
         beyond the bar: the earliest evidence there is (a flipper's first poisoned update), and
-        unmistakable. What it sent is not learnt as normal: the trees then see it banned."""
+        unmistakable. What it sent is not learnt as normal: the trees then see it banned.
+        An echo's first turned update may be its way back from a poisoned model (honest nodes
+        after optimal IPM's models reached 0.45-0.50, README): a second in a row bans it."""
         if not self.config.ban_bar or round_ <= self.config.warmup_rounds:
             return []
         actions: list = []
         for node, measured in sorted(features.items()):
             score = measured["off_home"]
             if node not in self.local or self.banned(node) or score < self.config.ban_bar:
+                continue
+            turned_before, self.turned[node] = self.turned.get(node) == round_ - 1, round_
+            if node in echoes and not turned_before:
                 continue
             actions.append(Log(event(Event.VERDICT, now, node=node, stream=Stream.UPDATE.name.lower(), round=round_,
                                      violation=f"off_home {score:.2f} >= ban_bar {self.config.ban_bar:g}: "

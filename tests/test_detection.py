@@ -301,16 +301,17 @@ def test_an_honest_drift_within_the_spread_never_bans_what_lies_beyond_it_does()
     assert beyond_honest_spread({"d1h1": drifting})["d1h1"] == {"off_norm": 0.0, "off_home": 0.0}
 
 
-def test_an_echo_of_a_banned_senders_poisoned_model_is_judged_by_its_direction_not_its_size():
+def test_an_echo_of_a_banned_senders_poisoned_model_is_judged_by_the_bar_alone():
     """README's optimal ALIE, seed 2: honest d1h2 aggregated banned colluders' models and, for three
-    rounds, took steps several times its usual size: banned on them, until echoes were told apart."""
+    rounds, took steps several times its usual size, less along its home: banned on them, until
+    echoes were told apart."""
     defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
     corner = {"off_norm": 0.0, "off_home": 0.0}
     everyone = {n: ["d1h1", "d1h2", "d1h3", "d1h4", "d2h1"] for n in defense.local}
     for round_ in range(2, 7):
         assert acting(defense.on_round(round_, round_, {n: corner for n in defense.local}, inputs=everyone)) == []
     turned = {"off_norm": 1.0, "off_home": 0.6}
-    recovering = {"off_norm": 0.9, "off_home": 0.02}
+    recovering = {"off_norm": 0.9, "off_home": 0.3}
     # Round 7: d1h1 turns away and is banned on it; d1h4's equal first size is judged whole.
     actions = defense.on_round(7, 7, {"d1h1": turned, "d1h2": corner, "d1h3": corner, "d1h4": recovering},
                                inputs=everyone)
@@ -325,7 +326,7 @@ def test_an_echo_of_a_banned_senders_poisoned_model_is_judged_by_its_direction_n
     for round_ in (8, 9, 10):
         actions = defense.on_round(round_, round_, {"d1h2": recovering, "d1h3": corner, "d1h4": recovering},
                                    inputs=inputs if round_ == 8 else {}, poisoned_elsewhere={"d2h1": 8})
-        echoes += [(a.record["node"], a.record["round"], a.record["aggregated"], a.record["off_norm_set_aside"])
+        echoes += [(a.record["node"], a.record["round"], a.record["aggregated"], a.record["set_aside"]["off_norm"])
                    for a in actions if isinstance(a, Log) and a.record["type"] == "echo"]
         bans += [a.node for a in actions if isinstance(a, Ban)]
     assert echoes == [("d1h2", r, ["d1h1"], 0.9) for r in (8, 9, 10)] and bans == ["d1h4"]
@@ -350,14 +351,20 @@ def test_a_report_of_violations_alone_keeps_what_each_node_aggregated():
         ["d2h1"]]
 
 
-def test_an_echo_still_turned_from_home_beyond_the_bar_is_banned():
+def test_an_echo_turned_from_home_beyond_the_bar_twice_in_a_row_is_banned():
+    """Honest nodes' first steps back from optimal IPM's models turned 0.45-0.50 from their
+    homes (README); a flipper hiding behind a banned colleague's model keeps turning."""
     defense = DomainDefense(1, NETWORK, DefenseConfig(warmup_rounds=6, window_size=8, ban_bar=0.45))
-    corner = {"off_norm": 0.0, "off_home": 0.0}
+    corner, turned = {"off_norm": 0.0, "off_home": 0.0}, {"off_norm": 1.0, "off_home": 0.5}
     for round_ in range(2, 7):
         defense.on_round(round_, round_, {n: corner for n in defense.local})
-    actions = defense.on_round(7, 7, {"d1h2": {"off_norm": 0.0, "off_home": 0.5}},
-                               inputs={"d1h2": ["d2h1"]}, poisoned_elsewhere={"d2h1": 6})
-    assert [a.node for a in actions if isinstance(a, Ban)] == ["d1h2"]
+    inputs = {"d1h2": ["d2h1"], "d1h3": ["d1h4"], "d1h4": ["d2h1"]}
+    first = defense.on_round(7, 7, {"d1h2": turned, "d1h3": turned, "d1h4": turned}, inputs=inputs,
+                             poisoned_elsewhere={"d2h1": 6})
+    assert [a.node for a in first if isinstance(a, Ban)] == ["d1h3"]  # no echo: its first turn bans it
+    second = defense.on_round(8, 8, {"d1h2": turned, "d1h4": {"off_norm": 0.2, "off_home": 0.1}},
+                              poisoned_elsewhere={"d2h1": 6})
+    assert [a.node for a in second if isinstance(a, Ban)] == ["d1h2"]  # d1h4 found its way back
 
 
 def test_bans_with_a_duration_expire_into_probation_and_the_unban_is_announced():

@@ -63,7 +63,7 @@ def test_a_host_that_aggregated_another_domains_banned_senders_poisoned_model_is
     recovering = {"off_norm": 0.8, "off_home": 0.0}
     effects = d2.report(13.0, seal.seal(InspectionReport(3, {"d2h1": recovering, "d2h2": recovering}, inputs={
         "d2h1": ["d1h2", "d2h2"], "d2h2": ["d2h1"]})), address)
-    assert [(r["node"], r["aggregated"], r["off_norm_set_aside"]) for r in records(effects, "echo")] == [
+    assert [(r["node"], r["aggregated"], r["set_aside"]["off_norm"]) for r in records(effects, "echo")] == [
         ("d2h1", ["d1h2"], 0.8)]
 
 
