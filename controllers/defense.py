@@ -209,11 +209,11 @@ class DomainDefense:
         only, as of before this round's report: a colluder's first poisoned update is judged
         whole; and a node with evidence of its own in its window (on :meth:`on_round`) is no
         echo: a Gaussian colluder flagged on its first noisy update was covered by its banned
-        colleagues' models for four rounds before this (README). What this lets an attacker do: a node whose poisoned updates drew no
-        verdict yet, and that aggregated a banned colluder's poisoned models (or a Byzantine
-        domain's sacrificed host's), may send updates of any size turned from its home by less
-        than the bar, for at most :data:`ECHO_ROUNDS` rounds after its last such model, and one
-        turned beyond it."""
+        colleagues' models for four rounds before this (README). What this lets an attacker do:
+        a node whose poisoned updates drew no verdict yet, and that aggregated a banned
+        colluder's poisoned models (or a Byzantine domain's sacrificed host's), may send updates
+        of any size turned from its home by less than the bar, for at most :data:`ECHO_ROUNDS`
+        rounds after its last such model, and one turned beyond it."""
         if inputs:  # a report of violations alone says nothing of what was aggregated
             self.aggregated[round_ - 1] = {n: set(senders) for n, senders in inputs.items() if n in self.local}
         for old in [r for r in self.aggregated if r < round_ - ECHO_ROUNDS]:
