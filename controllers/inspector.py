@@ -500,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     from controllers.features import measured_warmup_rounds
 
     try:
+        rule = StartRule.from_json(args.rule)
+    except (ValueError, KeyError, TypeError) as error:
+        parser.error(f"--rule: {error}")
+    try:
         description = load_description(args.network)
     except DescriptionError as error:
         parser.error(str(error))
@@ -507,10 +511,6 @@ def main(argv: list[str] | None = None) -> int:
         key = read_keys(args.keys)[controller_party(args.domain)]
     except (ValueError, KeyError) as error:
         parser.error(f"--keys: {error}")
-    try:
-        rule = StartRule.from_json(args.rule)
-    except (ValueError, KeyError, TypeError) as error:
-        parser.error(f"--rule: {error}")
     inspection = DomainInspection(description, args.domain, FrameBounds.from_json(args.bounds), args.wait,
                                   measured_warmup_rounds(args.warmup_rounds), ReportChannel(key), time.time(), rule)
     return run(description, args.domain, args.out, inspection)

@@ -127,6 +127,18 @@ def test_a_rule_nobody_can_replay_is_measured_from_the_fedavg_start_and_a_wrong_
         StartRule.from_json('{"aggregator": "median", "f": 1, "pre": "shuffle"}')
 
 
+@pytest.mark.parametrize("rule, why", [('{"aggregator": "mean", "f": 1, "pre": "none"}', "unknown aggregator 'mean'"),
+                                       ('{"aggregator": "median"}', "'f'"), ("median", "Expecting value")])
+def test_the_inspection_service_refuses_a_rule_it_cannot_replay_naming_it(rule, why, capsys):
+    from controllers.inspector import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--network", "network.json", "--domain", "1", "--out", ".", "--keys", "keys.json", "--bounds", "{}",
+              "--rule", rule])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--rule: " in err and why in err
+
+
 def test_detection_is_scored_over_node_rounds_after_the_warm_up():
     nodes = ["a", "b", "c"]
     ends = round_ends([{"node": n, "round": r, "time": 10.0 * r + i} for r in range(1, 7)
