@@ -248,15 +248,16 @@ class StartRule:
     pre: str = "none"
 
     def __post_init__(self) -> None:
-        self.aggregate()  # an unknown name or a negative f fails here, named, not mid-run
+        from agents.aggregation import make_aggregator
+
+        make_aggregator(self.aggregator, self.f, self.pre)  # an unknown name or a negative f fails here, named
 
     def aggregate(self):
         from agents.aggregation import make_aggregator, replayable
 
-        if not replayable(self.aggregator, self.pre):
-            make_aggregator(self.aggregator, self.f, self.pre)  # still a rule of the registry
-            return make_aggregator("fedavg")
-        return make_aggregator(self.aggregator, self.f, self.pre)
+        if replayable(self.aggregator, self.pre):
+            return make_aggregator(self.aggregator, self.f, self.pre)
+        return make_aggregator("fedavg")
 
     @classmethod
     def from_json(cls, text: str) -> StartRule:
