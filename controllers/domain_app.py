@@ -16,8 +16,8 @@ Environment:
 and with its own inspection service; without it the controller neither sends nor accepts
 notices, and accepts no inspection report
 ``SDFL_STATE``    file of the controller's persisted state (default: beside SDFL_EVENTS): bans,
-detector, link states, report counters. A restarted controller reads it back, so bans stay in
-force
+link states, report counters, and beside it (suffix ``.defense``) the detector's. A restarted
+controller reads them back, so bans stay in force
 ``SDFL_LEDGER``   the domain's ledger file (default: SDFL_EVENTS with suffix ``.ledger``): every
 signed decision it holds, appended as a JSON line (:mod:`controllers.ledger`); a restarted
 controller reads it back, then catches up from its peers
@@ -64,7 +64,7 @@ from common.keys import read_keys
 from controllers.byzantine import ByzantinePlan
 from controllers.core import ArpReply, FlowRule
 from controllers.defense import DefenseConfig, Log
-from controllers.domain import Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch
+from controllers.domain import Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch, defense_state_path
 from controllers.ledger import read_ledger
 from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request, meter_mods
 
@@ -86,6 +86,22 @@ def fail_loudly(method):
             os._exit(EXIT_HANDLER_FAILED)
 
     return wrapper
+
+
+def _read_pickle(path: Path):
+    """What this controller's previous process pickled at ``path`` (its own file), or None."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _write_pickle(path: Path, value) -> None:
+    """Replace ``path`` whole: a controller killed mid-write leaves the previous file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(value, f)
+    tmp.replace(path)
 
 
 def _required_env(name: str) -> str:
@@ -130,17 +146,18 @@ class DomainController(BaseApp):
         self.poller = hub.spawn(self._poll_loop)
 
     def _load_state(self) -> dict | None:
-        """The state a previous process of this controller left (its own file, written by it)."""
-        if not self.state_path.exists():
-            return None
-        with open(self.state_path, "rb") as f:
-            return pickle.load(f)
+        """The state a previous process of this controller left (its own files, written by it)."""
+        state = _read_pickle(self.state_path)
+        defense = _read_pickle(defense_state_path(self.state_path))
+        if defense is not None:
+            state = {**(state or {}), "defense": defense}
+        return state
 
-    def _save_state(self, state: dict) -> None:
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(state, f)
-        tmp.replace(self.state_path)
+    def _save_state(self, state: dict, with_defense: bool) -> None:
+        """The state apart from the detector's, and the detector's when :class:`Persist` says so."""
+        if with_defense:
+            _write_pickle(defense_state_path(self.state_path), state.get("defense"))
+        _write_pickle(self.state_path, {k: v for k, v in state.items() if k != "defense"})
 
     def _listen(self, name: str, address: tuple[str, int], handle) -> None:
         sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -156,7 +173,7 @@ class DomainController(BaseApp):
     def _apply(self, effects: list, connection=None) -> None:
         """Carry out the logic's effects; switch messages go to ``connection`` or the ready switch
         of their dpid (none yet: its base rules will carry the state). State is written last, once."""
-        persist = None
+        persist, with_defense = None, False
         for effect in effects:
             if isinstance(effect, ToSwitch):
                 datapath = connection or self.datapaths.get(effect.dpid)
@@ -175,9 +192,9 @@ class DomainController(BaseApp):
                 self.logic.stats_requested(time.time(), effect.dpid, request.xid)
                 datapath.send_msg(request)
             elif isinstance(effect, Persist):
-                persist = effect
+                persist, with_defense = effect, with_defense or effect.with_defense
         if persist is not None:
-            self._save_state(persist.state)
+            self._save_state(persist.state, with_defense)
 
     def _send(self, datapath, message) -> None:
         if isinstance(message, FlowRule):

@@ -21,6 +21,7 @@ from pathlib import Path
 from common.events import Event, read_events
 from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
+from controllers.domain import defense_state_path
 from controllers.launch import ControllerRuntime, Framework, controller_command, controller_environment
 from sdfl.cluster import ClusterPlan, RemoteProcess
 from sdfl.launcher import LaunchedProcess, Launcher
@@ -198,6 +199,7 @@ class Emulation:
         for domain in range(1, self.layout.domains + 1):
             self.events_path(domain).unlink(missing_ok=True)
             self.state_path(domain).unlink(missing_ok=True)  # a new run starts with no bans
+            defense_state_path(self.state_path(domain)).unlink(missing_ok=True)  # ... and untrained trees
             self.ledger_path(domain).unlink(missing_ok=True)  # ... and no decisions (its keys are new)
         description = self.layout.to_description(self.datapath, monitor=inspection)
         write_description(description, self.description_path)

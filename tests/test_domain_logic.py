@@ -42,6 +42,7 @@ def test_a_ban_programs_every_switch_tells_every_domain_and_persists():
     assert {e.message.kind for e in drops} >= {RuleKind.BAN_PORT} and d1.banned == {"d1h2"}
     assert [e.address for e in effects if isinstance(e, Datagram)] == [NETWORK.domain(2).coordination.address]
     assert records(effects, "ban")[0]["node"] == "d1h2" and isinstance(effects[-1], Persist)
+    assert effects[-1].with_defense  # the detector's state goes with the ban its report decided
 
 
 def test_the_other_domain_follows_the_signed_ban_and_rejects_its_replay():
@@ -72,6 +73,7 @@ def test_a_restarted_domain_keeps_its_bans_and_its_ledger_and_asks_its_peers_for
     notice = next(e for e in ban_by_reports(d1, sealer(1)) if isinstance(e, Datagram))
     effects = d2.notice(12.0, notice.data, ("10.0.0.1", 1))
     persisted = [e for e in effects if isinstance(e, Persist)][-1]
+    assert not persisted.with_defense  # a notice changes the bans, not what the detector learnt
     held = tuple(bytes.fromhex(e.record["entry"]) for e in effects if isinstance(e, LedgerLine))
     restarted = logic(2, state=pickle.loads(pickle.dumps(persisted.state)), ledger=held)
     started = restarted.started(14.0, 1)
