@@ -21,11 +21,13 @@ Everything but the sockets (:class:`DomainInspection`) is unit-tested without ro
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +49,22 @@ MAX_OUT_OF_ORDER = 64
 the stream resynchronises at the next frame's magic."""
 RECEIVE_BUFFER = 32 * 1024 * 1024
 """A round's models arrive as one burst; a small socket buffer would drop mirrored packets."""
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
+MIRROR_FILTER_EXPRESSION = ("tcp and ((tcp[tcpflags] & tcp-syn) != 0 or "
+                            "(ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0)")
+MIRROR_FILTER = (
+    (0x28, 0, 0, 0x0000000c), (0x15, 0, 24, 0x00000800), (0x30, 0, 0, 0x00000017), (0x15, 0, 22, 0x00000006),
+    (0x28, 0, 0, 0x00000014), (0x45, 3, 0, 0x00001fff), (0xb1, 0, 0, 0x0000000e), (0x50, 0, 0, 0x0000001b),
+    (0x45, 16, 0, 0x00000002), (0x28, 0, 0, 0x00000010), (0x02, 0, 0, 0x00000004), (0x30, 0, 0, 0x0000000e),
+    (0x54, 0, 0, 0x0000000f), (0x64, 0, 0, 0x00000002), (0x07, 0, 0, 0x00000008), (0x60, 0, 0, 0x00000004),
+    (0x1c, 0, 0, 0x00000000), (0x02, 0, 0, 0x00000008), (0xb1, 0, 0, 0x0000000e), (0x50, 0, 0, 0x0000001a),
+    (0x54, 0, 0, 0x000000f0), (0x74, 0, 0, 0x00000002), (0x07, 0, 0, 0x0000000c), (0x60, 0, 0, 0x00000008),
+    (0x1d, 1, 0, 0x00000000), (0x06, 0, 0, 0x00040000), (0x06, 0, 0, 0x00000000),
+)
+"""The mirror socket's kernel filter, ``tcpdump -dd -y EN10MB`` of :data:`MIRROR_FILTER_EXPRESSION`
+(a test compiles it again): IPv4 TCP segments that open a stream or carry bytes. The rest (a
+receiver's ACK-only segments, a third of what the mirror carries) is nothing the inspection
+reads, and is dropped before it costs a wake-up, a copy and a parse."""
 
 
 @dataclass
@@ -422,9 +440,12 @@ class DomainInspection:
 
 
 BURST = 256
-"""Mirrored frames read per wake-up before the round bookkeeping runs: a round's models arrive
-as one burst, and completion is checked once per burst rather than once per frame (at 3 x 4 the
-service's CPU did not measurably drop with it: one ``recv`` per packet remains the cost)."""
+"""Mirrored frames read per wake-up: a round's models arrive as one burst."""
+BOOKKEEPING_S = 0.05
+"""The round bookkeeping (completion, reports, the log) runs at most this often, not after every
+wake-up: on a loaded machine the mirror trickles in a packet or two a wake-up, and at 8 x 12 the
+bookkeeping after each cost more than the packets (``benchmarks/inspection_speed.py``: 6 us a
+segment parsed; the service's whole CPU came to about 40 us a segment)."""
 
 
 def read_burst(raw: socket.socket, wait_s: float) -> list[bytes]:
@@ -441,6 +462,13 @@ def read_burst(raw: socket.socket, wait_s: float) -> list[bytes]:
     return burst
 
 
+def attach_mirror_filter(raw: socket.socket) -> None:
+    """Attach :data:`MIRROR_FILTER` to the packet socket ``raw`` (the kernel copies the program)."""
+    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in MIRROR_FILTER))
+    raw.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                   struct.pack("HL", len(MIRROR_FILTER), ctypes.addressof(program)))
+
+
 def run(description: NetworkDescription, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
     from common.jsonl import JsonLinesWriter
 
@@ -449,6 +477,7 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
     log = JsonLinesWriter(out_dir / f"inspector-d{domain}.jsonl")
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    attach_mirror_filter(raw)
     raw.bind((view.monitor.interface, 0))
     raw.setblocking(False)
     report = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -461,12 +490,15 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.write(event(Event.INSPECTOR_STARTED, time.time(), domain=domain))
-    beat = 0.0
+    beat = booked = 0.0
     try:
         while running:
             now = time.time()
             for data in read_burst(raw, 0.2):
                 inspection.segment(now, data)
+            if now - booked < BOOKKEEPING_S:
+                continue
+            booked = now
             for sealed in inspection.reports(now):
                 report.sendto(sealed, controller)
             for record in inspection.log:

@@ -288,3 +288,49 @@ def test_violations_are_reported_at_once_even_while_no_round_completes():
     [report] = [ReportChannel(key, seq=0).open(sealed) for sealed in inspection.reports(1.5)]
     assert (report.round, report.features) == (0, {}) and list(report.violations) == ["d1h3"]
     assert inspection.reports(2.0) == []  # reported once
+
+
+def test_the_mirror_filter_is_tcpdumps_compilation_of_its_expression():
+    import shutil
+    import subprocess
+
+    from controllers.inspector import MIRROR_FILTER, MIRROR_FILTER_EXPRESSION
+
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (scripts/install.sh installs it)")
+    compiled = subprocess.run(["tcpdump", "-dd", "-y", "EN10MB", MIRROR_FILTER_EXPRESSION], capture_output=True,
+                              text=True, check=True).stdout
+    ops = [tuple(int(field, 0) for field in line.strip(" {},").split(",")) for line in compiled.splitlines()]
+    assert tuple(ops) == MIRROR_FILTER
+
+
+@pytest.mark.mininet
+def test_the_mirror_socket_takes_segments_that_open_a_stream_or_carry_bytes_and_nothing_else():
+    """On the loopback device, as the monitor port: a receiver's ACK, a FIN and a UDP datagram
+    never reach the service; a SYN and a data segment do."""
+    import struct as struct_
+
+    from controllers.inspector import ETH_P_ALL, attach_mirror_filter, read_burst
+
+    def segment(flags, payload, port):
+        ip = struct_.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0, 64, 6, 0,
+                          socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1"))
+        tcp = struct_.pack("!HHIIBBHHH", port, 7, 1, 0, 5 << 4, flags, 0, 0, 0)
+        return bytes(12) + b"\x08\x00" + ip + tcp + payload
+
+    udp_ip = struct_.pack("!BBHHHBBH4s4s", 0x45, 0, 36, 0, 0, 64, 17, 0, bytes(4), bytes(4))
+    udp = bytes(12) + b"\x08\x00" + udp_ip + bytes(16)
+    sent = {"ack": segment(0x10, b"", 61001), "fin": segment(0x11, b"", 61002), "udp": udp,
+            "syn": segment(0x02, b"", 61003), "data": segment(0x18, b"model bytes", 61004)}
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as mirror, \
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as host:
+        attach_mirror_filter(mirror)
+        mirror.bind(("lo", 0))
+        mirror.setblocking(False)
+        host.bind(("lo", 0))
+        for frame in sent.values():
+            host.send(frame)
+        received, deadline = [], time.monotonic() + 2.0
+        while time.monotonic() < deadline and len([f for f in received if f in sent.values()]) < 2:
+            received += read_burst(mirror, 0.1)
+    assert sorted(name for name, frame in sent.items() if frame in received) == ["data", "syn"]
