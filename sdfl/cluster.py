@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -99,13 +98,12 @@ class ClusterPlan:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def remote_script(argv: list[str], env: dict[str, str], log: Path | None = None) -> str:
+def remote_script(argv: list[str], env: dict[str, str]) -> str:
     """A shell line that reports its pid and start time on a line, then becomes ``argv`` (same
-    pid) in this repository's folder; its output goes to ``log``, or stays on ssh's streams."""
+    pid) in this repository's folder, its streams ssh's."""
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    streams = f" >>{shlex.quote(str(log))} 2>&1 </dev/null" if log else ""
     return (f"echo $$ $(cut -d' ' -f22 /proc/$$/stat) && cd {shlex.quote(str(REPO))} && "
-            f"exec env {assignments} {shlex.join(argv)}{streams}")
+            f"exec env {assignments} {shlex.join(argv)}")
 
 
 def read_remote_pid(stdout, server: str, what: str, log: Path) -> tuple[int, str]:
@@ -114,46 +112,6 @@ def read_remote_pid(stdout, server: str, what: str, log: Path) -> tuple[int, str
     if len(words) != 2 or not words[0].isdigit():
         raise ClusterError(f"could not start {what} on server {server}; see {log}")
     return int(words[0]), words[1].decode()
-
-
-class RemoteProcess:
-    """A process on a server, started over ssh, handled as the emulation handles its local ones
-    (the part of :class:`subprocess.Popen` it uses). The ssh client lives as long as the remote
-    process, so its exit is the process's; signals reach the remote pid by ssh."""
-
-    def __init__(self, plan: ClusterPlan, server: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.plan, self.server = plan, server
-        with open(log, "ab") as ssh_errors:
-            self.client = subprocess.Popen(plan.ssh(server, remote_script(argv, env, log)), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.PIPE, stderr=ssh_errors, start_new_session=True)
-        try:
-            self.pid, self.start = read_remote_pid(self.client.stdout, server, shlex.join(argv[:4]), log)
-        except ClusterError:
-            self.client.kill()
-            self.client.wait()
-            raise
-
-    @property
-    def returncode(self) -> int | None:
-        return self.client.returncode
-
-    def poll(self) -> int | None:
-        return self.client.poll()
-
-    def wait(self, timeout: float | None = None) -> int:
-        return self.client.wait(timeout)
-
-    def send_signal(self, sig: int) -> None:
-        if self.client.poll() is None:
-            self.plan.run(self.server, ["kill", f"-{int(sig)}", str(self.pid)])
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-        if self.client.poll() is None:
-            self.client.kill()
 
 
 def remote_environment(env: dict[str, str]) -> dict[str, str]:

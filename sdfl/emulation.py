@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +22,7 @@ from common.keys import controller_party, inspector_party, key_path
 from controllers.defense import DefenseConfig
 from controllers.domain import defense_state_path
 from controllers.launch import ControllerRuntime, Framework, controller_command, controller_environment
-from sdfl.cluster import ClusterPlan, RemoteProcess
+from sdfl.cluster import ClusterPlan
 from sdfl.launcher import LaunchedProcess, Launcher
 from sdfl.records import CleanReport, RunRecord, claim_slot, release, stop_processes, track
 from topologies.builder import (
@@ -121,7 +120,8 @@ class Emulation:
         self.controllers: dict[int, LaunchedProcess] = {}
         self.controller_launchers: dict[str | None, Launcher] = {}  # by server (None: no cluster)
         self.stopped_controllers: set[int] = set()  # killed on purpose (a fault), not dead
-        self.inspectors: dict[int, subprocess.Popen] = {}
+        self.inspectors: dict[int, LaunchedProcess] = {}
+        self.inspector_launchers: dict[str | None, Launcher] = {}
         self.captures: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
         self.tunnels: list[str] = []  # border links between servers (cluster runs)
@@ -184,7 +184,11 @@ class Emulation:
         if self.cluster:
             self._place_on_servers()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._start_controller_launchers()  # their imports overlap the checks and the description
+        # Their imports overlap the checks, the description and (inspectors) the network's build.
+        self.controller_launchers = self._start_launchers("controller", python=self.controller.python,
+                                                          env=controller_environment({}))
+        if inspection:
+            self.inspector_launchers = self._start_launchers("inspector")
         if self.layout.slot:
             self.progress(f"another run holds this machine's slot 0: this one runs in slot {self.layout.slot} "
                           f"(switches {self.layout.switches[0].name}..., controller ports from "
@@ -257,32 +261,25 @@ class Emulation:
         return {"servers": {d: plan.mininet_name(plan.server_of(d)) for d in range(1, self.layout.domains + 1)},
                 "tunnel": plan.link, "user": plan.user}
 
-    def _start(self, domain: int, argv: list[str], log_path: Path, role: str):
-        """``argv`` as the domain's process ``role``: here, or on the domain's server over ssh."""
-        server = self.cluster.server_of(domain) if self.cluster else None
-        if server and not self.cluster.is_local(server):
-            proc = RemoteProcess(self.cluster, server, argv, {}, log_path)
-            self.record.add_remote_process(server, proc.pid, proc.start, role)
-            return proc
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.record.add_process(proc.pid, role)
-        return proc
-
     def _start_inspectors(self) -> None:
-        """One inspection service per domain, in the root namespace beside the controllers."""
+        """One inspection service per domain, in the root namespace beside the controllers,
+        forked by its server's inspector launcher."""
         for domain in range(1, self.layout.domains + 1):
-            self.inspectors[domain] = self._start(
-                domain,
-                [sys.executable, "-m", "controllers.inspector", "--network", str(self.description_path.resolve()),
-                 "--domain", str(domain), "--out", str(self.out_dir.resolve()),
-                 "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
-                 "--bounds", self.frame_bounds.to_json(),
-                 *(["--rule", self.start_rule.to_json()] if self.start_rule else []),
-                 "--wait", str(self.defense.round_wait_s),
-                 "--warmup-rounds", str(self.defense.warmup_rounds)],
-                self.out_dir / f"inspector-d{domain}.log", f"inspector d{domain}")
+            launcher = self.inspector_launchers[self.cluster.server_of(domain) if self.cluster else None]
+            role, log = f"inspector d{domain}", self.out_dir / f"inspector-d{domain}.log"
+            argv = ["--network", str(self.description_path.resolve()), "--domain", str(domain),
+                    "--out", str(self.out_dir.resolve()),
+                    "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
+                    "--bounds", self.frame_bounds.to_json(),
+                    *(["--rule", self.start_rule.to_json()] if self.start_rule else []),
+                    "--wait", str(self.defense.round_wait_s), "--warmup-rounds", str(self.defense.warmup_rounds)]
+            try:
+                proc = launcher.start(role, None, "controllers.inspector", argv, log)
+            except RuntimeError as error:
+                raise EmulationError(f"{error}; see {log}") from error
+            if not launcher.remote:  # one on another server ends with its launcher
+                self.record.add_process(proc.pid, role)
+            self.inspectors[domain] = proc
 
     def _start_captures(self) -> None:
         """tcpdump on every host's switch-side interface (root namespace): ``pcap/<host>.pcap``
@@ -302,21 +299,22 @@ class Emulation:
                 raise EmulationError(f"tcpdump did not start on every host interface (see {folder})")
             time.sleep(0.05)
 
-    def _start_controller_launchers(self) -> None:
-        """One controller launcher (:mod:`sdfl.launcher`) per server that holds a domain, in the
-        controllers' interpreter: the domains' controllers are forked from it."""
+    def _start_launchers(self, role: str, **interpreter) -> dict[str | None, Launcher]:
+        """One ``role`` launcher (:mod:`sdfl.launcher`) per server that holds a domain (None: no
+        cluster), in the interpreter ``interpreter`` names (``python``, ``env``): the domains'
+        processes of that role are forked from it."""
         servers = {self.cluster.server_of(d) if self.cluster else None for d in range(1, self.layout.domains + 1)}
+        launchers = {}
         for server in sorted(servers, key=str):
-            launcher = Launcher(self.out_dir / (f"controller-launcher-{server}.log" if server else
-                                                "controller-launcher.log"),
-                                plan=self.cluster, server=server, controllers=True, python=self.controller.python,
-                                env=controller_environment({}))
-            self.controller_launchers[server] = launcher
+            launcher = launchers[server] = Launcher(
+                self.out_dir / (f"{role}-launcher-{server}.log" if server else f"{role}-launcher.log"),
+                plan=self.cluster, server=server, role=role, **interpreter)
             if launcher.remote:
-                self.record.add_remote_process(server, *launcher.remote_pid, "controller launcher")
-                self.record.add_process(launcher.process.pid, f"ssh to the controller launcher on {server}")
+                self.record.add_remote_process(server, *launcher.remote_pid, f"{role} launcher")
+                self.record.add_process(launcher.process.pid, f"ssh to the {role} launcher on {server}")
             else:
-                self.record.add_process(launcher.process.pid, "controller launcher")
+                self.record.add_process(launcher.process.pid, f"{role} launcher")
+        return launchers
 
     def _launch_controller(self, domain: int) -> None:
         args, env = controller_command(
@@ -433,9 +431,9 @@ class Emulation:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for launcher in self.controller_launchers.values():
+        for launcher in [*self.controller_launchers.values(), *self.inspector_launchers.values()]:
             launcher.close()
-        self.controller_launchers = {}
+        self.controller_launchers, self.inspector_launchers = {}, {}
         if self.record is not None:
             stop_processes(self.record.processes)
             release(self.record, CleanReport())

@@ -12,7 +12,9 @@ Controllers are forked the same way by a launcher of their own (``--controllers`
 controllers' interpreter: it imports the domain logic, numpy, river's detectors and cryptography
 (1.4 of a controller's 1.9 s of start-up CPU) but not the framework, whose manager patches sockets
 green before it loads anything (:mod:`controllers.manager`); each child stays in the root
-namespace and runs that manager with its domain's environment.
+namespace and runs that manager with its domain's environment. The domains' inspection services
+too (``--inspectors``, in the testbed's interpreter): numpy and the aggregation rules they replay
+cost each 0.27 s of CPU to import, paid once instead of once per domain.
 
 The launcher is single-threaded (forking a threaded process copies its locks mid-use). Protocol,
 JSON lines: the runner writes ``{"node", "netns_pid", "program", "argv", "log"}`` (and for a
@@ -44,6 +46,7 @@ from sdfl.cluster import ClusterPlan, read_remote_pid, remote_environment, remot
 CLONE_NEWNET = 0x40000000
 AGENT_PROGRAMS = ("agents.agent", "attacks.agent")
 CONTROLLER_PROGRAMS = ("controllers.manager",)
+INSPECTOR_PROGRAMS = ("controllers.inspector",)
 
 
 def enter_network_namespace(pid: int) -> None:
@@ -88,6 +91,20 @@ def _controller_programs() -> dict:
     for module in ("controllers.domain", "river.anomaly", "cryptography.hazmat.primitives.asymmetric.ed25519"):
         importlib.import_module(module)
     return {"controllers.manager": manager.main}
+
+
+def _inspector_programs() -> dict:
+    """The inspection service, with the rules it replays and the features it measures imported."""
+    from controllers import inspector
+
+    import agents.aggregation  # noqa: F401 (imported by the service on its first report)
+    import controllers.features  # noqa: F401
+    return {"controllers.inspector": inspector.main}
+
+
+ROLES = {"agent": AGENT_PROGRAMS, "controller": CONTROLLER_PROGRAMS, "inspector": INSPECTOR_PROGRAMS}
+"""What each kind of launcher forks; a controller or inspector launcher is started with
+``--controllers`` or ``--inspectors``, an agent launcher with the run's dfl.json."""
 
 
 def _child(request: dict, program) -> int:
@@ -223,16 +240,16 @@ class LaunchedProcess:
 
 class Launcher:
     """The runner's end: starts the launcher process, here or on ``server`` of a cluster ``plan``
-    (over ssh, the protocol on its streams), and asks it for agents, or with ``controllers`` for
-    controllers (in ``python``, the controllers' interpreter, with ``env``)."""
+    (over ssh, the protocol on its streams), and asks it for processes of its ``role`` (a key of
+    :data:`ROLES`; controllers in ``python``, the controllers' interpreter, with ``env``)."""
 
     def __init__(self, log: Path, config: Path | None = None, start_timeout_s: float = 120.0,
-                 plan: ClusterPlan | None = None, server: str | None = None, *, controllers: bool = False,
+                 plan: ClusterPlan | None = None, server: str | None = None, *, role: str = "agent",
                  python: str = sys.executable, env: dict[str, str] | None = None) -> None:
         self.log = open(log, "ab")
-        self.role = "controller" if controllers else "agent"
-        self.programs = CONTROLLER_PROGRAMS if controllers else AGENT_PROGRAMS
-        command = [python, "-m", "sdfl.launcher", *(["--controllers"] if controllers else []),
+        self.role = role
+        self.programs = ROLES[role]
+        command = [python, "-m", "sdfl.launcher", *([f"--{role}s"] if role != "agent" else []),
                    *([str(config)] if config else [])]
         self.remote = plan is not None and not plan.is_local(server)
         if self.remote:
@@ -309,11 +326,14 @@ class Launcher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sdfl.launcher [--controllers] [DFL_CONFIG]``: the agents' launcher (with the
-    run's dfl.json, its data set and shards loaded too), or the controllers'."""
+    """``python -m sdfl.launcher [--controllers | --inspectors | DFL_CONFIG]``: the agents'
+    launcher (with the run's dfl.json, its data set and shards loaded too), the controllers' or
+    the inspection services'."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--controllers"]:
         return serve(_controller_programs())
+    if args[:1] == ["--inspectors"]:
+        return serve(_inspector_programs())
     return serve(_agent_programs(Path(args[0]) if args else None))
 
 

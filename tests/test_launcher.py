@@ -119,7 +119,7 @@ def test_a_controller_forked_from_the_controller_launcher_loads_the_framework_wi
     manager (which patches sockets green first) with its domain's variables from the request."""
     from controllers.launch import controller_environment
 
-    launcher = Launcher(tmp_path / "launcher.log", controllers=True, env=controller_environment({}))
+    launcher = Launcher(tmp_path / "launcher.log", role="controller", env=controller_environment({}))
     try:
         with pytest.raises(ValueError, match="the controller launcher runs controllers.manager, not 'agents.agent'"):
             launcher.start("d1h1", None, "agents.agent", [], tmp_path / "x.log")
