@@ -106,14 +106,16 @@ class StreamAssembler:
             if len(stream.pending) <= MAX_OUT_OF_ORDER:
                 return []
             return self._resynchronise(key, stream)
-        data = bytearray(payload)
+        data = payload
         stream.next_seq = (seq + len(payload)) % 2**32
-        while stream.next_seq in stream.pending:
-            chunk = stream.pending.pop(stream.next_seq)
-            data += chunk
-            stream.next_seq = (stream.next_seq + len(chunk)) % 2**32
+        if stream.next_seq in stream.pending:  # the segments held ahead, now in order
+            data = bytearray(payload)
+            while stream.next_seq in stream.pending:
+                chunk = stream.pending.pop(stream.next_seq)
+                data += chunk
+                stream.next_seq = (stream.next_seq + len(chunk)) % 2**32
         try:
-            return stream.reader.feed(bytes(data))
+            return stream.reader.feed(data)
         except FrameError as error:
             self._fail(key, stream, str(error))
             return []

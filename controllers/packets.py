@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -24,6 +25,7 @@ TCP_SYN = 0x02
 ARP_REPLY = 2
 
 ETHERNET = struct.Struct("!6s6sH")
+ETHER_TYPE = struct.Struct("!H")
 ARP_IPV4 = struct.Struct("!HHBBH6s4s6s4s")
 IPV4 = struct.Struct("!BBHHHBBH4s4s")
 PORTS = struct.Struct("!HH")
@@ -51,9 +53,9 @@ class PacketInfo:
     tp_dst: int | None = None
 
 
-@dataclass(frozen=True)
-class TcpSegment:
-    """One mirrored TCP segment: its stream's addresses and ports, where it sits, what it carries."""
+class TcpSegment(NamedTuple):
+    """One mirrored TCP segment: its stream's addresses and ports, where it sits, what it carries
+    (a tuple: the inspection makes one for every segment the mirror passes)."""
 
     src: str
     sport: int
@@ -68,13 +70,13 @@ def _mac(raw: bytes) -> str:
     return raw.hex(":")
 
 
-def _ethernet(data: bytes) -> tuple[str, str, int]:
+def _ether_type(data: bytes) -> int:
     if len(data) < ETHERNET.size:
         raise PacketError(f"{len(data)} bytes is shorter than an Ethernet header")
-    dst, src, eth_type = ETHERNET.unpack_from(data)
+    eth_type = ETHER_TYPE.unpack_from(data, ETHERNET.size - ETHER_TYPE.size)[0]
     if eth_type in ETH_TYPE_VLAN:
         raise PacketError(f"802.1Q-tagged frame (ethertype {eth_type:#06x}): hosts send untagged frames only")
-    return _mac(src), _mac(dst), eth_type
+    return eth_type
 
 
 def _ipv4(data: bytes, at: int, whole: bool) -> tuple[int, int, int, str, str, int]:
@@ -94,7 +96,9 @@ def _ipv4(data: bytes, at: int, whole: bool) -> tuple[int, int, int, str, str, i
 
 def parse_packet_in(data: bytes) -> PacketInfo:
     """A packet-in's Ethernet, ARP or IPv4 fields and TCP/UDP ports (the first fragment's only)."""
-    eth_src, eth_dst, eth_type = _ethernet(data)
+    eth_type = _ether_type(data)
+    dst, src, _ = ETHERNET.unpack_from(data)
+    eth_src, eth_dst = _mac(src), _mac(dst)
     if eth_type == ETH_TYPE_ARP:
         if len(data) < ETHERNET.size + ARP_IPV4.size:
             raise PacketError(f"{len(data)} bytes is too short for an ARP packet")
@@ -120,8 +124,7 @@ def parse_tcp_segment(data: bytes) -> TcpSegment | None:
 
     The payload ends where the IPv4 total length says (Ethernet pads short frames).
     """
-    _, _, eth_type = _ethernet(data)
-    if eth_type != ETH_TYPE_IPV4:
+    if _ether_type(data) != ETH_TYPE_IPV4:
         return None
     at = ETHERNET.size
     header, total, proto, src, dst, fragment = _ipv4(data, at, whole=True)
