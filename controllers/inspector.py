@@ -63,7 +63,7 @@ MIRROR_FILTER = (
 )
 """The mirror socket's kernel filter, ``tcpdump -dd -y EN10MB`` of :data:`MIRROR_FILTER_EXPRESSION`
 (a test compiles it again): IPv4 TCP segments that open a stream or carry bytes. The rest (a
-receiver's ACK-only segments, a third of what the mirror carries) is nothing the inspection
+receiver's ACK-only segments, a sixth of what the mirror carried at 8 x 12) is nothing the inspection
 reads, and is dropped before it costs a wake-up, a copy and a parse."""
 
 
