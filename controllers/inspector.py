@@ -11,6 +11,7 @@ tagged report (:mod:`controllers.reports`)::
     python -m controllers.inspector --network network.json --domain 1 --out RUN_DIR \\
         --keys RUN_DIR/keys/inspector-d1.json --bounds '{"shapes": ..., "last_round": 20, ...}'
 
+(``sdfl run`` forks the same ``main`` from an inspector launcher, :mod:`sdfl.launcher`.)
 Everything it reads comes from hosts: segments are parsed by :mod:`controllers.packets`, and a
 frame no honest agent could send (:meth:`FrameBounds.violation`) is evidence against the
 sender its address names, carried in the next report; none of it can crash or stall the
