@@ -265,21 +265,15 @@ class Emulation:
         """One inspection service per domain, in the root namespace beside the controllers,
         forked by its server's inspector launcher."""
         for domain in range(1, self.layout.domains + 1):
-            launcher = self.inspector_launchers[self.cluster.server_of(domain) if self.cluster else None]
-            role, log = f"inspector d{domain}", self.out_dir / f"inspector-d{domain}.log"
             argv = ["--network", str(self.description_path.resolve()), "--domain", str(domain),
                     "--out", str(self.out_dir.resolve()),
                     "--keys", str(key_path(self.out_dir, inspector_party(domain)).resolve()),
                     "--bounds", self.frame_bounds.to_json(),
                     *(["--rule", self.start_rule.to_json()] if self.start_rule else []),
                     "--wait", str(self.defense.round_wait_s), "--warmup-rounds", str(self.defense.warmup_rounds)]
-            try:
-                proc = launcher.start(role, None, "controllers.inspector", argv, log)
-            except RuntimeError as error:
-                raise EmulationError(f"{error}; see {log}") from error
-            if not launcher.remote:  # one on another server ends with its launcher
-                self.record.add_process(proc.pid, role)
-            self.inspectors[domain] = proc
+            self.inspectors[domain] = self._fork(self.inspector_launchers, domain, f"inspector d{domain}",
+                                                 "controllers.inspector", argv,
+                                                 self.out_dir / f"inspector-d{domain}.log")
 
     def _start_captures(self) -> None:
         """tcpdump on every host's switch-side interface (root namespace): ``pcap/<host>.pcap``
@@ -324,15 +318,21 @@ class Emulation:
             key_path(self.out_dir, controller_party(domain)).resolve() if self.keyed else None,
             self.byzantine.get(domain),
         )
-        launcher = self.controller_launchers[self.cluster.server_of(domain) if self.cluster else None]
-        role = f"controller d{domain}"
+        self.controllers[domain] = self._fork(self.controller_launchers, domain, f"controller d{domain}",
+                                              "controllers.manager", args, self.log_path(domain), env)
+
+    def _fork(self, launchers: dict[str | None, Launcher], domain: int, role: str, program: str, argv: list[str],
+              log: Path, env: dict[str, str] | None = None) -> LaunchedProcess:
+        """The domain's ``program`` forked by its server's launcher (of ``launchers``), in the root
+        namespace; recorded here unless it is on another server, where it ends with its launcher."""
+        launcher = launchers[self.cluster.server_of(domain) if self.cluster else None]
         try:
-            proc = launcher.start(role, None, "controllers.manager", args, self.log_path(domain), env=env)
+            proc = launcher.start(role, None, program, argv, log, env=env)
         except RuntimeError as error:
-            raise EmulationError(f"{error}; see {self.log_path(domain)}") from error
-        if not launcher.remote:  # one on another server ends with its launcher
+            raise EmulationError(f"{error}; see {log}") from error
+        if not launcher.remote:
             self.record.add_process(proc.pid, role)
-        self.controllers[domain] = proc
+        return proc
 
     def _start_controllers(self) -> None:
         for domain in range(1, self.layout.domains + 1):
