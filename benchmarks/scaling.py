@@ -1,15 +1,19 @@
 """How the testbed's costs grow with the network: real runs from 2x3 to 8x12 hosts (root, OVS).
 
-For each size, one ``sdfl run`` of paper.toml's setting (25 % sign flippers, FU-HST on) with
-short rounds, and from its summary: bring-up (the network, then the agents launched and ready),
-median round time, peak memory per agent, the defense's CPU per round (inspection and
-detector) and inter-domain control bytes per round. Each cost is fitted as
-``a * nodes^b`` (least squares in log-log); the exponent ``b`` is the growth (1 = linear).
-Sizes whose median round hits the round deadline (the machine out of cores) are plotted, not
-fitted. ``--refit`` fits and plots again from a saved ``scaling.csv`` without running.
+For each size, ``--repeats`` runs of ``sdfl run`` (each figure their median) of paper.toml's
+setting (25 % sign flippers, FU-HST on) with short rounds, and from its summary: bring-up (the
+network, then the agents launched and ready), median round time, peak memory per agent, the
+defense's CPU per round (inspection and detector), inter-domain control bytes per round and the
+model bytes a round moves (the work the peer graph gives a round: paper.toml's graph joins every
+host to its whole domain, so it grows faster than the agents; ``--set dfl.peers=random-k --set
+dfl.peers_k=2`` bounds each node's degree). Each cost is fitted as ``a * nodes^b`` (least
+squares in log-log); the exponent ``b`` is the growth (1 = linear). Sizes whose median round
+hits the round deadline (the machine out of cores) are plotted, not fitted. ``--refit`` fits
+and plots again from a saved ``scaling.csv`` without running.
 
     .venv/bin/python benchmarks/scaling.py --out runs/scaling
-    .venv/bin/python benchmarks/scaling.py --sizes 2x3 3x4 --rounds 6 --out runs/scaling-small
+    .venv/bin/python benchmarks/scaling.py --sizes 2x3 3x4 --rounds 6 --repeats 1 --out runs/scaling-small
+    .venv/bin/python benchmarks/scaling.py --set dfl.peers=random-k --set dfl.peers_k=2 --out runs/scaling-bounded
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COSTS = {"bring_up_s": "bring-up: network and agents (s)", "round_time_s": "median round time (s)",
          "agent_pss_mb": "peak memory per agent (PSS, MB)",
          "defense_cpu_s_per_round": "defense CPU per round (s)",
-         "control_bytes_per_round": "inter-domain control bytes per round"}
+         "control_bytes_per_round": "inter-domain control bytes per round",
+         "model_mb_per_round": "model bytes a round moves (MB)"}
 
 
 def size(text: str) -> tuple[int, int]:
@@ -48,16 +53,16 @@ def growth(nodes: list[int], values: list[float]) -> tuple[float, float] | None:
     return float(np.exp(intercept)), float(slope)
 
 
-def measure(domains: int, hosts: int, rounds: int, out: Path) -> dict:
+def measure(domains: int, hosts: int, rounds: int, run_dir: Path, overrides: list[str]) -> dict:
     from sdfl.runner import run_experiment
     from sdfl.scenario import load_scenario
 
     scenario = load_scenario(ROOT / "scenarios" / "paper.toml",
                              [f"network.domains={domains}", f"network.hosts_per_domain={hosts}",
                               f"dfl.rounds={rounds}", "dfl.round_period_s=1.0", "defense.warmup_rounds=3",
-                              "attacks.0.start_round=4"])
+                              "attacks.0.start_round=4", *overrides])
     began = time.monotonic()
-    summary = run_experiment(scenario, out / f"{domains}x{hosts}", progress=lambda line: None)
+    summary = run_experiment(scenario, run_dir, progress=lambda line: None)
     overhead = summary.get("overhead", {})
     agents_pss = summary.get("resources", {}).get("peak_pss_mb_by_role", {}).get("agent", 0.0)
     return {"domains": domains, "hosts_per_domain": hosts, "nodes": domains * hosts,
@@ -67,6 +72,7 @@ def measure(domains: int, hosts: int, rounds: int, out: Path) -> dict:
             "defense_cpu_s_per_round": (overhead.get("detector_cpu_s", 0.0) + overhead.get("inspection_cpu_s", 0.0))
             / rounds,
             "control_bytes_per_round": overhead.get("interdomain_control_bytes_per_round", 0.0),
+            "model_mb_per_round": summary["dfl"]["model_bytes_total"] / rounds / 1e6,
             "honest_accuracy": summary["dfl"]["honest_accuracy_final"], "complete": summary["complete"],
             "wall_s": round(time.monotonic() - began, 1)}
 
@@ -79,7 +85,6 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
 
     nodes = [r["nodes"] for r in rows]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    axes.flat[-1].axis("off")
     for ax, (key, label) in zip(axes.flat, COSTS.items()):
         ax.plot(nodes, [r[key] for r in rows], "o", label="measured")
         if fits.get(key):
@@ -99,9 +104,13 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=size, nargs="+", default=[size(s) for s in ("2x3", "3x4", "4x6", "6x8", "8x12")])
+    parser.add_argument("--sizes", type=size, nargs="+",
+                        default=[size(s) for s in ("2x3", "3x4", "4x6", "6x8", "8x12")])
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size; each figure is their median")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "scaling")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further scenario override for every size, e.g. dfl.peers=random-k")
     parser.add_argument("--refit", action="store_true",
                         help="no runs: fit and plot again from OUT/scaling.csv")
     args = parser.parse_args(argv)
@@ -140,6 +149,16 @@ def read_rows(path: Path) -> list[dict]:
                 for r in csv.DictReader(f)]
 
 
+def median_row(runs: list[dict]) -> dict:
+    """One size's row from its repeated runs: each measured figure's median (one run on a
+    shared 2-core machine can catch a slow moment), complete only if every run completed."""
+    row = {key: float(np.median([r[key] for r in runs])) if isinstance(value, float) else value
+           for key, value in runs[0].items()}
+    row["complete"] = all(r["complete"] for r in runs)
+    row["repeats"] = len(runs)
+    return row
+
+
 def run_sizes(args) -> list[dict]:
     from sdfl.cli import prepare_emulation
 
@@ -148,10 +167,12 @@ def run_sizes(args) -> list[dict]:
     rows = []
     for domains, hosts in args.sizes:
         try:
-            rows.append(measure(domains, hosts, args.rounds, args.out))
+            runs = [measure(domains, hosts, args.rounds, args.out / f"{domains}x{hosts}" / f"run{i}", args.overrides)
+                    for i in range(args.repeats)]
         except (RuntimeError, ValueError, OSError) as error:
             print(f"{domains}x{hosts}: failed ({error}); the machine goes no further", flush=True)
             break
+        rows.append(median_row(runs))
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
         with open(args.out / "scaling.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
