@@ -67,7 +67,7 @@ def build_node(config: RunConfig, node_name: str):
     scenario, dfl, nodes = config.scenario, config.dfl, config.nodes
     dataset, shards = federation_data(config)
     training = TrainingConfig(dfl["local_epochs"], dfl["batch_size"], dfl["lr"], dfl["hidden"], scenario["seed"],
-                              dfl["min_local_steps"])
+                              dfl["min_local_steps"], dfl["lr_decay"])
     return DFLNode(node_name, dataset, shards[nodes.index(node_name)],
                    make_aggregator(dfl["aggregator"], dfl["byzantine_f"], dfl["pre_aggregation"], dfl["bucket_size"],
                                    seed=config.node_seed(node_name)), training, seed=config.node_seed(node_name),

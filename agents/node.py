@@ -29,6 +29,13 @@ class TrainingConfig:
     hidden: int = 64
     model_seed: int = 0
     min_local_steps: int = 0
+    lr_decay: float = 1.0
+
+    def lr_for(self, round_: int) -> float:
+        """The round's learning rate: ``lr`` shrunk by ``lr_decay`` each round after the first.
+        A node's local SGD at a constant rate can turn unstable late in a run (a border host's
+        loss climbing while its domain's fall), and an unstable update looks like an attack."""
+        return self.lr * self.lr_decay ** max(0, round_ - 1)
 
     def epochs_for(self, samples: int) -> int:
         """Local epochs for a shard of ``samples``: ``local_epochs``, or more where a small shard
@@ -129,7 +136,7 @@ class DFLNode:
         self.reference = get_flat(self.model)
         x, y = data if data is not None else (self.x, self.y)
         self.train_loss = train_local(self.model, x, y,
-                                      self.config.epochs_for(self.samples), self.config.batch_size, self.config.lr,
+                                      self.config.epochs_for(self.samples), self.config.batch_size, self.config.lr_for(round_),
                                       self.seed * 100_003 + round_)
         return ModelFrame(self.name, round_, self.samples, split_flat(self.model, get_flat(self.model)))
 

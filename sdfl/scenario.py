@@ -100,6 +100,7 @@ SCHEMA: dict[str, Any] = {
                                  "a node whose shard gives fewer minibatch steps a round runs more epochs"),
         "batch_size": Field(int, 16, positive),
         "lr": Field(float, 0.1, positive),
+        "lr_decay": Field(float, 1.0, between(0.5, 1.0), "the learning rate shrinks by this factor each round"),
         "hidden": Field(int, 64, positive, "MLP hidden units"),
         "round_timeout_s": Field(float, 20.0, positive, "how long a node waits for its neighbours"),
         "round_period_s": Field(float, 2.0, non_negative,

@@ -147,3 +147,20 @@ def test_a_small_shard_runs_more_epochs_to_take_the_minimum_local_steps():
     assert config.epochs_for(120) == 2  # 8 batches an epoch: the 2 epochs already take 16 steps
     assert config.epochs_for(40) == 6  # 3 batches: 6 epochs reach 18 >= 16
     assert TrainingConfig(local_epochs=2).epochs_for(15) == 2  # no minimum: epochs as configured
+
+
+def test_the_learning_rate_decays_by_round_and_reaches_local_training():
+    config = TrainingConfig(lr=0.1, lr_decay=0.5)
+    assert [config.lr_for(r) for r in (1, 2, 3)] == [0.1, 0.05, 0.025]
+    assert TrainingConfig(lr=0.1).lr_for(20) == 0.1  # no decay unless asked for
+    dataset = load_digits_dataset(0, 0.2)
+    shard = partition(dataset.y_train, 4, "iid", 0.5, seed=0)[0]
+
+    def step_norm(training: TrainingConfig, round_: int) -> float:
+        node = DFLNode("n", dataset, shard, make_aggregator("fedavg", f=1), training, seed=0)
+        before = node.model_vector
+        node.train(round_)
+        return float(np.linalg.norm(node.model_vector - before))
+
+    assert step_norm(config, 8) < 0.2 * step_norm(TrainingConfig(lr=0.1), 8)  # 0.5^7: a far smaller step
+    assert step_norm(config, 1) == pytest.approx(step_norm(TrainingConfig(lr=0.1), 1))
