@@ -135,8 +135,8 @@ class DFLNode:
         started from, so ``trained - reference`` is the round's update."""
         self.reference = get_flat(self.model)
         x, y = data if data is not None else (self.x, self.y)
-        self.train_loss = train_local(self.model, x, y,
-                                      self.config.epochs_for(self.samples), self.config.batch_size, self.config.lr_for(round_),
+        self.train_loss = train_local(self.model, x, y, self.config.epochs_for(self.samples),
+                                      self.config.batch_size, self.config.lr_for(round_),
                                       self.seed * 100_003 + round_)
         return ModelFrame(self.name, round_, self.samples, split_flat(self.model, get_flat(self.model)))
 
