@@ -3,7 +3,7 @@
 An agent that imports torch, numpy and scikit-learn itself costs about 270 MB and seconds of CPU;
 forked from a process that imported them, it shares those pages with every other agent (copy on
 write) and starts at once. Each child is still its own process in its own Mininet host: it starts
-a session of its own, enters the host's network namespace (``setns`` on ``/proc/<pid>/ns/net``,
+a process group of its own, enters the host's network namespace (``setns`` on ``/proc/<pid>/ns/net``,
 through libc: Python 3.11 has no ``os.setns``) before it opens a socket, writes its output to its
 own log, and runs the same ``main`` as ``python -m agents.agent`` or ``python -m attacks.agent``,
 which stay the entry points for real hosts.
@@ -108,7 +108,11 @@ ROLES = {"agent": AGENT_PROGRAMS, "controller": CONTROLLER_PROGRAMS, "inspector"
 
 
 def _child(request: dict, program) -> int:
-    os.setsid()
+    # A process group, not a session: the kernel's autogroup scheduler gives every session an
+    # equal share of the CPU, so 128 agents in sessions of their own outweighed ovs-vswitchd
+    # (one session, whatever its nice) 128 to 1, and the datapath and the controllers stalled for
+    # seconds under load. In the launcher's session a role's children share one session's weight.
+    os.setpgid(0, 0)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     # As the interpreter starts a standalone agent: a send to a peer that hung up is an

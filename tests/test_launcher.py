@@ -70,6 +70,23 @@ def test_a_forked_agent_ignores_sigpipe_as_a_standalone_interpreter_does(tmp_pat
         launcher.close()
 
 
+def test_forked_agents_share_the_launchers_session_and_so_its_share_of_the_cpu(tmp_path):
+    """The autogroup scheduler weighs sessions equally: agents in sessions of their own would
+    outweigh ovs-vswitchd and the controllers one to one each (the datapath stalled at 8 x 16)."""
+    fifo = tmp_path / "network.json"
+    os.mkfifo(fifo)  # the agents block reading it: alive to be looked at
+    blocked = ["--network", str(fifo), "--config", "x", "--out", str(tmp_path)]
+    launcher = Launcher(tmp_path / "launcher.log")
+    try:
+        agents = [launcher.start(n, os.getpid(), "agents.agent", [*blocked, "--node", n], tmp_path / f"{n}.log")
+                  for n in ("d1h6", "d1h7")]
+        time.sleep(0.5)
+        assert {os.getsid(a.pid) for a in agents} == {os.getsid(launcher.process.pid)}
+        assert {os.getpgid(a.pid) for a in agents} == {a.pid for a in agents}  # each its own group
+    finally:
+        launcher.close()
+
+
 def test_a_launcher_on_another_server_forks_signals_and_ends_its_agents(tmp_path, ssh_loopback):
     """The launcher of a cluster run's other server, reached over ssh (here: the loopback): the
     protocol crosses ssh's streams, a kill goes through it, and closing it ends the agents left."""
