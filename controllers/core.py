@@ -56,6 +56,8 @@ CT_TRACKED, CT_RELATED, CT_REPLY = 0x20, 0x04, 0x08
 REPLY_STATES = ((CT_TRACKED | CT_REPLY, CT_TRACKED | CT_REPLY), (CT_TRACKED | CT_RELATED, CT_TRACKED | CT_RELATED))
 ARP_METER_PPS = 20
 """ARP a host may send the controller per second (a burst as large): a handful is honest."""
+MAX_STATS_BACKOFF = 8
+"""A switch's flow-stats reply is waited for at most this many stats timeouts (24 s by default)."""
 
 TABLE_ADMISSION = 0
 TABLE_FLOWS = 1
@@ -228,7 +230,8 @@ class DomainCore:
         new flows are forwarded and counted by its overflow rule (``overflow_packets``), so a
         scan can fill neither the switch's table nor the controller's packet-in queue.
     stats_timeout:
-        Seconds after which an unanswered flow-stats request is abandoned and re-sent.
+        Seconds after which an unanswered flow-stats request is abandoned and re-sent; doubled
+        after each timeout in a row (up to :data:`MAX_STATS_BACKOFF` times), back on a reply.
     install_grace:
         Seconds during which packet-ins of a flow whose microflow was just installed are not
         a new flow: packets that missed the table while the rule was on its way.
@@ -267,6 +270,7 @@ class DomainCore:
         self.down_links: set[tuple[int, int]] = set()
         self._subnets = {d.id: d.subnet for d in description.domains}
         self._pending: dict[int, _PendingStats] = {}
+        self._stats_wait: dict[int, float] = {}  # dpid -> how long its next reply is waited for
         self._flows_total: dict[str, int] = {n: 0 for n in self._local}
         self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
         self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
@@ -525,13 +529,20 @@ class DomainCore:
 
     # --- statistics --------------------------------------------------------------------
     def stats_request_due(self, now: float, dpid: int) -> bool:
-        """Whether to send a new flow-stats request (none pending, or the pending one timed out)."""
+        """Whether to send a new flow-stats request (none pending, or the pending one timed out).
+
+        A switch too loaded to answer within the timeout is waited for twice as long the next
+        time: re-asking at a fixed pace made it build every reply twice and have each dropped as
+        late (at 8 x 16 on one core no reply came in time again, and the controllers spun)."""
         pending = self._pending.get(dpid)
         if pending is None:
             return True
-        if now - pending.sent_at >= self.stats_timeout:
-            LOG.warning("flow-stats reply xid %s from dpid %#x timed out; re-requesting", pending.xid, dpid)
+        wait = self._stats_wait.get(dpid, self.stats_timeout)
+        if now - pending.sent_at >= wait:
+            LOG.warning("flow-stats reply xid %s from dpid %#x timed out after %.0f s; re-requesting",
+                        pending.xid, dpid, wait)
             self.stats_timeouts += 1
+            self._stats_wait[dpid] = min(2 * wait, MAX_STATS_BACKOFF * self.stats_timeout)
             del self._pending[dpid]
             return True
         return False
@@ -551,6 +562,7 @@ class DomainCore:
         if more:
             return None
         del self._pending[dpid]
+        self._stats_wait.pop(dpid, None)
         return self._snapshot(now, pending.sent_at, dpid, pending.entries)
 
     def _snapshot(self, now: float, requested_at: float, dpid: int,

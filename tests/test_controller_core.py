@@ -6,6 +6,7 @@ from controllers.core import (
     ARP_REQUEST,
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
+    MAX_STATS_BACKOFF,
     TABLE_FLOWS,
     DomainCore,
     PacketInfo,
@@ -261,6 +262,26 @@ def test_stray_and_late_stats_replies_are_ignored_and_timeouts_re_request():
     assert not core.stats_request_due(1.0, 513)
     assert core.stats_request_due(core.stats_timeout + 0.1, 513)
     assert core.stats_timeouts == 1
+
+
+def test_a_switch_that_answers_late_is_waited_for_longer_each_time_until_it_answers():
+    _, cores, _ = build_domains()
+    core, timeout = cores[2], cores[2].stats_timeout
+    core.stats_request_sent(0.0, 513, xid=1)
+    assert core.stats_request_due(timeout, 513)  # the first wait: one timeout
+    core.stats_request_sent(timeout, 513, xid=2)
+    assert not core.stats_request_due(timeout + 1.5 * timeout, 513)  # now twice as long
+    assert core.stats_request_due(3 * timeout, 513)
+    core.stats_request_sent(3 * timeout, 513, xid=3)
+    assert not core.stats_request_due(6 * timeout, 513)  # four times
+    assert core.on_flow_stats_part(6.5 * timeout, 513, 3, [], False) is not None  # it answered
+    core.stats_request_sent(7 * timeout, 513, xid=4)
+    assert core.stats_request_due(8 * timeout, 513)  # back to one timeout
+    for xid in range(5, 15):  # never more than MAX_STATS_BACKOFF timeouts
+        sent = 100 * timeout * xid
+        core.stats_request_sent(sent, 513, xid=xid)
+        assert core.stats_request_due(sent + MAX_STATS_BACKOFF * timeout, 513)
+    assert core.stats_timeouts == 13
 
 
 def test_unknown_domain_is_a_clear_error():
