@@ -85,7 +85,8 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
 
     nodes = [r["nodes"] for r in rows]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, (key, label) in zip(axes.flat, COSTS.items()):
+    for ax, key in zip(axes.flat, fits):
+        label = COSTS[key]
         ax.plot(nodes, [r[key] for r in rows], "o", label="measured")
         if fits.get(key):
             a, b = fits[key]
@@ -97,6 +98,8 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
         ax.set(xlabel="DFL nodes", title=label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    for ax in axes.flat[len(fits):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if row not in fitted:
             print(f"{row['domains']}x{row['hosts_per_domain']}: median round {row['round_time_s']:.1f} s, at the "
                   f"{timeout:.0f} s deadline: not fitted")
-    fits = {key: growth([r["nodes"] for r in fitted], [r[key] for r in fitted]) for key in COSTS}
+    measured = [key for key in COSTS if all(key in r for r in rows)]  # a CSV of an older run may lack one
+    fits = {key: growth([r["nodes"] for r in fitted], [r[key] for r in fitted]) for key in measured}
     for key, fit in fits.items():
         print(f"{COSTS[key]}: " + (f"{fit[0]:.3g} x nodes^{fit[1]:.2f}" if fit else "too few points to fit"))
     (args.out / "growth.json").write_text(json.dumps({k: {"a": f[0], "exponent": f[1]} if f else None

@@ -533,7 +533,8 @@ class DomainCore:
 
         A switch too loaded to answer within the timeout is waited for twice as long the next
         time: re-asking at a fixed pace made it build every reply twice and have each dropped as
-        late (at 8 x 16 on one core no reply came in time again, and the controllers spun)."""
+        late (seen at 8 x 16 on one core before each role ran in one session: no reply came in
+        time again)."""
         pending = self._pending.get(dpid)
         if pending is None:
             return True
