@@ -151,11 +151,15 @@ def _arp_flood(spec: TrafficSpec, count: int | None = None) -> list:
 
 
 def _crafted(spec: TrafficSpec, count: int | None = None) -> list:
-    return [packet for name in spec.params["packets"] for packet in crafted_packets(spec, name)]
+    """Every attempt's first copy, then every attempt's second, ...: each attempt is on the wire
+    before a repeat of another can bring the ban that cuts the sender off."""
+    attempts = [crafted_packets(spec, name) for name in spec.params["packets"]]
+    return [packet for copy in range(max(map(len, attempts))) for copies in attempts if copy < len(copies)
+            for packet in copies[copy]]
 
 
-def crafted_packets(spec: TrafficSpec, name: str) -> list:
-    """The packets of one crafted attempt (see :data:`CRAFTED`)."""
+def crafted_packets(spec: TrafficSpec, name: str) -> list[list]:
+    """The copies of one crafted attempt (see :data:`CRAFTED`), each a list of packets."""
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import Dot1Q, Ether
     from scapy.packet import Raw
@@ -168,20 +172,20 @@ def crafted_packets(spec: TrafficSpec, name: str) -> list:
     if name == "tcp-zero-length-option":
         syn = bytearray(bytes(ether / ip / TCP(sport=40001, dport=port, flags="S", options=[(99, b"")])))
         syn[-3] = 0  # option 99's length byte: zero, which no length-driven parser may loop on
-        return [bytes(syn)]
+        return [[bytes(syn)]]
     if name == "vxlan":
-        return [ether / ip / UDP(sport=40002, dport=4789) / Raw(b"\x01" * 8)]
+        return [[ether / ip / UDP(sport=40002, dport=4789) / Raw(b"\x01" * 8)]]
     if name in ("tcp-179", "tcp-6653"):
-        return [ether / ip / TCP(sport=40003, dport=int(name[4:]), flags="PA") / Raw(b"\xff" * 19 + b"\x04" * 21)]
+        return [[ether / ip / TCP(sport=40003, dport=int(name[4:]), flags="PA") / Raw(b"\xff" * 19 + b"\x04" * 21)]]
     if name in ("vlan-100", "vlan-0"):
-        return [ether / Dot1Q(vlan=int(name[5:])) / ip / UDP(sport=40004, dport=9) / Raw(b"tagged")]
+        return [[ether / Dot1Q(vlan=int(name[5:])) / ip / UDP(sport=40004, dport=9) / Raw(b"tagged")]]
     if name == "empty-model-frame":
         frame, ip = ModelFrame(spec.sender, 1, 10, ()), IP(src=spec.src_ip, dst=spec.dst_ip.rsplit(".", 1)[0] + ".250")
     else:
         frame = ModelFrame(spec.sender, 4_000_000_000, 10, tuple(np.zeros(s, np.float32) for s in spec.shapes))
     data = encode(frame)
-    return [ether / ip / TCP(sport=41000 + copy, dport=port, seq=1 + at, flags="PA") / Raw(data[at:at + SEGMENT_BYTES])
-            for copy in range(CRAFTED_COPIES) for at in range(0, len(data), SEGMENT_BYTES)]
+    return [[ether / ip / TCP(sport=41000 + copy, dport=port, seq=1 + at, flags="PA") / Raw(data[at:at + SEGMENT_BYTES])
+             for at in range(0, len(data), SEGMENT_BYTES)] for copy in range(CRAFTED_COPIES)]
 
 
 def _check_ports(entry: dict, where: str) -> None:

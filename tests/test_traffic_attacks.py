@@ -137,3 +137,17 @@ def test_crafted_packets_are_the_ones_that_once_broke_the_defense():
         assert (frame.sender, frame.round, len(frame.tensors)) == ("d1h3", round_, tensors)
         assert len({s[TCP].sport for s in segments}) > 1  # more than one frame: enough evidence to ban
         assert {s[TCP].dport for s in segments} == {7000}  # the agents' port, where the inspector reads
+
+
+def test_crafted_attempts_each_go_out_once_before_any_is_repeated():
+    """A ban after the first violations must not keep a later attempt off the wire."""
+    params = {"rate_pps": 5.0, "packets": ["empty-model-frame", "far-round-model-frame"], "dst_port": 7000}
+    spec = TrafficSpec.from_attack("crafted", params, ATTACKER, VICTIM, 0, ((40, 30), (30,)))
+    connections = []
+    for packet in build_packets(spec):
+        parsed = Ether(bytes(packet))
+        key = (parsed[IP].dst, parsed[TCP].sport)
+        if key not in connections:
+            connections.append(key)
+    empty_to, copies = "10.2.0.250", range(41000, 41004)
+    assert connections == [(to, port) for port in copies for to in (empty_to, VICTIM.ip)]
