@@ -31,6 +31,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -451,11 +452,19 @@ bookkeeping after each cost more than the packets (``benchmarks/inspection_speed
 segment parsed; the service's whole CPU came to about 40 us a segment)."""
 
 
-def read_burst(raw: socket.socket, wait_s: float) -> list[bytes]:
-    """Wait up to ``wait_s`` for a frame on the non-blocking ``raw``, then take what else is
-    queued, up to :data:`BURST`."""
+GATHER_S = 0.005
+"""After a burst's first frame the reader sleeps this long before it drains the socket: the
+userspace datapath forwards a round's models a segment at a time, so a reader that drained at
+once woke up for about every segment, and the wake-ups cost more than the segments."""
+
+
+def read_burst(raw: socket.socket, wait_s: float, gather_s: float = GATHER_S,
+               sleep: Callable[[float], None] = time.sleep) -> list[bytes]:
+    """Wait up to ``wait_s`` for a frame on the non-blocking ``raw``, let the rest of its burst
+    arrive for ``gather_s``, then take what is queued, up to :data:`BURST`."""
     if not select.select([raw], [], [], wait_s)[0]:
         return []
+    sleep(gather_s)
     burst: list[bytes] = []
     while len(burst) < BURST:
         try:

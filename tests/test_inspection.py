@@ -274,6 +274,24 @@ def test_a_wake_up_reads_the_queued_burst_at_once_and_no_more_than_a_burst():
         assert time.monotonic() - started < 5.0  # the queue's end ends the burst, not the wait
 
 
+def test_what_arrives_while_the_reader_gathers_comes_in_the_same_burst():
+    """One wake-up per burst, not per segment: the datapath trickles a round's frames in."""
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer:
+        reader.setblocking(False)
+        writer.send(b"first")
+        pauses = []
+
+        def trickle(seconds):
+            pauses.append(seconds)
+            writer.send(b"second")
+            writer.send(b"third")
+
+        assert read_burst(reader, 0.05, gather_s=0.005, sleep=trickle) == [b"first", b"second", b"third"]
+        assert pauses == [0.005]
+        assert read_burst(reader, 0.05, sleep=trickle) == []  # no frame, no gathering
+
+
 def test_violations_are_reported_at_once_even_while_no_round_completes():
     """A round short of a sender (the garbage sender's own models never decode) may wait
     long: the evidence against that sender does not wait with it."""
