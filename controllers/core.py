@@ -88,14 +88,23 @@ class RuleKind(IntEnum):
     HOST_REPLY = 16
 
 
+POLLED_APART = 1 << 63
+"""Cookie bit of the rules a routine flow-stats poll leaves out: the microflows, most of a large
+domain's table (8 x 16: about 300 of 400 rules a switch, and parsing them was half of a
+controller's CPU), which the controller knows without asking, as it installs each and the switch
+reports each removal. Every :data:`RESYNC_POLLS`-th poll takes them too: the switch's ground truth."""
+RESYNC_POLLS = 10
+
+
 def make_cookie(kind: RuleKind, subject: int = 0) -> int:
-    """Cookie = kind in the upper 32 bits, subject (host key or neighbour domain) below."""
-    return (int(kind) << 32) | subject
+    """Cookie = kind in the upper 32 bits (microflows' top bit set: :data:`POLLED_APART`),
+    subject (host key or neighbour domain) below."""
+    return (int(kind) << 32) | subject | (POLLED_APART if kind is RuleKind.MICROFLOW else 0)
 
 
 def split_cookie(cookie: int) -> tuple[RuleKind | None, int]:
     try:
-        return RuleKind(cookie >> 32), cookie & 0xFFFFFFFF
+        return RuleKind((cookie & ~POLLED_APART) >> 32), cookie & 0xFFFFFFFF
     except ValueError:
         return None, cookie & 0xFFFFFFFF
 
@@ -122,6 +131,8 @@ class FlowRule:
     """Commit the packet to the connection tracker (zone: the domain) and continue in this
     table with its connection state (instead of ``goto``)."""
     meter: int | None = None
+    notify_removal: bool = False
+    """The switch reports the rule's removal (an idle timeout, a delete)."""
 
     @property
     def kind(self) -> RuleKind | None:
@@ -211,7 +222,14 @@ class CountersSnapshot:
 class _PendingStats:
     xid: int
     sent_at: float
+    with_microflows: bool
     entries: list[FlowStatsEntry] = field(default_factory=list)
+
+
+def microflow_key(match: dict) -> tuple:
+    """A microflow's five-tuple, from its match (as installed, or as a switch reports it)."""
+    return (match.get("ipv4_src"), match.get("ipv4_dst"), match.get("ip_proto"),
+            match.get("tcp_src", match.get("udp_src")), match.get("tcp_dst", match.get("udp_dst")))
 
 
 class DomainCore:
@@ -273,7 +291,8 @@ class DomainCore:
         self._stats_wait: dict[int, float] = {}  # dpid -> how long its next reply is waited for
         self._flows_total: dict[str, int] = {n: 0 for n in self._local}
         self._packet_ins: dict[str, int] = {n: 0 for n in self._local}
-        self._live_microflows: dict[str, int] = {n: 0 for n in self._local}
+        self._microflows: dict[str, set[tuple]] = {n: set() for n in self._local}  # live, by five-tuple
+        self._polls: dict[int, int] = {}  # dpid -> flow-stats requests sent
         self._recent_installs: dict[tuple, float] = {}
         self._overflow_sent: dict[str, float] = {}
         self.watched_ports = frozenset(watched_ports)
@@ -368,7 +387,7 @@ class DomainCore:
             FlowRule(TABLE_FORWARDING, 0, (), make_cookie(RuleKind.FORWARD_MISS)),
         ]
         for host in local:
-            self._live_microflows[host.name] = 0
+            self._microflows[host.name] = set()
         for node in sorted(self.banned):
             rules += self._ban_rules(switch, node)
         return rules
@@ -494,7 +513,7 @@ class DomainCore:
         installed_at = self._recent_installs.get(key)
         if installed_at is not None and now - installed_at < self.install_grace:
             return []
-        if self._live_microflows[name] >= self.max_microflows_per_host:
+        if len(self._microflows[name]) >= self.max_microflows_per_host:
             return self._overflow_rule(now, host)
         self._recent_installs[key] = now
         match: list[tuple[str, object]] = [
@@ -508,14 +527,21 @@ class DomainCore:
         elif packet.ip_proto == IP_PROTO_UDP:
             match += [("udp_src", packet.tp_src), ("udp_dst", packet.tp_dst)]
         self._flows_total[name] += 1
-        self._live_microflows[name] += 1
+        self._microflows[name].add(microflow_key(dict(match)))
         return [
             FlowRule(
                 TABLE_FLOWS, 100, tuple(match),
                 make_cookie(RuleKind.MICROFLOW, host.key),
-                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout,
+                goto=TABLE_FORWARDING, idle_timeout=self.microflow_idle_timeout, notify_removal=True,
             )
         ]
+
+    def on_flow_removed(self, dpid: int, cookie: int, match: dict) -> None:
+        """A rule of ``dpid`` expired or was deleted: a microflow's host has one fewer."""
+        kind, subject = split_cookie(cookie)
+        host = self._description.host_with_key(subject) if kind is RuleKind.MICROFLOW else None
+        if host is not None and host.name in self._microflows and host.switch == self.switch_name(dpid):
+            self._microflows[host.name].discard(microflow_key(match))
 
     def _overflow_rule(self, now: float, host: dict) -> list[FlowRule | ArpReply]:
         """The host's overflow rule, sent once per grace period (packet-ins in flight repeat)."""
@@ -548,8 +574,14 @@ class DomainCore:
             return True
         return False
 
-    def stats_request_sent(self, now: float, dpid: int, xid: int) -> None:
-        self._pending[dpid] = _PendingStats(xid, now)
+    def next_poll_takes_microflows(self, dpid: int) -> bool:
+        """Whether the next flow-stats request asks for the microflows too (:data:`POLLED_APART`):
+        the first and every :data:`RESYNC_POLLS`-th after it."""
+        return self._polls.get(dpid, 0) % RESYNC_POLLS == 0
+
+    def stats_request_sent(self, now: float, dpid: int, xid: int, with_microflows: bool) -> None:
+        self._polls[dpid] = self._polls.get(dpid, 0) + 1
+        self._pending[dpid] = _PendingStats(xid, now, with_microflows)
 
     def on_flow_stats_part(
         self, now: float, dpid: int, xid: int, entries: list[FlowStatsEntry], more: bool
@@ -564,19 +596,18 @@ class DomainCore:
             return None
         del self._pending[dpid]
         self._stats_wait.pop(dpid, None)
-        return self._snapshot(now, pending.sent_at, dpid, pending.entries)
+        return self._snapshot(now, pending, dpid)
 
-    def _snapshot(self, now: float, requested_at: float, dpid: int,
-                  entries: list[FlowStatsEntry]) -> CountersSnapshot:
+    def _snapshot(self, now: float, pending: _PendingStats, dpid: int) -> CountersSnapshot:
         switch = self.switch_name(dpid)
         by_key = {h.key: h.name
                   for h in self._local.values() if h.switch == switch}
         hosts = {name: HostCounters() for name in by_key.values()}
-        destinations: dict[str, set] = {name: set() for name in hosts}
-        ports: dict[str, set] = {name: set() for name in hosts}
+        if pending.with_microflows:  # the switch's ground truth replaces what was tracked
+            self._microflows.update({name: set() for name in hosts})
         transit: dict[int, dict[str, int]] = {}
         banned_transit: dict[str, int] = {}
-        for entry in entries:
+        for entry in pending.entries:
             kind, subject = split_cookie(entry.cookie)
             if kind is RuleKind.HOST_WATCHED_PORT:
                 subject, watched = subject & 0xFFFF, subject >> 16
@@ -615,20 +646,16 @@ class DomainCore:
             elif kind is RuleKind.HOST_UNADMITTED:
                 counters.dropped_packets += entry.packet_count
                 counters.dropped_bytes += entry.byte_count
-            elif kind is RuleKind.MICROFLOW:
-                counters.flows_active += 1
-                destinations[name].add(entry.match.get("ipv4_dst"))
-                port = entry.match.get("tcp_dst", entry.match.get("udp_dst"))
-                if port is not None:
-                    ports[name].add(port)
+            elif kind is RuleKind.MICROFLOW and pending.with_microflows:
+                self._microflows[name].add(microflow_key(entry.match))
         for name, counters in hosts.items():
+            live = self._microflows[name]
             counters.flows_total = self._flows_total[name]
             counters.packet_ins = self._packet_ins[name]
-            counters.distinct_dsts = len(destinations[name])
-            counters.distinct_dst_ports = len(ports[name])
-            # Expired microflows free their slot: the reply is the switch's ground truth.
-            self._live_microflows[name] = counters.flows_active
+            counters.flows_active = len(live)
+            counters.distinct_dsts = len({dst for _, dst, _, _, _ in live})
+            counters.distinct_dst_ports = len({port for *_, port in live if port is not None})
         self._recent_installs = {k: t for k, t in self._recent_installs.items()
                                  if now - t < self.install_grace}
-        return CountersSnapshot(now, requested_at, self.domain, dpid, hosts, transit, banned_transit)
+        return CountersSnapshot(now, pending.sent_at, self.domain, dpid, hosts, transit, banned_transit)
 

@@ -60,6 +60,8 @@ class StatsRequest:
     """Ask the switch for its flow statistics; report the request's xid to :meth:`DomainLogic.stats_requested`."""
 
     dpid: int
+    with_microflows: bool
+    """Every rule; otherwise all but those with :data:`controllers.core.POLLED_APART` in their cookie."""
 
 
 @dataclass(frozen=True)
@@ -232,10 +234,14 @@ class DomainLogic:
 
     # --- flow statistics -----------------------------------------------------------------
     def poll(self, now: float, dpids) -> list:
-        return [StatsRequest(dpid) for dpid in dpids if self.core.stats_request_due(now, dpid)]
+        return [StatsRequest(dpid, self.core.next_poll_takes_microflows(dpid)) for dpid in dpids
+                if self.core.stats_request_due(now, dpid)]
 
-    def stats_requested(self, now: float, dpid: int, xid: int) -> None:
-        self.core.stats_request_sent(now, dpid, xid)
+    def stats_requested(self, now: float, dpid: int, xid: int, with_microflows: bool) -> None:
+        self.core.stats_request_sent(now, dpid, xid, with_microflows)
+
+    def flow_removed(self, dpid: int, cookie: int, match: dict) -> None:
+        self.core.on_flow_removed(dpid, cookie, match)
 
     def heartbeat(self, now: float, switches: int) -> list:
         return [Log(event(Event.HEARTBEAT, now, switches=switches, stats_timeouts=self.core.stats_timeouts,

@@ -187,9 +187,9 @@ class DomainController(BaseApp):
                 self.sockets["coordination"].sendto(effect.data, effect.address)
             elif isinstance(effect, StatsRequest):
                 datapath = self.datapaths[effect.dpid]
-                request = flow_stats_request(datapath)
+                request = flow_stats_request(datapath, effect.with_microflows)
                 datapath.set_xid(request)
-                self.logic.stats_requested(time.time(), effect.dpid, request.xid)
+                self.logic.stats_requested(time.time(), effect.dpid, request.xid, effect.with_microflows)
                 datapath.send_msg(request)
             elif isinstance(effect, Persist):
                 persist, with_defense = effect, with_defense or effect.with_defense
@@ -278,6 +278,13 @@ class DomainController(BaseApp):
         more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
         self._apply(self.logic.flow_stats(time.time(), msg.datapath.id, msg.xid,
                                           [flow_entry(stat) for stat in msg.body], more))
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    @fail_loudly
+    def on_flow_removed(self, ev):
+        msg = ev.msg
+        if self.datapaths.get(msg.datapath.id) is msg.datapath:
+            self.logic.flow_removed(msg.datapath.id, msg.cookie, dict(msg.match.items()))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @fail_loudly

@@ -10,6 +10,7 @@ from controllers.core import (
     ALL_TABLES,
     CONTROLLER,
     PACKET_IN_BYTES,
+    POLLED_APART,
     ArpReply,
     FlowRule,
     FlowStatsEntry,
@@ -55,7 +56,7 @@ def flow_mod(datapath, rule: FlowRule, zone: int = 0):
         buffer_id=ofp.OFP_NO_BUFFER,
         out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY,
-        flags=0,
+        flags=ofp.OFPFF_SEND_FLOW_REM if rule.notify_removal else 0,
         match=parser.OFPMatch(**dict(rule.match)),
         instructions=instructions,
     )
@@ -83,10 +84,12 @@ def arp_reply_out(datapath, reply: ArpReply):
     )
 
 
-def flow_stats_request(datapath):
+def flow_stats_request(datapath, with_microflows: bool):
+    """Every rule's counters, or (a cookie mask) those of every rule but the microflows."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
     return parser.OFPFlowStatsRequest(
-        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
+        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0 if with_microflows else POLLED_APART,
+        parser.OFPMatch()
     )
 
 

@@ -7,13 +7,14 @@ from controllers.core import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     MAX_STATS_BACKOFF,
+    RESYNC_POLLS,
     TABLE_FLOWS,
     DomainCore,
     PacketInfo,
     RuleKind,
     split_cookie,
 )
-from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod
+from controllers.ofmsg import arp_reply_out, flow_entry, flow_mod, flow_stats_request
 from controllers.packets import parse_packet_in
 from fake_switch import FakeSwitch, protocol_desc
 from topologies.layout import make_layout
@@ -192,11 +193,11 @@ def test_new_flow_installs_one_microflow_and_beyond_the_cap_one_overflow_rule_en
         switches[1].apply(flow_mod(DP, rule))
     tcp = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=5000)
     outputs, hits = switches[1].process(tcp)
-    assert "controller" not in outputs and hits[1].cookie >> 32 == RuleKind.MICROFLOW
+    assert "controller" not in outputs and split_cookie(hits[1].cookie)[0] is RuleKind.MICROFLOW
     scan = ipv4_packet(layout, "d1h1", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=6000)
     outputs, hits = switches[1].process(scan)
     to_d2 = next(b.port for b in layout.borders if b.domain == 1 and b.neighbour == 2)
-    assert outputs == [to_d2] and hits[1].cookie >> 32 == RuleKind.FLOW_OVERFLOW
+    assert outputs == [to_d2] and split_cookie(hits[1].cookie)[0] is RuleKind.FLOW_OVERFLOW
     other = ipv4_packet(layout, "d1h2", "d2h1", ip_proto=6, tcp_src=40000, tcp_dst=6000)
     assert "controller" in switches[1].process(other)[0]  # the cap is per host
 
@@ -211,18 +212,21 @@ def test_packets_that_missed_the_table_while_the_rule_was_on_its_way_are_not_new
     assert len(first) == 1 and straggler == []
     later = core.on_packet_in(0.0 + core.install_grace + 1, 257, h.port, TABLE_FLOWS, info)
     assert len(later) == 1  # the rule expired and the flow came back: a new flow again
-    core.stats_request_sent(5.0, 257, xid=1)
+    core.stats_request_sent(5.0, 257, xid=1, with_microflows=True)
     snapshot = core.on_flow_stats_part(5.0, 257, 1, [], False)
     assert (snapshot.hosts["d1h1"].flows_total, snapshot.hosts["d1h1"].packet_ins) == (2, 3)
 
 
-def stats_reply_parts(switch, parser, split):
-    """The switch's entries as real OFPFlowStats, split into multipart replies."""
+def stats_reply_parts(switch, parser, split, request=None):
+    """The switch's entries (those ``request``'s cookie and mask select) as real OFPFlowStats,
+    split into multipart replies."""
+    asked = [e for e in switch.entries
+             if request is None or e.cookie & request.cookie_mask == request.cookie & request.cookie_mask]
     stats = [parser.OFPFlowStats(table_id=e.table_id, duration_sec=1, duration_nsec=0, priority=e.priority,
                                  idle_timeout=0, hard_timeout=0, flags=0, cookie=e.cookie,
                                  packet_count=e.packets, byte_count=e.packets * 100,
                                  match=parser.OFPMatch(**e.match), instructions=[])
-             for e in switch.entries]
+             for e in asked]
     return [stats[i:i + split] for i in range(0, len(stats), split)]
 
 
@@ -236,7 +240,7 @@ def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
              "ct_state": CT_REPLY}
     switch.process(reset)
     assert core.stats_request_due(10.0, 257)
-    core.stats_request_sent(10.0, 257, xid=7)
+    core.stats_request_sent(10.0, 257, xid=7, with_microflows=True)
     assert not core.stats_request_due(10.5, 257)
     parts = stats_reply_parts(switch, DP.ofproto_parser, split=4)
     assert len(parts) > 2
@@ -253,11 +257,41 @@ def test_multipart_flow_stats_assemble_into_one_snapshot_of_per_host_counters():
     assert core.stats_request_due(11.0, 257)
 
 
+def test_routine_polls_leave_the_microflows_out_as_the_controller_tracks_them_and_a_resync_corrects_it():
+    layout, cores, switches = build_domains()
+    core, switch, h = cores[1], switches[1], layout.host("d1h1")
+    for port in (5000, 5001):
+        info = PacketInfo(h.mac, "x", ETH_TYPE_IPV4, ipv4_src=h.ip, ipv4_dst="10.2.0.1",
+                          ip_proto=6, tp_src=40000, tp_dst=port)
+        for rule in core.on_packet_in(0.0, 257, h.port, TABLE_FLOWS, info):
+            assert rule.notify_removal
+            switch.apply(flow_mod(DP, rule))
+    microflows = [e for e in switch.entries if split_cookie(e.cookie)[0] is RuleKind.MICROFLOW]
+
+    def poll(xid):
+        with_microflows = core.next_poll_takes_microflows(257)
+        request = flow_stats_request(DP, with_microflows)
+        core.stats_request_sent(float(xid), 257, xid=xid, with_microflows=with_microflows)
+        entries = [flow_entry(s) for s in stats_reply_parts(switch, DP.ofproto_parser, 1000, request)[0]]
+        hosts = core.on_flow_stats_part(float(xid), 257, xid, entries, False).hosts
+        return with_microflows, len(entries), hosts["d1h1"]
+
+    every, taken, counters = poll(1)
+    assert every and (counters.flows_active, counters.distinct_dst_ports, counters.distinct_dsts) == (2, 2, 1)
+    routine, fewer, counters = poll(2)
+    assert not routine and fewer == taken - 2 and (counters.flows_active, counters.distinct_dst_ports) == (2, 2)
+    core.on_flow_removed(257, microflows[0].cookie, microflows[0].match)  # the switch reports an expiry
+    switch.entries.remove(microflows[0])
+    assert poll(3)[2].flows_active == 1
+    switch.entries.remove(microflows[1])  # an expiry whose report was lost
+    assert [poll(xid)[2].flows_active for xid in range(4, RESYNC_POLLS + 2)] == [1] * (RESYNC_POLLS - 3) + [0]
+
+
 def test_stray_and_late_stats_replies_are_ignored_and_timeouts_re_request():
     _, cores, _ = build_domains()
     core = cores[2]
     assert core.on_flow_stats_part(0.0, 513, 99, [], False) is None
-    core.stats_request_sent(0.0, 513, xid=1)
+    core.stats_request_sent(0.0, 513, xid=1, with_microflows=True)
     assert core.on_flow_stats_part(0.1, 513, 2, [], False) is None
     assert not core.stats_request_due(1.0, 513)
     assert core.stats_request_due(core.stats_timeout + 0.1, 513)
@@ -267,19 +301,19 @@ def test_stray_and_late_stats_replies_are_ignored_and_timeouts_re_request():
 def test_a_switch_that_answers_late_is_waited_for_longer_each_time_until_it_answers():
     _, cores, _ = build_domains()
     core, timeout = cores[2], cores[2].stats_timeout
-    core.stats_request_sent(0.0, 513, xid=1)
+    core.stats_request_sent(0.0, 513, xid=1, with_microflows=True)
     assert core.stats_request_due(timeout, 513)  # the first wait: one timeout
-    core.stats_request_sent(timeout, 513, xid=2)
+    core.stats_request_sent(timeout, 513, xid=2, with_microflows=True)
     assert not core.stats_request_due(timeout + 1.5 * timeout, 513)  # now twice as long
     assert core.stats_request_due(3 * timeout, 513)
-    core.stats_request_sent(3 * timeout, 513, xid=3)
+    core.stats_request_sent(3 * timeout, 513, xid=3, with_microflows=True)
     assert not core.stats_request_due(6 * timeout, 513)  # four times
     assert core.on_flow_stats_part(6.5 * timeout, 513, 3, [], False) is not None  # it answered
-    core.stats_request_sent(7 * timeout, 513, xid=4)
+    core.stats_request_sent(7 * timeout, 513, xid=4, with_microflows=True)
     assert core.stats_request_due(8 * timeout, 513)  # back to one timeout
     for xid in range(5, 15):  # never more than MAX_STATS_BACKOFF timeouts
         sent = 100 * timeout * xid
-        core.stats_request_sent(sent, 513, xid=xid)
+        core.stats_request_sent(sent, 513, xid=xid, with_microflows=True)
         assert core.stats_request_due(sent + MAX_STATS_BACKOFF * timeout, 513)
     assert core.stats_timeouts == 13
 
@@ -301,7 +335,7 @@ def test_watched_ports_are_counted_exactly_by_their_own_admission_rule():
     for fields in (model, model, other):
         outputs, _ = switch.process(fields)
         assert outputs[-1] == 21 + 1  # still forwarded towards domain 2
-    core.stats_request_sent(1.0, 257, xid=3)
+    core.stats_request_sent(1.0, 257, xid=3, with_microflows=True)
     parts = stats_reply_parts(switch, DP.ofproto_parser, split=100)
     snapshot = core.on_flow_stats_part(1.0, 257, 3, [flow_entry(s) for s in parts[0]], False)
     h1 = snapshot.hosts["d1h1"]
@@ -333,7 +367,7 @@ def test_a_ban_drops_the_attacker_only_everywhere_and_a_spoofer_cannot_ban_an_ho
     assert switches[2].process(honest_in_flight)[0] == [layout.host("d2h1").port]
     # The ban counters show what it stopped; the ban survives a switch reconnect; unban lifts it.
     core = cores[1]
-    core.stats_request_sent(1.0, 257, xid=3)
+    core.stats_request_sent(1.0, 257, xid=3, with_microflows=True)
     entries = [flow_entry(s) for s in stats_reply_parts(switches[1], DP.ofproto_parser, split=1000)[0]]
     assert core.on_flow_stats_part(1.0, 257, 3, entries, False).hosts["d1h2"].banned_packets == 2
     assert any(r.kind is RuleKind.BAN_PORT for r in core.base_rules(257))

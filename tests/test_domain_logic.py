@@ -110,8 +110,8 @@ def test_a_switch_gets_meters_then_rules_and_is_polled_when_due():
     effects = d1.switch_connected(dpid)
     assert isinstance(effects[0].message, tuple) and all(isinstance(e.message, FlowRule) for e in effects[1:])
     assert not d1.owns(0xDEAD)
-    assert d1.poll(5.0, [dpid]) == [StatsRequest(dpid)]
-    d1.stats_requested(5.0, dpid, 7)
+    assert d1.poll(5.0, [dpid]) == [StatsRequest(dpid, with_microflows=True)]  # the first takes every rule
+    d1.stats_requested(5.0, dpid, 7, with_microflows=True)
     assert d1.poll(5.5, [dpid]) == []  # an answer is pending
 
 
