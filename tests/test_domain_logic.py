@@ -5,7 +5,7 @@ import pickle
 from common.keys import controller_party, inspector_party, run_keys
 from controllers.core import ArpReply, FlowRule, RuleKind
 from controllers.defense import DefenseConfig, Log
-from controllers.domain import Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch
+from controllers.domain import DEFENSE_CHECKPOINT_S, Datagram, DomainLogic, LedgerLine, Persist, StatsRequest, ToSwitch
 from controllers.reports import InspectionReport, ReportChannel
 from topologies.layout import make_layout
 
@@ -43,6 +43,16 @@ def test_a_ban_programs_every_switch_tells_every_domain_and_persists():
     assert [e.address for e in effects if isinstance(e, Datagram)] == [NETWORK.domain(2).coordination.address]
     assert records(effects, "ban")[0]["node"] == "d1h2" and isinstance(effects[-1], Persist)
     assert effects[-1].with_defense  # the detector's state goes with the ban its report decided
+
+
+def test_what_the_detector_learnt_is_saved_every_checkpoint_interval_not_every_round():
+    d1, seal, address = logic(1), sealer(1), NETWORK.domain(1).inspection.address
+    calm = {"off_norm": 0.0, "off_home": 0.0}
+    saved = []
+    for round_, now in enumerate((10.0, 12.0, 14.0, 10.0 + DEFENSE_CHECKPOINT_S, 22.0), start=1):
+        effects = d1.report(now, seal.seal(InspectionReport(round_, {"d1h1": calm, "d1h2": calm})), address)
+        saved.append(any(e.with_defense for e in effects if isinstance(e, Persist)))
+    assert saved == [True, False, False, True, False]
 
 
 def test_the_other_domain_follows_the_signed_ban_and_rejects_its_replay():
