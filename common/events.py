@@ -42,7 +42,7 @@ class Event(str, Enum):
     PACKET_IN_UNPARSED = "packet_in_unparsed", ("dpid", "in_port", "bytes", "why")
     REPORT_REJECTED = "report_rejected", ("from", "bytes", "why")
     HEARTBEAT = "heartbeat", ()  # controllers' and inspection services' beats: their own counters
-    COUNTERS = "counters", ("requested_at", "domain", "dpid", "hosts", "transit", "banned_transit")
+    COUNTERS = "counters", ("requested_at", "all_rules", "domain", "dpid", "hosts", "transit", "banned_transit")
     LINK_UP = "link_up", ("link", "origin")
     LINK_DOWN = "link_down", ("link", "origin")
     NOTICE_SENT = "notice_sent", ("to", "kind", "bytes")

@@ -204,11 +204,14 @@ class CountersSnapshot:
     transit: dict[int, dict[str, int]] = field(default_factory=dict)
     banned_transit: dict[str, int] = field(default_factory=dict)
     """Packets the border ban rules stopped, by banned node."""
+    all_rules: bool = True
+    """The reply held the microflows too; otherwise the live ones are the controller's own count."""
 
     def to_record(self) -> dict:
         return event(
             Event.COUNTERS, self.time,
             requested_at=self.requested_at,
+            all_rules=self.all_rules,
             domain=self.domain,
             dpid=self.dpid,
             hosts={name: {**vars(c), "watched_port_bytes": {str(p): b for p, b in c.watched_port_bytes.items()}}
@@ -657,5 +660,6 @@ class DomainCore:
             counters.distinct_dst_ports = len({port for *_, port in live if port is not None})
         self._recent_installs = {k: t for k, t in self._recent_installs.items()
                                  if now - t < self.install_grace}
-        return CountersSnapshot(now, pending.sent_at, self.domain, dpid, hosts, transit, banned_transit)
+        return CountersSnapshot(now, pending.sent_at, self.domain, dpid, hosts, transit, banned_transit,
+                                pending.with_microflows)
 

@@ -273,8 +273,8 @@ def test_routine_polls_leave_the_microflows_out_as_the_controller_tracks_them_an
         request = flow_stats_request(DP, with_microflows)
         core.stats_request_sent(float(xid), 257, xid=xid, with_microflows=with_microflows)
         entries = [flow_entry(s) for s in stats_reply_parts(switch, DP.ofproto_parser, 1000, request)[0]]
-        hosts = core.on_flow_stats_part(float(xid), 257, xid, entries, False).hosts
-        return with_microflows, len(entries), hosts["d1h1"]
+        snapshot = core.on_flow_stats_part(float(xid), 257, xid, entries, False)
+        return snapshot.to_record()["all_rules"], len(entries), snapshot.hosts["d1h1"]
 
     every, taken, counters = poll(1)
     assert every and (counters.flows_active, counters.distinct_dst_ports, counters.distinct_dsts) == (2, 2, 1)

@@ -96,6 +96,10 @@ def test_hostile_packets_and_stalled_services_leave_the_defense_live_and_the_sen
     tagged = max(r["hosts"]["d1h2"]["dropped_packets"] for r in read_jsonl(out / "controller-d1.jsonl")
                  if r["type"] == "counters")
     assert tagged > 0  # its 802.1Q frames were dropped at its port and counted
+    polls = [r for r in read_jsonl(out / "controller-d1.jsonl") if r["type"] == "counters"]
+    assert any(not now["all_rules"] and now["hosts"][n]["flows_active"] < before["hosts"][n]["flows_active"]
+               for before, now in zip(polls, polls[1:]) for n in now["hosts"])  # an expiry the switch reported,
+    # counted between the polls that take every rule (d1h4's connect flood leaves hundreds)
 
     stalled = {s["service"] for s in summary["stalls"]}
     assert {"ovs-vswitchd", "controller d2", "inspector d3"} <= stalled
