@@ -618,9 +618,15 @@ class DomainCore:
                 known = self._description.host_with_key(subject)
                 banned = known.name if known else str(subject)
                 banned_transit[banned] = banned_transit.get(banned, 0) + entry.packet_count
+                neighbour = self._border_at.get((switch, entry.match.get("in_port")))
+                if neighbour is not None:  # it crossed the link and was stopped on arrival
+                    counts = transit.setdefault(neighbour, {"packets": 0, "bytes": 0, "dropped_packets": 0,
+                                                            "banned_bytes": 0})
+                    counts["banned_bytes"] += entry.byte_count
                 continue
             if kind in (RuleKind.BORDER_IPV4, RuleKind.BORDER_UNADMITTED):
-                counts = transit.setdefault(subject, {"packets": 0, "bytes": 0, "dropped_packets": 0})
+                counts = transit.setdefault(subject, {"packets": 0, "bytes": 0, "dropped_packets": 0,
+                                                      "banned_bytes": 0})
                 if kind is RuleKind.BORDER_IPV4:
                     counts["packets"] += entry.packet_count
                     counts["bytes"] += entry.byte_count

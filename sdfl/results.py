@@ -97,10 +97,11 @@ def summarize(scenario: dict, rows: list[dict], nodes: list[str], dead: dict[str
 def border_summary(counters: dict[int, dict], records: list[dict], domain_of: dict[str, int],
                    routes: dict[int, dict[int, int]]) -> dict:
     """What crossed the border links, as the receiving domains' switches counted it (IPv4 frames,
-    Ethernet headers included), beside the model bytes the agents received from other domains,
-    each counted once for every border it crossed (``routes``: next hops): their quotient is what
-    headers, acknowledgements and retransmissions add."""
-    border = {f"d{n}->d{d}": t["bytes"] for d, record in sorted(counters.items())
+    Ethernet headers included; what a ban stopped on arrival too: a banned node's frames in
+    flight cross before or after the ban lands), beside the model bytes the agents received from
+    other domains, each counted once for every border it crossed (``routes``: next hops): their
+    quotient is what headers, acknowledgements and retransmissions add."""
+    border = {f"d{n}->d{d}": t["bytes"] + t.get("banned_bytes", 0) for d, record in sorted(counters.items())
               for n, t in sorted(record["transit"].items(), key=lambda item: int(item[0]))}
     last = {r["node"]: r for r in sorted(records, key=lambda r: r["round"])}
 

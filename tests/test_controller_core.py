@@ -370,6 +370,10 @@ def test_a_ban_drops_the_attacker_only_everywhere_and_a_spoofer_cannot_ban_an_ho
     core.stats_request_sent(1.0, 257, xid=3, with_microflows=True)
     entries = [flow_entry(s) for s in stats_reply_parts(switches[1], DP.ofproto_parser, split=1000)[0]]
     assert core.on_flow_stats_part(1.0, 257, 3, entries, False).hosts["d1h2"].banned_packets == 2
+    cores[2].stats_request_sent(1.0, 513, xid=4, with_microflows=True)
+    entries = [flow_entry(s) for s in stats_reply_parts(switches[2], DP.ofproto_parser, split=1000)[0]]
+    arrived = cores[2].on_flow_stats_part(1.0, 513, 4, entries, False)
+    assert arrived.transit[1]["banned_bytes"] == 100 and arrived.banned_transit["d1h2"] == 1  # stopped at d2's border
     assert any(r.kind is RuleKind.BAN_PORT for r in core.base_rules(257))
     for rule in core.unban("d1h2")[257]:
         switches[1].apply(flow_mod(DP, rule))
