@@ -94,6 +94,8 @@ domain's table (8 x 16: about 300 of 400 rules a switch, and parsing them was ha
 controller's CPU), which the controller knows without asking, as it installs each and the switch
 reports each removal. Every :data:`RESYNC_POLLS`-th poll takes them too: the switch's ground truth."""
 RESYNC_POLLS = 10
+TRANSIT_COUNTS = ("packets", "bytes", "dropped_packets", "banned_bytes")
+"""What a switch counts per neighbour arriving over its border (``banned_bytes``: stopped by a ban)."""
 
 
 def make_cookie(kind: RuleKind, subject: int = 0) -> int:
@@ -620,13 +622,11 @@ class DomainCore:
                 banned_transit[banned] = banned_transit.get(banned, 0) + entry.packet_count
                 neighbour = self._border_at.get((switch, entry.match.get("in_port")))
                 if neighbour is not None:  # it crossed the link and was stopped on arrival
-                    counts = transit.setdefault(neighbour, {"packets": 0, "bytes": 0, "dropped_packets": 0,
-                                                            "banned_bytes": 0})
+                    counts = transit.setdefault(neighbour, dict.fromkeys(TRANSIT_COUNTS, 0))
                     counts["banned_bytes"] += entry.byte_count
                 continue
             if kind in (RuleKind.BORDER_IPV4, RuleKind.BORDER_UNADMITTED):
-                counts = transit.setdefault(subject, {"packets": 0, "bytes": 0, "dropped_packets": 0,
-                                                      "banned_bytes": 0})
+                counts = transit.setdefault(subject, dict.fromkeys(TRANSIT_COUNTS, 0))
                 if kind is RuleKind.BORDER_IPV4:
                     counts["packets"] += entry.packet_count
                     counts["bytes"] += entry.byte_count
