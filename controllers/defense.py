@@ -13,9 +13,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import statistics
 from dataclasses import dataclass
 
-import numpy as np
 
 from common.description import NetworkDescription
 from common.events import Event, event
@@ -167,7 +167,7 @@ class DomainDefense:
                 if not self.banned(n) and (f["packet_rate"] > 0 or f["dropped_rate"] > 0)}
         if self.round < self.config.warmup_rounds:
             self._warmup_flows += busy.values()
-            self.normal_flow = {k: float(np.median([f[k] for f in self._warmup_flows])) for k in FLOW_FEATURES} \
+            self.normal_flow = {k: statistics.median(f[k] for f in self._warmup_flows) for k in FLOW_FEATURES} \
                 if self._warmup_flows else {}
         excess = excess_over_normal({n: f for n, f in features.items() if not self.banned(n)}, self.normal_flow)
         return (self._violations(now, Stream.FLOW, violations, None)

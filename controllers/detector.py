@@ -1,12 +1,12 @@
 """FU-HST's decisions: streaming Half-Space Trees per observation stream, evidence, bans.
 
-Pure Python over river; time is passed in. One :class:`StreamDetector` per stream (flow
-features per poll, update features per round) learns what normal looks like during a warm-up
-(the caller says when an observation belongs to it: the first DFL rounds, before any attack
-can be told apart from normal), then scores every observation against a threshold calibrated
-on the warm-up's own scores. It
-never learns from an observation it flagged, so an attacker cannot teach it that attacking is
-normal. :class:`Evidence` turns flags into bans: m anomalous of a node's last n observations.
+Pure Python over river's trees (:mod:`controllers.halfspace`); time is passed in. One
+:class:`StreamDetector` per stream (flow features per poll, update features per round) learns
+what normal looks like during a warm-up (the caller says when an observation belongs to it: the
+first DFL rounds, before any attack can be told apart from normal), then scores every
+observation against a threshold calibrated on the warm-up's own scores. It never learns from
+an observation it flagged, so an attacker cannot teach it that attacking is normal.
+:class:`Evidence` turns flags into bans: m anomalous of a node's last n observations.
 :class:`ThresholdStream` is the static baseline with the same interface.
 """
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.schema import Field, between, non_negative, positive
+from controllers.halfspace import BatchHalfSpaceTrees
 
 
 STRONG_SHARE = 0.75
@@ -68,10 +69,8 @@ class StreamDetector:
         self.quantile = quantile
         self.margin = margin
         self.window_size = window_size
-        from river import anomaly  # only where trees are grown: the registry is importable without river
-
-        self.model = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size,
-                                            limits={k: (0.0, 1.0) for k in self.keys}, seed=seed)
+        self.model = BatchHalfSpaceTrees(self.keys, n_trees=n_trees, height=height, window_size=window_size,
+                                         seed=seed)
         self.seen = 0
         self.learned = 0
         self._warmup_scores: dict = {}  # per key (a host), its warm-up scores
@@ -88,20 +87,21 @@ class StreamDetector:
         threshold *and* the median score of the others in the batch by ``margin``: what moves
         every peer at once (honest updates drifting as training converges) is no sign against
         any one of them."""
-        points = {key: {k: float(f[k]) for k in self.keys} for key, f in batch.items()}
-        scores = {key: float(self.model.score_one(x)) for key, x in points.items()}
+        rows = np.array([[float(f[k]) for k in self.keys] for f in batch.values()]).reshape(len(batch), len(self.keys))
+        paths = self.model.walk(rows)
+        scores = dict(zip(batch, self.model.score(paths)))
         calibrating = sum(map(len, self._warmup_scores.values()))
         if self.threshold is None and (warming_up or calibrating < self.min_calibration):
-            for key, x in points.items():
+            for key in batch:
                 self.seen += 1
                 if self.seen > self.window_size:
                     self._warmup_scores.setdefault(key, []).append(scores[key])
-                self._learn(x)
+            self._learn(paths)
             return {key: Verdict(score, None, False, True) for key, score in scores.items()}
         if self.threshold is None:
             self._calibrate()
         verdicts = {}
-        for key, x in points.items():
+        for key in batch:
             others = [s for other, s in scores.items() if other != key]
             bar = max(self._own_bar.get(key, self.threshold),
                       statistics.median(others) + self.margin if others else 0.0)
@@ -113,8 +113,7 @@ class StreamDetector:
                         if self.margin > 0 else 1.0)
             verdicts[key] = Verdict(scores[key], bar, scores[key] > bar, False, max(0.0, strength))
             self.seen += 1
-            if not verdicts[key].anomalous:
-                self._learn(x)
+        self._learn(paths[:, [not verdict.anomalous for verdict in verdicts.values()]])
         return verdicts
 
     def _calibrate(self) -> None:
@@ -135,9 +134,10 @@ class StreamDetector:
         self.threshold = min(MAX_BAR, statistics.median(own.values()))
         self._own_bar = {key: min(MAX_BAR, max(bar, self.threshold)) for key, bar in own.items()}
 
-    def _learn(self, x: dict[str, float]) -> None:
-        self.model.learn_one(x)
-        self.learned += 1
+    def _learn(self, paths: np.ndarray) -> None:
+        """Teach the trees the walked observations (``paths``: :meth:`BatchHalfSpaceTrees.walk`)."""
+        self.model.learn(paths)
+        self.learned += paths.shape[1]
 
 
 class ThresholdStream:

@@ -15,6 +15,7 @@ a ceiling far above honest traffic, so the honest range keeps resolution and a f
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
@@ -126,7 +127,7 @@ def excess_over_normal(features: dict[str, dict[str, float]], normal: dict[str, 
     if not features:
         return {}
     keys = list(next(iter(features.values())))
-    level = {k: max(float(np.median([f[k] for f in features.values()])), normal.get(k, 0.0),
+    level = {k: max(statistics.median(f[k] for f in features.values()), normal.get(k, 0.0),
                     log_scaled(HONEST_ALONE.get(k, 0.0), FLOW_FEATURES[k])) for k in keys}
     stretch = {k: math.log1p(FLOW_FEATURES[k]) / math.log(EXCESS_CEILING) for k in keys}
     return {node: {k: min(1.0, max(0.0, f[k] - level[k]) * stretch[k]) for k in keys} for node, f in features.items()}

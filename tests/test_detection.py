@@ -16,6 +16,7 @@ from controllers.features import (
     flow_features,
     log_scaled,
 )
+from controllers.halfspace import BatchHalfSpaceTrees
 from topologies.layout import make_layout
 
 ZERO = {"packets": 0, "bytes": 0, "reply_packets": 0, "reply_bytes": 0, "flows_total": 0, "distinct_dsts": 0,
@@ -161,6 +162,33 @@ def test_the_detector_never_learns_from_what_it_flags():
     verdicts = [detector.observe(attack, warming_up=False) for _ in range(200)]
     assert all(v.anomalous for v in verdicts)  # still anomalous after 200 tries: not learned
     assert detector.learned == learned
+
+
+@pytest.mark.parametrize(("n_trees", "height", "window_size"), [(50, 6, 8), (25, 8, 20), (3, 2, 4), (1, 1, 1)])
+def test_the_batched_trees_score_exactly_as_rivers_half_space_trees(n_trees, height, window_size):
+    """Same trees, same masses, same scores as river's HalfSpaceTrees fed one observation at a
+    time: batches of 0-5 rows scored before any is learned, some rows left unlearned, windows
+    that fill mid-batch, and values outside [0, 1] and NaN taking river's branch."""
+    from river import anomaly
+
+    keys = ("b", "a", "c")
+    for seed in range(3):
+        reference = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size,
+                                           limits={k: (0.0, 1.0) for k in keys}, seed=seed)
+        batched = BatchHalfSpaceTrees(keys, n_trees, height, window_size, seed)
+        rng = np.random.default_rng(seed)
+        for _ in range(120):
+            rows = rng.random((int(rng.integers(0, 6)), len(keys))) * rng.choice([0.4, 1.0, 1.5])
+            if rows.size and rng.random() < 0.1:
+                rows[0, int(rng.integers(len(keys)))] = np.nan
+            points = [dict(zip(keys, row)) for row in rows]
+            paths = batched.walk(rows)
+            assert batched.score(paths) == [reference.score_one(x) for x in points]
+            learn = list(rng.random(len(points)) < 0.8)
+            batched.learn(paths[:, learn])
+            for x, learnt in zip(points, learn):
+                if learnt:
+                    reference.learn_one(x)
 
 
 def test_same_seed_same_scores():
