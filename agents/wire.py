@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ def _parse_body(header: bytes, payload: bytes, expected_shapes=None) -> ModelFra
     dtype = DTYPES.get(dtype_code)
     if dtype is None:
         raise FrameError(f"unknown dtype code {dtype_code}")
-    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    sizes = [math.prod(shape) for shape in shapes]  # exact: a 64-bit product of hostile dimensions wraps
     if sum(sizes) * dtype.itemsize != len(payload):
         raise FrameError(f"payload is {len(payload)} bytes but the shapes need {sum(sizes) * dtype.itemsize}")
     if expected_shapes is not None and tuple(map(tuple, shapes)) != tuple(map(tuple, expected_shapes)):

@@ -5,8 +5,12 @@ import pytest
 
 from agents.wire import (
     DEFAULT_MAX_PAYLOAD,
+    DTYPE_CODES,
+    HEADER_FIXED,
+    MAGIC,
     MAX_TENSORS,
     PREFIX,
+    VERSION,
     FrameError,
     FrameReader,
     ModelFrame,
@@ -84,6 +88,20 @@ def test_shape_mismatch_and_lying_sizes_are_rejected():
     lying = corrupt(data, PREFIX.size + 1 + 4 + 4 + 4 + 1 + 2 + 1, struct.pack(">I", 65))
     with pytest.raises(FrameError, match="payload is .* bytes but the shapes need"):
         decode(lying)
+
+
+def test_shapes_whose_sizes_wrap_around_64_bits_are_refused_not_a_crash():
+    """Four dimensions of 65,536 hold 2**64 values, 0 in 64-bit arithmetic: sized so, the empty
+    payload matched, and reshaping it raised a bare ValueError past every FrameError handler
+    (the inspection service's and the agents' receivers')."""
+    sender = b"d2h3"
+    header = (struct.pack(">B", len(sender)) + sender + HEADER_FIXED.pack(7, 120, DTYPE_CODES[np.dtype("<f4")], 1)
+              + struct.pack(">B4I", 4, *(65536,) * 4))
+    data = PREFIX.pack(MAGIC, VERSION, 0, len(header), 0) + header
+    with pytest.raises(FrameError, match="payload is 0 bytes but the shapes need"):
+        decode(data)
+    with pytest.raises(FrameError, match="payload is 0 bytes"):
+        FrameReader().feed(data)
 
 
 def test_reader_stops_a_poisoned_stream_without_buffering_a_huge_claim():
