@@ -93,7 +93,8 @@ def run_agent(description: NetworkDescription, config: RunConfig, node_name: str
     neighbours = list(config.neighbours[node_name])
     node = build_node(config, node_name)
     tagged = keys is not None
-    body = RoundBody(node, neighbours, behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged))
+    behaviour = behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged)
+    body = RoundBody(node, neighbours, behaviour)
     transport = TcpTransport(node_name, {h.name: (h.ip, dfl["port"]) for h in description.hosts}, neighbours,
                              shapes=node.shapes, round_timeout_s=dfl["round_timeout_s"], keys=keys)
     results = JsonLinesWriter(out_dir / f"agent-{node_name}.jsonl")

@@ -75,8 +75,8 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
 
 def warm_up() -> None:
     """Train and evaluate a throwaway model once: torch pays its lazy first-use costs (kernel
-    dispatch tables, allocator pools: ~110 MB, ``benchmarks/launcher_memory.py``) here, so processes forked after this share
-    them instead of each paying its own (see :mod:`sdfl.launcher`)."""
+    dispatch tables, allocator pools: ~110 MB, ``benchmarks/launcher_memory.py``) here, so
+    processes forked after this share them instead of each paying its own (see :mod:`sdfl.launcher`)."""
     x = np.zeros((8, 4), dtype=np.float32)
     y = np.arange(8) % 2
     model = make_mlp(4, 2, hidden=4)
