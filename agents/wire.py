@@ -76,6 +76,8 @@ def encode(frame: ModelFrame, dtype: str = "<f4", tagged: bool = False) -> bytes
         array = np.ascontiguousarray(tensor, dtype=wire_dtype)
         if array.ndim > MAX_NDIM:
             raise FrameError(f"a tensor of {array.ndim} dimensions exceeds the limit of {MAX_NDIM}")
+        if array.size == 0:
+            raise FrameError(f"tensor {len(payload)} holds no values")
         header.append(struct.pack(f">B{array.ndim}I", array.ndim, *array.shape))
         payload.append(array.tobytes())
     header_bytes = b"".join(header)
@@ -157,16 +159,19 @@ def _parse_body(header: bytes, payload: bytes, expected_shapes=None) -> ModelFra
     if dtype is None:
         raise FrameError(f"unknown dtype code {dtype_code}")
     sizes = [math.prod(shape) for shape in shapes]  # exact: a 64-bit product of hostile dimensions wraps
+    if 0 in sizes:  # numpy refuses to shape nothing into dimensions whose product overflows
+        raise FrameError(f"tensor {sizes.index(0)} holds no values")
     if sum(sizes) * dtype.itemsize != len(payload):
         raise FrameError(f"payload is {len(payload)} bytes but the shapes need {sum(sizes) * dtype.itemsize}")
     if expected_shapes is not None and tuple(map(tuple, shapes)) != tuple(map(tuple, expected_shapes)):
         raise FrameError(f"shapes {shapes} do not match the model's {list(expected_shapes)}")
-    flat = np.frombuffer(payload, dtype=dtype)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf, refused below
+        flat = np.frombuffer(payload, dtype=dtype).astype(np.float32)
     if not np.isfinite(flat).all():
-        raise FrameError("payload holds NaN or Inf")
+        raise FrameError("payload holds NaN or Inf (as float32)")
     tensors, start = [], 0
     for shape, size in zip(shapes, sizes):
-        tensors.append(flat[start:start + size].astype(np.float32).reshape(shape))
+        tensors.append(flat[start:start + size].reshape(shape))
         start += size
     return ModelFrame(sender, round_, samples, tuple(tensors))
 

@@ -8,9 +8,9 @@ Each input must end in a value or in the parser's own named error (:class:`Frame
 :class:`MessageError`, :class:`PacketError`, :class:`ScenarioError`), within 10 s (a hang);
 anything else is a crash.
 Inputs are hypothesis-generated: raw bytes, valid messages with bytes flipped, cut or inserted,
-and scenario text and ``--set`` overrides over the real keys. The test suite runs a bounded,
-deterministic number of inputs (``tests/test_fuzz.py``); this script runs many more and prints
-the counts:
+model frames built field by field with hostile dimensions, dtypes and values, and scenario text
+and ``--set`` overrides over the real keys. The test suite runs a bounded, deterministic number
+of inputs (``tests/test_fuzz.py``); this script runs many more and prints the counts:
 
     .venv/bin/python benchmarks/fuzz.py --examples 20000
 """
@@ -18,7 +18,9 @@ the counts:
 from __future__ import annotations
 
 import argparse
+import math
 import resource
+import struct
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,8 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.wire import FrameError, FrameReader, ModelFrame, decode, encode, tag  # noqa: E402
+from agents.wire import (DTYPES, HEADER_FIXED, MAGIC, MAX_NDIM, PREFIX, VERSION, FrameError,  # noqa: E402
+                         FrameReader, ModelFrame, decode, encode, tag)
 from common.keys import SIGNING, controller_party, domain_public_keys, run_keys  # noqa: E402
 from controllers.coordination import (Evidence, MessageError, MessageType, Notice,  # noqa: E402
                                       Stream, decode_notice, encode_notice)
@@ -61,6 +64,28 @@ def frames(tagged: bool = False) -> st.SearchStrategy[bytes]:
     return st.builds(
         build, st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=16),
         st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), shapes, st.integers(0, 2**16))
+
+
+def handmade_frames() -> st.SearchStrategy[bytes]:
+    """Frames built field by field as an attacker would, past every check of encode(): dimensions
+    of 0, 2**16 or 2**32-1, unknown dtype codes, and payloads sized to the shapes holding each
+    dtype's extremes (values beyond float32, NaN, Inf, subnormals)."""
+    dimension = st.one_of(st.integers(0, 4), st.sampled_from([2**16, 2**32 - 1]))
+    shape = st.lists(dimension, max_size=MAX_NDIM + 1).map(tuple)
+    extreme = st.sampled_from([0.0, -0.0, 1.0, 3e38, -1e39, 1e300, 5e-324, float("nan"), float("inf")])
+
+    def build(sender, dtype_code, shapes, values, tail):
+        header = (struct.pack(">B", len(sender)) + sender + HEADER_FIXED.pack(7, 120, dtype_code, len(shapes))
+                  + b"".join(struct.pack(f">B{len(s)}I", len(s), *s) for s in shapes))
+        dtype = DTYPES.get(dtype_code, np.dtype("<f4"))
+        needed = sum(math.prod(s) for s in shapes)
+        with np.errstate(over="ignore"):
+            payload = np.resize(np.array(values, dtype), needed).tobytes() if needed <= 4096 else b""
+        payload += tail
+        return PREFIX.pack(MAGIC, VERSION, 0, len(header), len(payload)) + header + payload
+    return st.builds(build, st.sampled_from([b"d1h1", b"", b"\xff"]), st.sampled_from([*DTYPES, 0, 255]),
+                     st.lists(shape, max_size=3), st.lists(extreme, min_size=1, max_size=4),
+                     st.sampled_from([b"", b"\x00"]))
 
 
 def notices() -> st.SearchStrategy[bytes]:
@@ -101,7 +126,8 @@ def check_frame(data: bytes) -> str:
         frame = decode(data, max_payload=MAX_PAYLOAD)
     except FrameError:
         return "rejected"
-    assert all(np.isfinite(t).all() for t in frame.tensors), "a decoded frame carries NaN or Inf"
+    assert all(t.dtype == np.float32 and np.isfinite(t).all() for t in frame.tensors), \
+        "a decoded frame carries other than finite float32 values"
     return "accepted"
 
 
@@ -259,7 +285,8 @@ def scenario_texts() -> st.SearchStrategy[str]:
 def targets(folder: Path) -> dict:
     """name -> (strategy, check): what is fuzzed and how each input is judged."""
     return {
-        "wire frame": (st.one_of(st.binary(max_size=2048), mutated(frames()), frames()), check_frame),
+        "wire frame": (st.one_of(st.binary(max_size=2048), mutated(frames()), frames(), handmade_frames()),
+                       check_frame),
         "wire stream": (st.lists(st.one_of(frames(), mutated(frames()), st.binary(max_size=64)), max_size=4)
                         .flatmap(lambda parts: st.lists(st.integers(1, 64), min_size=1, max_size=8).map(
                             lambda cuts, data=b"".join(parts): _chunks(data, cuts))), check_stream),
@@ -272,7 +299,7 @@ def targets(folder: Path) -> dict:
         "signed decision": (st.one_of(st.binary(max_size=256), mutated(signed_decisions()), signed_decisions()),
                             check_signed_decision),
         "packet-in": (st.one_of(st.binary(max_size=160), mutated(headers()), headers()), check_packet_in),
-        "inspector frame": (st.lists(st.one_of(mirrored(st.one_of(frames(), mutated(frames()),
+        "inspector frame": (st.lists(st.one_of(mirrored(st.one_of(frames(), mutated(frames()), handmade_frames(),
                                                                   st.binary(max_size=64))),
                                                mutated(mirrored(frames())), st.binary(max_size=80)),
                                      min_size=1, max_size=4), check_inspection),

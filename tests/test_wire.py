@@ -90,18 +90,39 @@ def test_shape_mismatch_and_lying_sizes_are_rejected():
         decode(lying)
 
 
+def handmade_frame(shapes, payload=b"", dtype="<f4", sender=b"d2h3") -> bytes:
+    """A frame built field by field, as an attacker would, past every check of encode()."""
+    header = (struct.pack(">B", len(sender)) + sender
+              + HEADER_FIXED.pack(7, 120, DTYPE_CODES[np.dtype(dtype)], len(shapes))
+              + b"".join(struct.pack(f">B{len(s)}I", len(s), *s) for s in shapes))
+    return PREFIX.pack(MAGIC, VERSION, 0, len(header), len(payload)) + header + payload
+
+
 def test_shapes_whose_sizes_wrap_around_64_bits_are_refused_not_a_crash():
     """Four dimensions of 65,536 hold 2**64 values, 0 in 64-bit arithmetic: sized so, the empty
     payload matched, and reshaping it raised a bare ValueError past every FrameError handler
     (the inspection service's and the agents' receivers')."""
-    sender = b"d2h3"
-    header = (struct.pack(">B", len(sender)) + sender + HEADER_FIXED.pack(7, 120, DTYPE_CODES[np.dtype("<f4")], 1)
-              + struct.pack(">B4I", 4, *(65536,) * 4))
-    data = PREFIX.pack(MAGIC, VERSION, 0, len(header), 0) + header
+    data = handmade_frame([(65536,) * 4])
     with pytest.raises(FrameError, match="payload is 0 bytes but the shapes need"):
         decode(data)
     with pytest.raises(FrameError, match="payload is 0 bytes"):
         FrameReader().feed(data)
+
+
+def test_an_empty_tensor_is_refused_whatever_its_other_dimensions():
+    """numpy cannot shape nothing into (0, 2**32-1, 2**32-1, 2**32-1): "array is too big"."""
+    for shape in ((0,), (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)):
+        with pytest.raises(FrameError, match="tensor 1 holds no values"):
+            decode(handmade_frame([(2,), shape], np.zeros(2, "<f4").tobytes()))
+
+
+def test_values_beyond_float32_are_refused_not_turned_into_inf():
+    """The model is float32: a float64 of 1e300 passed a float64 finiteness check and became Inf."""
+    for value in (1e300, -1e39):
+        with pytest.raises(FrameError, match="NaN or Inf \\(as float32\\)"):
+            decode(handmade_frame([(2,)], np.array([1.0, value], "<f8").tobytes(), dtype="<f8"))
+    back = decode(handmade_frame([(2,)], np.array([1.0, 3e38], "<f8").tobytes(), dtype="<f8"))
+    assert back.tensors[0].dtype == np.float32 and np.isfinite(back.tensors[0]).all()
 
 
 def test_reader_stops_a_poisoned_stream_without_buffering_a_huge_claim():
@@ -120,6 +141,8 @@ def test_encoder_refuses_what_the_decoder_would_refuse():
         encode(ModelFrame("a", 0, 0, tuple(np.zeros(1) for _ in range(MAX_TENSORS + 1))))
     with pytest.raises(FrameError, match="cannot be sent"):
         encode(model_frame(), dtype="<i4")
+    with pytest.raises(FrameError, match="tensor 1 holds no values"):
+        encode(ModelFrame("a", 0, 0, (np.zeros(1), np.zeros((3, 0)))))
 
 
 def test_a_tagged_frame_verifies_only_under_its_senders_key_and_readers_without_keys_skip_the_tag():
