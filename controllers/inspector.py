@@ -14,7 +14,8 @@ tagged report (:mod:`controllers.reports`)::
 (``sdfl run`` forks the same ``main`` from an inspector launcher, :mod:`sdfl.launcher`.)
 Everything it reads comes from hosts: segments are parsed by :mod:`controllers.packets`, and a
 frame no honest agent could send (:meth:`FrameBounds.violation`) is evidence against the
-sender its address names, carried in the next report; none of it can crash or stall the
+sender its address names, carried in the next report, and so are two versions of the same
+stream bytes (an insertion, :class:`StreamAssembler`); none of it can crash or stall the
 service. It writes a ``heartbeat`` record every second (the runner's liveness watch).
 Everything but the sockets (:class:`DomainInspection`) is unit-tested without root.
 """
@@ -31,6 +32,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,9 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not
 MAX_OUT_OF_ORDER = 64
 """Segments held per stream while a gap is open; beyond that the lost bytes are skipped and
 the stream resynchronises at the next frame's magic."""
+RECHECK_BYTES = 128 * 1024
+"""Bytes of each stream kept to check retransmissions against (the payloads themselves, no
+copy): six frames of paper.toml's model. A retransmission from further back is not checked."""
 RECEIVE_BUFFER = 32 * 1024 * 1024
 """A round's models arrive as one burst; a small socket buffer would drop mirrored packets."""
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
@@ -77,6 +82,15 @@ class _Stream:
     """Read from its SYN on, no byte lost: what fails to parse is what its sender sent."""
     pending: dict[int, bytes] = field(default_factory=dict)
     failed: bool = False
+    recent: deque[tuple[int, bytes]] = field(default_factory=deque)
+    """The last :data:`RECHECK_BYTES` read, as (seq, payload): what a retransmission must repeat."""
+    recent_bytes: int = 0
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    """Two versions of stream bytes agree where both reach."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 class StreamAssembler:
@@ -84,13 +98,17 @@ class StreamAssembler:
 
     ``rejections``: every stream given up, for the log. ``unreadable``: the (key, why) of the
     whole streams among them, read from their first byte with none lost: their senders sent
-    bytes that are no model frame, which no honest agent does."""
+    bytes that are no model frame, which no honest agent does. ``conflicts``: the (key, why) of
+    streams that carried two different versions of the same bytes, which no honest TCP sends:
+    an insertion attack, where segments the receiver drops (a bad checksum, say) show the mirror
+    an honest frame while the receiver takes another (Ptacek and Newsham, 1998)."""
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
         self.streams: dict[tuple, _Stream] = {}
         self.rejections: list[str] = []
         self.unreadable: list[tuple[tuple, str]] = []
+        self.conflicts: list[tuple[tuple, str]] = []
 
     def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False) -> list[ModelFrame]:
         stream = self.streams.get(key)
@@ -102,37 +120,102 @@ class StreamAssembler:
         if stream.failed or not payload:
             return []
         if seq != stream.next_seq:
-            if (seq - stream.next_seq) % 2**32 >= 2**31:
-                return []  # behind: a retransmission of bytes already read
-            stream.pending[seq] = payload  # ahead: hold it until the gap fills
-            if len(stream.pending) <= MAX_OUT_OF_ORDER:
+            behind = (stream.next_seq - seq) % 2**32
+            if behind >= 2**31:  # ahead: hold it until the gap fills
+                if not self._hold(key, stream, seq, payload):
+                    return []
+                if len(stream.pending) <= MAX_OUT_OF_ORDER:
+                    return []
+                return self._resynchronise(key, stream)
+            # A retransmission: it must repeat what was read; what it carries past that is new.
+            if not self._repeats(key, stream, seq, payload[:behind]) or len(payload) <= behind:
                 return []
-            return self._resynchronise(key, stream)
+            seq, payload = stream.next_seq, payload[behind:]
+        self._read(stream, seq, payload)
         data = payload
-        stream.next_seq = (seq + len(payload)) % 2**32
-        if stream.next_seq in stream.pending:  # the segments held ahead, now in order
+        if stream.pending:
             data = bytearray(payload)
-            while stream.next_seq in stream.pending:
-                chunk = stream.pending.pop(stream.next_seq)
-                data += chunk
-                stream.next_seq = (stream.next_seq + len(chunk)) % 2**32
+            if not self._drain(key, stream, data):
+                return []
         try:
             return stream.reader.feed(data)
         except FrameError as error:
             self._fail(key, stream, str(error))
             return []
 
+    def _hold(self, key, stream: _Stream, seq: int, payload: bytes) -> bool:
+        """Hold a segment that arrived ahead; False (a conflict) if it contradicts one held there."""
+        held = stream.pending.setdefault(seq, payload)
+        if not _same(held, payload):
+            self._conflict(key, stream, seq)
+            return False
+        if len(payload) > len(held):
+            stream.pending[seq] = payload
+        return True
+
+    def _drain(self, key, stream: _Stream, data: bytearray) -> bool:
+        """Append to ``data`` the held segments now in order, checking those now behind; False on
+        a conflict."""
+        while stream.pending:
+            if stream.next_seq in stream.pending:
+                chunk = stream.pending.pop(stream.next_seq)
+                self._read(stream, stream.next_seq, chunk)
+                data += chunk
+                continue
+            behind = [q for q in stream.pending if (stream.next_seq - q) % 2**32 < 2**31]
+            if not behind:
+                return True
+            for q in behind:
+                chunk, back = stream.pending.pop(q), (stream.next_seq - q) % 2**32
+                if not self._repeats(key, stream, q, chunk[:back]):
+                    return False
+                if len(chunk) > back and not self._hold(key, stream, stream.next_seq, chunk[back:]):
+                    return False
+        return True
+
+    @staticmethod
+    def _read(stream: _Stream, seq: int, payload: bytes) -> None:
+        """Take ``payload`` at ``seq`` (the stream's next) as read, and remember it."""
+        stream.next_seq = (seq + len(payload)) % 2**32
+        stream.recent.append((seq, payload))
+        stream.recent_bytes += len(payload)
+        while stream.recent_bytes - len(stream.recent[0][1]) >= RECHECK_BYTES:
+            stream.recent_bytes -= len(stream.recent.popleft()[1])
+
+    def _repeats(self, key, stream: _Stream, seq: int, payload: bytes) -> bool:
+        """True when ``payload`` at ``seq``, bytes already read, is what was read there (as far as
+        :data:`RECHECK_BYTES` reaches back); else the stream is given up as a conflict."""
+        for start, chunk in reversed(stream.recent):
+            offset = (start - seq) % 2**32  # where the chunk starts in the payload
+            if offset >= 2**31:
+                offset -= 2**32
+            if offset + len(chunk) <= 0:
+                break  # the chunks run back in sequence: the rest lie further back
+            if offset >= len(payload):
+                continue
+            lo, hi = max(offset, 0), min(offset + len(chunk), len(payload))
+            if not _same(payload[lo:hi], chunk[lo - offset:hi - offset]):
+                self._conflict(key, stream, (seq + lo) % 2**32)
+                return False
+        return True
+
+    def _conflict(self, key, stream: _Stream, seq: int) -> None:
+        """Evidence however the stream was joined: no honest TCP sends it."""
+        self._fail(key, stream, f"sent two different versions of its stream's bytes at sequence {seq}: "
+                                "what the mirror read may not be what the receiver took", conflict=True)
+
     def _resynchronise(self, key, stream: _Stream) -> list[ModelFrame]:
         """Give the lost bytes up: restart at the first frame magic after the gap."""
         first = min(stream.pending, key=lambda q: (q - stream.next_seq) % 2**32)
         self.rejections.append(f"{key[0]}:{key[1]}: lost {(first - stream.next_seq) % 2**32} mirrored bytes; "
                                "resynchronising at the next frame")
-        data, seq = bytearray(), first
-        while seq in stream.pending:
-            chunk = stream.pending.pop(seq)
+        data, stream.next_seq = bytearray(), first
+        stream.recent.clear()
+        stream.recent_bytes = 0
+        while stream.next_seq in stream.pending:
+            chunk = stream.pending.pop(stream.next_seq)
+            self._read(stream, stream.next_seq, chunk)
             data += chunk
-            seq = (seq + len(chunk)) % 2**32
-        stream.next_seq = seq
         stream.reader = FrameReader(self.max_payload)
         stream.whole = False
         start = bytes(data).find(MAGIC)
@@ -145,11 +228,14 @@ class StreamAssembler:
             self._fail(key, stream, str(error))
             return []
 
-    def _fail(self, key, stream: _Stream, reason: str) -> None:
+    def _fail(self, key, stream: _Stream, reason: str, conflict: bool = False) -> None:
         stream.failed = True
         stream.pending.clear()
+        stream.recent.clear()
         self.rejections.append(f"{key[0]}:{key[1]}: {reason}")
-        if stream.whole:
+        if conflict:
+            self.conflicts.append((key, reason))
+        elif stream.whole:
             self.unreadable.append((key, reason))
 
 
@@ -393,6 +479,9 @@ class DomainInspection:
         while self.assembler.unreadable:
             _, why = self.assembler.unreadable.pop(0)
             self.unreadable(now, sender, why)
+        while self.assembler.conflicts:
+            _, why = self.assembler.conflicts.pop(0)
+            self._violation(now, sender, why)
 
     def frame(self, now: float, sender: str, receiver: str | None, frame: ModelFrame) -> None:
         self.counts.frames += 1

@@ -176,6 +176,66 @@ def test_a_lost_mirrored_segment_costs_its_frame_only():
     assert "resynchronising" in assembler.rejections[0]
 
 
+def test_honest_retransmissions_cut_anew_or_held_out_of_order_read_as_the_stream():
+    """Linux may resend bytes re-cut (two segments in one, with new bytes after) and a held
+    segment may overlap the one that fills its gap: all of it is the same stream."""
+    data = frame_bytes("d1h1", 1, 0.5) + frame_bytes("d1h1", 2, 0.25)
+    key = ("10.1.0.1", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    frames = assembler.feed(key, 1000, data[:30])
+    frames += assembler.feed(key, 1000 + 50, data[50:90])  # ahead
+    frames += assembler.feed(key, 1000 + 20, data[20:60])  # old, the gap, and bytes held ahead
+    frames += assembler.feed(key, 1000 + 10, data[10:100])  # old, then new past what was read
+    frames += assembler.feed(key, 1000 + 100, data[100:])
+    assert [f.round for f in frames] == [1, 2] and assembler.conflicts == []
+    assert assembler.rejections == []
+
+
+@pytest.mark.parametrize("order", ["chaff first", "real first", "both held ahead"])
+def test_two_versions_of_the_same_stream_bytes_are_a_conflict_against_the_sender(order):
+    """The insertion attack: segments the receiver drops (a bad checksum, an old timestamp) carry
+    an honest frame past the mirror, and the same sequence numbers carry the real one."""
+    chaff, real = frame_bytes("d1h3", 5, 0.5), frame_bytes("d1h3", 5, -4.0)
+    key = ("10.1.0.3", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    first, second = (chaff, real) if order != "real first" else (real, chaff)
+    if order == "both held ahead":
+        assembler.feed(key, 1010, first[10:])
+        assembler.feed(key, 1010, second[10:])
+    else:
+        assembler.feed(key, 1000, first)
+        assembler.feed(key, 1000, second)
+    assert len(assembler.conflicts) == 1 and assembler.conflicts[0][0] == key
+    assert "two different versions" in assembler.conflicts[0][1] and assembler.unreadable == []
+    assert assembler.feed(key, 1000 + len(real), frame_bytes("d1h3", 6, 0.5)) == []  # the stream stays given up
+
+
+def test_a_conflict_is_evidence_even_in_a_stream_joined_midway():
+    key = ("10.1.0.3", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    data = frame_bytes("d1h3", 4, 0.5)
+    assert len(assembler.feed(key, 500, data)) == 1  # no SYN seen: joined midway
+    assembler.feed(key, 505, b"XXXX")
+    assert [k for k, _ in assembler.conflicts] == [key]
+
+
+def test_a_retransmission_from_further_back_than_is_kept_is_not_judged():
+    from controllers.inspector import RECHECK_BYTES
+
+    key = ("10.1.0.1", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 2**32 - 1, b"", syn=True)  # the sequence numbers wrap on the way
+    frames, seq, sent = [], 0, 0
+    while sent <= RECHECK_BYTES + 1000:
+        data = frame_bytes("d1h1", 1 + len(frames), 0.5)
+        frames += assembler.feed(key, seq, data)
+        seq, sent = (seq + len(data)) % 2**32, sent + len(data)
+    assert assembler.feed(key, 0, b"X" * 10) == [] and assembler.conflicts == []  # too old to check
+    assert assembler.feed(key, seq - 10, b"X" * 10) == [] and len(assembler.conflicts) == 1  # recent: checked
+
+
 def _description():
     from topologies.layout import make_layout
 
@@ -209,6 +269,20 @@ def test_a_local_sender_whose_whole_stream_is_no_model_frames_is_reported_for_it
     assert sorted(report.violations) == ["d1h2", "d1h3"]
     assert "NaN or Inf" in report.violations["d1h3"][0] and "bad magic" in report.violations["d1h2"][0]
     assert all(why.startswith("sent bytes that are no model frame") for v in report.violations.values() for why in v)
+
+
+def test_an_insertion_attack_is_reported_against_its_sender():
+    from controllers.inspector import DomainInspection, FrameBounds
+    from controllers.reports import ReportChannel
+
+    key = bytes(32)
+    inspection = DomainInspection(_description(), 1, FrameBounds(SHAPES, last_round=10, max_samples=100),
+                                  wait_s=1.0, baseline_rounds=2, channel=ReportChannel(key), started=0.0)
+    inspection.segment(0.5, _segment("10.1.0.3", "10.1.0.1", 99, b"", flags="S"))
+    inspection.segment(0.5, _segment("10.1.0.3", "10.1.0.1", 100, frame_bytes("d1h3", 1, 0.5)))
+    inspection.segment(0.5, _segment("10.1.0.3", "10.1.0.1", 100, frame_bytes("d1h3", 1, -4.0)))
+    report = ReportChannel(key, seq=0).open(inspection.reports(0.6)[0])
+    assert list(report.violations) == ["d1h3"] and "two different versions" in report.violations["d1h3"][0]
 
 
 def test_hostile_frames_are_evidence_against_their_sender_and_never_stop_the_inspection():
@@ -352,3 +426,83 @@ def test_the_mirror_socket_takes_segments_that_open_a_stream_or_carry_bytes_and_
         while time.monotonic() < deadline and len([f for f in received if f in sent.values()]) < 2:
             received += read_burst(mirror, 0.1)
     assert sorted(name for name, frame in sent.items() if frame in received) == ["data", "syn"]
+
+
+@pytest.mark.mininet
+def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire():
+    """The attack end to end on real kernels: a sender injects its connection's next bytes with a
+    bad TCP checksum (an honest-looking frame), then sends its real frame through the socket. The
+    receiver's kernel drops the first and takes the second; the mirror saw both, and the
+    assembler names the conflict instead of reading the honest-looking frame as the sender's."""
+    import subprocess
+    import sys
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from controllers.inspector import ETH_P_ALL
+    from controllers.packets import parse_tcp_segment
+
+    namespace, outside, inside, port = "sdfl-insertion", "insout0", "insin0", 7312
+    ip = ["ip", "netns", "exec", namespace, "ip"]
+    setup = [["ip", "netns", "add", namespace], ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+             ["ip", "link", "set", inside, "netns", namespace], ["ip", "addr", "add", "10.250.1.1/30", "dev", outside],
+             ["ip", "link", "set", outside, "up"], ip + ["addr", "add", "10.250.1.2/30", "dev", inside],
+             ip + ["link", "set", inside, "up"], ["ethtool", "-K", outside, "tx", "off"]]
+    chaff, real = frame_bytes("d1h3", 5, 0.5), frame_bytes("d1h3", 5, -4.0)
+    assert len(chaff) == len(real)
+    receiver = None
+    try:
+        for command in setup:
+            subprocess.run(command, check=True, capture_output=True)
+        inside_mac = subprocess.run(ip + ["-o", "link", "show", inside], check=True, capture_output=True,
+                                    text=True).stdout.split("link/ether ")[1].split()[0]
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c",
+             "import socket, sys\n"
+             f"s = socket.create_server(('10.250.1.2', {port}))\nprint('ready', flush=True)\n"
+             f"c, _ = s.accept()\nc.settimeout(10)\ndata = b''\nwhile len(data) < {len(real)}:\n"
+             "    data += c.recv(65536)\nsys.stdout.write(data.hex())"], stdout=subprocess.PIPE, text=True)
+        assert receiver.stdout.readline().strip() == "ready"
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as mirror:
+            mirror.bind((outside, 0))
+            mirror.settimeout(2)
+            sender = socket.create_connection(("10.250.1.2", port), timeout=5)
+            sport = sender.getsockname()[1]
+            mirrored, isn, their_isn = [], None, None
+            while isn is None or their_isn is None:
+                packet = mirror.recv(65535)
+                mirrored.append(packet)
+                segment = parse_tcp_segment(packet)
+                if segment is not None and segment.syn and segment.sport == sport:
+                    isn = segment.seq
+                elif segment is not None and segment.syn and segment.dport == sport:
+                    their_isn = segment.seq
+            forged = (Ether(dst=inside_mac) / IP(src="10.250.1.1", dst="10.250.1.2")
+                      / TCP(sport=sport, dport=port, seq=isn + 1, ack=their_isn + 1, flags="PA", chksum=0xDEAD) / chaff)
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as injector:
+                injector.bind((outside, 0))
+                injector.send(bytes(forged))
+            sender.sendall(real)
+            taken = bytes.fromhex(receiver.communicate(timeout=15)[0])
+            sender.close()
+            try:
+                while True:
+                    mirrored.append(mirror.recv(65535))
+            except TimeoutError:
+                pass
+    finally:
+        if receiver is not None and receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+    assert taken == real  # the receiver's kernel dropped the forged segment
+    assembler, frames = StreamAssembler(), []
+    for packet in mirrored:
+        segment = parse_tcp_segment(packet)
+        if segment is not None and segment.sport == sport:
+            frames += assembler.feed((segment.src, segment.sport, segment.dst, segment.dport), segment.seq,
+                                     segment.payload, segment.syn)
+    assert [float(f.tensors[0][0, 0]) for f in frames] == [0.5]  # the mirror read the forged frame first ...
+    assert len(assembler.conflicts) == 1  # ... and then the real one over it: named, not missed
