@@ -53,6 +53,8 @@ CT_TRACKED, CT_RELATED, CT_REPLY = 0x20, 0x04, 0x08
 """Connection-state bits (``ct_state``) of a tracked packet."""
 # What a host sends because someone else sent to it, as the switch's tracker sees it: the
 # reply direction of a connection the other end opened, or an error related to one.
+IP_FRAGMENT = (1, 1)
+"""Open vSwitch's ``ip_frag`` match (a Nicira extension) for any IPv4 fragment."""
 REPLY_STATES = ((CT_TRACKED | CT_REPLY, CT_TRACKED | CT_REPLY), (CT_TRACKED | CT_RELATED, CT_TRACKED | CT_RELATED))
 ARP_METER_PPS = 20
 """ARP a host may send the controller per second (a burst as large): a handful is honest."""
@@ -331,6 +333,13 @@ class DomainCore:
                 for watched in sorted(self.watched_ports)
             ]
             rules += [
+                # No IPv4 fragments, counted as unadmitted: honest agents never send one (TCP sizes
+                # its segments to the path), and a TCP stream cut into fragments would reach its
+                # receiver whole while the mirror sees the first piece of each segment only: the
+                # rest carry no ports, match no agents'-port rule, and would evade the inspection.
+                FlowRule(TABLE_ADMISSION, 220,
+                         (("in_port", port), ("eth_type", ETH_TYPE_IPV4), ("ip_frag", IP_FRAGMENT)),
+                         make_cookie(RuleKind.HOST_UNADMITTED, key)),
                 FlowRule(TABLE_ADMISSION, 200, admitted, make_cookie(RuleKind.HOST_IPV4, key), track_into=TABLE_FLOWS),
                 FlowRule(
                     TABLE_ADMISSION, 200,
@@ -374,6 +383,11 @@ class DomainCore:
                 for watched in (sorted(self.watched_ports) if monitor_here else ())
             ]
             rules += [
+                FlowRule(  # nor from a neighbour domain, whose edge should have dropped them
+                    TABLE_ADMISSION, 220,
+                    (("in_port", border.port), ("eth_type", ETH_TYPE_IPV4), ("ip_frag", IP_FRAGMENT)),
+                    make_cookie(RuleKind.BORDER_UNADMITTED, border.neighbour),
+                ),
                 FlowRule(
                     TABLE_ADMISSION, 200,
                     (("in_port", border.port), ("eth_type", ETH_TYPE_IPV4)),

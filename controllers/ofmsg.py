@@ -21,6 +21,18 @@ from controllers.packets import arp_reply_frame
 
 CT_COMMIT = 1
 """NX_CT_F_COMMIT: the connection is created (or refreshed) in the tracker."""
+AFTER_PREREQUISITES = frozenset({"ip_frag"})
+"""Nicira match fields with a prerequisite (``ip_frag``: an IP ``eth_type``). The frameworks
+order Nicira fields before the standard ones, and Open vSwitch refuses a field that comes
+before its prerequisite (OFPBMC_BAD_PREREQ), so these go last."""
+
+
+def match_of(parser, fields):
+    """The OFPMatch of a rule's ``fields``, in an order Open vSwitch accepts."""
+    match = parser.OFPMatch(**dict(fields))
+    if AFTER_PREREQUISITES.isdisjoint(dict(fields)):
+        return match
+    return parser.OFPMatch(_ordered_fields=sorted(match.items(), key=lambda field: field[0] in AFTER_PREREQUISITES))
 
 
 def flow_mod(datapath, rule: FlowRule, zone: int = 0):
@@ -57,7 +69,7 @@ def flow_mod(datapath, rule: FlowRule, zone: int = 0):
         out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY,
         flags=ofp.OFPFF_SEND_FLOW_REM if rule.notify_removal else 0,
-        match=parser.OFPMatch(**dict(rule.match)),
+        match=match_of(parser, rule.match),
         instructions=instructions,
     )
 

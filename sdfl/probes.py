@@ -29,8 +29,9 @@ def ping_all(net, timeout_s: int = 2) -> PingResult:
     return PingResult(sent, sent - round(sent * dropped_pct / 100.0))
 
 
-def ping(source, target_ip: str, count: int = 3) -> PingResult:
-    output = source.cmd(f"ping -c{count} -i0.2 -W2 {target_ip}")
+def ping(source, target_ip: str, count: int = 3, size: int = 56) -> PingResult:
+    """``count`` echo requests of ``size`` bytes of data (beyond the MTU: IP fragments)."""
+    output = source.cmd(f"ping -c{count} -i0.2 -W2 -s{size} {target_ip}")
     for line in output.splitlines():
         if "packets transmitted" in line:
             parts = line.split(",")

@@ -122,6 +122,41 @@ def test_tagged_frames_from_a_host_are_dropped_and_counted():
         assert outputs == [] and split_cookie(hits[0].cookie)[0] is RuleKind.HOST_UNADMITTED
 
 
+def test_ip_fragments_from_a_host_or_a_neighbour_domain_are_dropped_and_counted():
+    """A TCP stream cut into fragments reaches its receiver whole, but the mirror's rule (and
+    every port match) sees only the first piece of each segment: fragments are not admitted."""
+    layout, _, switches = build_domains()
+    for fragment in (1, 3):  # the first piece and a later one
+        outputs, hits = switches[1].process({**ipv4_packet(layout, "d1h1", "d2h1"), "ip_frag": fragment})
+        assert outputs == [] and split_cookie(hits[0].cookie) == (RuleKind.HOST_UNADMITTED, layout.host("d1h1").key)
+        border = next(b for b in layout.borders if b.domain == 1)
+        outputs, hits = switches[1].process({**ipv4_packet(layout, "d2h1", "d1h1"), "in_port": border.port,
+                                             "ip_frag": fragment})
+        assert outputs == [] and split_cookie(hits[0].cookie)[0] is RuleKind.BORDER_UNADMITTED
+    outputs, _ = switches[1].process({**ipv4_packet(layout, "d1h1", "d1h2"), "ip_frag": 0})
+    assert layout.host("d1h2").port in outputs  # not a fragment: admitted
+
+
+def test_a_match_field_goes_after_its_prerequisite_on_the_wire():
+    """Open vSwitch refuses ip_frag before eth_type (OFPBMC_BAD_PREREQ), and the framework's own
+    order puts Nicira fields first."""
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+
+    layout, cores, _ = build_domains()
+    [rule] = [r for r in cores[1].base_rules(257)
+              if dict(r.match).get("ip_frag") and dict(r.match)["in_port"] == layout.host("d1h1").port]
+    buffer = bytearray()
+    flow_mod(DP, rule).match.serialize(buffer, 0)
+    fields, at = [], 4
+    while at + 4 <= len(buffer) and buffer[at:at + 4] != bytes(4):
+        header = int.from_bytes(buffer[at:at + 4], "big")
+        fields.append(header >> 9)  # class and field, without the mask bit and length
+        at += 4 + (header & 0xFF)
+    eth_type = ofp.OXM_OF_ETH_TYPE >> 9
+    ip_frag = (0x0001 << 7) | 26  # NXM_NX_IP_FRAG
+    assert eth_type in fields and fields.index(eth_type) < fields.index(ip_frag)
+
+
 def test_a_hosts_arp_goes_through_its_own_meter():
     layout, cores, switches = build_domains()
     [arp_rule] = [e for e in switches[1].entries if split_cookie(e.cookie)[0] is RuleKind.HOST_ARP
