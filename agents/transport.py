@@ -184,6 +184,10 @@ class Listener:
         self._connections: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         self._server = socket.create_server(address, reuse_port=False)
+        # Urgent data stays in the stream (accepted connections inherit it from their first
+        # byte): by default the kernel takes an urgent byte out, so a sender marking bytes urgent
+        # would show the inspection's mirror, which reads every byte, one stream and us another.
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         self._server.settimeout(0.5)
         self._closed = threading.Event()
         threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()

@@ -109,6 +109,26 @@ def test_a_slow_loris_sender_is_cut_off_even_though_it_never_goes_idle():
         listener.close()
 
 
+def test_urgent_bytes_stay_in_the_stream_as_the_mirror_reads_them():
+    """A sender marking a byte urgent would have the kernel take it out of the receiver's stream
+    while the inspection's mirror reads it in place: the receiver keeps it inline."""
+    port = free_port()
+    inbox = Inbox(["a"])
+    listener = Listener(("127.0.0.1", port), inbox, 10_000, SHAPES, idle_timeout=5)
+    try:
+        data = encode(frame("a", 1))
+        with socket.create_connection(("127.0.0.1", port)) as sender:
+            sender.sendall(data[:40])
+            time.sleep(0.1)
+            sender.send(data[40:41], socket.MSG_OOB)
+            time.sleep(0.1)
+            sender.sendall(data[41:])
+            got = inbox.collect(1, time.monotonic() + 3)
+        assert [(f.sender, f.round) for f in got] == [("a", 1)] and listener.rejections == []
+    finally:
+        listener.close()
+
+
 def test_connections_from_strangers_and_beyond_the_per_peer_cap_are_refused():
     port = free_port()
     inbox = Inbox(["a"])
