@@ -51,6 +51,9 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not
 MAX_OUT_OF_ORDER = 64
 """Segments held per stream while a gap is open; beyond that the lost bytes are skipped and
 the stream resynchronises at the next frame's magic."""
+MAX_UNCHECKED = 8
+"""Segments from before the bytes a stream keeps that it takes for the mirror having lost the
+stream, which it then resynchronises on."""
 RECHECK_BYTES = 128 * 1024
 """Bytes of each stream kept to check retransmissions against (the payloads themselves, no
 copy): six frames of paper.toml's model. A retransmission from further back is not checked."""
@@ -85,6 +88,11 @@ class _Stream:
     recent: deque[tuple[int, bytes]] = field(default_factory=deque)
     """The last :data:`RECHECK_BYTES` read, as (seq, payload): what a retransmission must repeat."""
     recent_bytes: int = 0
+    behind: dict[int, bytes] = field(default_factory=dict)
+    """Segments from before :attr:`recent`: nothing to check them against."""
+    reopened: int | None = None
+    """A SYN came for this stream after bytes were read: the new connection's first sequence
+    number, taken up only when bytes arrive there (a forged SYN must not move the stream)."""
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -112,8 +120,13 @@ class StreamAssembler:
 
     def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False) -> list[ModelFrame]:
         stream = self.streams.get(key)
-        if syn or stream is None or stream.next_seq is None:
-            stream = _Stream(seq + 1 if syn else seq, FrameReader(self.max_payload), whole=syn)
+        if syn and stream is not None and stream.recent and not stream.failed:
+            stream.reopened = (seq + 1) % 2**32  # the same ports again, or a forged SYN
+            return []
+        if syn or stream is None or stream.next_seq is None or (
+                seq == stream.reopened and seq != stream.next_seq and payload):
+            stream = _Stream((seq + 1) % 2**32 if syn else seq, FrameReader(self.max_payload),
+                             whole=syn or stream is not None and seq == stream.reopened)
             self.streams[key] = stream
             if syn:
                 return []
@@ -126,7 +139,13 @@ class StreamAssembler:
                     return []
                 if len(stream.pending) <= MAX_OUT_OF_ORDER:
                     return []
-                return self._resynchronise(key, stream)
+                return self._resynchronise(key, stream, stream.pending, "lost {} mirrored bytes")
+            start = stream.recent[0][0] if stream.recent else stream.next_seq
+            if 0 < (start - seq) % 2**32 < 2**31:  # from before the bytes kept
+                stream.behind[seq] = payload
+                if len(stream.behind) <= MAX_UNCHECKED:
+                    return []
+                return self._resynchronise(key, stream, stream.behind, "{} bytes behind what it read")
             # A retransmission: it must repeat what was read; what it carries past that is new.
             if not self._repeats(key, stream, seq, payload[:behind]) or len(payload) <= behind:
                 return []
@@ -204,18 +223,25 @@ class StreamAssembler:
         self._fail(key, stream, f"sent two different versions of its stream's bytes at sequence {seq}: "
                                 "what the mirror read may not be what the receiver took", conflict=True)
 
-    def _resynchronise(self, key, stream: _Stream) -> list[ModelFrame]:
-        """Give the lost bytes up: restart at the first frame magic after the gap."""
-        first = min(stream.pending, key=lambda q: (q - stream.next_seq) % 2**32)
-        self.rejections.append(f"{key[0]}:{key[1]}: lost {(first - stream.next_seq) % 2**32} mirrored bytes; "
-                               "resynchronising at the next frame")
+    def _resynchronise(self, key, stream: _Stream, held: dict[int, bytes], what: str) -> list[ModelFrame]:
+        """Start again from the earliest of the ``held`` segments, at its first frame magic: after
+        bytes the mirror lost (segments held ahead of a gap), or when the stream's segments keep
+        coming from before what it read (the mirror followed a forged SYN or forged bytes far
+        ahead: no honest sender retransmits that far back)."""
+        first = min(held, key=lambda q: (q - stream.next_seq) % 2**32)
+        distance = min((first - stream.next_seq) % 2**32, (stream.next_seq - first) % 2**32)
+        self.rejections.append(f"{key[0]}:{key[1]}: {what.format(distance)}; resynchronising at the next frame")
+        held = dict(held)
+        stream.pending.clear()
+        stream.behind.clear()
         data, stream.next_seq = bytearray(), first
         stream.recent.clear()
         stream.recent_bytes = 0
-        while stream.next_seq in stream.pending:
-            chunk = stream.pending.pop(stream.next_seq)
+        while stream.next_seq in held:
+            chunk = held.pop(stream.next_seq)
             self._read(stream, stream.next_seq, chunk)
             data += chunk
+        stream.pending.update(held)  # what lies beyond a gap still
         stream.reader = FrameReader(self.max_payload)
         stream.whole = False
         start = bytes(data).find(MAGIC)

@@ -212,6 +212,48 @@ def test_two_versions_of_the_same_stream_bytes_are_a_conflict_against_the_sender
     assert assembler.feed(key, 1000 + len(real), frame_bytes("d1h3", 6, 0.5)) == []  # the stream stays given up
 
 
+def stream_of(frames_bytes, start, size=40):
+    data = b"".join(frames_bytes)
+    return [((start + i) % 2**32, data[i:i + size]) for i in range(0, len(data), size)]
+
+
+def test_a_forged_syn_does_not_move_a_stream_but_a_new_connection_on_the_same_ports_does():
+    key = ("10.1.0.3", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    frames = []
+    for seq, payload in stream_of([frame_bytes("d1h3", 1, 0.5)], 1000):
+        frames += assembler.feed(key, seq, payload)
+    assembler.feed(key, 2**31, b"", syn=True)  # forged: the sender's bytes go on where they were
+    for seq, payload in stream_of([frame_bytes("d1h3", 2, 0.25)], 1000 + len(frame_bytes("d1h3", 1, 0.5))):
+        frames += assembler.feed(key, seq, payload)
+    assembler.feed(key, 5_000_000, b"", syn=True)  # a new connection from the same port
+    for seq, payload in stream_of([frame_bytes("d1h3", 3, 0.125)], 5_000_001):
+        frames += assembler.feed(key, seq, payload)
+    assert [f.round for f in frames] == [1, 2, 3] and assembler.conflicts == []
+
+
+def test_a_stream_whose_bytes_keep_coming_from_behind_what_it_read_is_found_again():
+    """Forged bytes far ahead (or a forged SYN the sender's own bytes never follow) leave the
+    mirror reading what the receiver never took; the sender's real segments then all come from
+    before what it read, and after a few the stream starts again from the earliest of them."""
+    from controllers.inspector import MAX_UNCHECKED, RECHECK_BYTES
+
+    key = ("10.1.0.3", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    forged = [frame_bytes("d1h3", 1, 0.5)] * (RECHECK_BYTES // len(frame_bytes("d1h3", 1, 0.5)) + 100)
+    frames = []
+    for seq, payload in stream_of(forged, 1000, size=1400):
+        frames += assembler.feed(key, seq, payload)
+    real = stream_of([frame_bytes("d1h3", r, -4.0) for r in range(1, 5)], 1000, size=20)
+    assert len(real) > MAX_UNCHECKED + 1
+    for seq, payload in real:
+        frames += assembler.feed(key, seq, payload)
+    assert [(f.round, float(f.tensors[0][0, 0])) for f in frames[-4:]] == [(r, -4.0) for r in range(1, 5)]
+    assert any("behind what it read" in r for r in assembler.rejections)
+
+
 def test_a_conflict_is_evidence_even_in_a_stream_joined_midway():
     key = ("10.1.0.3", 40000, "10.1.0.2", 7000)
     assembler = StreamAssembler()
