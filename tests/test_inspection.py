@@ -4,11 +4,12 @@ import socket
 import time
 
 import numpy as np
-
-from agents.wire import MAGIC, ModelFrame, encode
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.aggregation import Contribution, make_aggregator
+from agents.wire import MAGIC, ModelFrame, encode
 from controllers.inspector import (BURST, MAX_OUT_OF_ORDER, ROUND_LEAD, RoundCollector, StartRule, StreamAssembler,
                                   read_burst, start_references)
 from sdfl.scoring import ban_intervals, round_ends, score_detection
@@ -548,3 +549,36 @@ def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire():
                                      segment.payload, segment.syn)
     assert [float(f.tensors[0][0, 0]) for f in frames] == [0.5]  # the mirror read the forged frame first ...
     assert len(assembler.conflicts) == 1  # ... and then the real one over it: named, not missed
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_any_honest_delivery_of_a_stream_reads_every_frame_and_finds_no_conflict(data):
+    """Whatever an honest TCP does to a stream on its way (segments cut anywhere, reordered within
+    what the assembler holds, resent whole or re-cut with new bytes after), the mirror reads the
+    sender's frames, in order, and never sees two versions of a byte: no honest sender is ever
+    reported for a conflict."""
+    frames = [frame_bytes("d1h1", r, r / 8) for r in range(1, data.draw(st.integers(1, 5)) + 1)]
+    stream = b"".join(frames)
+    isn = data.draw(st.integers(0, 2**32 - 1))  # sequence numbers may wrap on the way
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=20)))
+    segments = [(a, b) for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    order = list(range(len(segments)))
+    for i in range(len(order) - 1):  # neighbours swapped: reordering within a few segments
+        if data.draw(st.booleans()):
+            order[i], order[i + 1] = order[i + 1], order[i]
+    deliveries = []
+    for i in order:
+        deliveries.append(segments[i])
+        if data.draw(st.integers(0, 3)) == 0:  # resent: the same bytes, or a range re-cut around them
+            a = data.draw(st.integers(0, segments[i][0]))
+            b = data.draw(st.integers(segments[i][1], len(stream)))
+            deliveries.append((a, b))
+    key = ("10.1.0.1", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, isn, b"", syn=True)
+    got = []
+    for a, b in deliveries:
+        got += assembler.feed(key, (isn + 1 + a) % 2**32, stream[a:b])
+    assert assembler.conflicts == [] and assembler.unreadable == []
+    assert [f.round for f in got] == list(range(1, len(frames) + 1))
