@@ -154,8 +154,7 @@ class StreamAssembler:
         data = payload
         if stream.pending:
             data = bytearray(payload)
-            if not self._drain(key, stream, data):
-                return []
+            self._drain(key, stream, data)
         try:
             return stream.reader.feed(data)
         except FrameError as error:
@@ -163,7 +162,8 @@ class StreamAssembler:
             return []
 
     def _hold(self, key, stream: _Stream, seq: int, payload: bytes) -> bool:
-        """Hold a segment that arrived ahead; False (a conflict) if it contradicts one held there."""
+        """Hold a segment that arrived ahead; False (a conflict: the first held stays) if it
+        contradicts one held there."""
         held = stream.pending.setdefault(seq, payload)
         if not _same(held, payload):
             self._conflict(key, stream, seq)
@@ -172,9 +172,9 @@ class StreamAssembler:
             stream.pending[seq] = payload
         return True
 
-    def _drain(self, key, stream: _Stream, data: bytearray) -> bool:
-        """Append to ``data`` the held segments now in order, checking those now behind; False on
-        a conflict."""
+    def _drain(self, key, stream: _Stream, data: bytearray) -> None:
+        """Append to ``data`` the held segments now in order, checking those now behind (one
+        that conflicts is dropped)."""
         while stream.pending:
             if stream.next_seq in stream.pending:
                 chunk = stream.pending.pop(stream.next_seq)
@@ -183,14 +183,11 @@ class StreamAssembler:
                 continue
             behind = [q for q in stream.pending if (stream.next_seq - q) % 2**32 < 2**31]
             if not behind:
-                return True
+                return
             for q in behind:
                 chunk, back = stream.pending.pop(q), (stream.next_seq - q) % 2**32
-                if not self._repeats(key, stream, q, chunk[:back]):
-                    return False
-                if len(chunk) > back and not self._hold(key, stream, stream.next_seq, chunk[back:]):
-                    return False
-        return True
+                if self._repeats(key, stream, q, chunk[:back]) and len(chunk) > back:
+                    self._hold(key, stream, stream.next_seq, chunk[back:])
 
     @staticmethod
     def _read(stream: _Stream, seq: int, payload: bytes) -> None:
@@ -203,7 +200,7 @@ class StreamAssembler:
 
     def _repeats(self, key, stream: _Stream, seq: int, payload: bytes) -> bool:
         """True when ``payload`` at ``seq``, bytes already read, is what was read there (as far as
-        :data:`RECHECK_BYTES` reaches back); else the stream is given up as a conflict."""
+        :data:`RECHECK_BYTES` reaches back); else a conflict (what was read stays)."""
         for start, chunk in reversed(stream.recent):
             offset = (start - seq) % 2**32  # where the chunk starts in the payload
             if offset >= 2**31:
@@ -219,9 +216,13 @@ class StreamAssembler:
         return True
 
     def _conflict(self, key, stream: _Stream, seq: int) -> None:
-        """Evidence however the stream was joined: no honest TCP sends it."""
-        self._fail(key, stream, f"sent two different versions of its stream's bytes at sequence {seq}: "
-                                "what the mirror read may not be what the receiver took", conflict=True)
+        """Evidence however the stream was joined: no honest TCP sends it. The stream is read on
+        (the version read first stays): an attacker gets no blind spot on a connection its
+        receiver keeps, and every conflict again is evidence again."""
+        why = (f"sent two different versions of its stream's bytes at sequence {seq}: "
+               "what the mirror read may not be what the receiver took")
+        self.rejections.append(f"{key[0]}:{key[1]}: {why}")
+        self.conflicts.append((key, why))
 
     def _resynchronise(self, key, stream: _Stream, held: dict[int, bytes], what: str) -> list[ModelFrame]:
         """Start again from the earliest of the ``held`` segments, at its first frame magic: after
@@ -254,14 +255,12 @@ class StreamAssembler:
             self._fail(key, stream, str(error))
             return []
 
-    def _fail(self, key, stream: _Stream, reason: str, conflict: bool = False) -> None:
+    def _fail(self, key, stream: _Stream, reason: str) -> None:
         stream.failed = True
         stream.pending.clear()
         stream.recent.clear()
         self.rejections.append(f"{key[0]}:{key[1]}: {reason}")
-        if conflict:
-            self.conflicts.append((key, reason))
-        elif stream.whole:
+        if stream.whole:
             self.unreadable.append((key, reason))
 
 
