@@ -62,7 +62,8 @@ class PoisoningKind(AttackKind):
     ``declares(samples, params, n_nodes)`` the sample count its frames claim instead of its own."""
 
     category: str = POISONING
-    data: Callable[[np.ndarray, np.ndarray, int, dict, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None
+    data: (Callable[[np.ndarray, np.ndarray, int, dict, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+           | None) = None
     colludes: bool = False
     poison: Callable[[PoisonContext], np.ndarray | bytes] | None = None
     declares: Callable[[int, dict, int], int] | None = None

@@ -292,12 +292,14 @@ POISONING_KINDS = (
                   "no farther from any benign update (Shejwalkar & Houmansadr)",
                   fields={"perturbation": Field(str, "std", one_of(*PERTURBATIONS),
                                                 "direction: inverse unit mean, inverse sign, inverse std")},
-                  poison=lambda c: c.reference + min_max(c.colluders, perturbation(c.colluders, c.params["perturbation"]))),
+                  poison=lambda c: c.reference + min_max(c.colluders,
+                                                         perturbation(c.colluders, c.params["perturbation"]))),
     PoisoningKind("min-sum", colludes=True, help="as far as the benign updates' summed squared distances "
                   "allow (Shejwalkar & Houmansadr)",
                   fields={"perturbation": Field(str, "std", one_of(*PERTURBATIONS),
                                                 "direction: inverse unit mean, inverse sign, inverse std")},
-                  poison=lambda c: c.reference + min_sum(c.colluders, perturbation(c.colluders, c.params["perturbation"]))),
+                  poison=lambda c: c.reference + min_sum(c.colluders,
+                                                         perturbation(c.colluders, c.params["perturbation"]))),
     PoisoningKind("fang-trmean", colludes=True, help="per coordinate, 3-4 benign std-devs against the benign "
                   "direction (Fang et al., against the trimmed mean and the median)",
                   poison=lambda c: c.reference + fang_trimmed_mean(c.colluders, c.rng)),

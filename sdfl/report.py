@@ -332,7 +332,8 @@ def _fault_note(fault: dict) -> str:
             "kill-controller": lambda: f"bans before {fault.get('banned_before') or 'none'}, "
                                        f"after restart {fault.get('banned_after_restart') or 'none'}",
             "cut-link": lambda: f"domains rerouted: {fault.get('domains_rerouted')}"}.get(
-                fault["kind"], lambda: "the stall was named" if fault.get("stall_named") else "**the stall went unnoticed**")()
+                fault["kind"],
+                lambda: "the stall was named" if fault.get("stall_named") else "**the stall went unnoticed**")()
     return "; ".join(x for x in (note, during) if x)
 
 

@@ -155,7 +155,8 @@ def run_plan(scenario: dict):
         raise ScenarioError(
             f"dfl.aggregator = {dfl['aggregator']!r} with dfl.byzantine_f = {dfl['byzantine_f']} needs "
             f"{need} inputs at every node (its own model and its neighbours', or their buckets); "
-            f"{len(short)} of {len(nodes)} nodes have fewer under dfl.peers = {dfl['peers']!r} ({fewest}: {short[fewest]}): "
+            f"{len(short)} of {len(nodes)} nodes have fewer under dfl.peers = {dfl['peers']!r} "
+            f"({fewest}: {short[fewest]}): "
             "lower dfl.byzantine_f or choose denser peers")
     attacks = resolve_attacks(scenario["attacks"], nodes, domain_of, dfl["rounds"], scenario["seed"], dfl["port"])
     compromised = [a.params["domain"] for a in attacks if a.category == CONTROLLER]
@@ -280,7 +281,8 @@ class Experiment:
         shutil.rmtree(out / READY_DIR, ignore_errors=True)
         write_run_keys(out, self.layout.domains, self.neighbours)
         self.events = EventLog(out / "events.jsonl")
-        self.events.event(Event.ATTACK_PLAN, attacks=self.attacks_summary["plan"], malicious=malicious_nodes(self.attacks))
+        self.events.event(Event.ATTACK_PLAN, attacks=self.attacks_summary["plan"],
+                          malicious=malicious_nodes(self.attacks))
         self.save_partial(0, [])
 
     def save_partial(self, reported: int, records: list[dict]) -> None:

@@ -49,7 +49,8 @@ from pathlib import Path
 from sdfl.pace import pace
 from sdfl.scenario import ScenarioError, load_scenario, read_toml
 
-METRICS = ("complete", "honest_accuracy", "backdoor_success", "f1", "precision", "recall", "false_ban_rate", "honest_nodes_ever_banned",
+METRICS = ("complete", "honest_accuracy", "backdoor_success", "f1", "precision", "recall", "false_ban_rate",
+           "honest_nodes_ever_banned",
            "control_bytes_per_round", "detector_cpu_fraction", "defense_cpu_fraction", "time_to_mitigate_s", "wall_s",
            "error")
 

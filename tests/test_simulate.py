@@ -40,7 +40,8 @@ def test_the_paper_scenario_simulated_learns_and_bans_its_flippers_only(tmp_path
 
 
 def test_the_command_writes_a_report_and_names_what_it_cannot_simulate(tmp_path, capsys):
-    assert main(["simulate", str(DEFAULT_SCENARIO.parent / "flood.toml"), "--set", "dfl.rounds=6", "--out", str(tmp_path)]) == 0
+    assert main(["simulate", str(DEFAULT_SCENARIO.parent / "flood.toml"), "--set", "dfl.rounds=6",
+                 "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "not simulated (they need the network)" in out and "report:" in out
     assert "**Simulated**" in (tmp_path / "report.md").read_text()

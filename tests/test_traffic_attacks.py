@@ -125,8 +125,9 @@ def test_crafted_packets_are_the_ones_that_once_broke_the_defense():
     from attacks.traffic import CRAFTED
 
     shapes = ((4, 3), (4,))
-    packets = {name: build_packets(TrafficSpec.from_attack("crafted", {"rate_pps": 5.0, "packets": [name], "dst_port": 7000}, ATTACKER,
-                                                           VICTIM, 0, shapes)) for name in CRAFTED}
+    packets = {name: build_packets(TrafficSpec.from_attack(
+        "crafted", {"rate_pps": 5.0, "packets": [name], "dst_port": 7000}, ATTACKER, VICTIM, 0, shapes))
+        for name in CRAFTED}
     syn = bytes(packets["tcp-zero-length-option"][0])
     assert syn[-4:-2] == b"\x63\x00"  # option 99 with length 0
     assert all(Ether(bytes(p)).haslayer(Dot1Q) for p in packets["vlan-100"] + packets["vlan-0"])
