@@ -166,7 +166,7 @@ class StreamAssembler:
         contradicts one held there."""
         held = stream.pending.setdefault(seq, payload)
         if not _same(held, payload):
-            self._conflict(key, stream, seq)
+            self._conflict(key, seq)
             return False
         if len(payload) > len(held):
             stream.pending[seq] = payload
@@ -211,11 +211,11 @@ class StreamAssembler:
                 continue
             lo, hi = max(offset, 0), min(offset + len(chunk), len(payload))
             if not _same(payload[lo:hi], chunk[lo - offset:hi - offset]):
-                self._conflict(key, stream, (seq + lo) % 2**32)
+                self._conflict(key, (seq + lo) % 2**32)
                 return False
         return True
 
-    def _conflict(self, key, stream: _Stream, seq: int) -> None:
+    def _conflict(self, key, seq: int) -> None:
         """Evidence however the stream was joined: no honest TCP sends it. The stream is read on
         (the version read first stays): an attacker gets no blind spot on a connection its
         receiver keeps, and every conflict again is evidence again."""
