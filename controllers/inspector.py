@@ -557,6 +557,9 @@ class DomainInspection:
         return sealed
 
 
+MAX_MIRRORED_FRAME = 14 + 65535
+"""The largest IPv4 datagram behind its Ethernet header: what the inspection port's GRO
+(:func:`topologies.builder.coalescing_commands`) coalesces a stream's segments into, at most."""
 BURST = 256
 """Mirrored frames read per wake-up: a round's models arrive as one burst."""
 BOOKKEEPING_S = 0.05
@@ -582,7 +585,7 @@ def read_burst(raw: socket.socket, wait_s: float, gather_s: float = GATHER_S,
     burst: list[bytes] = []
     while len(burst) < BURST:
         try:
-            burst.append(raw.recv(65535))
+            burst.append(raw.recv(MAX_MIRRORED_FRAME))
         except BlockingIOError:
             break
     return burst

@@ -232,9 +232,12 @@ class Emulation:
                       f"({time.monotonic() - began:.1f} s)")
         if inspection:
             if self.cluster:
-                attach_monitors(description, lambda d, argv: self.cluster.run(self.cluster.server_of(d), argv))
+                missing = attach_monitors(description,
+                                          lambda d, argv: self.cluster.run(self.cluster.server_of(d), argv))
             else:
-                attach_monitors(description)
+                missing = attach_monitors(description)
+            for what in missing:
+                LOG.warning("%s", what)
             self._start_inspectors()
         self._wait_ready()
         if self.pcap:

@@ -587,3 +587,97 @@ def test_any_honest_delivery_of_a_stream_reads_every_frame_and_finds_no_conflict
         got += assembler.feed(key, (isn + 1 + a) % 2**32, stream[a:b])
     assert assembler.conflicts == [] and assembler.unreadable == []
     assert [f.round for f in got] == list(range(1, len(frames) + 1))
+
+
+def test_an_inspection_port_the_kernel_cannot_coalesce_is_reported_and_read_segment_by_segment():
+    """Coalescing (veth GRO) only saves the inspection reads: a kernel without it gets the port
+    and a note saying so; a port that cannot be made at all stops the run with the command."""
+    import subprocess
+
+    from topologies.builder import CapabilityError, attach_monitors, coalescing_commands
+    from topologies.layout import make_layout
+
+    description = make_layout(2, 2).to_description(monitor=True)
+    ran = []
+
+    def no_gro(domain, argv):
+        ran.append(argv)
+        failed = argv[:3] == ["ethtool", "-K", "d1s1-mon"] and "gro" in argv
+        return subprocess.CompletedProcess(argv, 1 if failed else 0, "", "Operation not supported" if failed else "")
+
+    notes = attach_monitors(description, no_gro)
+    assert len(notes) == 1 and "domain 1" in notes[0] and "Operation not supported" in notes[0]
+    assert coalescing_commands("d2s1-mon")[1] in ran  # domain 2 coalesces
+
+    def no_veth(domain, argv):
+        return subprocess.CompletedProcess(argv, 2 if "veth" in argv else 0, "", "unknown type veth")
+
+    with pytest.raises(CapabilityError, match="domain 1's inspection port: ip link add .* unknown type veth"):
+        attach_monitors(description, no_veth)
+
+
+@pytest.mark.mininet
+def test_the_inspection_port_coalesces_a_streams_segments_but_never_a_forged_one():
+    """The inspection port as :func:`attach_monitors` makes it (a veth, GRO on the end the service
+    reads): a frame sent as in-order segments reaches the reader in fewer packets that read as
+    the frame; a segment with a bad checksum (an insertion) is merged with nothing, and the
+    assembler names the conflict as it does without coalescing."""
+    import subprocess
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from controllers.inspector import ETH_P_ALL, attach_mirror_filter, read_burst
+    from controllers.packets import parse_tcp_segment
+    from topologies.builder import coalescing_commands
+
+    switch_end, inspection_end = "sdflgro0", "sdflgro1"
+    honest = encode(ModelFrame("d1h1", 3, 10, (np.full((40, 50), 0.5, dtype=np.float32),)))
+    forged = encode(ModelFrame("d1h1", 3, 10, (np.full((40, 50), -4.0, dtype=np.float32),)))
+    isn, mss = 1000, 1400
+
+    def segments(sport, ip_id, checksum=None, data=honest):
+        """A SYN, then ``data`` in order as a TCP would send it (DF, incrementing IP ids)."""
+        def packet(n, seq, flags, payload=b""):
+            return bytes(Ether(src="02:00:00:00:01:01", dst="02:00:00:00:01:02")
+                         / IP(src="10.1.0.1", dst="10.1.0.2", id=ip_id + n, flags="DF")
+                         / TCP(sport=sport, dport=7000, seq=seq, ack=1, flags=flags, window=65535,
+                               chksum=checksum) / payload)
+        return [packet(0, isn, "S")] + [packet(1 + i // mss, isn + 1 + i, "A", data[i:i + mss])
+                                        for i in range(0, len(data), mss)]
+
+    read_stream, insertion = segments(40001, 100), segments(40002, 200)
+    bad_checksum = segments(40002, 300, checksum=0xDEAD, data=forged)[1]  # the receiver's TCP drops it
+    try:
+        subprocess.run(["ip", "link", "add", switch_end, "type", "veth", "peer", "name", inspection_end],
+                       check=True, capture_output=True)
+        for command in [["ethtool", "-K", switch_end, "tx", "off"], ["ip", "link", "set", switch_end, "up"],
+                        ["ip", "link", "set", inspection_end, "up"], *coalescing_commands(inspection_end)]:
+            subprocess.run(command, check=True, capture_output=True)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as mirror, \
+                socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as switch:
+            attach_mirror_filter(mirror)
+            mirror.bind((inspection_end, 0))
+            mirror.setblocking(False)
+            switch.bind((switch_end, 0))
+            for packet in [*read_stream, insertion[0], bad_checksum, *insertion[1:]]:
+                switch.send(packet)
+            received, burst = [], read_burst(mirror, 2.0)
+            while burst:
+                received += burst
+                burst = read_burst(mirror, 0.5)
+    finally:
+        subprocess.run(["ip", "link", "del", switch_end], capture_output=True)
+    by_stream = {}
+    for packet in received:
+        segment = parse_tcp_segment(packet)
+        by_stream.setdefault(segment.sport, []).append(segment)
+    assembler, frames = StreamAssembler(), {}
+    for sport, stream in by_stream.items():
+        for segment in stream:
+            frames.setdefault(sport, []).extend(assembler.feed(
+                (segment.src, segment.sport, segment.dst, segment.dport), segment.seq, segment.payload, segment.syn))
+    assert len(by_stream[40001]) < len(read_stream)  # coalesced ...
+    assert [encode(f) for f in frames[40001]] == [honest]  # ... and read as the frame
+    assert any(s.payload == forged[:mss] for s in by_stream[40002])  # the forged segment on its own
+    assert [key[1] for key, _ in assembler.conflicts] == [40002]
