@@ -121,6 +121,28 @@ def _mininet_tier(request):
     assert left == NOTHING_LEFT, "this test left the machine dirty"
 
 
+@pytest.fixture
+def scratch_network():
+    """``claim(links=..., namespaces=...)`` for the veths and namespaces a root test builds by
+    hand: one of the same name left by a killed test is removed before, and each after the test
+    (deleting a veth deletes its peer)."""
+    claimed = []
+
+    def remove(links, namespaces):
+        for name in links:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        for name in namespaces:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+    def claim(links=(), namespaces=()):
+        remove(links, namespaces)
+        claimed.append((links, namespaces))
+
+    yield claim
+    for links, namespaces in claimed:
+        remove(links, namespaces)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Each controller framework's tests, named with their outcome: what CI shows of them."""
     lines = []

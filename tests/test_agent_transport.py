@@ -342,10 +342,11 @@ def test_a_neighbour_not_yet_listening_is_not_judged_cut_off():
 
 
 @pytest.mark.mininet
-def test_a_neighbour_that_goes_silent_after_acknowledging_our_frame_is_cut_off():
+def test_a_neighbour_that_goes_silent_after_acknowledging_our_frame_is_cut_off(scratch_network):
     """Banned after it received our frame: nothing of ours is left unacknowledged, yet its frame
     is not coming. The idle connection's keep-alive probes go unanswered and give it away."""
     namespace, outside, inside, port = "sdfl-keepalive", "kaout0", "kain0", 7311
+    scratch_network(links=[outside], namespaces=[namespace])
     ip = ["ip", "netns", "exec", namespace, "ip"]
     setup = [["ip", "netns", "add", namespace], ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
              ["ip", "link", "set", inside, "netns", namespace], ["ip", "addr", "add", "10.250.0.1/30", "dev", outside],
@@ -377,5 +378,3 @@ def test_a_neighbour_that_goes_silent_after_acknowledging_our_frame_is_cut_off()
         if server is not None:
             server.kill()
             server.wait()
-        subprocess.run(["ip", "link", "del", outside], capture_output=True)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

@@ -477,7 +477,7 @@ def test_the_mirror_socket_takes_segments_that_open_a_stream_or_carry_bytes_and_
 
 
 @pytest.mark.mininet
-def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire():
+def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire(scratch_network):
     """The attack end to end on real kernels: a sender injects its connection's next bytes with a
     bad TCP checksum (an honest-looking frame), then sends its real frame through the socket. The
     receiver's kernel drops the first and takes the second; the mirror saw both, and the
@@ -492,6 +492,7 @@ def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire():
     from controllers.packets import parse_tcp_segment
 
     namespace, outside, inside, port = "sdfl-insertion", "insout0", "insin0", 7312
+    scratch_network(links=[outside], namespaces=[namespace])
     ip = ["ip", "netns", "exec", namespace, "ip"]
     setup = [["ip", "netns", "add", namespace], ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
              ["ip", "link", "set", inside, "netns", namespace], ["ip", "addr", "add", "10.250.1.1/30", "dev", outside],
@@ -543,8 +544,6 @@ def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire():
         if receiver is not None and receiver.poll() is None:
             receiver.kill()
             receiver.wait()
-        subprocess.run(["ip", "link", "del", outside], capture_output=True)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
     assert taken == real  # the receiver's kernel dropped the forged segment
     assembler, frames = StreamAssembler(), []
     for packet in mirrored:
@@ -617,7 +616,7 @@ def test_an_inspection_port_the_kernel_cannot_coalesce_is_reported_and_read_segm
 
 
 @pytest.mark.mininet
-def test_the_inspection_port_coalesces_a_streams_segments_but_never_a_forged_one():
+def test_the_inspection_port_coalesces_a_streams_segments_but_never_a_forged_one(scratch_network):
     """The inspection port as :func:`attach_monitors` makes it (a veth, GRO on the end the service
     reads): a frame sent as in-order segments reaches the reader in fewer packets that read as
     the frame; a segment with a bad checksum (an insertion) is merged with nothing, and the
@@ -648,26 +647,24 @@ def test_the_inspection_port_coalesces_a_streams_segments_but_never_a_forged_one
 
     read_stream, insertion = segments(40001, 100), segments(40002, 200)
     bad_checksum = segments(40002, 300, checksum=0xDEAD, data=forged)[1]  # the receiver's TCP drops it
-    try:
-        subprocess.run(["ip", "link", "add", switch_end, "type", "veth", "peer", "name", inspection_end],
-                       check=True, capture_output=True)
-        for command in [["ethtool", "-K", switch_end, "tx", "off"], ["ip", "link", "set", switch_end, "up"],
-                        ["ip", "link", "set", inspection_end, "up"], *coalescing_commands(inspection_end)]:
-            subprocess.run(command, check=True, capture_output=True)
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as mirror, \
-                socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as switch:
-            attach_mirror_filter(mirror)
-            mirror.bind((inspection_end, 0))
-            mirror.setblocking(False)
-            switch.bind((switch_end, 0))
-            for packet in [*read_stream, insertion[0], bad_checksum, *insertion[1:]]:
-                switch.send(packet)
-            received, burst = [], read_burst(mirror, 2.0)
-            while burst:
-                received += burst
-                burst = read_burst(mirror, 0.5)
-    finally:
-        subprocess.run(["ip", "link", "del", switch_end], capture_output=True)
+    scratch_network(links=[switch_end])
+    subprocess.run(["ip", "link", "add", switch_end, "type", "veth", "peer", "name", inspection_end],
+                   check=True, capture_output=True)
+    for command in [["ethtool", "-K", switch_end, "tx", "off"], ["ip", "link", "set", switch_end, "up"],
+                    ["ip", "link", "set", inspection_end, "up"], *coalescing_commands(inspection_end)]:
+        subprocess.run(command, check=True, capture_output=True)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as mirror, \
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as switch:
+        attach_mirror_filter(mirror)
+        mirror.bind((inspection_end, 0))
+        mirror.setblocking(False)
+        switch.bind((switch_end, 0))
+        for packet in [*read_stream, insertion[0], bad_checksum, *insertion[1:]]:
+            switch.send(packet)
+        received, burst = [], read_burst(mirror, 2.0)
+        while burst:
+            received += burst
+            burst = read_burst(mirror, 0.5)
     by_stream = {}
     for packet in received:
         segment = parse_tcp_segment(packet)
