@@ -121,26 +121,48 @@ def _mininet_tier(request):
     assert left == NOTHING_LEFT, "this test left the machine dirty"
 
 
-@pytest.fixture
-def scratch_network():
-    """``claim(links=..., namespaces=...)`` for the veths and namespaces a root test builds by
-    hand: one of the same name left by a killed test is removed before, and each after the test
-    (deleting a veth deletes its peer)."""
-    claimed = []
+class ScratchNetwork:
+    """The veths and namespaces a root test builds by hand: one of the same name left by a killed
+    test is removed before, and each after the test (deleting a veth deletes its peer)."""
 
-    def remove(links, namespaces):
+    def __init__(self) -> None:
+        self.claimed: list[tuple[list[str], list[str]]] = []
+
+    @staticmethod
+    def _remove(links, namespaces) -> None:
         for name in links:
             subprocess.run(["ip", "link", "del", name], capture_output=True)
         for name in namespaces:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
-    def claim(links=(), namespaces=()):
-        remove(links, namespaces)
-        claimed.append((links, namespaces))
+    def claim(self, links=(), namespaces=()) -> None:
+        self._remove(links, namespaces)
+        self.claimed.append((list(links), list(namespaces)))
 
-    yield claim
-    for links, namespaces in claimed:
-        remove(links, namespaces)
+    def host(self, namespace: str, outside: str, inside: str, outside_ip: str, inside_ip: str) -> list[str]:
+        """A namespace joined to the root one by the veth ``outside`` - ``inside`` on a /30, up;
+        returns the prefix that runs ``ip`` in it."""
+        self.claim(links=[outside], namespaces=[namespace])
+        ip = ["ip", "netns", "exec", namespace, "ip"]
+        for command in [["ip", "netns", "add", namespace],
+                        ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+                        ["ip", "link", "set", inside, "netns", namespace],
+                        ["ip", "addr", "add", f"{outside_ip}/30", "dev", outside], ["ip", "link", "set", outside, "up"],
+                        ip + ["addr", "add", f"{inside_ip}/30", "dev", inside], ip + ["link", "set", inside, "up"],
+                        ip + ["link", "set", "lo", "up"]]:
+            subprocess.run(command, check=True, capture_output=True)
+        return ip
+
+    def remove_all(self) -> None:
+        for links, namespaces in self.claimed:
+            self._remove(links, namespaces)
+
+
+@pytest.fixture
+def scratch_network():
+    network = ScratchNetwork()
+    yield network
+    network.remove_all()
 
 
 def pytest_terminal_summary(terminalreporter):

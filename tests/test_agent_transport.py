@@ -346,16 +346,9 @@ def test_a_neighbour_that_goes_silent_after_acknowledging_our_frame_is_cut_off(s
     """Banned after it received our frame: nothing of ours is left unacknowledged, yet its frame
     is not coming. The idle connection's keep-alive probes go unanswered and give it away."""
     namespace, outside, inside, port = "sdfl-keepalive", "kaout0", "kain0", 7311
-    scratch_network(links=[outside], namespaces=[namespace])
-    ip = ["ip", "netns", "exec", namespace, "ip"]
-    setup = [["ip", "netns", "add", namespace], ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
-             ["ip", "link", "set", inside, "netns", namespace], ["ip", "addr", "add", "10.250.0.1/30", "dev", outside],
-             ["ip", "link", "set", outside, "up"], ip + ["addr", "add", "10.250.0.2/30", "dev", inside],
-             ip + ["link", "set", inside, "up"], ip + ["link", "set", "lo", "up"]]
+    ip = scratch_network.host(namespace, outside, inside, "10.250.0.1", "10.250.0.2")
     server = sender = None
     try:
-        for command in setup:
-            subprocess.run(command, check=True, capture_output=True)
         server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
                                    "import socket, time\n"
                                    f"s = socket.create_server(('10.250.0.2', {port}))\n"

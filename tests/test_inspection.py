@@ -492,18 +492,12 @@ def test_an_insertion_the_receivers_kernel_drops_is_caught_on_the_wire(scratch_n
     from controllers.packets import parse_tcp_segment
 
     namespace, outside, inside, port = "sdfl-insertion", "insout0", "insin0", 7312
-    scratch_network(links=[outside], namespaces=[namespace])
-    ip = ["ip", "netns", "exec", namespace, "ip"]
-    setup = [["ip", "netns", "add", namespace], ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
-             ["ip", "link", "set", inside, "netns", namespace], ["ip", "addr", "add", "10.250.1.1/30", "dev", outside],
-             ["ip", "link", "set", outside, "up"], ip + ["addr", "add", "10.250.1.2/30", "dev", inside],
-             ip + ["link", "set", inside, "up"], ["ethtool", "-K", outside, "tx", "off"]]
+    ip = scratch_network.host(namespace, outside, inside, "10.250.1.1", "10.250.1.2")
+    subprocess.run(["ethtool", "-K", outside, "tx", "off"], check=True, capture_output=True)
     chaff, real = frame_bytes("d1h3", 5, 0.5), frame_bytes("d1h3", 5, -4.0)
     assert len(chaff) == len(real)
     receiver = None
     try:
-        for command in setup:
-            subprocess.run(command, check=True, capture_output=True)
         inside_mac = subprocess.run(ip + ["-o", "link", "show", inside], check=True, capture_output=True,
                                     text=True).stdout.split("link/ether ")[1].split()[0]
         receiver = subprocess.Popen(
@@ -647,7 +641,7 @@ def test_the_inspection_port_coalesces_a_streams_segments_but_never_a_forged_one
 
     read_stream, insertion = segments(40001, 100), segments(40002, 200)
     bad_checksum = segments(40002, 300, checksum=0xDEAD, data=forged)[1]  # the receiver's TCP drops it
-    scratch_network(links=[switch_end])
+    scratch_network.claim(links=[switch_end])
     subprocess.run(["ip", "link", "add", switch_end, "type", "veth", "peer", "name", inspection_end],
                    check=True, capture_output=True)
     for command in [["ethtool", "-K", switch_end, "tx", "off"], ["ip", "link", "set", switch_end, "up"],
