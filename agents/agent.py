@@ -96,7 +96,8 @@ def run_agent(description: NetworkDescription, config: RunConfig, node_name: str
     behaviour = behaviour_for(config, node, out_dir, tagged) if behaviour_for else Honest(tagged)
     body = RoundBody(node, neighbours, behaviour)
     transport = TcpTransport(node_name, {h.name: (h.ip, dfl["port"]) for h in description.hosts}, neighbours,
-                             shapes=node.shapes, round_timeout_s=dfl["round_timeout_s"], keys=keys)
+                             shapes=node.shapes, round_timeout_s=dfl["round_timeout_s"], keys=keys,
+                             before_write=behaviour.before_write)
     results = JsonLinesWriter(out_dir / f"agent-{node_name}.jsonl")
     checkpoint_path = out_dir / "checkpoints" / f"{node_name}.npz"
     lives = LifeLog(out_dir / "checkpoints" / f"{node_name}.lives.json")

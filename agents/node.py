@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,6 +74,9 @@ class Behaviour(Protocol):
 
     def outgoing(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> bytes: ...
 
+    def before_write(self, sock: socket.socket, data: bytes) -> None:
+        """Called by the TCP transport as it is about to write ``data`` (a frame) on ``sock``."""
+
 
 @dataclass(frozen=True)
 class Honest:
@@ -91,6 +95,9 @@ class Honest:
 
     def outgoing(self, round_: int, frame: ModelFrame, reference: np.ndarray) -> bytes:
         return encode(frame, tagged=self.tagged)
+
+    def before_write(self, sock: socket.socket, data: bytes) -> None:
+        return None
 
 
 class DFLNode:

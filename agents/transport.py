@@ -30,6 +30,8 @@ RECV_CHUNK = 1 << 16
 UNREACHABLE_AFTER_S = 2.0
 """A connected neighbour whose kernel has left a frame of ours unacknowledged this long is cut
 off (banned or gone): a slow but live host still acknowledges within milliseconds."""
+WriteHook = Callable[[socket.socket, bytes], None]
+"""Called with the connection and the frame just before a sender writes it (a behaviour's)."""
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 1, 1, 2
 """Once all we sent is acknowledged, an idle connection is probed after 1 s; two unanswered
 probes a second apart (about 3 s of silence) and the kernel gives the connection up."""
@@ -284,8 +286,9 @@ class Sender:
     """A persistent connection to one neighbour, fed from a queue by its own thread."""
 
     def __init__(self, name: str, address: tuple[str, int], connect_timeout: float,
-                 source_ip: str | None = None) -> None:
+                 source_ip: str | None = None, before_write: WriteHook | None = None) -> None:
         self.name = name
+        self.before_write = before_write
         self.address = address
         self.source = (source_ip, 0) if source_ip else None
         self.connect_timeout = connect_timeout
@@ -404,6 +407,8 @@ class Sender:
                     return False
             try:
                 self._socket.settimeout(max(0.5, deadline - time.monotonic()))
+                if self.before_write is not None and data:
+                    self.before_write(self._socket, data)
                 self._socket.sendall(data)
                 self.bytes_sent += len(data)
                 return True
@@ -464,7 +469,8 @@ class TcpTransport:
     frames tagged per receiver when ``keys`` (neighbour -> shared key) are given."""
 
     def __init__(self, name: str, addresses: dict[str, tuple[str, int]], neighbours: list[str],
-                 *, shapes, round_timeout_s: float, keys: dict[str, bytes] | None = None) -> None:
+                 *, shapes, round_timeout_s: float, keys: dict[str, bytes] | None = None,
+                 before_write: WriteHook | None = None) -> None:
         self.keys = keys
         self.round_timeout_s = round_timeout_s
         self.inbox = Inbox(neighbours)
@@ -473,7 +479,8 @@ class TcpTransport:
         self.listener = Listener(addresses[name], self.inbox, max_payload, shapes, idle_timeout=round_timeout_s,
                                  names_by_ip={address[0]: n for n, address in addresses.items()}, keys=keys,
                                  frame_timeout=round_timeout_s)
-        self.senders = {peer: Sender(peer, addresses[peer], connect_timeout=2.0, source_ip=addresses[name][0])
+        self.senders = {peer: Sender(peer, addresses[peer], connect_timeout=2.0, source_ip=addresses[name][0],
+                                     before_write=before_write)
                         for peer in neighbours}
         self.deadline = 0.0
         self.waited_s = 0.0

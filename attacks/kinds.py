@@ -59,7 +59,9 @@ class PoisoningKind(AttackKind):
     """A model poisoning. Its hooks, each optional: ``data(x, y, n_classes, params, rng)`` the
     samples and labels the node trains on; ``colludes`` its attackers share their honest updates out of band first;
     ``poison(context)`` the flat model it sends instead of its own, or raw bytes instead of a frame;
-    ``declares(samples, params, n_nodes)`` the sample count its frames claim instead of its own."""
+    ``declares(samples, params, n_nodes)`` the sample count its frames claim instead of its own;
+    ``decoy``: ahead of each poisoned frame, it writes its honest frame on the connection's next
+    sequence numbers on segments the receiver's TCP drops, for a tap to read (an insertion)."""
 
     category: str = POISONING
     data: (Callable[[np.ndarray, np.ndarray, int, dict, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -67,6 +69,7 @@ class PoisoningKind(AttackKind):
     colludes: bool = False
     poison: Callable[[PoisonContext], np.ndarray | bytes] | None = None
     declares: Callable[[int, dict, int], int] | None = None
+    decoy: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ entry): they meet on a :class:`CollusionBoard`, an out-of-band channel the defen
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,11 @@ from scipy.stats import norm
 from agents.aggregation import krum_scores, pairwise_squared_distances
 from agents.data import with_trigger
 from agents.wire import ModelFrame, encode
+from attacks import insertion
 from attacks.kinds import POISONING, Attack, PoisonContext, PoisoningKind
 from common.schema import Field, non_negative, one_of, positive
 
+LOG = logging.getLogger(__name__)
 HUGE = 1e30
 
 
@@ -332,6 +337,11 @@ POISONING_KINDS = (
                                         "ignores drifts within controllers.features.USUAL_SIZE_BAND)")},
                   poison=lambda c: c.reference + under_the_bar(c.update, c.colluders, c.params["budget"],
                                                                c.params["size"])),
+    PoisoningKind("insertion", decoy=True, help="the honest update reversed, while the mirror is shown the honest "
+                  "frame first on segments the receivers' TCP drops (Ptacek & Newsham; TCP only: a plain "
+                  "sign-flip in simulate)",
+                  fields={"scale": Field(float, 1.0, positive, "send -scale x the honest update")},
+                  poison=lambda c: c.reference + sign_flip(c.update, c.params["scale"])),
     PoisoningKind("garbage", poison=_garbage, help="a model no honest node could send",
                   fields={"mode": Field(str, "inf", one_of("nan", "inf", "huge", "bytes"),
                                         "non-finite values, 1e30s, or random bytes")}),
@@ -346,8 +356,10 @@ class Poisoner:
 
     def __init__(self, node: str, attacks: list[Attack], n_nodes: int, n_classes: int, seed: int,
                  board: CollusionBoard | None = None, collusion_wait_s: float = 10.0, tagged: bool = False,
-                 rule=None) -> None:
+                 rule=None, write_ahead: Callable[[socket.socket, bytes], None] | None = None) -> None:
         self.node = node
+        self.write_ahead = write_ahead or insertion.write_ahead
+        self._decoy: tuple[bytes, bytes] | None = None  # (the poisoned frame sent, the honest one shown)
         self.rule = rule  # the honest nodes' rule over stacked updates, for attacks tuned against it
         if rule is None and any(a.params.get("optimal") for a in attacks if node in a.nodes):
             raise ValueError(f"{node}: an optimal attack needs the honest nodes' rule to tune against")
@@ -396,5 +408,17 @@ class Poisoner:
         if isinstance(sent, bytes):
             return sent
         declared = kind.declares(frame.samples, attack.params, self.n_nodes) if kind.declares else frame.samples
-        return encode(ModelFrame(frame.sender, frame.round, declared, split_like(sent, frame.shapes)),
-                      tagged=self.tagged)
+        poisoned = encode(ModelFrame(frame.sender, frame.round, declared, split_like(sent, frame.shapes)),
+                          tagged=self.tagged)
+        self._decoy = (poisoned, honest) if kind.decoy else None
+        return poisoned
+
+    def before_write(self, sock: socket.socket, data: bytes) -> None:
+        """Ahead of a poisoned frame with a decoy (``data``: the frame, tagged for its receiver),
+        the honest frame, with the same tag, where the receiver's TCP will not take it."""
+        if self._decoy is not None and data.startswith(self._decoy[0]):
+            poisoned, honest = self._decoy
+            try:
+                self.write_ahead(sock, honest + data[len(poisoned):])
+            except OSError as error:  # the frame itself still goes out
+                LOG.warning("%s: no decoy written ahead of its frame: %s", self.node, error)

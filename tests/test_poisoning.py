@@ -281,3 +281,71 @@ def test_sign_flippers_break_fedavg_but_not_the_median():
     clean = run_digits("fedavg", attacked=False)
     assert run_digits("fedavg", attacked=True) < clean - 0.3
     assert run_digits("median", attacked=True) > clean - 0.06
+
+
+def test_an_insertion_sends_its_poison_and_shows_the_wire_its_honest_frame_first_with_the_same_tag():
+    from agents.wire import encode
+
+    reference, frames = honest()
+    written = []
+    poisoner = Poisoner("d1h1", [attack("insertion", scale=4.0)], 12, 10, seed=0, tagged=True,
+                        write_ahead=lambda sock, decoy: written.append((sock, decoy)))
+    sent = poisoner.outgoing(1, frames["d1h1"], reference)
+    honest_bytes = encode(frames["d1h1"], tagged=True)
+    assert len(sent) == len(honest_bytes) and sent != honest_bytes  # the poison, as long as the decoy
+    tag = b"t" * 16
+    poisoner.before_write("connection", sent + tag)
+    assert written == [("connection", honest_bytes + tag)]  # the decoy carries the receiver's tag
+    poisoner.before_write("connection", b"some other frame" + tag)
+    assert len(written) == 1  # only ahead of the poisoned frame
+    outside_its_rounds = Poisoner("d1h1", [attack("insertion")], 12, 10, seed=0,
+                                  write_ahead=lambda sock, decoy: written.append(decoy))
+    data = outside_its_rounds.outgoing(3, frames["d1h1"], reference)
+    outside_its_rounds.before_write("connection", data)
+    assert len(written) == 1
+
+
+def test_an_insertion_that_cannot_write_its_decoy_still_sends_its_frame(caplog):
+    def no_arp_entry(sock, decoy):
+        raise OSError("no ARP entry for 10.1.0.2")
+
+    reference, frames = honest()
+    poisoner = Poisoner("d1h1", [attack("insertion")], 12, 10, seed=0, write_ahead=no_arp_entry)
+    poisoner.before_write("connection", poisoner.outgoing(1, frames["d1h1"], reference))  # no raise
+    assert "no decoy written" in caplog.text and "no ARP entry" in caplog.text
+
+
+def test_an_insertions_decoy_segments_carry_bad_checksums_and_the_inspection_names_the_sender():
+    """The decoy, cut into segments from the connection's next sequence number with wrong TCP
+    checksums, and the poisoned frame over the same numbers after it: the mirror's reassembly
+    reads the decoy first and names the conflict."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.l2 import Ether
+
+    from agents.wire import encode
+    from attacks.insertion import BAD_CHECKSUM, decoy_segments
+    from controllers.inspector import StreamAssembler
+    from controllers.packets import parse_tcp_segment
+
+    reference, frames = honest()
+    poisoner = Poisoner("d1h1", [attack("insertion", scale=4.0)], 12, 10, seed=0)
+    poisoned = poisoner.outgoing(1, frames["d1h1"], reference)
+    decoy = encode(frames["d1h1"])
+    seq, source, destination = 2**32 - 10, ("10.1.0.1", 40000), ("10.1.0.2", 7000)  # wraps
+    segments = decoy_segments(decoy * 40, seq, source, destination, ("02:00:00:00:01:01", "02:00:00:00:01:02"))
+    assert len(segments) > 1
+    for frame in segments:
+        packet = Ether(frame)
+        assert packet[TCP].chksum == BAD_CHECKSUM
+        del packet[TCP].chksum
+        assert Ether(bytes(packet))[TCP].chksum != BAD_CHECKSUM  # the real checksum differs
+    key = (*source, *destination)
+    assembler = StreamAssembler()
+    assembler.feed(key, seq - 1, b"", syn=True)
+    read = []
+    for frame in decoy_segments(decoy, seq, source, destination, ("02:00:00:00:01:01", "02:00:00:00:01:02")):
+        segment = parse_tcp_segment(frame)
+        read += assembler.feed(key, segment.seq, segment.payload)
+    read += assembler.feed(key, seq, poisoned)
+    assert [encode(f) for f in read] == [decoy]
+    assert [k for k, _ in assembler.conflicts] == [key]
