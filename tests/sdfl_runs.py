@@ -16,3 +16,22 @@ def run_scenario(text: str, folder: Path, timeout: float = 900) -> tuple[subproc
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result, out
+
+
+DEFENDED_2X3 = """
+[network]
+domains = 2
+hosts_per_domain = 3
+domain_graph = "line"
+[dfl]
+rounds = 10
+round_period_s = 2.0
+round_timeout_s = 8.0
+peers = "domain-full+paired"
+[defense]
+fuhst = true
+window_size = 4
+ban_after = "2/3"
+"""
+"""The smallest network FU-HST judges end to end: two domains of three hosts, ten rounds, a short
+window; a test's scenario is its name, this, and its attacks."""

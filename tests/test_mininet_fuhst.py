@@ -10,25 +10,11 @@ import json
 import pytest
 
 from common.jsonl import read_jsonl
-from sdfl_runs import run_scenario
+from sdfl_runs import DEFENDED_2X3, run_scenario
 
 pytestmark = pytest.mark.mininet
 
-SCENARIO = """
-name = "fuhst-e2e"
-[network]
-domains = 2
-hosts_per_domain = 3
-domain_graph = "line"
-[dfl]
-rounds = 10
-round_period_s = 2.0
-round_timeout_s = 8.0
-peers = "domain-full+paired"
-[defense]
-fuhst = true
-window_size = 4
-ban_after = "2/3"
+SCENARIO = 'name = "fuhst-e2e"' + DEFENDED_2X3 + """
 [[attacks]]
 kind = "sign-flip"
 nodes = ["d1h2"]

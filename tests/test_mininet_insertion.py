@@ -11,25 +11,11 @@ import json
 import pytest
 
 from common.jsonl import read_jsonl
-from sdfl_runs import run_scenario
+from sdfl_runs import DEFENDED_2X3, run_scenario
 
 pytestmark = pytest.mark.mininet
 
-SCENARIO = """
-name = "insertion-e2e"
-[network]
-domains = 2
-hosts_per_domain = 3
-domain_graph = "line"
-[dfl]
-rounds = 8
-round_period_s = 2.0
-round_timeout_s = 8.0
-peers = "domain-full+paired"
-[defense]
-fuhst = true
-window_size = 4
-ban_after = "2/3"
+SCENARIO = 'name = "insertion-e2e"' + DEFENDED_2X3 + """
 [[attacks]]
 kind = "insertion"
 nodes = ["d1h2"]
