@@ -71,7 +71,7 @@ def check_tools() -> list[Check]:
 
 def check_ovs() -> list[Check]:
     from sdfl.emulation import ovs_running
-    from topologies.builder import kernel_datapath_available, netem_available
+    from topologies.builder import coalescing_available, kernel_datapath_available, netem_available
 
     if not shutil.which("ovs-vsctl"):
         return [Check("Open vSwitch running", FAIL, "not installed", INSTALL_HINT)]
@@ -91,6 +91,11 @@ def check_ovs() -> list[Check]:
         checks.append(Check("netem (link delay/loss)", WARN,
                             "unavailable: links can be shaped in bandwidth only",
                             "use the Vagrant VM for delay/loss"))
+    if coalescing_available():
+        checks.append(Check("veth GRO (inspection reads)", OK, "the kernel coalesces the mirror's segments"))
+    else:
+        checks.append(Check("veth GRO (inspection reads)", WARN,
+                            "unavailable: the inspection reads each mirrored segment (more CPU, same results)"))
     return checks
 
 

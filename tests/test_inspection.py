@@ -672,3 +672,13 @@ def test_the_inspection_port_coalesces_a_streams_segments_but_never_a_forged_one
     assert [encode(f) for f in frames[40001]] == [honest]  # ... and read as the frame
     assert any(s.payload == forged[:mss] for s in by_stream[40002])  # the forged segment on its own
     assert [key[1] for key, _ in assembler.conflicts] == [40002]
+
+
+@pytest.mark.mininet
+def test_sdfl_check_probes_coalescing_on_a_veth_it_removes():
+    """``sdfl check``'s probe: this machine's kernel coalesces on a veth (the test above needs it
+    too), and the throw-away pair is gone afterwards."""
+    from topologies.builder import coalescing_available
+
+    assert coalescing_available()
+    assert not [name for _, name in socket.if_nameindex() if name.startswith("sdflp")]

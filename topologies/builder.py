@@ -184,6 +184,21 @@ def coalescing_commands(interface: str) -> list[list[str]]:
             ["sh", "-c", f"echo {MIRROR_GRO_FLUSH_NS} > /sys/class/net/{interface}/gro_flush_timeout"]]
 
 
+def coalescing_available() -> bool:
+    """True when a veth here takes :func:`coalescing_commands` (probed on a throw-away pair)."""
+    if os.geteuid() != 0:
+        return False
+    probe = f"sdflp{uuid.uuid4().hex[:8]}"
+    if subprocess.run(["ip", "link", "add", probe, "type", "veth", "peer", "name", f"{probe}p"],
+                      capture_output=True).returncode != 0:
+        return False
+    try:
+        return all(subprocess.run(command, capture_output=True).returncode == 0
+                   for command in coalescing_commands(f"{probe}p"))
+    finally:
+        subprocess.run(["ip", "link", "del", probe], capture_output=True)
+
+
 def attach_monitors(description: NetworkDescription, run=_run_here) -> list[str]:
     """Give each domain's edge switch its inspection port: a veth whose switch end is
     ``monitor.port`` and whose other end stays in the root namespace for the inspector
