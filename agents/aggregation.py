@@ -27,7 +27,7 @@ Aggregator = Callable[[Contribution, Sequence[Contribution]], np.ndarray]
 
 
 def _stack(own: Contribution, others: Sequence[Contribution]) -> np.ndarray:
-    return np.stack([own.vector, *(c.vector for c in others)]).astype(np.float64)
+    return np.stack([own.vector, *(c.vector for c in others)]).astype(np.float64, copy=False)
 
 
 def _max_trim(n: int, f: int) -> int:
@@ -202,7 +202,7 @@ class WFAgg:
     def passing(self, own: Contribution, others: Sequence[Contribution]) -> list[Contribution]:
         if not others:
             return []
-        x = np.stack([c.vector for c in others]).astype(np.float64)
+        x = np.stack([c.vector for c in others]).astype(np.float64, copy=False)
         n = len(x)
         keep = max(1, n - min(self.f, n - 1))
         median = np.median(x, axis=0)
