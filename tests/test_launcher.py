@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sdfl.launcher import Launcher
+from sdfl.launcher import ONE_THREAD_EACH, Launcher
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="entering a network namespace needs root")
 
@@ -159,3 +159,27 @@ def test_a_request_whose_environment_is_not_strings_is_refused_without_a_fork(ca
     _launch(b'{"node": "controller d1", "netns_pid": null, "program": "controllers.manager", "argv": [], '
             b'"log": "/dev/null", "env": {"SDFL_DOMAIN": 1}}', {"controllers.manager": None}, children)
     assert children == {} and '"refused": "controller d1"' in capsys.readouterr().out
+
+
+
+@pytest.mark.parametrize("role, program, argv", [
+    ("agent", "agents.agent", ["--config", "x", "--node", "d1h1"]),
+    ("inspector", "controllers.inspector", ["--domain", "1", "--keys", "x", "--bounds", "{}"]),
+])
+def test_what_a_launcher_forks_loads_the_numerical_libraries_with_one_thread_each(tmp_path, role, program, argv):
+    """A pool's worker spins on a core after each call it shared (numpy's OpenBLAS keeps one per
+    core, started again in a forked child at its first large product): among dozens of processes
+    on two cores that spinning is all waste. The libraries read their variables as they load, in
+    the launcher, whose environment every child keeps."""
+    fifo = tmp_path / "network.json"
+    os.mkfifo(fifo)  # the child blocks reading it: alive to be looked at
+    launcher = Launcher(tmp_path / "launcher.log", role=role)
+    try:
+        child = launcher.start("d1h1", os.getpid(), program, [*argv, "--network", str(fifo), "--out", str(tmp_path)],
+                               tmp_path / "child.log")
+        time.sleep(0.5)
+        assert child.poll() is None
+        environment = dict(v.split("=", 1) for v in open(f"/proc/{child.pid}/environ").read().split("\0") if "=" in v)
+        assert {k: environment.get(k) for k in ONE_THREAD_EACH} == ONE_THREAD_EACH
+    finally:
+        launcher.close()
