@@ -51,6 +51,11 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not
 MAX_OUT_OF_ORDER = 64
 """Segments held per stream while a gap is open; beyond that the lost bytes are skipped and
 the stream resynchronises at the next frame's magic."""
+GAP_WAIT_S = 1.0
+"""How long a stream holds segments behind a gap for the bytes that fill it. TCP resends what its
+receiver lacks within a retransmission timeout (200 ms at least); bytes still missing after this
+the mirror alone lost (the receiver has them: no resend is coming), so the stream skips them. Held
+by count alone, a stream that carries one frame a round waited rounds for bytes that never came."""
 MAX_UNCHECKED = 8
 """Segments from before the bytes a stream keeps that it takes for the mirror having lost the
 stream, which it then resynchronises on."""
@@ -60,6 +65,7 @@ copy): six frames of paper.toml's model. A retransmission from further back is n
 RECEIVE_BUFFER = 32 * 1024 * 1024
 """A round's models arrive as one burst; a small socket buffer would drop mirrored packets."""
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
+SOL_PACKET, PACKET_STATISTICS = 263, 6  # Linux's; Python names neither
 MIRROR_FILTER_EXPRESSION = ("tcp and ((tcp[tcpflags] & tcp-syn) != 0 or "
                             "(ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0)")
 MIRROR_FILTER = (
@@ -83,7 +89,11 @@ class _Stream:
     reader: FrameReader
     whole: bool
     """Read from its SYN on, no byte lost: what fails to parse is what its sender sent."""
+    seeking: bool = False
+    """Its next bytes may begin mid-frame (joined midway, or bytes lost): read from a frame's magic."""
     pending: dict[int, bytes] = field(default_factory=dict)
+    gap_since: float | None = None
+    """When the gap in front of :attr:`pending` opened (see :data:`GAP_WAIT_S`)."""
     failed: bool = False
     recent: deque[tuple[int, bytes]] = field(default_factory=deque)
     """The last :data:`RECHECK_BYTES` read, as (seq, payload): what a retransmission must repeat."""
@@ -104,9 +114,11 @@ def _same(a: bytes, b: bytes) -> bool:
 class StreamAssembler:
     """TCP payloads per (src, sport, dst, dport), in sequence order, into model frames.
 
-    ``rejections``: every stream given up, for the log. ``unreadable``: the (key, why) of the
-    whole streams among them, read from their first byte with none lost: their senders sent
-    bytes that are no model frame, which no honest agent does. ``conflicts``: the (key, why) of
+    ``rejections``: every stream given up or found again after lost bytes, for the log.
+    ``unreadable``: the (key, why) of the whole streams given up, read from their first byte with
+    none lost: their senders sent bytes that are no model frame, which no honest agent does. A
+    stream joined midway or past lost bytes is never given up: what fails to parse there may be
+    the mirror's doing, and it is read on from the next frame's magic. ``conflicts``: the (key, why) of
     streams that carried two different versions of the same bytes, which no honest TCP sends:
     an insertion attack, where segments the receiver drops (a bad checksum, say) show the mirror
     an honest frame while the receiver takes another (Ptacek and Newsham, 1998)."""
@@ -117,16 +129,20 @@ class StreamAssembler:
         self.rejections: list[str] = []
         self.unreadable: list[tuple[tuple, str]] = []
         self.conflicts: list[tuple[tuple, str]] = []
+        self.gaps = 0
+        """Times a stream went on past bytes the mirror never delivered (each costs a frame at most)."""
 
-    def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False) -> list[ModelFrame]:
+    def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False, now: float = 0.0) -> list[ModelFrame]:
+        """The frames that the segment at ``seq`` completes; ``now``: when it arrived."""
         stream = self.streams.get(key)
         if syn and stream is not None and stream.recent and not stream.failed:
             stream.reopened = (seq + 1) % 2**32  # the same ports again, or a forged SYN
             return []
         if syn or stream is None or stream.next_seq is None or (
                 seq == stream.reopened and seq != stream.next_seq and payload):
-            stream = _Stream((seq + 1) % 2**32 if syn else seq, FrameReader(self.max_payload),
-                             whole=syn or stream is not None and seq == stream.reopened)
+            whole = syn or stream is not None and seq == stream.reopened
+            stream = _Stream((seq + 1) % 2**32 if syn else seq, FrameReader(self.max_payload), whole=whole,
+                             seeking=not whole)
             self.streams[key] = stream
             if syn:
                 return []
@@ -135,17 +151,20 @@ class StreamAssembler:
         if seq != stream.next_seq:
             behind = (stream.next_seq - seq) % 2**32
             if behind >= 2**31:  # ahead: hold it until the gap fills
+                if not stream.pending:
+                    stream.gap_since = now
                 if not self._hold(key, stream, seq, payload):
                     return []
-                if len(stream.pending) <= MAX_OUT_OF_ORDER:
+                if len(stream.pending) <= MAX_OUT_OF_ORDER and now - stream.gap_since < GAP_WAIT_S:
                     return []
-                return self._resynchronise(key, stream, stream.pending, "lost {} mirrored bytes")
+                self.gaps += 1
+                return self._resynchronise(key, stream, stream.pending, "lost {} mirrored bytes", now)
             start = stream.recent[0][0] if stream.recent else stream.next_seq
             if 0 < (start - seq) % 2**32 < 2**31:  # from before the bytes kept
                 stream.behind[seq] = payload
                 if len(stream.behind) <= MAX_UNCHECKED:
                     return []
-                return self._resynchronise(key, stream, stream.behind, "{} bytes behind what it read")
+                return self._resynchronise(key, stream, stream.behind, "{} bytes behind what it read", now)
             # A retransmission: it must repeat what was read; what it carries past that is new.
             if not self._repeats(key, stream, seq, payload[:behind]) or len(payload) <= behind:
                 return []
@@ -155,10 +174,26 @@ class StreamAssembler:
         if stream.pending:
             data = bytearray(payload)
             self._drain(key, stream, data)
+            stream.gap_since = now if stream.pending else None  # what is still held waits behind a new gap
+        return self._frames(key, stream, data)
+
+    def _frames(self, key, stream: _Stream, data) -> list[ModelFrame]:
+        """The frames ``data``, the stream's next bytes, completes (from a frame's magic on, if seeking)."""
+        if stream.seeking:
+            start = bytes(data).find(MAGIC)
+            if start < 0:
+                return []
+            stream.seeking = False
+            data = data[start:]
         try:
             return stream.reader.feed(data)
         except FrameError as error:
-            self._fail(key, stream, str(error))
+            if stream.whole:
+                self._fail(key, stream, str(error))
+            else:
+                self.rejections.append(f"{key[0]}:{key[1]}: {error}; reading on from the next frame")
+                stream.reader = FrameReader(self.max_payload)
+                stream.seeking = True
             return []
 
     def _hold(self, key, stream: _Stream, seq: int, payload: bytes) -> bool:
@@ -224,7 +259,7 @@ class StreamAssembler:
         self.rejections.append(f"{key[0]}:{key[1]}: {why}")
         self.conflicts.append((key, why))
 
-    def _resynchronise(self, key, stream: _Stream, held: dict[int, bytes], what: str) -> list[ModelFrame]:
+    def _resynchronise(self, key, stream: _Stream, held: dict[int, bytes], what: str, now: float) -> list[ModelFrame]:
         """Start again from the earliest of the ``held`` segments, at its first frame magic: after
         bytes the mirror lost (segments held ahead of a gap), or when the stream's segments keep
         coming from before what it read (the mirror followed a forged SYN or forged bytes far
@@ -243,17 +278,10 @@ class StreamAssembler:
             self._read(stream, stream.next_seq, chunk)
             data += chunk
         stream.pending.update(held)  # what lies beyond a gap still
+        stream.gap_since = now if stream.pending else None
         stream.reader = FrameReader(self.max_payload)
-        stream.whole = False
-        start = bytes(data).find(MAGIC)
-        if start < 0:
-            stream.next_seq = None  # nothing to hold on to: wait for the next segment
-            return []
-        try:
-            return stream.reader.feed(bytes(data[start:]))
-        except FrameError as error:
-            self._fail(key, stream, str(error))
-            return []
+        stream.whole, stream.seeking = False, True
+        return self._frames(key, stream, bytes(data))
 
     def _fail(self, key, stream: _Stream, reason: str) -> None:
         stream.failed = True
@@ -334,15 +362,17 @@ class RoundCollector:
 
     def add(self, now: float, sender: str, receiver: str | None, round_: int, vector: np.ndarray,
             samples: int) -> bool:
-        """Record one decoded frame; False when its round lies outside the window."""
+        """Record one decoded frame; False when its round lies outside the window. Even then it
+        tells how far its sender got: had the mirror lost a majority's frames of a few rounds, their
+        later frames would all lie ahead of the window, and the domain's round would never move again."""
+        if sender in self.senders and round_ > self.latest.get(sender, (0, 0.0))[0]:
+            self.latest[sender] = (round_, now)
         if round_ < self.done_up_to or round_ > max(self.current(now), self.done_up_to) + ROUND_LEAD:
             self.ignored += 1
             return False
         self.models.setdefault(round_, {}).setdefault(sender, (vector, samples))
         if receiver is not None:
             self.received.setdefault(round_, {}).setdefault(receiver, set()).add(sender)
-        if sender in self.senders and round_ > self.latest.get(sender, (0, 0.0))[0]:
-            self.latest[sender] = (round_, now)
         return True
 
     def complete(self, now: float) -> list[int]:
@@ -455,6 +485,11 @@ class InspectionCounts:
     """What the service read, and what it could not use, since it started (its heartbeat)."""
 
     segments: int = 0
+    dropped: int = 0
+    """Mirrored packets the kernel dropped because the socket's buffer was full: bytes of the
+    streams that the inspection never saw."""
+    gaps: int = 0
+    """Streams read on past bytes that never reached the mirror (:attr:`StreamAssembler.gaps`)."""
     unparsed: int = 0
     frames: int = 0
     ignored: int = 0
@@ -499,7 +534,7 @@ class DomainInspection:
         if sender is None or not (sender in self.local or receiver in self.local):
             return
         key = (segment.src, segment.sport, segment.dst, segment.dport)
-        for frame in self.assembler.feed(key, segment.seq, segment.payload, segment.syn):
+        for frame in self.assembler.feed(key, segment.seq, segment.payload, segment.syn, now):
             self.frame(now, sender, receiver, frame)
         while self.assembler.unreadable:
             _, why = self.assembler.unreadable.pop(0)
@@ -601,6 +636,12 @@ def attach_mirror_filter(raw: socket.socket) -> None:
                    struct.pack("HL", len(MIRROR_FILTER), ctypes.addressof(program)))
 
 
+def socket_drops(raw: socket.socket) -> int:
+    """Packets the kernel dropped for ``raw``'s full buffer since the last call (reading resets it)."""
+    _, drops = struct.unpack("II", raw.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return drops
+
+
 def run(description: NetworkDescription, domain: int, out_dir: Path, inspection: DomainInspection) -> int:
     from common.jsonl import JsonLinesWriter
 
@@ -621,6 +662,12 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+    def heartbeat(now: float) -> None:
+        inspection.counts.dropped += socket_drops(raw)
+        inspection.counts.gaps = inspection.assembler.gaps
+        log.write(event(Event.HEARTBEAT, now, round=inspection.collector.current(now), **vars(inspection.counts)))
+
     log.write(event(Event.INSPECTOR_STARTED, time.time(), domain=domain))
     beat = booked = 0.0
     gather = GATHER_S
@@ -641,9 +688,9 @@ def run(description: NetworkDescription, domain: int, out_dir: Path, inspection:
             inspection.log.clear()
             if now - beat >= HEARTBEAT_S:
                 beat = now
-                log.write(event(Event.HEARTBEAT, now, round=inspection.collector.current(now),
-                           **vars(inspection.counts)))
+                heartbeat(now)
     finally:
+        heartbeat(time.time())  # the run's summary reads the last one
         raw.close()
         report.close()
         log.close()

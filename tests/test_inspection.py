@@ -47,7 +47,7 @@ def test_a_stream_that_is_not_model_frames_is_given_up_with_a_reason():
 
 def test_only_a_stream_read_whole_is_its_senders_fault():
     """Joined mid-stream (no SYN seen) or past a lost segment, bytes that fail to parse may be
-    the mirror's doing: given up, never held against the sender."""
+    the mirror's doing: never held against the sender, and the stream is read on."""
     assembler = StreamAssembler()
     midway = ("10.1.0.3", 5, "10.1.0.2", 7000)
     assert assembler.feed(midway, 500, b"rest of some frame") == []
@@ -57,6 +57,42 @@ def test_only_a_stream_read_whole_is_its_senders_fault():
     for i in range(MAX_OUT_OF_ORDER + 1):  # a gap, then bytes that only look like a frame's start
         assembler.feed(lossy, 100 + 20 * i, (MAGIC + bytes(16)) if i == 0 else bytes(20))
     assert len(assembler.rejections) >= 2 and assembler.unreadable == []
+    after = 100 + 20 * (MAX_OUT_OF_ORDER + 1)
+    assert [f.round for f in assembler.feed(lossy, after, frame_bytes("d1h1", 2, 0.5))] == [2]
+    assert [f.round for f in assembler.feed(midway, 518, frame_bytes("d1h3", 2, 0.5))] == [2]
+
+
+def test_a_gap_the_mirror_never_fills_is_skipped_after_a_wait_not_after_rounds():
+    """The receiver got the bytes the mirror lost, so nothing resends them: a stream that carries
+    one frame a round must not hold its next frames behind that gap until it has held enough."""
+    from controllers.inspector import GAP_WAIT_S
+
+    key = ("10.1.0.1", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    frames, seq = [], 1000
+    for round_, now in ((1, 10.0), (2, 11.0), (3, 12.0)):
+        data = frame_bytes("d1h1", round_, 0.5)
+        for at in range(0, len(data), 20):
+            if (round_, at) != (2, 20):  # one segment of round 2's frame never reached the mirror
+                frames += assembler.feed(key, seq + at, data[at:at + 20], now=now)
+        seq += len(data)
+    assert len(range(0, len(data), 20)) < MAX_OUT_OF_ORDER and 12.0 - 11.0 >= GAP_WAIT_S
+    assert [f.round for f in frames] == [1, 3]
+    assert "lost 20 mirrored bytes" in assembler.rejections[0] and assembler.unreadable == []
+
+
+def test_a_retransmission_that_fills_the_gap_within_the_wait_loses_nothing():
+    key = ("10.1.0.1", 40000, "10.1.0.2", 7000)
+    assembler = StreamAssembler()
+    assembler.feed(key, 999, b"", syn=True)
+    data = frame_bytes("d1h1", 1, 0.5) + frame_bytes("d1h1", 2, 0.5)
+    segments = [(1000 + at, data[at:at + 20]) for at in range(0, len(data), 20)]
+    frames = []
+    for i, (seq, payload) in enumerate(segments[1:]):
+        frames += assembler.feed(key, seq, payload, now=10.0 + 0.01 * i)
+    frames += assembler.feed(key, *segments[0], now=10.5)  # resent within the wait
+    assert [f.round for f in frames] == [1, 2] and assembler.rejections == []
 
 
 def test_a_round_completes_when_every_local_sender_is_in_or_after_the_wait():
@@ -90,6 +126,23 @@ def test_a_minority_sender_can_neither_drag_the_round_ahead_nor_hold_it_back():
     assert collector.complete(3.1) == [1, 2]  # the honest majority sets the pace
     collector.add(3.2, "d1h3", None, 1, np.ones(3), 10)  # and a laggard cannot rewind it
     assert collector.current(3.2) == 2 and collector.done_up_to == 2
+
+
+def test_a_majority_whose_frames_the_mirror_lost_for_rounds_is_followed_again():
+    """Frames of rounds 3-6 lost: the next ones lie beyond the lead, yet they tell how far their
+    senders got, and the domain's round follows its honest majority again."""
+    senders = ["d1h1", "d1h2", "d1h3"]
+    collector = RoundCollector(senders, wait_s=1.0, stale_s=5.0, started=0.0)
+    for t, round_ in ((1.0, 1), (2.0, 2)):
+        for node in senders:
+            collector.add(t, node, None, round_, np.ones(3), 10)
+    assert collector.complete(2.0) == [1, 2]
+    for node in senders:
+        collector.add(3.0, node, None, 2 + ROUND_LEAD + 2, np.ones(3), 10)
+    for node in senders:
+        collector.add(3.5, node, None, 2 + ROUND_LEAD + 3, np.ones(3), 10)
+    assert collector.current(3.5) == 2 + ROUND_LEAD + 3
+    assert collector.complete(3.5) == [] and collector.complete(4.6) == [2 + ROUND_LEAD + 2, 2 + ROUND_LEAD + 3]
 
 
 def test_fedavg_references_are_where_each_node_starts_its_next_round():
