@@ -286,6 +286,11 @@ def _headline(run: Run) -> list[str]:
                   f"| defense CPU (inspection + detector) / agents' CPU | "
                   f"{_fmt(overhead.get('defense_cpu_fraction'), 4)} |",
                   f"| flood/scan time to mitigate (s, median) | {_fmt(traffic.get('time_to_mitigate_s_median'), 2)} |"]
+        inspection = summary.get("inspection")
+        if inspection:
+            lines.append(f"| model frames read off the mirrors / streams read on past bytes the mirror lost / "
+                         f"packets its sockets dropped | {inspection['frames']:,} / {inspection['gaps']} / "
+                         f"{inspection['dropped']} |")
     return lines
 
 

@@ -421,6 +421,22 @@ def ledger_summary(out: Path) -> dict:
                               for name, proof in found.equivocations]}
 
 
+INSPECTION_COUNTS = ("segments", "frames", "gaps", "dropped", "unparsed", "violations")
+
+
+def inspection_summary(out: Path, domains: int) -> dict:
+    """What each domain's inspection service read off its mirror (its last heartbeat,
+    :class:`controllers.inspector.InspectionCounts`), and in total: a stream read on past bytes the
+    mirror never delivered (``gaps``) or a packet its socket dropped cost frames the update features
+    never saw."""
+    by_domain = {}
+    for domain in range(1, domains + 1):
+        beats = read_events(out / f"inspector-d{domain}.jsonl", Event.HEARTBEAT)
+        if beats:
+            by_domain[str(domain)] = {k: beats[-1].get(k, 0) for k in INSPECTION_COUNTS}
+    return {**{k: sum(c[k] for c in by_domain.values()) for k in INSPECTION_COUNTS}, "by_domain": by_domain}
+
+
 def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[Attack], summary: dict) -> dict:
     """``detection``, ``overhead`` and ``traffic`` figures of a run with FU-HST on."""
     rounds = scenario["dfl"]["rounds"]
@@ -475,6 +491,7 @@ def defense_summary(scenario: dict, out: Path, nodes: list[str], attacks: list[A
     return {
         **byzantine,
         "detection": detection,
+        "inspection": inspection_summary(out, scenario["network"]["domains"]),
         "overhead": {
             "interdomain_control_bytes_total": control_bytes,
             "interdomain_control_bytes_per_round": control_bytes / rounds,

@@ -93,3 +93,22 @@ def test_sdfl_report_rebuilds_a_report_and_names_a_folder_without_results(tmp_pa
     (folder / "summary.json").write_text("{ truncated")
     broken = subprocess.run([sys.executable, "-m", "sdfl", "report", str(folder)], capture_output=True, text=True)
     assert broken.returncode == 2 and "not valid JSON" in broken.stderr
+
+
+def test_what_the_mirrors_lost_is_summed_from_each_inspections_last_heartbeat_and_reported(tmp_path):
+    from sdfl.runner import inspection_summary
+
+    folder = make_run(tmp_path / "run")
+    for domain, beats in ((1, [(100, 40, 0, 0), (250, 96, 2, 0)]), (2, [(240, 90, 1, 3)])):
+        with open(folder / f"inspector-d{domain}.jsonl", "w") as f:
+            f.write(json.dumps({"type": "inspector_started", "time": 1.0, "domain": domain}) + "\n")
+            for segments, frames, gaps, dropped in beats:
+                f.write(json.dumps({"type": "heartbeat", "time": 2.0, "round": 3, "segments": segments,
+                                    "frames": frames, "gaps": gaps, "dropped": dropped, "unparsed": 0,
+                                    "violations": 0, "ignored": 0}) + "\n")
+    inspection = inspection_summary(folder, 2)
+    assert (inspection["frames"], inspection["gaps"], inspection["dropped"]) == (186, 3, 3)
+    assert inspection["by_domain"]["1"]["segments"] == 250
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "inspection": inspection}))
+    assert "| 186 / 3 / 3 |" in write_run_report(folder).read_text()
