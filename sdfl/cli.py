@@ -248,6 +248,11 @@ def cmd_run(args) -> int:
               f"{detection['recall']:.3f}), false-ban rate {detection['false_ban_rate']:.3f}, "
               f"{overhead['interdomain_control_bytes_per_round']:.1f} inter-domain control bytes per round; banned: "
               + (", ".join(f"{b['node']} (round {b['round']}, {b['reason']})" for b in detection["bans"]) or "nobody"))
+    inspection = summary.get("inspection", {})
+    if inspection.get("gaps") or inspection.get("dropped"):
+        print(f"the inspection lost mirrored bytes: {inspection['gaps']} streams read on past them, "
+              f"{inspection['dropped']} packets dropped by its sockets (frames the update features never saw; "
+              "see 'OVS send buffer' in sdfl check)")
     if dfl["dead_nodes"]:
         print(f"dead agents: {', '.join(dfl['dead_nodes'])}")
     from sdfl.report import write_run_report

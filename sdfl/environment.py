@@ -71,7 +71,8 @@ def check_tools() -> list[Check]:
 
 def check_ovs() -> list[Check]:
     from sdfl.emulation import ovs_running
-    from topologies.builder import coalescing_available, kernel_datapath_available, netem_available
+    from topologies.builder import (DATAPATH_SEND_BUFFER, coalescing_available, datapath_send_buffer,
+                                    kernel_datapath_available, netem_available)
 
     if not shutil.which("ovs-vsctl"):
         return [Check("Open vSwitch running", FAIL, "not installed", INSTALL_HINT)]
@@ -85,6 +86,15 @@ def check_ovs() -> list[Check]:
         checks.append(Check("OVS datapath", OK, "kernel (openvswitch module)"))
     else:
         checks.append(Check("OVS datapath", OK, "userspace (no openvswitch kernel module)"))
+        buffer = datapath_send_buffer()
+        if buffer >= DATAPATH_SEND_BUFFER:
+            checks.append(Check("OVS send buffer", OK, f"{buffer:,} bytes"))
+        else:
+            checks.append(Check("OVS send buffer", WARN,
+                                f"{buffer:,} bytes: bursts beyond it are lost, and the inspection port's copies "
+                                "are never resent (large models' frames go unread; paper.toml's fit)",
+                                f"sysctl -w net.core.wmem_default={DATAPATH_SEND_BUFFER}, then, with no run "
+                                "active: /usr/share/openvswitch/scripts/ovs-ctl restart --system-id=random"))
     if netem_available():
         checks.append(Check("netem (link delay/loss)", OK, "available"))
     else:

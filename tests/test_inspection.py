@@ -735,3 +735,37 @@ def test_sdfl_check_probes_coalescing_on_a_veth_it_removes():
 
     assert coalescing_available()
     assert not [name for _, name in socket.if_nameindex() if name.startswith("sdflp")]
+
+
+SS_PACKET_SOCKETS = """Netid Recv-Q Send-Q Local Address:Port Peer Address:PortProcess
+p_raw 0      0                [ETH_P_ALL]:d1s1-eth1  *     users:(("ovs-vswitchd",pid=7,fd=80)) skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d0)
+p_raw 0      0                [0]:*                *     users:(("tcpdump",pid=9,fd=3)) skmem:(r0,rb212992,t0,tb1000,f0,w0,o0,bl0,d0)
+p_raw 0      0                [0]:*                *     users:(("ovs-vswitchd",pid=7,fd=73)) skmem:(r0,rb212992,t0,tb4194304,f0,w0,o0,bl0,d0)
+"""
+
+
+def test_the_datapaths_send_buffer_is_that_of_its_unbound_packet_socket_else_the_default_it_will_get(monkeypatch):
+    """ovs-vswitchd receives on a socket per port and sends through one bound to no protocol."""
+    import subprocess
+
+    from topologies import builder
+
+    listing = SS_PACKET_SOCKETS
+    monkeypatch.setattr(builder.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
+    assert builder.datapath_send_buffer() == 4194304
+    listing = SS_PACKET_SOCKETS.splitlines()[0]
+    assert builder.datapath_send_buffer() == int(open("/proc/sys/net/core/wmem_default").read())
+
+
+@pytest.mark.parametrize("buffer, status", [(212992, "warn"), (16 * 1024 * 1024, "ok")])
+def test_sdfl_check_warns_of_a_send_buffer_the_mirrors_bursts_overflow_and_says_how_to_grow_it(
+        monkeypatch, buffer, status):
+    from sdfl import environment
+    from topologies import builder
+
+    monkeypatch.setattr(builder, "kernel_datapath_available", lambda: False)
+    monkeypatch.setattr(builder, "datapath_send_buffer", lambda: buffer)
+    monkeypatch.setattr(builder, "coalescing_available", lambda: True)
+    check = next(c for c in environment.check_ovs() if c.name == "OVS send buffer")
+    assert check.status == status and f"{buffer:,} bytes" in check.detail
+    assert ("net.core.wmem_default=16777216" in check.fix and "ovs-ctl restart" in check.fix) == (status == "warn")
