@@ -57,7 +57,8 @@ else
   say "Open vSwitch: starting"
   # Its userspace datapath sends through one packet socket sized by this default as it opens it:
   # bursts beyond the kernel's 212,992 bytes were lost, mirrored copies for good (topologies.builder).
-  sysctl -qw net.core.wmem_default=16777216 || say "could not raise net.core.wmem_default (sdfl check tells what it costs)"
+  { echo 16777216 > /proc/sys/net/core/wmem_default; } 2>/dev/null \
+    || say "could not raise net.core.wmem_default (sdfl check tells what it costs)"
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null
   ovs-vsctl --timeout=10 show >/dev/null
 fi
