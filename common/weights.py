@@ -3,6 +3,7 @@ inspection service that recomputes it, so both start every round from the same m
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,4 +19,4 @@ def capped_sample_weights(samples: Sequence[int]) -> np.ndarray:
     inputs is an honest count while fewer than half of them lie, so a liar weighs at most twice
     an honest median node, and honest shards of unequal size keep their order up to that cap."""
     counts = np.asarray(samples, dtype=np.float64)
-    return np.minimum(counts, SAMPLE_CAP * float(np.median(counts)))
+    return np.minimum(counts, SAMPLE_CAP * statistics.median(counts.tolist()))

@@ -196,13 +196,13 @@ class UpdateFeatures:
         mean_model = stacked.mean(axis=0)
         updates = np.stack([models[n] - references.get(n, mean_model) for n in names])
         norms = np.linalg.norm(updates, axis=1)
-        log_ratios = np.log(np.maximum(norms, 1e-12) / max(float(np.median(norms)), 1e-12))
+        log_ratios = np.log(np.maximum(norms, 1e-12) / max(statistics.median(norms.tolist()), 1e-12))
         along_home = {n: _cosine(updates[i], self._homes[n][0]) for i, n in enumerate(names) if n in self._homes}
         typical_home = sorted(along_home.values())[len(along_home) // 2] if along_home else 0.0
         features = {}
         for i, name in enumerate(names):
             history = self._log_norm_ratios.setdefault(name, [])
-            usual = float(np.median(history)) if history else 0.0
+            usual = statistics.median(history) if history else 0.0
             features[name] = {
                 "off_norm": _clip((abs(log_ratios[i] - usual) - math.log(USUAL_SIZE_BAND)) / math.log(10)),
                 "off_home": _clip((typical_home - along_home[name]) / 2) if name in along_home else 0.0,
@@ -218,4 +218,4 @@ class UpdateFeatures:
 
 
 def _clip(value: float) -> float:
-    return float(np.clip(value, 0.0, 1.0))
+    return min(max(float(value), 0.0), 1.0)
