@@ -93,7 +93,7 @@ def test_a_retransmission_that_fills_the_gap_within_the_wait_loses_nothing():
     frames = []
     for i, (seq, payload) in enumerate(segments[1:]):
         frames += assembler.feed(key, seq, payload, now=10.0 + 0.01 * i)
-    frames += assembler.feed(key, *segments[0], now=10.5)  # resent within the wait
+    frames += assembler.feed(key, *segments[0], now=10.0 + GAP_WAIT_S / 2)  # resent within the wait
     assert [f.round for f in frames] == [1, 2] and assembler.rejections == []
 
 
@@ -739,11 +739,18 @@ def test_sdfl_check_probes_coalescing_on_a_veth_it_removes():
     assert not [name for _, name in socket.if_nameindex() if name.startswith("sdflp")]
 
 
-SS_PACKET_SOCKETS = """Netid Recv-Q Send-Q Local Address:Port Peer Address:PortProcess
-p_raw 0      0                [ETH_P_ALL]:d1s1-eth1  *     users:(("ovs-vswitchd",pid=7,fd=80)) skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d0)
-p_raw 0      0                [0]:*                *     users:(("tcpdump",pid=9,fd=3)) skmem:(r0,rb212992,t0,tb1000,f0,w0,o0,bl0,d0)
-p_raw 0      0                [0]:*                *     users:(("ovs-vswitchd",pid=7,fd=73)) skmem:(r0,rb212992,t0,tb4194304,f0,w0,o0,bl0,d0)
-"""
+def _packet_socket(bound: str, process: str, send_buffer: int) -> str:
+    """A line of ``ss -0 -m -p``."""
+    return (f"p_raw 0      0      {bound}      *     users:((\"{process}\",pid=7,fd=80)) "
+            f"skmem:(r0,rb212992,t0,tb{send_buffer},f0,w0,o0,bl0,d0)")
+
+
+SS_PACKET_SOCKETS = "\n".join([
+    "Netid Recv-Q Send-Q Local Address:Port Peer Address:PortProcess",
+    _packet_socket("[ETH_P_ALL]:d1s1-eth1", "ovs-vswitchd", 212992),  # a port's receiving socket
+    _packet_socket("[0]:*", "tcpdump", 1000),
+    _packet_socket("[0]:*", "ovs-vswitchd", 4194304),
+])
 
 
 def test_the_datapaths_send_buffer_is_that_of_its_unbound_packet_socket_else_the_default_it_will_get(monkeypatch):
