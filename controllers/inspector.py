@@ -32,7 +32,7 @@ import socket
 import struct
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,10 @@ by count alone, a stream that carries one frame a round waited rounds for bytes 
 8 x 12 paper.toml (one run each): streams that skipped a gap 98 at 1 s, 3 at 2 s, none at 5 s, so
 at 1 s most were resends still on their way; a skip costs a frame, a wait delays its stream's
 frames (those held are read when it ends)."""
+MAX_STREAMS_PER_SOURCE = 64
+"""Streams kept per source address, the least recently fed forgotten first: a host that opens
+connections without end (a SYN flood with fresh ports; 1.4 KB a half-open stream) costs its own
+streams, no one else's. An honest agent feeds one per neighbour, and one anew after a reconnect."""
 MAX_UNCHECKED = 8
 """Segments from before the bytes a stream keeps that it takes for the mirror having lost the
 stream, which it then resynchronises on."""
@@ -134,9 +138,11 @@ class StreamAssembler:
         self.conflicts: list[tuple[tuple, str]] = []
         self.gaps = 0
         """Times a stream went on past bytes the mirror never delivered (each costs a frame at most)."""
+        self._fed: dict[str, OrderedDict[tuple, None]] = {}  # per source address, least recently fed first
 
     def feed(self, key: tuple, seq: int, payload: bytes, syn: bool = False, now: float = 0.0) -> list[ModelFrame]:
         """The frames that the segment at ``seq`` completes; ``now``: when it arrived."""
+        self._touch(key)
         stream = self.streams.get(key)
         if syn and stream is not None and stream.recent and not stream.failed:
             stream.reopened = (seq + 1) % 2**32  # the same ports again, or a forged SYN
@@ -198,6 +204,15 @@ class StreamAssembler:
                 stream.reader = FrameReader(self.max_payload)
                 stream.seeking = True
             return []
+
+    def _touch(self, key: tuple) -> None:
+        """``key`` is its source's most recently fed stream; the least recent beyond
+        :data:`MAX_STREAMS_PER_SOURCE` is forgotten (fed again, it is a stream joined midway)."""
+        fed = self._fed.setdefault(key[0], OrderedDict())
+        fed[key] = None
+        fed.move_to_end(key)
+        if len(fed) > MAX_STREAMS_PER_SOURCE:
+            self.streams.pop(fed.popitem(last=False)[0], None)
 
     def _hold(self, key, stream: _Stream, seq: int, payload: bytes) -> bool:
         """Hold a segment that arrived ahead; False (a conflict: the first held stays) if it

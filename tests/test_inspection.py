@@ -778,3 +778,25 @@ def test_sdfl_check_warns_of_a_send_buffer_the_mirrors_bursts_overflow_and_says_
     check = next(c for c in environment.check_ovs() if c.name == "OVS send buffer")
     assert check.status == status and f"{buffer:,} bytes" in check.detail
     assert ("net.core.wmem_default=16777216" in check.fix and "ovs-ctl restart" in check.fix) == (status == "warn")
+
+
+def test_a_host_opening_streams_without_end_forgets_its_own_oldest_and_nobody_elses():
+    """A SYN flood with fresh source ports, each a half-open stream: what it costs is bounded, and
+    its own stream in use, like an honest host's, is still read."""
+    from controllers.inspector import MAX_STREAMS_PER_SOURCE
+
+    assembler = StreamAssembler()
+    honest, attacker = ("10.1.0.1", 40000, "10.1.0.2", 7000), ("10.1.0.3", 40000, "10.1.0.2", 7000)
+    data = {key: frame_bytes(key[0][-1], 1, 0.5) for key in (honest, attacker)}
+    frames = []
+    for key in (honest, attacker):
+        assembler.feed(key, 999, b"", syn=True)
+        frames += assembler.feed(key, 1000, data[key][:20])
+    for port in range(1024, 1024 + 20 * MAX_STREAMS_PER_SOURCE):
+        assembler.feed(("10.1.0.3", port, "10.1.0.2", 7000), port * 7, b"", syn=True)
+        if port % 16 == 0:  # the flooder's own model stream stays in use meanwhile
+            assembler.feed(attacker, 1000 + 20, data[attacker][20:20])
+    for key in (honest, attacker):
+        frames += assembler.feed(key, 1020, data[key][20:])
+    assert sorted(f.sender for f in frames) == ["1", "3"]
+    assert sum(k[0] == "10.1.0.3" for k in assembler.streams) == MAX_STREAMS_PER_SOURCE
