@@ -92,7 +92,7 @@ reads, and is dropped before it costs a wake-up, a copy and a parse."""
 
 @dataclass
 class _Stream:
-    next_seq: int | None
+    next_seq: int
     reader: FrameReader
     whole: bool
     """Read from its SYN on, no byte lost: what fails to parse is what its sender sent."""
@@ -147,7 +147,7 @@ class StreamAssembler:
         if syn and stream is not None and stream.recent and not stream.failed:
             stream.reopened = (seq + 1) % 2**32  # the same ports again, or a forged SYN
             return []
-        if syn or stream is None or stream.next_seq is None or (
+        if syn or stream is None or (
                 seq == stream.reopened and seq != stream.next_seq and payload):
             whole = syn or stream is not None and seq == stream.reopened
             stream = _Stream((seq + 1) % 2**32 if syn else seq, FrameReader(self.max_payload), whole=whole,
