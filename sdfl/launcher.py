@@ -112,7 +112,7 @@ ONE_THREAD_EACH = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM
 spins on a core for a while after each call it helped with: numpy's OpenBLAS spread a dot product of
 77,000 weights over a second thread whose spinning cost 1.1 s of CPU in 200 calls against 0.09 s
 single-threaded, and a 3 x 4 run with a 1,024-unit hidden layer spent 9.8 s in its inspection services
-with the pools, 2.2 s without (the agents 11.0 and 8.4 s)."""
+with the pools, 2.0 s without (the agents 11.0 and 7.9 s)."""
 
 
 def _child(request: dict, program) -> int:
